@@ -1,0 +1,220 @@
+"""The 30-second promise: measure an episode from its synthesised audio and hold it to the budget.
+
+One small function per rule. Durations always come from the audio (via the plan); a word-count figure
+appears only as a hint about how much to cut.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from xml.sax.saxutils import escape, quoteattr
+
+from .cache import Cache, Stats, key_of
+from .errors import BudgetError, Where
+from .load import Episode
+from .narrate import Engine, Narration, Request, narrate, tokens
+from .plan import Plan, SegmentInput, SegmentPlan, TimedWord, build_plan
+
+
+@dataclass(frozen=True)
+class Fit:
+    segment: int
+    from_rate: int
+    to_rate: int
+
+
+@dataclass
+class Measured:
+    episode: Episode
+    plan: Plan
+    narrations: list[Narration]
+    fits: list[Fit] = field(default_factory=list)
+
+
+def _texts(ep: Episode) -> list[tuple[str, str, int | None, object]]:
+    """(kind, text, concept number, segment) for intro, concepts and outro, in order."""
+    s = ep.settings
+    out: list = []
+    if s.intro:
+        out.append(("intro", f"{ep.series}. Part {ep.part}.", None, None))
+    out += [("concept", seg.narration, seg.index + 1, seg) for seg in ep.segments]
+    if s.outro:
+        tail = f" Next: {ep.next}." if ep.next else ""
+        out.append(("outro", s.outro_text + tail, None, None))
+    return out
+
+
+def _request(ep: Episode, text: str, seg, rate: int) -> Request:
+    label = f"{ep.segment_where(seg)}: segments[{seg.index}]" if seg else str(ep.path)
+    return Request(text=text, voice=ep.settings.voice, rate=rate, label=label, voice_where=ep.where("voice"))
+
+
+def measure(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None = None,
+            on_progress: Callable | None = None) -> Measured:
+    """Speak every segment (cached), plan the timeline and, where the script allows, fit the rate."""
+    s = ep.settings
+    texts = _texts(ep)
+    rates = [seg.rate if seg else s.rate for _, _, _, seg in texts]
+    reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
+    narrs = narrate(reqs, engine, cache, stats, on_progress)
+    fits: list[Fit] = []
+
+    if s.fit == "rate":
+        available = s.segment_budget_frames - s.lead_in_frames - s.tail_frames
+        for i, ((kind, text, _, seg), n) in enumerate(zip(texts, narrs)):
+            if kind != "concept" or _narr_frames(n, s.fps) <= available:
+                continue
+            ceiling = int(seg.rate * s.fit_max_rate_factor)
+            rate = seg.rate
+            while _narr_frames(n, s.fps) > available and rate < ceiling:
+                # speech time scales roughly inversely with rate; aim 2% past the need, then verify
+                rate = min(ceiling, max(rate + 1, math.ceil(rate * _narr_frames(n, s.fps) / available * 1.02)))
+                n = narrate([_request(ep, text, seg, rate)], engine, cache, stats)[0]
+            narrs[i] = n
+            if rate != seg.rate:
+                fits.append(Fit(seg.index, seg.rate, rate))
+
+    inputs = [
+        SegmentInput(kind=kind, name=seg.name if seg else ("Intro" if kind == "intro" else "Outro"),
+                     one_liner=seg.one_liner if seg else "", reference=seg.reference if seg else "",
+                     number=num, samples=n.samples, sample_rate=n.sample_rate,
+                     words=tuple(TimedWord(w.text, w.start, w.end) for w in n.words), rate=n.rate,
+                     voice=n.voice, audio_key=n.wav.stem,
+                     source=str(ep.segment_where(seg)) if seg else str(ep.path))
+        for (kind, _, num, seg), n in zip(texts, narrs)
+    ]
+    plan = build_plan(ep.series, ep.part, ep.title, s.fps, s.width, s.height, inputs, s.lead_in_frames, s.tail_frames,
+                      extra={"next": ep.next})
+    return Measured(ep, plan, narrs, fits)
+
+
+def _narr_frames(n: Narration, fps: int) -> int:
+    return -(-n.samples * fps // n.sample_rate)
+
+
+# ---- rules --------------------------------------------------------------------------------------
+
+def rule_segment_budget(m: Measured) -> list[str]:
+    s = m.episode.settings
+    out = []
+    for sp, n in zip(m.plan.segments, m.narrations):
+        if sp.kind != "concept" or sp.frames <= s.segment_budget_frames:
+            continue
+        fps = s.fps
+        over = sp.frames - s.segment_budget_frames
+        available = s.segment_budget_frames - sp.lead_in - (sp.frames - sp.lead_in - sp.narration_frames)
+        fit_rate = math.ceil(sp.rate * sp.narration_frames / max(1, available))
+        words = len(tokens(n.text))
+        cut = math.ceil(over / fps * words / max(0.1, n.seconds))
+        seg = m.episode.segments[sp.number - 1]
+        note = f" (already fitted from {seg.rate} wpm)" if sp.rate != seg.rate else ""
+        out.append(
+            f"{sp.source}: segments[{sp.number - 1}] {sp.name!r} runs {sp.frames / fps:.2f} s, "
+            f"{over / fps:.2f} s over the {s.segment_budget_frames / fps:.2f} s budget at {sp.rate} wpm{note}; "
+            f"a rate of {fit_rate} wpm would fit, or cut about {cut} words")
+    return out
+
+
+def rule_episode_budget(m: Measured) -> list[str]:
+    s = m.episode.settings
+    if m.plan.total_frames <= s.episode_budget_frames:
+        return []
+    return [f"{m.episode.path}: the episode runs {m.plan.total_frames / s.fps:.2f} s, over the "
+            f"{s.episode_budget_frames / s.fps:.0f} s cap by {(m.plan.total_frames - s.episode_budget_frames) / s.fps:.2f} s"]
+
+
+RULES = (rule_segment_budget, rule_episode_budget)
+
+
+def problems(m: Measured) -> list[str]:
+    return [p for rule in RULES for p in rule(m)]
+
+
+def enforce(m: Measured) -> None:
+    found = problems(m)
+    if found:
+        raise BudgetError(found)
+
+
+# ---- reports ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    episode: str
+    segment: str
+    frames: int
+    budget: int
+    fps: int
+    ok: bool
+    note: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps
+
+
+def rows(m: Measured) -> list[Row]:
+    s = m.episode.settings
+    fits = {f.segment: f for f in m.fits}
+    out = []
+    for sp in m.plan.segments:
+        if sp.kind != "concept":
+            continue
+        f = fits.get(sp.number - 1)
+        note = f"rate fitted {f.from_rate}->{f.to_rate} wpm" if f else ""
+        out.append(Row(str(m.episode.path), f"{sp.number}. {sp.name}", sp.frames, s.segment_budget_frames, s.fps,
+                       sp.frames <= s.segment_budget_frames, note))
+    out.append(Row(str(m.episode.path), "(episode total)", m.plan.total_frames, s.episode_budget_frames, s.fps,
+                   m.plan.total_frames <= s.episode_budget_frames))
+    return out
+
+
+def error_row(path: Path | str, message: str) -> Row:
+    return Row(str(path), "(script)", 0, 0, 1, False, message)
+
+
+def format_table(all_rows: list[Row]) -> str:
+    head = ("episode", "segment", "measured", "budget", "status")
+    body = [(r.episode, r.segment, f"{r.seconds:6.2f} s" if r.budget else "-",
+             f"{r.budget / r.fps:6.2f} s" if r.budget else "-",
+             ("OK" if r.ok else ("ERROR" if not r.budget else "OVER")) + (f"  {r.note}" if r.note else ""))
+            for r in all_rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in [head, *body]]
+    return "\n".join(lines)
+
+
+def format_json(all_rows: list[Row], messages: list[str]) -> str:
+    return json.dumps({
+        "ok": all(r.ok for r in all_rows),
+        "segments": [{"episode": r.episode, "segment": r.segment, "frames": r.frames, "seconds": round(r.seconds, 3),
+                      "budget_frames": r.budget, "fps": r.fps, "ok": r.ok, "note": r.note} for r in all_rows],
+        "problems": messages,
+    }, indent=2)
+
+
+def format_junit(all_rows: list[Row], messages: list[str]) -> str:
+    """One test case per segment, so a CI page shows which segment broke the promise."""
+    by_ep: dict[str, list[Row]] = {}
+    for r in all_rows:
+        by_ep.setdefault(r.episode, []).append(r)
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           f'<testsuites name="shortgen check" tests="{len(all_rows)}" failures="{sum(not r.ok for r in all_rows)}">']
+    for ep, rs in by_ep.items():
+        out.append(f'  <testsuite name={quoteattr(ep)} tests="{len(rs)}" failures="{sum(not r.ok for r in rs)}">')
+        for r in rs:
+            out.append(f'    <testcase classname={quoteattr(ep)} name={quoteattr(r.segment)} time="{r.seconds:.3f}">')
+            if not r.ok:
+                detail = next((m for m in messages if r.segment.split(". ", 1)[-1] in m and ep in m), r.note or "over budget")
+                out.append(f'      <failure message={quoteattr(detail)}>{escape(detail)}</failure>')
+            out.append("    </testcase>")
+        out.append("  </testsuite>")
+    out.append("</testsuites>")
+    return "\n".join(out)
+
+
+def plan_key(m: Measured) -> str:
+    return key_of(m.plan.to_dict())

@@ -1,0 +1,274 @@
+"""The command line: a thin `main(argv) -> int`. Only this module prints or chooses exit codes."""
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import (BudgetError, DiskFullError, EncodeError, Interrupted, ProbeError, ScriptError, ShortgenError,
+                     TextOverflowError, TTSError)
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    BAD_INPUT = 2
+    OVER_BUDGET = 3
+    TTS_FAILED = 4
+    ENCODE_FAILED = 5
+    BAD_RENDER = 6
+    DISK_FULL = 7
+    INTERRUPTED = 130
+
+
+def _status_of(err: BaseException) -> ExitStatus:
+    for cls, st in ((BudgetError, ExitStatus.OVER_BUDGET), (ScriptError, ExitStatus.BAD_INPUT),
+                    (TextOverflowError, ExitStatus.BAD_INPUT), (TTSError, ExitStatus.TTS_FAILED),
+                    (EncodeError, ExitStatus.ENCODE_FAILED), (ProbeError, ExitStatus.BAD_RENDER),
+                    (DiskFullError, ExitStatus.DISK_FULL), (Interrupted, ExitStatus.INTERRUPTED)):
+        if isinstance(err, cls):
+            return st
+    return ExitStatus.BAD_INPUT if getattr(err, "exit_code", 1) == 2 else ExitStatus.ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shortgen", description="Turn episode scripts into vertical short videos.")
+    p.add_argument("--version", action="version", version=f"shortgen {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def settings_flags(sp):
+        sp.add_argument("--voice", help="espeak voice, e.g. gmw/en-us")
+        sp.add_argument("--rate", type=int, help="speaking rate in words per minute")
+        sp.add_argument("--fps", type=int)
+        sp.add_argument("--preset", help="x264 preset (ultrafast ... medium)")
+        sp.add_argument("--crf", type=int)
+        sp.add_argument("--no-intro", dest="intro", action="store_false", default=None)
+        sp.add_argument("--no-outro", dest="outro", action="store_false", default=None)
+        sp.add_argument("--cache-dir", type=Path, help="default: $SHORTGEN_CACHE_DIR or ~/.cache/shortgen")
+        sp.add_argument("--output-dir", type=Path, help="default: output/")
+
+    r = sub.add_parser("render", help="render episodes (files, series files or directories)")
+    r.add_argument("paths", nargs="+", type=Path)
+    r.add_argument("-j", "--jobs", type=int, help="parallel workers (default: CPU count)")
+    r.add_argument("-q", "--quiet", action="store_true")
+    settings_flags(r)
+
+    c = sub.add_parser("check", help="check segment durations against the budget (scripts or rendered output dirs)")
+    c.add_argument("paths", nargs="+", type=Path)
+    c.add_argument("--format", choices=("table", "json", "junit"), default="table")
+    c.add_argument("-o", "--out", type=Path, help="write the report here instead of stdout")
+    settings_flags(c)
+
+    pl = sub.add_parser("plan", help="print the timeline of an episode without rendering")
+    pl.add_argument("path", type=Path)
+    pl.add_argument("--json", action="store_true", help="the full plan as JSON")
+    settings_flags(pl)
+
+    cl = sub.add_parser("clean", help="prune the cache")
+    cl.add_argument("--older-than", type=float, metavar="DAYS", help="only entries unused for this many days")
+    cl.add_argument("--cache-dir", type=Path)
+
+    v = sub.add_parser("voices", help="list the voices the speech engine has")
+    v.add_argument("filter", nargs="?", default="")
+    return p
+
+
+def _cli_layer(a: argparse.Namespace) -> dict:
+    keys = ("voice", "rate", "fps", "preset", "crf", "intro", "outro", "cache_dir", "output_dir", "jobs")
+    return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
+
+
+class _Printer:
+    """Progress on stderr: one updating line on a terminal, plain stage lines otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = None
+
+    def __call__(self, ev: dict) -> None:
+        if self.quiet:
+            return
+        seg = f" {ev['segment']}" if ev.get("segment") else ""
+        count = f" ({ev['done']}/{ev['total']})" if ev.get("total") else ""
+        eta = f"  ETA {ev['eta']:.0f}s" if ev.get("eta") is not None else ""
+        line = f"[{ev['episode']}] {ev['stage']}{seg}{count}{eta}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+            if ev["stage"] == "done":
+                sys.stderr.write("\n")
+        elif (ev["episode"], ev["stage"], ev.get("segment")) != self.last:
+            sys.stderr.write(line + "\n")
+        self.last = (ev["episode"], ev["stage"], ev.get("segment"))
+        sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(_dispatch(args))
+    except KeyboardInterrupt:
+        print("shortgen: interrupted; finished files are intact and nothing half-written was kept", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+    except ShortgenError as e:
+        print(f"shortgen: {e}", file=sys.stderr)
+        return _status_of(e)
+    except OSError as e:
+        if e.errno == 28:
+            print(f"shortgen: disk full: {e.filename or ''}", file=sys.stderr)
+            return ExitStatus.DISK_FULL
+        print(f"shortgen: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        return ExitStatus.ERROR
+
+
+def _dispatch(a: argparse.Namespace) -> ExitStatus:
+    from . import render as R
+    from .cache import Cache
+    from .settings import Settings
+
+    if a.cmd == "clean":
+        cache = Cache(a.cache_dir or Settings().cache_dir)
+        n, size = cache.clean(a.older_than)
+        print(f"removed {n} files ({size / 1e6:.1f} MB) from {cache.root}")
+        return ExitStatus.OK
+    if a.cmd == "voices":
+        from .narrate import EspeakEngine
+        for v in EspeakEngine().voices():
+            if a.filter.lower() in v.lower():
+                print(v)
+        return ExitStatus.OK
+    if a.cmd == "plan":
+        return _plan(a)
+    if a.cmd == "check":
+        return _check(a)
+    return _render(a, R)
+
+
+def _engine_cache(layer: dict):
+    from .cache import Cache
+    from .narrate import EspeakEngine
+    from .settings import Settings
+    return EspeakEngine(), Cache(layer.get("cache_dir") or Settings().cache_dir)
+
+
+def _plan(a) -> ExitStatus:
+    from . import check
+    from .load import load_episode
+    layer = _cli_layer(a)
+    ep = load_episode(a.path, layer)
+    engine, cache = _engine_cache(layer)
+    m = check.measure(ep, engine, cache)
+    if a.json:
+        print(json.dumps(m.plan.to_dict(), indent=2))
+    else:
+        fps = m.plan.fps
+        for s in m.plan.segments:
+            print(f"{s.start:6d}-{s.end:6d}  {s.frames / fps:6.2f} s  {s.kind:7s} {s.name}  ({len(s.cues)} cues)")
+        print(f"total {m.plan.total_frames} frames, {m.plan.total_frames / fps:.2f} s at {fps} fps")
+    return ExitStatus.OK
+
+
+def _check(a) -> ExitStatus:
+    from . import check
+    from .encode import FfmpegEncoder
+    from .load import expand_targets, load_episode
+
+    layer = _cli_layer(a)
+    engine, cache = _engine_cache(layer)
+    rows, messages = [], []
+    status = ExitStatus.OK
+    scripts = [p for p in a.paths if not (p.is_dir() and (p / "manifest.json").exists())]
+    rendered = [p for p in a.paths if p.is_dir() and (p / "manifest.json").exists()]
+    try:
+        targets = expand_targets(scripts)
+    except ShortgenError as e:
+        targets, status = [], _status_of(e)
+        rows.append(check.error_row("-", str(e)))
+        messages.append(str(e))
+    for path in targets:
+        try:
+            m = check.measure(load_episode(path, layer), engine, cache)
+            rows += check.rows(m)
+            messages += check.problems(m)
+        except ShortgenError as e:
+            rows.append(check.error_row(path, str(e)))
+            messages.append(str(e))
+            status = max(status, _status_of(e)) if status != ExitStatus.OVER_BUDGET else status
+    for d in rendered:
+        try:
+            r, msgs = check.check_rendered(d, FfmpegEncoder(), engine, cache, layer)
+            rows += r
+            messages += msgs
+        except ShortgenError as e:
+            rows.append(check.error_row(d, str(e)))
+            messages.append(str(e))
+            status = _status_of(e)
+    if any(not r.ok for r in rows) and status == ExitStatus.OK:
+        status = ExitStatus.OVER_BUDGET
+    report = {"table": lambda: check.format_table(rows) + ("\n\n" + "\n".join(messages) if messages else ""),
+              "json": lambda: check.format_json(rows, messages),
+              "junit": lambda: check.format_junit(rows, messages)}[a.format]()
+    if a.out:
+        from .outputs import write_text
+        write_text(a.out, report + "\n")
+        print(f"wrote {a.out}", file=sys.stderr)
+    else:
+        print(report)
+    for msg in messages:
+        print(f"shortgen: {msg}", file=sys.stderr)
+    return status
+
+
+def _render(a, R) -> ExitStatus:
+    from .load import expand_targets
+
+    layer = _cli_layer(a)
+    targets = expand_targets(a.paths)
+    printer = _Printer(a.quiet)
+    if len(targets) == 1:
+        from .encode import FfmpegEncoder
+        from .load import load_episode
+        ep = load_episode(targets[0], layer)
+        engine, cache = _engine_cache(layer)
+        res = R.render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer)
+        _print_result(res)
+        return ExitStatus.OK
+    t0 = time.monotonic()
+    outcomes = R.render_many(targets, layer, jobs=a.jobs, sink=printer)
+    print(_summary(outcomes, time.monotonic() - t0))
+    bad = [o for o in outcomes if not o.ok]
+    for o in bad:
+        print(f"shortgen: {o.error}", file=sys.stderr)
+    return ExitStatus(max(o.exit_code for o in bad)) if bad else ExitStatus.OK
+
+
+def _print_result(res) -> None:
+    fps = res.plan.fps
+    state = "rendered" if res.rendered else "up to date (cached)"
+    print(f"{res.episode.path}: {state} in {res.seconds:.1f} s")
+    for name, path in res.files.items():
+        print(f"  {name:9s} {path}")
+    for s in res.plan.segments:
+        label = f"{s.number}. {s.name}" if s.number else s.kind
+        print(f"  {s.frames / fps:6.2f} s  {label}")
+    for f in res.fits:
+        print(f"  note: segment {f.segment + 1} speaks at {f.to_rate} wpm (fitted from {f.from_rate}) to stay in budget")
+    print(f"  total {res.plan.total_frames / fps:.2f} s; loudness {res.loudness[0]:.1f} LUFS, "
+          f"true peak {res.loudness[1]:.1f} dBTP")
+
+
+def _summary(outcomes, wall: float) -> str:
+    head = ("part", "status", "duration", "render time", "work")
+    body = [(o.name, "ok" if o.ok else "FAILED", f"{o.duration:.2f} s" if o.ok else "-", f"{o.seconds:.1f} s",
+             ("rendered" if o.rendered else "cached") if o.ok else o.error.split(": ")[-1][:60]) for o in outcomes]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *body]]
+    return "\n".join(lines + [f"{sum(o.ok for o in outcomes)}/{len(outcomes)} parts ok in {wall:.1f} s"])
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Stage 4: every picture, drawn with Pillow from fonts shipped in assets/fonts.
+
+All text goes through `_Canvas.text`, which records its bounding box, so tests can prove every text
+element lies inside the platform safe zone. Text that does not fit its box shrinks down to a floor,
+then fails with TextOverflowError naming the segment and field; it never overflows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageColor, ImageDraw, ImageFont
+
+from .errors import FontError, TextOverflowError
+from .plan import Plan, SegmentPlan, State
+from .settings import Settings
+
+DRAW_VERSION = 1          # bump when the look changes: it is part of every frame's cache key
+SAFE = (96, 240, 984, 1480)   # x0, y0, x1, y1 for 1080x1920: the platforms' UI-free zone
+CAPTION_BOX = (96, 1130, 984, 1470)
+CAPTION_SIZES = (68, 52)      # largest and smallest caption type
+CAPTION_STROKE = 6
+
+
+@dataclass(frozen=True)
+class Box:
+    what: str
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+@dataclass
+class Drawn:
+    image: Image.Image
+    boxes: list[Box] = field(default_factory=list)
+
+
+def safe_zone(width: int, height: int) -> tuple[int, int, int, int]:
+    """The safe zone scaled to the frame (the reference numbers are for 1080x1920)."""
+    sx, sy = width / 1080, height / 1920
+    return (round(SAFE[0] * sx), round(SAFE[1] * sy), round(SAFE[2] * sx), round(SAFE[3] * sy))
+
+
+# ---- fonts and text fitting ---------------------------------------------------------------------
+
+@lru_cache(maxsize=64)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.truetype(path, size)
+    except OSError:
+        raise FontError(f"font not found or unreadable: {path}") from None
+
+
+def font_path(settings: Settings, role: str) -> str:
+    name = getattr(settings.theme, f"font_{role}")
+    p = Path(name)
+    p = p if p.is_absolute() else settings.fonts_dir / p
+    if not p.is_file():
+        raise FontError(f"font not found: {p} (theme.font_{role})")
+    return str(p)
+
+
+def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """Greedy wrap by whole words; a word is never split, so one too long for the width is returned alone."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def fit(text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str,
+        stroke: int = 0) -> tuple[ImageFont.FreeTypeFont, list[str]]:
+    """The largest size in [min, max] at which text wraps into max_lines within width."""
+    hi, lo = sizes
+    for size in range(hi, lo - 1, -2):
+        f = _font(path, size)
+        lines = wrap(text, f, width - 2 * stroke)
+        if len(lines) <= max_lines and all(f.getlength(ln) + 2 * stroke <= width for ln in lines):
+            return f, lines
+    raise TextOverflowError(f"{what}: text too long for its box even at {lo}px "
+                            f"({max_lines} line{'s' * (max_lines > 1)} of {width}px): {text!r}")
+
+
+def _rgb(c: str) -> tuple[int, int, int]:
+    return ImageColor.getrgb(c)[:3]
+
+
+class _Canvas:
+    def __init__(self, image: Image.Image):
+        self.image = image
+        self.draw = ImageDraw.Draw(image)
+        self.boxes: list[Box] = []
+
+    def text(self, xy, text: str, font, fill, what: str, stroke: int = 0, stroke_fill=None, anchor="la") -> Box:
+        self.draw.text(xy, text, font=font, fill=fill, stroke_width=stroke, stroke_fill=stroke_fill, anchor=anchor)
+        b = self.draw.textbbox(xy, text, font=font, stroke_width=stroke, anchor=anchor)
+        box = Box(what, *b)
+        self.boxes.append(box)
+        return box
+
+    def lines(self, x: int, y: int, lines: list[str], font, fill, what: str, spacing: float = 1.18,
+              center_width: int | None = None) -> int:
+        """Draw lines top-down from y; returns the y below the last line."""
+        step = round(font.size * spacing)
+        for i, ln in enumerate(lines):
+            if center_width is not None:
+                self.text((x + center_width // 2, y + i * step), ln, font, fill, what, anchor="ma")
+            else:
+                self.text((x, y + i * step), ln, font, fill, what)
+        return y + len(lines) * step
+
+
+@lru_cache(maxsize=8)
+def _background(width: int, height: int, top: str, bottom: str, accent: str) -> Image.Image:
+    """A vertical gradient with a brand stripe at the top edge."""
+    a, b = _rgb(top), _rgb(bottom)
+    grad = Image.linear_gradient("L").resize((width, height))
+    img = Image.composite(Image.new("RGB", (width, height), b), Image.new("RGB", (width, height), a), grad)
+    ImageDraw.Draw(img).rectangle((0, 0, width, max(6, height // 160)), fill=_rgb(accent))
+    return img
+
+
+def _base(settings: Settings) -> _Canvas:
+    t = settings.theme
+    return _Canvas(_background(settings.width, settings.height, t.background, t.background2, t.accent).copy())
+
+
+# ---- segment cards ------------------------------------------------------------------------------
+
+def _badge(c: _Canvas, settings: Settings, label: str, x: int, y: int) -> int:
+    t = settings.theme
+    f = _font(font_path(settings, "medium"), 34)
+    pad = 18
+    w = int(f.getlength(label))
+    c.draw.rounded_rectangle((x, y, x + w + 2 * pad, y + 60), radius=30, fill=_rgb(t.accent))
+    c.text((x + pad, y + 30), label, f, _rgb(t.background), "badge", anchor="lm")
+    return y + 60
+
+
+def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings) -> Drawn:
+    """The segment's background: it carries the concept for the whole segment, so any paused frame says which."""
+    c = _base(settings)
+    t = settings.theme
+    x0, y0, x1, _ = safe_zone(settings.width, settings.height)
+    width = x1 - x0
+    where = f"{seg.source}: {seg.name!r}"
+    y = _badge(c, settings, f"{plan.series.upper()}  ·  PART {plan.part}", x0, y0 + 20) + 40
+    if seg.kind == "concept":
+        total = len(plan.concepts())
+        f_num = _font(font_path(settings, "bold"), 110)
+        box = c.text((x0, y), f"{seg.number}", f_num, _rgb(t.accent), "number")
+        c.text((box.x1 + 14, box.y1), f"/ {total}", _font(font_path(settings, "medium"), 54), _rgb(t.muted),
+               "number", anchor="ls")
+        y = box.y1 + 40
+        f, lines = fit(seg.name, font_path(settings, "bold"), (92, 56), width, 2, f"{where}: name")
+        y = c.lines(x0, y, lines, f, _rgb(t.text), "name") + 24
+        c.draw.rectangle((x0, y, x0 + 120, y + 8), fill=_rgb(t.accent))
+        y += 40
+        f, lines = fit(seg.one_liner, font_path(settings, "medium"), (52, 38), width, 3, f"{where}: one_liner")
+        y = c.lines(x0, y, lines, f, _rgb(t.text), "one_liner") + 24
+        f, lines = fit(seg.reference, font_path(settings, "regular"), (32, 26), width, 2, f"{where}: reference")
+        y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
+    elif seg.kind == "intro":
+        f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series")
+        y = c.lines(x0, y + 20, lines, f, _rgb(t.text), "series") + 10
+        y = c.lines(x0, y, [f"Part {plan.part}"], _font(font_path(settings, "bold"), 80), _rgb(t.accent), "part") + 30
+        names = [s.name for s in plan.concepts()]
+        f, _ = fit(max(names, key=len, default="-"), font_path(settings, "medium"), (44, 30), width - 70, 1,
+                   f"{where}: concept list")
+        for i, n in enumerate(names):
+            c.text((x0, y), f"{i + 1}", _font(font_path(settings, "bold"), f.size), _rgb(t.accent), "list")
+            c.text((x0 + 70, y), n, f, _rgb(t.text), "list")
+            y += round(f.size * 1.45)
+    else:  # outro
+        f, lines = fit(settings.outro_text, font_path(settings, "bold"), (96, 60), width, 3, f"{where}: outro")
+        y = c.lines(x0, y + 120, lines, f, _rgb(t.text), "outro") + 30
+        if plan.extra.get("next"):
+            c.lines(x0, y, [f"Next: {plan.extra['next']}"], _font(font_path(settings, "bold"), 72), _rgb(t.accent), "next")
+    if y > CAPTION_BOX[1] * settings.height / 1920 - 10:
+        raise TextOverflowError(f"{where}: the card's text runs into the caption area; shorten the name, one-liner or reference")
+    return Drawn(c.image, c.boxes)
+
+
+# ---- captions -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaptionLayout:
+    size: int
+    words: tuple[tuple[str, int, int], ...]   # (text, x, y) of each word's left baseline... top-left
+
+
+def layout_caption(text: str, settings: Settings, what: str) -> CaptionLayout:
+    """Place the cue's words on at most two centred lines; fixed positions, so the highlight never jiggles."""
+    x0, y0, x1, y1 = caption_origin(settings)
+    path = font_path(settings, "bold")
+    f, lines = fit(text, path, CAPTION_SIZES, x1 - x0, 2, f"{what}: caption", stroke=CAPTION_STROKE)
+    step = round(f.size * 1.25)
+    block = step * (len(lines) - 1) + f.size
+    top = y0 + ((y1 - y0) - block) // 2
+    space = f.getlength(" ")
+    placed = []
+    for li, ln in enumerate(lines):
+        x = (x0 + x1) / 2 - f.getlength(ln) / 2
+        for w in ln.split(" "):
+            placed.append((w, round(x), top + li * step))
+            x += f.getlength(w) + space
+    return CaptionLayout(f.size, tuple(placed))
+
+
+def draw_caption(canvas: _Canvas, layout: CaptionLayout, highlight: int | None, settings: Settings) -> None:
+    t = settings.theme
+    f = _font(font_path(settings, "bold"), layout.size)
+    for i, (w, x, y) in enumerate(layout.words):
+        fill = _rgb(t.highlight) if i == highlight else _rgb(t.caption)
+        canvas.text((x, y), w, f, fill, "caption", stroke=CAPTION_STROKE, stroke_fill=_rgb(t.outline))
+
+
+def caption_origin(settings: Settings) -> tuple[int, int, int, int]:
+    sx, sy = settings.width / 1080, settings.height / 1920
+    return (round(CAPTION_BOX[0] * sx), round(CAPTION_BOX[1] * sy), round(CAPTION_BOX[2] * sx), round(CAPTION_BOX[3] * sy))
+
+
+def draw_overlay(seg: SegmentPlan, cue_index: int, highlight: int | None, settings: Settings) -> Drawn:
+    """The caption band alone, on transparency: small to store, and composited onto the card at encode time.
+    Box coordinates are in frame space."""
+    x0, y0, x1, y1 = caption_origin(settings)
+    cue = seg.cues[cue_index]
+    layout = layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}")
+    shifted = CaptionLayout(layout.size, tuple((w, x - x0, y - y0) for w, x, y in layout.words))
+    c = _Canvas(Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0)))
+    draw_caption(c, shifted, highlight, settings)
+    boxes = [Box(b.what, b.x0 + x0, b.y0 + y0, b.x1 + x0, b.y1 + y0) for b in c.boxes]
+    return Drawn(c.image, boxes)
+
+
+def compose(card: Image.Image, overlay: Image.Image | None, settings: Settings) -> Image.Image:
+    if overlay is None:
+        return card
+    out = card.copy()
+    x0, y0, _, _ = caption_origin(settings)
+    out.paste(overlay, (x0, y0), overlay)
+    return out
+
+
+def draw_state(card: Drawn, seg: SegmentPlan, state: State, settings: Settings) -> Drawn:
+    """One distinct picture of a segment: its card, plus the current cue with the spoken word highlighted."""
+    if state.cue is None:
+        return Drawn(card.image, list(card.boxes))
+    cue = seg.cues[state.cue]
+    ov = draw_overlay(seg, state.cue, None if state.word is None else state.word - cue.first, settings)
+    return Drawn(compose(card.image, ov.image, settings), card.boxes + ov.boxes)
+
+
+def check_captions(plan: Plan, settings: Settings) -> None:
+    """Lay out every cue without drawing: a cue that cannot fit fails before any rendering starts."""
+    for seg in plan.segments:
+        for cue in seg.cues:
+            layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}")
+
+
+# ---- thumbnail and cover ------------------------------------------------------------------------
+
+def draw_thumbnail(plan: Plan, settings: Settings) -> Drawn:
+    """1280x720: series name, part number and the five concept names, readable at phone size."""
+    t = settings.theme
+    w, h = 1280, 720
+    c = _Canvas(_background(w, h, t.background, t.background2, t.accent).copy())
+    bold, medium = font_path(settings, "bold"), font_path(settings, "medium")
+    f, lines = fit(plan.series, bold, (96, 56), 520, 3, "thumbnail: series")
+    y = c.lines(60, 80, lines, f, _rgb(t.text), "series") + 20
+    pf = _font(bold, 84)
+    c.draw.rounded_rectangle((60, y, 60 + pf.getlength(f"PART {plan.part}") + 48, y + 120), radius=24, fill=_rgb(t.accent))
+    c.text((84, y + 60), f"PART {plan.part}", pf, _rgb(t.background), "part", anchor="lm")
+    names = [s.name for s in plan.concepts()]
+    f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list")
+    step = round(f.size * 1.9)
+    y = (h - step * len(names)) // 2 + (step - f.size) // 2
+    for i, n in enumerate(names):
+        c.text((620, y), f"{i + 1}", _font(bold, f.size), _rgb(t.accent), "list")
+        c.text((680, y), n, f, _rgb(t.text), "list")
+        y += step
+    return Drawn(c.image, c.boxes)
+
+
+def draw_cover(plan: Plan, settings: Settings) -> Drawn:
+    """The vertical cover: the intro card's content, without captions."""
+    intro = next((s for s in plan.segments if s.kind == "intro"), None)
+    if intro is None:
+        intro = SegmentPlan(0, "intro", "Cover", "", "", None, 0, 1, 0, 0, 0, 0, 1, 0, "", "", "cover", (), (), ())
+    return draw_card(intro, plan, settings)
+
+
+def card_key_inputs(seg: SegmentPlan, plan: Plan, settings: Settings, fonts: dict) -> dict:
+    """Everything a card's pixels depend on: texts, layout, theme, fonts and the drawing code's version."""
+    return {
+        "v": DRAW_VERSION, "size": [settings.width, settings.height], "theme": settings.theme.__dict__,
+        "fonts": fonts, "series": plan.series, "part": plan.part, "kind": seg.kind, "name": seg.name,
+        "one_liner": seg.one_liner, "reference": seg.reference, "number": seg.number,
+        "concepts": [s.name for s in plan.concepts()] if seg.kind == "intro" else None,
+        "outro": [settings.outro_text, plan.extra.get("next")] if seg.kind == "outro" else None,
+        "total": len(plan.concepts()),
+    }
+
+
+def overlay_key_inputs(seg: SegmentPlan, state: State, settings: Settings, fonts: dict) -> dict | None:
+    """What a caption overlay's pixels depend on; None for a state without a caption."""
+    if state.cue is None:
+        return None
+    cue = seg.cues[state.cue]
+    t = settings.theme
+    return {"v": DRAW_VERSION, "size": [settings.width, settings.height], "fonts": fonts, "cue": cue.text,
+            "hl": None if state.word is None else state.word - cue.first,
+            "colours": [t.caption, t.highlight, t.outline, t.font_bold]}
+
+
+def font_digests(settings: Settings) -> dict:
+    from .cache import file_digest
+    return {role: file_digest(Path(font_path(settings, role)))[:16] for role in ("bold", "medium", "regular")}
+

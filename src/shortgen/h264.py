@@ -1,0 +1,263 @@
+"""Hold still pictures for many frames without re-encoding them: H.264 P-skip frame insertion.
+
+A short is mostly still: ~250 distinct pictures over ~3,100 frames. x264 encodes only the distinct
+pictures (one frame each); between them we insert P frames whose macroblocks are all skipped, which
+decoders show as an exact copy of the previous picture. Each costs a few bytes and no encoding time.
+
+To keep the stream valid we renumber `frame_num` (and the POC lsb, for POC type 0) of every slice;
+both are fixed-width fields, so this is an in-place bit rewrite. Requirements on the x264 stream,
+checked here: CAVLC (cabac=0), no B-frames, one reference frame, no weighted prediction, progressive.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class H264Error(ValueError):
+    pass
+
+
+# ---- bit I/O ------------------------------------------------------------------------------------
+
+class BitReader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            byte = self.data[self.pos >> 3]
+            v = (v << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise H264Error("bad exp-Golomb code")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+class BitWriter:
+    def __init__(self) -> None:
+        self.bits: list[int] = []
+
+    def u(self, n: int, v: int) -> None:
+        self.bits += [(v >> (n - 1 - i)) & 1 for i in range(n)]
+
+    def ue(self, v: int) -> None:
+        n = (v + 1).bit_length()
+        self.u(n - 1, 0)
+        self.u(n, v + 1)
+
+    def se(self, v: int) -> None:
+        self.ue(2 * v - 1 if v > 0 else -2 * v)
+
+    def trailing(self) -> bytes:
+        self.bits.append(1)
+        while len(self.bits) % 8:
+            self.bits.append(0)
+        return bytes(int("".join(map(str, self.bits[i:i + 8])), 2) for i in range(0, len(self.bits), 8))
+
+
+def _set_bits(buf: bytearray, pos: int, n: int, value: int) -> None:
+    for i in range(n):
+        bit = (value >> (n - 1 - i)) & 1
+        byte, off = (pos + i) >> 3, 7 - ((pos + i) & 7)
+        buf[byte] = (buf[byte] & ~(1 << off)) | (bit << off)
+
+
+# ---- NAL units ----------------------------------------------------------------------------------
+
+def split_nals(stream: bytes) -> list[bytes]:
+    """Annex B byte stream -> NAL units (without start codes, still escaped)."""
+    out, i, n = [], 0, len(stream)
+    starts = []
+    while True:
+        j = stream.find(b"\x00\x00\x01", i)
+        if j < 0:
+            break
+        starts.append(j + 3)
+        i = j + 3
+    for k, s in enumerate(starts):
+        e = starts[k + 1] - 3 if k + 1 < len(starts) else n
+        nal = stream[s:e]
+        while nal.endswith(b"\x00"):       # the zero of a following 4-byte start code
+            nal = nal[:-1]
+        out.append(nal)
+    return out
+
+
+def unescape(nal: bytes) -> bytes:
+    return nal.replace(b"\x00\x00\x03", b"\x00\x00")  # the emulation-prevention byte after two zeros
+
+
+def escape(rbsp: bytes) -> bytes:
+    out = bytearray()
+    zeros = 0
+    for b in rbsp:
+        if zeros >= 2 and b <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class Params:
+    log2_max_frame_num: int
+    poc_type: int
+    log2_max_poc_lsb: int
+    mbs: int
+    pps_id: int
+    deblocking_control: bool
+    nal_ref_idc: int = 2
+
+
+def parse_sps(rbsp: bytes) -> dict:
+    r = BitReader(rbsp[1:])
+    profile = r.u(8)
+    r.u(16)
+    r.ue()
+    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        if r.ue() == 3:
+            raise H264Error("4:4:4 with separate planes is not supported")
+        r.ue(), r.ue(), r.u(1)
+        if r.u(1):
+            raise H264Error("custom scaling matrices are not supported")
+    log2_fn = r.ue() + 4
+    poc_type = r.ue()
+    log2_poc = 0
+    if poc_type == 0:
+        log2_poc = r.ue() + 4
+    elif poc_type == 1:
+        raise H264Error("POC type 1 is not supported")
+    refs = r.ue()
+    r.u(1)
+    w, h = r.ue() + 1, r.ue() + 1
+    if not r.u(1):
+        raise H264Error("interlaced streams are not supported")
+    if refs != 1:
+        raise H264Error(f"need exactly one reference frame, the stream has {refs}")
+    return {"log2_max_frame_num": log2_fn, "poc_type": poc_type, "log2_max_poc_lsb": log2_poc, "mbs": w * h}
+
+
+def parse_pps(rbsp: bytes) -> dict:
+    r = BitReader(rbsp[1:])
+    pps_id = r.ue()
+    r.ue()
+    if r.u(1):
+        raise H264Error("CABAC streams are not supported (encode with cabac=0)")
+    if r.u(1):
+        raise H264Error("field POC in frames is not supported")
+    if r.ue() != 0:
+        raise H264Error("slice groups are not supported")
+    r.ue(), r.ue()
+    if r.u(1):
+        raise H264Error("weighted prediction is not supported (encode with weightp=0)")
+    r.u(2), r.se(), r.se(), r.se()
+    return {"pps_id": pps_id, "deblocking_control": bool(r.u(1))}
+
+
+def skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
+    """A P slice in which every macroblock is skipped: the previous picture, shown again."""
+    w = BitWriter()
+    w.u(8, (p.nal_ref_idc << 5) | 1)        # nal header: non-IDR slice
+    w.ue(0)                                 # first_mb_in_slice
+    w.ue(5)                                 # slice_type P (all slices of the picture)
+    w.ue(p.pps_id)
+    w.u(p.log2_max_frame_num, frame_num % (1 << p.log2_max_frame_num))
+    if p.poc_type == 0:
+        w.u(p.log2_max_poc_lsb, poc_lsb % (1 << p.log2_max_poc_lsb))
+    w.u(1, 1)                               # num_ref_idx_active_override_flag
+    w.ue(0)                                 # one reference: the previous picture
+    w.u(1, 0)                               # ref_pic_list_modification_flag_l0
+    w.u(1, 0)                               # adaptive_ref_pic_marking_mode_flag: sliding window
+    w.se(0)                                 # slice_qp_delta
+    if p.deblocking_control:
+        w.ue(1)                             # disable_deblocking_filter_idc: nothing to filter
+    w.ue(p.mbs)                             # mb_skip_run: the whole picture
+    data = w.trailing()
+    return escape(data)
+
+
+def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int) -> tuple[bytes, bool, int]:
+    """Set frame_num (and POC lsb) of an x264 slice; returns (nal, is_idr, first_mb)."""
+    rbsp = bytearray(unescape(nal))
+    nal_type = rbsp[0] & 0x1F
+    r = BitReader(bytes(rbsp))
+    r.pos = 8
+    first_mb = r.ue()
+    slice_type = r.ue() % 5
+    if slice_type not in (0, 2):
+        raise H264Error("only I and P slices are supported (encode with bframes=0)")
+    r.ue()
+    fn_pos = r.pos
+    is_idr = nal_type == 5
+    if is_idr:
+        frame_num = 0
+    _set_bits(rbsp, fn_pos, p.log2_max_frame_num, frame_num % (1 << p.log2_max_frame_num))
+    r.pos = fn_pos + p.log2_max_frame_num
+    if is_idr:
+        r.ue()
+    if p.poc_type == 0:
+        _set_bits(rbsp, r.pos, p.log2_max_poc_lsb, poc_lsb % (1 << p.log2_max_poc_lsb))
+    return escape(bytes(rbsp)), is_idr, first_mb
+
+
+def expand(stream: bytes, repeats: list[int]) -> bytes:
+    """Show picture k of an x264 stream `repeats[k]` times, by inserting P-skip frames after it."""
+    nals = split_nals(stream)
+    p: Params | None = None
+    sps: dict = {}
+    pictures: list[list[bytes]] = []    # per coded picture: its NALs (SEI/params before the first slice)
+    pending: list[bytes] = []
+    for nal in nals:
+        t = nal[0] & 0x1F
+        if t == 7:
+            sps = parse_sps(unescape(nal))
+        elif t == 8:
+            pps = parse_pps(unescape(nal))
+            p = Params(sps["log2_max_frame_num"], sps["poc_type"], sps["log2_max_poc_lsb"], sps["mbs"],
+                       pps["pps_id"], pps["deblocking_control"])
+        if t in (1, 5):
+            first_mb = BitReader(unescape(nal)[1:6]).ue()
+            if first_mb == 0:
+                pictures.append(pending + [nal])
+                pending = []
+            else:
+                pictures[-1].append(nal)
+        else:
+            pending.append(nal)
+    if p is None:
+        raise H264Error("the stream has no SPS/PPS")
+    if len(pictures) != len(repeats):
+        raise H264Error(f"expected {len(repeats)} pictures, the stream has {len(pictures)}")
+
+    out = bytearray()
+    frame_num = 0
+    poc = 0
+    for pic, count in zip(pictures, repeats):
+        if count < 1:
+            raise H264Error("every picture must be shown at least once")
+        for nal in pic:
+            t = nal[0] & 0x1F
+            if t in (1, 5):
+                if t == 5:
+                    frame_num, poc = 0, 0
+                ref_idc = nal[0] >> 5
+                nal, _, _ = _rewrite_slice(nal, p, frame_num, 2 * poc)
+                p = Params(**{**p.__dict__, "nal_ref_idc": ref_idc or 2})
+            out += b"\x00\x00\x00\x01" + nal
+        frame_num, poc = frame_num + 1, poc + 1
+        for _ in range(count - 1):
+            out += b"\x00\x00\x00\x01" + skip_slice(p, frame_num, 2 * poc)
+            frame_num, poc = frame_num + 1, poc + 1
+    return bytes(out)

@@ -1,0 +1,282 @@
+"""Stage 2: text -> speech audio + per-word timings, from the engine itself.
+
+Timings come from espeak's word events (their sample positions), never from spreading the duration
+over characters. Word ends come from the audio: the last voiced 10 ms window before the next word.
+"""
+from __future__ import annotations
+
+import ctypes.util
+from bisect import bisect_right
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import wave
+from dataclasses import dataclass
+from difflib import get_close_matches
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .cache import Cache, Stats, file_digest, key_of
+from .errors import TTSError, VoiceError, Where
+
+WORKER_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    char_start: int      # 0-based, in the narration text
+    start: int           # sample where the word starts
+    end: int             # sample where its voiced part ends
+
+
+@dataclass(frozen=True)
+class Narration:
+    text: str
+    voice: str
+    rate: int
+    wav: Path
+    sample_rate: int
+    samples: int
+    words: tuple[Word, ...]
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Request:
+    text: str
+    voice: str
+    rate: int
+    label: str                 # for errors: "scripts/part4.yaml:7:5: segments[0]"
+    voice_where: Where | None = None   # where the voice was configured
+
+
+class Engine(Protocol):
+    """Speaks a batch of requests into WAV files with word events. Fakes implement this for tests."""
+
+    id: str
+
+    def speak(self, jobs: Sequence[dict]) -> dict: ...
+
+
+# ---- tokens and timing --------------------------------------------------------------------------
+
+def tokens(text: str) -> list[tuple[str, int]]:
+    """Whitespace-separated words with their 0-based character offsets."""
+    return [(m.group(), m.start()) for m in re.finditer(r"\S+", text)]
+
+
+def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> tuple[Word, ...]:
+    """Map engine word events to the script's words by character offset.
+
+    espeak can fire several events for one word ("2024", "ReLU") and none for a word it merged with the
+    previous one ("in the"); the first event inside a word's span starts it, and a word with no event
+    gets a start interpolated by characters between its neighbours that have one.
+    """
+    toks = tokens(text)
+    starts: list[int | None] = [None] * len(toks)
+    spans = [(off, off + len(w)) for w, off in toks]
+    ends = [b for _, b in spans]
+    seen_pos: set[int] = set()
+    for ev in sorted(events, key=lambda e: (e["sample"], e["pos"])):
+        pos = ev["pos"] - 1
+        if pos in seen_pos:
+            continue
+        seen_pos.add(pos)
+        k = bisect_right(ends, pos)   # the word holding this character, or the next one after a space
+        if k < len(toks) and (starts[k] is None or ev["sample"] < starts[k]):
+            starts[k] = ev["sample"]
+    total = len(pcm)
+    # interpolate the gaps by character offset
+    known = [k for k, s in enumerate(starts) if s is not None]
+    if not known:
+        raise TTSError("the engine reported no word events")
+    for k in range(len(toks)):
+        if starts[k] is not None:
+            continue
+        prev = max((i for i in known if i < k), default=None)
+        nxt = min((i for i in known if i > k), default=None)
+        a_s, a_c = (starts[prev], spans[prev][0]) if prev is not None else (0, 0)
+        b_s, b_c = (starts[nxt], spans[nxt][0]) if nxt is not None else (total, len(text))
+        frac = (spans[k][0] - a_c) / max(1, b_c - a_c)
+        starts[k] = int(a_s + frac * (b_s - a_s))
+    # starts must be non-decreasing
+    for k in range(1, len(starts)):
+        starts[k] = max(starts[k], starts[k - 1])
+
+    voiced = _voiced_windows(pcm, sample_rate)
+    win = sample_rate // 100
+    words = []
+    for k, (w, off) in enumerate(toks):
+        s = starts[k]
+        limit = starts[k + 1] if k + 1 < len(toks) else total
+        e = _last_voiced_end(voiced, win, s, limit)
+        words.append(Word(text=w, char_start=off, start=s, end=max(e, min(limit, s + win))))
+    return tuple(words)
+
+
+def _voiced_windows(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+    win = sample_rate // 100
+    n = len(pcm) // win
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    frames = pcm[: n * win].astype(np.float32).reshape(n, win)
+    rms = np.sqrt((frames ** 2).mean(axis=1))
+    peak = float(rms.max()) or 1.0
+    return rms > peak * 0.03          # -30 dB below the loudest window
+
+
+def _last_voiced_end(voiced: np.ndarray, win: int, start: int, limit: int) -> int:
+    a, b = start // win, min(len(voiced), -(-limit // win))
+    idx = np.flatnonzero(voiced[a:b])
+    return min(limit, (a + int(idx[-1]) + 1) * win) if len(idx) else start
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono 16-bit PCM as int16 samples, via pydub so any WAV layout the engine writes is handled."""
+    from pydub import AudioSegment
+
+    seg = AudioSegment.from_wav(path).set_channels(1).set_sample_width(2)
+    return np.array(seg.get_array_of_samples(), dtype=np.int16), seg.frame_rate
+
+
+# ---- the real engine ----------------------------------------------------------------------------
+
+class EspeakEngine:
+    """pyttsx3 + espeak-ng, run in a worker process with a timeout."""
+
+    def __init__(self) -> None:
+        self.id = _espeak_engine_id()
+
+    def speak(self, jobs: Sequence[dict]) -> dict:
+        with tempfile.TemporaryDirectory(prefix="shortgen-tts-") as tmp:
+            spec_path = Path(tmp) / "jobs.json"
+            result_path = Path(tmp) / "result.json"
+            spec_path.write_text(json.dumps({"jobs": list(jobs), "result": str(result_path)}))
+            try:
+                proc = subprocess.run([sys.executable, "-m", "shortgen.espeak_worker", str(spec_path)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      timeout=WORKER_TIMEOUT_S + 2 * len(jobs), env=_worker_env())
+            except subprocess.TimeoutExpired:
+                return {"ok": [], "failed": {str(i): "timed out" for i in range(len(jobs))}}
+            if not result_path.exists():
+                tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+                return {"ok": [], "failed": {str(i): tail[0] for i in range(len(jobs))}, "crashed": True}
+            return json.loads(result_path.read_text())
+
+    def voices(self) -> list[str]:
+        with tempfile.TemporaryDirectory(prefix="shortgen-tts-") as tmp:
+            spec = Path(tmp) / "jobs.json"
+            res = Path(tmp) / "r.json"
+            spec.write_text(json.dumps({"jobs": [], "result": str(res), "list_voices": True}))
+            subprocess.run([sys.executable, "-m", "shortgen.espeak_worker", str(spec)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=WORKER_TIMEOUT_S, env=_worker_env())
+            return json.loads(res.read_text())["voices"] if res.exists() else []
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@lru_cache(maxsize=1)
+def _espeak_engine_id() -> str:
+    """pyttsx3's version and a digest of the exact espeak library: a new engine invalidates the cache."""
+    from importlib.metadata import version
+
+    lib = ctypes.util.find_library("espeak-ng")
+    if lib is None:
+        import espeakng_loader
+        lib = espeakng_loader.get_library_path()
+    path = Path(lib)
+    digest = file_digest(path)[:12] if path.is_file() else lib
+    return f"pyttsx3-{version('pyttsx3')}/espeak-ng-{digest}"
+
+
+# ---- the stage ----------------------------------------------------------------------------------
+
+def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: Stats | None = None,
+            on_progress=None) -> list[Narration]:
+    """Speak every request, from the cache where possible. Raises TTSError/VoiceError naming the segment."""
+    stats = stats or Stats()
+    keys = [key_of("narration-v1", engine.id, r.text, r.voice, r.rate) for r in requests]
+    paths = [(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in keys]
+    todo = [i for i, (w, j) in enumerate(paths) if not cache.has(w, j)]
+    stats.hits["narration"] += len(requests) - len(todo)
+
+    for attempt in (1, 2):  # about 1 in 30 fresh processes returns an empty WAV: retry once
+        if not todo:
+            break
+        jobs = []
+        for i in todo:
+            paths[i][0].parent.mkdir(parents=True, exist_ok=True)
+            jobs.append({"text": requests[i].text, "voice": requests[i].voice, "rate": requests[i].rate,
+                         "wav": str(paths[i][0]) + ".part.wav", "events": str(paths[i][1]) + ".part.json"})
+        if on_progress:
+            on_progress(len(requests) - len(todo), len(requests))
+        res = engine.speak(jobs)
+        stats.tts += 1
+        if res.get("unknown_voice"):
+            bad = res["unknown_voice"]
+            req = next(r for r in requests if r.voice == bad)
+            hint = get_close_matches(bad, res.get("voices", []), n=3)
+            raise VoiceError(req.voice_where or Where(req.label), "settings.voice",
+                             f"unknown voice {bad!r}" + (f"; did you mean {', '.join(hint)}?" if hint else ""))
+        failed: dict[int, str] = {}
+        for n, i in enumerate(todo):
+            job = jobs[n]
+            problem = res.get("failed", {}).get(str(n)) or _check_audio(job["wav"], job["events"], requests[i])
+            if problem:
+                failed[i] = problem
+                for f in (job["wav"], job["events"]):
+                    Path(f).unlink(missing_ok=True)
+            else:
+                # events first, then the audio: an entry exists only once both are complete
+                os.replace(job["events"], paths[i][1])
+                os.replace(job["wav"], paths[i][0])
+        todo = list(failed)
+    if todo:
+        i = todo[0]
+        raise TTSError(f"{requests[i].label}: speech synthesis failed twice: {failed[i]}")
+    if on_progress:
+        on_progress(len(requests), len(requests))
+
+    out = []
+    for r, (wav, js) in zip(requests, paths):
+        pcm, sr = read_wav(wav)
+        words = align(r.text, json.loads(js.read_text()), pcm, sr)
+        out.append(Narration(text=r.text, voice=r.voice, rate=r.rate, wav=wav, sample_rate=sr,
+                             samples=len(pcm), words=words))
+    return out
+
+
+def _check_audio(wav: str, events: str, req: Request) -> str | None:
+    """Non-empty, voiced, and long enough to hold every word the engine said it spoke."""
+    try:
+        with wave.open(wav) as w:
+            n, sr = w.getnframes(), w.getframerate()
+        evs = json.loads(Path(events).read_text())
+    except (OSError, wave.Error, EOFError, json.JSONDecodeError) as e:
+        return f"unreadable output ({e.__class__.__name__})"
+    if n == 0:
+        return "empty WAV"
+    if not evs:
+        return "no word events"
+    if max(e["sample"] for e in evs) >= n:
+        return "audio shorter than its word events"
+    # a loose sanity bound: even at 2x the configured rate, speech needs this long
+    min_seconds = len(tokens(req.text)) * 60.0 / (req.rate * 2.5)
+    if n / sr < min_seconds:
+        return f"audio too short ({n / sr:.2f} s for {len(tokens(req.text))} words)"
+    return None

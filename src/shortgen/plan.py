@@ -1,0 +1,231 @@
+"""Stage 3: a pure, JSON-serialisable timeline in integer frames.
+
+Nothing here touches files, engines or clocks: the same inputs always give the same plan, which is why
+`shortgen check` and `shortgen plan --json` can work from it with no video rendering.
+Seconds appear only at the edges (SRT/VTT, ffmpeg arguments), via `frames_to_ms`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+PLAN_VERSION = 1
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+PHRASE_END = re.compile(r"([,;:]|—|–)[\"')\]]*$|—")
+CUE_MAX_CHARS = 34        # two caption lines of about 17-20 characters at the caption size
+CUE_MIN_CHARS = 12        # do not end a cue at a comma before it holds this much
+CUE_HOLD_FRAMES = 8       # keep a cue up this long after its last word ...
+CUE_BRIDGE_FRAMES = 12    # ... and bridge a gap this short to the next cue rather than flash off
+
+
+@dataclass(frozen=True)
+class TimedWord:
+    text: str
+    start: int      # sample offset inside the segment's narration
+    end: int
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    """What the planner needs about one segment: its text and its measured narration."""
+
+    kind: str                  # "intro" | "concept" | "outro"
+    name: str
+    one_liner: str
+    reference: str
+    number: int | None         # 1-based concept number, None for intro/outro
+    samples: int
+    sample_rate: int
+    words: tuple[TimedWord, ...]
+    rate: int
+    voice: str
+    audio_key: str             # which narration file (cache key)
+    source: str = ""           # file:line:col of the segment, for messages
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: int      # absolute frames
+    end: int
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: int
+    end: int
+    first: int      # index of its first word in the segment's words
+    last: int       # index of its last word (inclusive)
+    text: str
+
+
+@dataclass(frozen=True)
+class State:
+    """One distinct picture: a span of frames showing one cue with one word highlighted (or none)."""
+
+    start: int
+    end: int
+    cue: int | None
+    word: int | None
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    index: int
+    kind: str
+    name: str
+    one_liner: str
+    reference: str
+    number: int | None
+    start: int
+    end: int
+    lead_in: int
+    narration_start: int
+    narration_frames: int
+    samples: int
+    sample_rate: int
+    rate: int
+    voice: str
+    audio_key: str
+    source: str
+    words: tuple[Word, ...]
+    cues: tuple[Cue, ...]
+    states: tuple[State, ...]
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Plan:
+    series: str
+    part: int
+    title: str
+    fps: int
+    width: int
+    height: int
+    total_frames: int
+    segments: tuple[SegmentPlan, ...]
+    version: int = PLAN_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for s, sp in zip(d["segments"], self.segments):
+            s["frames"] = sp.frames
+        return d
+
+    def concepts(self) -> list[SegmentPlan]:
+        return [s for s in self.segments if s.kind == "concept"]
+
+
+def samples_to_frames(samples: int, sample_rate: int, fps: int) -> int:
+    """Nearest frame, in exact integer arithmetic."""
+    return (2 * samples * fps + sample_rate) // (2 * sample_rate)
+
+
+def frames_to_ms(frames: int, fps: int) -> int:
+    return (2 * frames * 1000 + fps) // (2 * fps)
+
+
+def group_cues(words: list[str], max_chars: int = CUE_MAX_CHARS, min_chars: int = CUE_MIN_CHARS) -> list[tuple[int, int]]:
+    """Split words into caption cues at sentence and phrase boundaries; returns (first, last) index pairs.
+
+    A cue always ends at a sentence end; it ends at a comma/colon/dash once it holds min_chars; and it never
+    grows past max_chars unless a single word is longer (the drawer then shrinks the type or fails clearly).
+    """
+    cues: list[tuple[int, int]] = []
+    first = 0
+    length = 0
+    for i, w in enumerate(words):
+        added = len(w) if i == first else length + 1 + len(w)
+        if i > first and added > max_chars:
+            cut = _best_phrase_cut(words, first, i, min_chars)
+            cues.append((first, cut))
+            first = cut + 1
+            length = len(" ".join(words[first:i + 1]))
+        else:
+            length = added
+        if SENTENCE_END.search(w) or (length >= min_chars and PHRASE_END.search(w)):
+            cues.append((first, i))
+            first, length = i + 1, 0
+    if first < len(words):
+        cues.append((first, len(words) - 1))
+    return cues
+
+
+def _best_phrase_cut(words: list[str], first: int, i: int, min_chars: int) -> int:
+    """Where to end a cue that would overflow at word i: the last phrase boundary if one is late enough."""
+    for k in range(i - 1, first, -1):
+        if PHRASE_END.search(words[k]) and len(" ".join(words[first:k + 1])) >= min_chars:
+            return k
+    return i - 1
+
+
+def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: int, tail: int) -> SegmentPlan:
+    narration_start = start + lead_in
+    narration_frames = -(-inp.samples * fps // inp.sample_rate)     # ceil: the audio never gets cut
+    end = narration_start + narration_frames + tail
+    words = tuple(
+        Word(w.text, narration_start + samples_to_frames(w.start, inp.sample_rate, fps),
+             max(narration_start + samples_to_frames(w.end, inp.sample_rate, fps),
+                 narration_start + samples_to_frames(w.start, inp.sample_rate, fps) + 1))
+        for w in inp.words
+    )
+    groups = group_cues([w.text for w in words])
+    cues = []
+    for n, (a, b) in enumerate(groups):
+        c_start = words[a].start
+        nxt = words[groups[n + 1][0]].start if n + 1 < len(groups) else end
+        c_end = min(nxt, words[b].end + CUE_HOLD_FRAMES)
+        if nxt - c_end <= CUE_BRIDGE_FRAMES:
+            c_end = nxt
+        cues.append(Cue(c_start, max(c_end, c_start + 1), a, b, " ".join(w.text for w in words[a:b + 1])))
+    states = _states(start, end, words, cues)
+    return SegmentPlan(
+        index=index, kind=inp.kind, name=inp.name, one_liner=inp.one_liner, reference=inp.reference,
+        number=inp.number, start=start, end=end, lead_in=lead_in, narration_start=narration_start,
+        narration_frames=narration_frames, samples=inp.samples, sample_rate=inp.sample_rate, rate=inp.rate,
+        voice=inp.voice, audio_key=inp.audio_key, source=inp.source, words=words, cues=tuple(cues),
+        states=tuple(states),
+    )
+
+
+def _states(start: int, end: int, words: tuple[Word, ...], cues: list[Cue]) -> list[State]:
+    """Cover [start, end) with distinct pictures: no caption, or a cue with its current word highlighted."""
+    out: list[State] = []
+    t = start
+    for ci, c in enumerate(cues):
+        if c.start > t:
+            out.append(State(t, c.start, None, None))
+        for wi in range(c.first, c.last + 1):
+            a = max(words[wi].start, c.start)
+            b = words[wi + 1].start if wi < c.last else c.end
+            b = min(max(b, a), c.end)
+            if b > a:
+                out.append(State(a, b, ci, wi))
+        t = c.end
+    if t < end:
+        out.append(State(t, end, None, None))
+    # merge accidental zero-gaps and make the cover exact
+    fixed: list[State] = []
+    for s in out:
+        if fixed and s.start != fixed[-1].end:
+            s = State(fixed[-1].end, s.end, s.cue, s.word)
+        if s.end > s.start:
+            fixed.append(s)
+    return fixed
+
+
+def build_plan(series: str, part: int, title: str, fps: int, width: int, height: int,
+               inputs: list[SegmentInput], lead_in: int, tail: int, extra: dict | None = None) -> Plan:
+    segs = []
+    t = 0
+    for i, inp in enumerate(inputs):
+        lead = lead_in if inp.kind == "concept" else 0
+        sp = plan_segment(inp, i, t, fps, lead, tail)
+        segs.append(sp)
+        t = sp.end
+    return Plan(series=series, part=part, title=title, fps=fps, width=width, height=height,
+                total_frames=t, segments=tuple(segs), extra=dict(extra or {}))

@@ -1,0 +1,260 @@
+"""The pipeline for one episode, and for a whole series in parallel worker processes.
+
+Every stage is cached by a hash of its real inputs, so a no-op run does no TTS, drawing or encoding,
+and editing one segment redraws and re-encodes only that segment before a stream-copy rejoin.
+Final files appear only by atomic rename; a lock file serialises two renders of the same part.
+"""
+from __future__ import annotations
+
+import fcntl
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import __version__, check, draw, outputs, sound
+from .cache import Cache, Stats, key_of
+from .encode import Encoder, VideoSettings
+from .load import Episode
+from .narrate import Engine
+from .plan import Plan, SegmentPlan
+
+Sink = Callable[[dict], None]
+
+
+@dataclass
+class Progress:
+    """Turns pipeline events into progress records with an ETA; the CLI decides how to show them."""
+
+    sink: Sink | None
+    episode: str
+    total_frames: int = 0
+    done_frames: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def __call__(self, stage: str, segment: str = "", done: int = 0, total: int = 0) -> None:
+        if not self.sink:
+            return
+        eta = None
+        if self.total_frames and self.done_frames:
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / self.done_frames * (self.total_frames - self.done_frames)
+        self.sink({"episode": self.episode, "stage": stage, "segment": segment, "done": done, "total": total,
+                   "eta": eta})
+
+
+@dataclass
+class RenderResult:
+    episode: Episode
+    out_dir: Path
+    files: dict[str, Path]
+    plan: Plan
+    stats: Stats
+    seconds: float
+    fits: list
+    loudness: tuple[float, float]
+    rendered: bool          # False when the final file was already up to date
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)      # a second render of the same part waits, then finds it done
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class SegmentKeys:
+    card: str
+    overlays: list          # per state: a cache key, or None where no caption shows
+    segment: str            # the encoded segment: its pictures, their durations, the encoder settings
+
+
+def _segment_keys(plan: Plan, seg: SegmentPlan, settings, fonts: dict) -> SegmentKeys:
+    card = key_of("card", draw.card_key_inputs(seg, plan, settings, fonts))
+    overlays = [key_of("overlay", k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None
+                for st in seg.states]
+    seg_key = key_of("segment-v2", card, overlays, [st.end - st.start for st in seg.states], settings.encoder_key())
+    return SegmentKeys(card, overlays, seg_key)
+
+
+def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
+                   sink: Sink | None = None, stats: Stats | None = None) -> RenderResult:
+    t0 = time.monotonic()
+    s = ep.settings
+    stats = stats or Stats()
+    progress = Progress(sink, ep.slug)
+    out_dir = s.output_dir / ep.slug
+
+    progress("narrate")
+    m = check.measure(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n))
+    check.enforce(m)                       # refuse over-budget scripts before writing anything
+    plan = m.plan
+    draw.check_captions(plan, s)           # a caption that cannot fit fails before any work
+    progress.total_frames = plan.total_frames
+
+    fonts = draw.font_digests(s)
+    vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=1 if s.jobs > 1 else 0,
+                       mode=s.encoder, keyint=s.keyint_frames)
+    wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
+    audio_key = key_of("audio-v1", [(seg.audio_key, seg.narration_start) for seg in plan.segments],
+                       plan.total_frames, s.fps, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate)
+    keyed = [_segment_keys(plan, seg, s, fonts) for seg in plan.segments]
+    final_key = key_of("final-v1", [k.segment for k in keyed], audio_key)
+
+    with _locked(out_dir):
+        mp4 = out_dir / f"{ep.slug}.mp4"
+        man_path = out_dir / "manifest.json"
+        previous = _read_manifest(man_path)
+        up_to_date = (previous.get("final_key") == final_key and mp4.is_file()
+                      and all((out_dir / n).is_file() for n in ("thumbnail.jpg", "cover.jpg", f"{ep.slug}.srt")))
+        if up_to_date:
+            stats.hits["segments"] += len(plan.segments)
+            progress("done")
+            files = _files(out_dir, ep.slug)
+            return RenderResult(ep, out_dir, files, plan, stats, time.monotonic() - t0, m.fits,
+                                tuple(previous.get("loudness", {}).get(k, 0.0) for k in ("integrated_lufs", "true_peak_dbtp")),
+                                rendered=False)
+
+        seg_paths: list[Path] = []
+        futures: list[Future] = []
+        with ThreadPoolExecutor(max_workers=max(1, s.jobs)) as pool:
+            audio_path = cache.path("segments", audio_key, ".m4a")
+            mastered_info = cache.path("segments", audio_key, ".json")
+            if not cache.has(audio_path, mastered_info):
+                futures.append(pool.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, mastered_info))
+            else:
+                stats.hits["segments"] += 1
+            for seg, keys in zip(plan.segments, keyed):
+                seg_path = cache.path("segments", keys.segment, ".mp4")
+                seg_paths.append(seg_path)
+                label = f"{seg.number or seg.kind} {seg.name}"
+                if cache.has(seg_path):
+                    stats.hits["segments"] += 1
+                    progress.done_frames += seg.frames
+                    continue
+                progress("draw", label)
+                card, overlays = _draw_segment(plan, seg, keys, s, cache, stats)
+                futures.append(pool.submit(_encode_segment, encoder, cache, card, overlays, seg, s, vs, seg_path,
+                                           progress, label, stats))
+            for f in futures:
+                f.result()                  # re-raise the first failure; `with` waits for the rest
+
+        progress("join")
+        with cache.writing(mp4) as tmp:
+            encoder.join(seg_paths, audio_path, tmp)
+        progress("measure")
+        lufs, tp = encoder.loudness(mp4)
+        probe = encoder.probe(mp4)
+
+        progress("outputs")
+        outputs.write_text(out_dir / f"{ep.slug}.srt", outputs.srt(plan))
+        outputs.write_text(out_dir / f"{ep.slug}.vtt", outputs.vtt(plan))
+        outputs.save_jpeg(draw.draw_thumbnail(plan, s).image, out_dir / "thumbnail.jpg")
+        outputs.save_jpeg(draw.draw_cover(plan, s).image, out_dir / "cover.jpg")
+        outputs.write_json(out_dir / "manifest.json", outputs.manifest(
+            plan,
+            tool={"name": "shortgen", "version": __version__},
+            video={"codec": probe.codec, "profile": probe.profile, "pix_fmt": probe.pix_fmt, "colour": probe.colour,
+                   "preset": s.preset, "crf": s.crf, "frames": probe.frames, "fps": float(probe.fps),
+                   "width": probe.width, "height": probe.height},
+            audio={"codec": probe.audio, "sample_rate": probe.audio_rate, "channels": probe.audio_channels,
+                   "bitrate": s.audio_bitrate},
+            loudness={"integrated_lufs": lufs, "true_peak_dbtp": tp, "target_lufs": s.loudness_lufs,
+                      "ceiling_dbtp": s.true_peak_dbtp, "meter": "ffmpeg ebur128 (BS.1770-4, true peak)"},
+            fits=[f.__dict__ for f in m.fits],
+            inputs={"script": str(ep.path), "script_sha256": ep.source_sha256,
+                    "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
+                    "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, keyed)},
+                    "audio": audio_key, "fonts": fonts, "tts_engine": engine.id},
+            final_key=final_key,
+        ))
+    progress("done")
+    return RenderResult(ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0, m.fits,
+                        (lufs, tp), rendered=True)
+
+
+def _files(out_dir: Path, slug: str) -> dict[str, Path]:
+    return {"video": out_dir / f"{slug}.mp4", "srt": out_dir / f"{slug}.srt", "vtt": out_dir / f"{slug}.vtt",
+            "thumbnail": out_dir / "thumbnail.jpg", "cover": out_dir / "cover.jpg", "manifest": out_dir / "manifest.json"}
+
+
+def _read_manifest(path: Path) -> dict:
+    import json
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _draw_segment(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache,
+                  stats: Stats) -> tuple[Path, list[Path | None]]:
+    """Make sure the card and every caption overlay of a segment are in the frames cache."""
+    card = cache.path("frames", keys.card, ".png")
+    if cache.has(card):
+        stats.hits["frames"] += 1
+    else:
+        img = draw.draw_card(seg, plan, s).image
+        with cache.writing(card) as tmp:
+            img.save(tmp, format="PNG", compress_level=1)   # measured: level 1 is the speed/size sweet spot
+        stats.draws += 1
+    overlays: list[Path | None] = []
+    done: set[str] = set()
+    for st, k in zip(seg.states, keys.overlays):
+        if k is None:
+            overlays.append(None)
+            continue
+        p = cache.path("frames", k, ".png")
+        overlays.append(p)
+        if k in done or cache.has(p):
+            stats.hits["frames"] += k not in done
+            done.add(k)
+            continue
+        cue = seg.cues[st.cue]
+        img = draw.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image
+        with cache.writing(p) as tmp:
+            img.save(tmp, format="PNG", compress_level=1)
+        stats.draws += 1
+        done.add(k)
+    return card, overlays
+
+
+def _pictures(card: Path, overlays: list[Path | None], s) -> Iterator:
+    from PIL import Image
+    with Image.open(card) as im:
+        base = im.convert("RGB")
+    for ov in overlays:
+        if ov is None:
+            yield base
+        else:
+            with Image.open(ov) as im:
+                yield draw.compose(base, im.convert("RGBA"), s)
+
+
+def _encode_segment(encoder: Encoder, cache: Cache, card: Path, overlays: list, seg: SegmentPlan, s,
+                    vs: VideoSettings, out: Path, progress: Progress, label: str, stats: Stats) -> None:
+    progress("encode", label)
+    with cache.writing(out) as tmp:
+        encoder.encode_segment(_pictures(card, overlays, s), [st.end - st.start for st in seg.states], vs, tmp)
+    stats.encodes += 1
+    progress.done_frames += seg.frames
+    progress("encoded", label)
+
+
+def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path) -> None:
+    import json
+    import tempfile
+    track = sound.assemble(plan, wavs)
+    with tempfile.TemporaryDirectory(prefix="shortgen-audio-") as d:
+        mastered = sound.master(track, s.loudness_lufs, s.true_peak_dbtp, Path(d) / "master.wav")
+        with cache.writing(out) as tmp:
+            encoder.encode_audio(mastered.wav, s.audio_bitrate, tmp)
+    with cache.writing(info) as tmp:
+        tmp.write_text(json.dumps({"lufs": mastered.lufs, "true_peak": mastered.true_peak, "gain_db": mastered.gain_db}))
+
