@@ -150,6 +150,7 @@ class Row:
     fps: int
     ok: bool
     note: str = ""
+    failure: str = "OVER"       # the status word when not ok: OVER, BAD (rendered file), ERROR (script)
 
     @property
     def seconds(self) -> float:
@@ -172,15 +173,15 @@ def rows(m: Measured) -> list[Row]:
     return out
 
 
-def error_row(path: Path | str, message: str) -> Row:
-    return Row(str(path), "(script)", 0, 0, 1, False, message)
+def error_row(path: Path | str, message: str, what: str = "(script)", failure: str = "ERROR") -> Row:
+    return Row(str(path), what, 0, 0, 1, False, message, failure=failure)
 
 
 def format_table(all_rows: list[Row]) -> str:
     head = ("episode", "segment", "measured", "budget", "status")
     body = [(r.episode, r.segment, f"{r.seconds:6.2f} s" if r.budget else "-",
              f"{r.budget / r.fps:6.2f} s" if r.budget else "-",
-             ("OK" if r.ok else ("ERROR" if not r.budget else "OVER")) + (f"  {r.note}" if r.note else ""))
+             ("OK" if r.ok else r.failure) + (f"  {r.note}" if r.note else ""))
             for r in all_rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in [head, *body]]
@@ -191,7 +192,8 @@ def format_json(all_rows: list[Row], messages: list[str]) -> str:
     return json.dumps({
         "ok": all(r.ok for r in all_rows),
         "segments": [{"episode": r.episode, "segment": r.segment, "frames": r.frames, "seconds": round(r.seconds, 3),
-                      "budget_frames": r.budget, "fps": r.fps, "ok": r.ok, "note": r.note} for r in all_rows],
+                      "budget_frames": r.budget, "fps": r.fps, "ok": r.ok,
+                      "status": "OK" if r.ok else r.failure, "note": r.note} for r in all_rows],
         "problems": messages,
     }, indent=2)
 
@@ -218,3 +220,68 @@ def format_junit(all_rows: list[Row], messages: list[str]) -> str:
 
 def plan_key(m: Measured) -> str:
     return key_of(m.plan.to_dict())
+
+
+# ---- the rendered file --------------------------------------------------------------------------
+
+def check_rendered(out_dir: Path, encoder, engine: Engine, cache: Cache, layer: dict | None = None
+                   ) -> tuple[list[Row], list[str]]:
+    """Check a rendered episode: probe its MP4, then hold each segment's span in the manifest to the budget
+    and to a fresh plan of the script, each within one frame. `encoder` is anything with `probe(path)`."""
+    from .errors import ProbeError
+    from .load import load_episode
+
+    out_dir = Path(out_dir)
+    try:
+        man = json.loads((out_dir / "manifest.json").read_text())
+        fps, total, width, height = man["fps"], man["total_frames"], man["width"], man["height"]
+        spans = [(s["kind"], s.get("number"), s["name"], s["start_frame"], s["end_frame"]) for s in man["segments"]]
+        script = Path(man["inputs"]["script"])
+        mp4 = out_dir / f"{out_dir.name}.mp4"
+        mp4 = mp4 if mp4.exists() else next(iter(sorted(out_dir.glob("*.mp4"))), mp4)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ProbeError(f"{out_dir / 'manifest.json'}: unreadable manifest ({type(e).__name__}: {e})") from None
+
+    label = str(out_dir)
+    p = encoder.probe(mp4)
+    facts = []
+    if (p.width, p.height) != (width, height):
+        facts.append(f"size {p.width}x{p.height}, expected {width}x{height}")
+    if p.fps != fps:
+        facts.append(f"{float(p.fps):g} fps, expected {fps}")
+    if p.codec != "h264":
+        facts.append(f"video codec {p.codec}, expected h264")
+    if not p.audio:
+        facts.append("no audio stream")
+    if abs(p.frames - total) > 1:
+        facts.append(f"{p.frames} video frames, the manifest says {total}")
+    if abs(p.duration - total / fps) > 1 / fps + 1e-6:
+        facts.append(f"lasts {p.duration:.3f} s, the manifest says {total / fps:.3f} s")
+    msgs = [f"{mp4}: {f}" for f in facts]
+    out = [Row(label, "(rendered file)", p.frames, total, fps, not facts, "; ".join(facts), failure="BAD")]
+
+    plan = None
+    if script.is_file():
+        ep = load_episode(script, layer or {})
+        if ep.settings.fps == fps:
+            plan = measure(ep, engine, cache).plan
+        budget, cap = ep.settings.segment_budget_frames, ep.settings.episode_budget_frames
+    else:
+        budget, cap = 30 * fps, 180 * fps
+    planned = {(sp.kind, sp.number, sp.name): (sp.start, sp.end) for sp in plan.segments} if plan else {}
+    for kind, num, name, start, end in spans:
+        if kind != "concept":
+            continue
+        notes = []
+        if end - start > budget:
+            notes.append(f"over budget by {(end - start - budget) / fps:.2f} s")
+        want = planned.get((kind, num, name))
+        if plan and want is None:
+            notes.append("not in the current plan of the script (re-render?)")
+        elif want and (abs(want[0] - start) > 1 or abs(want[1] - end) > 1):
+            notes.append(f"spans frames {start}-{end}, the plan says {want[0]}-{want[1]}")
+        out.append(Row(label, f"{num}. {name}", end - start, budget, fps, not notes, "; ".join(notes),
+                       failure="OVER" if end - start > budget else "BAD"))
+        msgs += [f"{out_dir}: segment {num} {name!r}: {n}" for n in notes]
+    out.append(Row(label, "(episode total)", total, cap, fps, total <= cap))
+    return out, msgs

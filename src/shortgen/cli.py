@@ -204,9 +204,11 @@ def _check(a) -> ExitStatus:
             rows += r
             messages += msgs
         except ShortgenError as e:
-            rows.append(check.error_row(d, str(e)))
+            rows.append(check.error_row(d, str(e), "(rendered file)", "BAD"))
             messages.append(str(e))
             status = _status_of(e)
+    if any(not r.ok and r.failure == "BAD" for r in rows):
+        status = max(status, ExitStatus.BAD_RENDER) if status != ExitStatus.OVER_BUDGET else status
     if any(not r.ok for r in rows) and status == ExitStatus.OK:
         status = ExitStatus.OVER_BUDGET
     report = {"table": lambda: check.format_table(rows) + ("\n\n" + "\n".join(messages) if messages else ""),

@@ -278,7 +278,12 @@ def draw_thumbnail(plan: Plan, settings: Settings) -> Drawn:
     c.draw.rounded_rectangle((60, y, 60 + pf.getlength(f"PART {plan.part}") + 48, y + 120), radius=24, fill=_rgb(t.accent))
     c.text((84, y + 60), f"PART {plan.part}", pf, _rgb(t.background), "part", anchor="lm")
     names = [s.name for s in plan.concepts()]
-    f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list")
+    try:
+        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list")
+    except TextOverflowError:
+        # "GANs (Generative Adversarial Networks)" -> "GANs": the short form reads better than tiny type
+        names = [n.split(" (")[0] for n in names]
+        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list")
     step = round(f.size * 1.9)
     y = (h - step * len(names)) // 2 + (step - f.size) // 2
     for i, n in enumerate(names):

@@ -180,7 +180,8 @@ def parse_probe(text: str, path: Path | str = "?") -> Probe:
     if not d or not v:
         reason = next((ln.strip() for ln in text.splitlines() if "Invalid data" in ln or "moov atom" in ln
                        or "No such file" in ln or "error" in ln.lower()), "no video stream found")
-        raise ProbeError(f"{path}: not a readable video ({reason.split(': ', 1)[-1] if ': ' in reason else reason})")
+        reason = re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", reason)       # drop ffmpeg's "[in#0 @ 0x...]" prefix
+        raise ProbeError(f"{path}: not a readable video ({reason})")
     fps_m = _FPS.search(text[v.start():])
     a = _AUD.search(text)
     frames = [int(x) for x in _FRAMES.findall(text)]
@@ -215,7 +216,7 @@ class Encoder(Protocol):
 
 
 def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
-    """The largest K such that any K consecutive pictures span at most `frames` frames (at least 1).
+    """The largest K such that any K consecutive pictures span at most `frames` frames (at least 2).
 
     x264 counts its keyframe interval in pictures; this keeps keyframes at most `frames` apart, except
     where one picture alone is held longer.
@@ -228,7 +229,9 @@ def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
                 best = min(best, k)
                 break
             total, k = total + n, k + 1
-    return max(1, best)
+    # At least 2: with a keyframe interval of 1, x264 writes intra-only streams with no reference
+    # frame slot, and then no skip frame could refer back to anything.
+    return max(2, best)
 
 
 def _feed(args: list[str], pictures: Iterable[Image.Image], what: str) -> None:

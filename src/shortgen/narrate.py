@@ -142,11 +142,17 @@ def _last_voiced_end(voiced: np.ndarray, win: int, start: int, limit: int) -> in
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono 16-bit PCM as int16 samples, via pydub so any WAV layout the engine writes is handled."""
-    from pydub import AudioSegment
-
-    seg = AudioSegment.from_wav(path).set_channels(1).set_sample_width(2)
-    return np.array(seg.get_array_of_samples(), dtype=np.int16), seg.frame_rate
+    """Mono 16-bit PCM samples and their rate. espeak writes plain PCM WAV, so the stdlib reader suffices."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise TTSError(f"{path}: expected 16-bit PCM from the speech engine, got {8 * w.getsampwidth()}-bit")
+            x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+            if w.getnchannels() > 1:
+                x = x.reshape(-1, w.getnchannels()).mean(axis=1).astype(np.int16)
+            return x, w.getframerate()
+    except (wave.Error, EOFError) as e:
+        raise TTSError(f"{path}: unreadable WAV from the speech engine: {e}") from None
 
 
 # ---- the real engine ----------------------------------------------------------------------------
