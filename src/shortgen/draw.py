@@ -16,11 +16,12 @@ from .errors import FontError, TextOverflowError
 from .plan import Plan, SegmentPlan, State
 from .settings import Settings
 
-DRAW_VERSION = 1          # bump when the look changes: it is part of every frame's cache key
+DRAW_VERSION = 2          # bump when the look changes: it is part of every frame's cache key
 SAFE = (96, 240, 984, 1480)   # x0, y0, x1, y1 for 1080x1920: the platforms' UI-free zone
 CAPTION_BOX = (96, 1130, 984, 1470)
 CAPTION_SIZES = (68, 52)      # largest and smallest caption type
 CAPTION_STROKE = 6
+INSET = 8                     # card text keeps this far inside the safe zone
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,20 @@ def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
         else:
             lines.append(word)
     return lines
+
+
+def balance(lines: list[str], font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """Two greedy lines -> the word split that minimises the longer line, so a cue never ends on a lone word."""
+    if len(lines) != 2:
+        return lines
+    words = " ".join(lines).split()
+    best = max(font.getlength(lines[0]), font.getlength(lines[1])), lines
+    for i in range(1, len(words)):
+        a, b = " ".join(words[:i]), " ".join(words[i:])
+        longer = max(font.getlength(a), font.getlength(b))
+        if longer <= width and longer < best[0]:
+            best = longer, [a, b]
+    return best[1]
 
 
 def fit(text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str,
@@ -148,6 +163,7 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings) -> Drawn:
     c = _base(settings)
     t = settings.theme
     x0, y0, x1, _ = safe_zone(settings.width, settings.height)
+    x0, x1 = x0 + INSET, x1 - INSET      # glyph side bearings can reach a few pixels outside the pen position
     width = x1 - x0
     where = f"{seg.source}: {seg.name!r}"
     y = _badge(c, settings, f"{plan.series.upper()}  ·  PART {plan.part}", x0, y0 + 20) + 40
@@ -200,6 +216,7 @@ def layout_caption(text: str, settings: Settings, what: str) -> CaptionLayout:
     x0, y0, x1, y1 = caption_origin(settings)
     path = font_path(settings, "bold")
     f, lines = fit(text, path, CAPTION_SIZES, x1 - x0, 2, f"{what}: caption", stroke=CAPTION_STROKE)
+    lines = balance(lines, f, x1 - x0 - 2 * CAPTION_STROKE)
     step = round(f.size * 1.25)
     block = step * (len(lines) - 1) + f.size
     top = y0 + ((y1 - y0) - block) // 2

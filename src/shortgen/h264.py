@@ -253,8 +253,10 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
                 if t == 5:
                     frame_num, poc = 0, 0
                 ref_idc = nal[0] >> 5
+                if ref_idc == 0:     # a skip frame must be able to refer back to this picture
+                    raise H264Error("a picture is not a reference frame (encode with bframes=0)")
                 nal, _, _ = _rewrite_slice(nal, p, frame_num, 2 * poc)
-                p = Params(**{**p.__dict__, "nal_ref_idc": ref_idc or 2})
+                p = Params(**{**p.__dict__, "nal_ref_idc": ref_idc})
             out += b"\x00\x00\x00\x01" + nal
         frame_num, poc = frame_num + 1, poc + 1
         for _ in range(count - 1):

@@ -286,3 +286,61 @@ def _check_audio(wav: str, events: str, req: Request) -> str | None:
     if n / sr < min_seconds:
         return f"audio too short ({n / sr:.2f} s for {len(tokens(req.text))} words)"
     return None
+
+
+# ---- the fake engine, for fast tests ------------------------------------------------------------
+
+class FakeEngine:
+    """Deterministic speech: each word is a tone burst whose length follows its letters and the rate,
+    with a gap after it, written as a real WAV with engine-style word events. It counts its calls.
+
+    `samples_per_letter` sets the pace at `rate` 175; a higher rate speaks proportionally faster, like espeak.
+    """
+
+    SAMPLE_RATE = 22050
+
+    def __init__(self, samples_per_letter: int = 1300, gap: int = 1500, voices=("gmw/en-us",),
+                 fail_first: int = 0, fail_with: str | None = None) -> None:
+        self.id = f"fake-{samples_per_letter}-{gap}"
+        self.samples_per_letter, self.gap = samples_per_letter, gap
+        self.known_voices = list(voices)
+        self.calls = 0
+        self.spoken: list[str] = []
+        self.fail_first = fail_first     # return an empty WAV for the first N jobs: the espeak flake
+        self.fail_with = fail_with       # fail every job with this message
+
+    def speak(self, jobs: Sequence[dict]) -> dict:
+        self.calls += 1
+        for j in jobs:
+            if j["voice"] not in self.known_voices:
+                return {"ok": [], "failed": {}, "unknown_voice": j["voice"], "voices": self.known_voices}
+        failed = {}
+        for n, j in enumerate(jobs):
+            if self.fail_with:
+                failed[str(n)] = self.fail_with
+                continue
+            pcm, events = self.synthesise(j["text"], j["rate"])
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                pcm = pcm[:0]
+            self.spoken.append(j["text"])
+            with wave.open(j["wav"], "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(self.SAMPLE_RATE)
+                w.writeframes(pcm.astype("<i2").tobytes())
+            Path(j["events"]).write_text(json.dumps(events))
+        return {"ok": [str(n) for n in range(len(jobs)) if str(n) not in failed], "failed": failed}
+
+    def synthesise(self, text: str, rate: int) -> tuple[np.ndarray, list[dict]]:
+        scale = 175 / rate
+        parts, events, at = [np.zeros(self.gap, np.int16)], [], self.gap
+        for word, off in tokens(text):
+            n = int(max(2, len(word)) * self.samples_per_letter * scale)
+            t = np.arange(n) / self.SAMPLE_RATE
+            parts.append((np.sin(2 * np.pi * 220 * t) * 8000 * np.hanning(n)).astype(np.int16))
+            gap = int(self.gap * scale) * (3 if word[-1] in ".,;:!?" else 1)
+            parts.append(np.zeros(gap, np.int16))
+            events.append({"pos": off + 1, "len": len(word), "sample": at})
+            at += n + gap
+        return np.concatenate(parts), events

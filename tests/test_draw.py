@@ -1,0 +1,135 @@
+"""Stage 4: every text element lies in the platform safe zone, checked by box and by pixel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageChops
+
+from shortgen import check, draw
+from shortgen.errors import FontError, TextOverflowError
+from shortgen.load import expand_targets, load_episode
+
+ROOT = Path(__file__).parent.parent
+SAFE = (96, 240, 984, 1480)
+
+
+def inside(box, zone=SAFE) -> bool:
+    return zone[0] <= box.x0 and box.x1 <= zone[2] and zone[1] <= box.y0 and box.y1 <= zone[3]
+
+
+def changed_bbox(img: Image.Image, base: Image.Image):
+    return ImageChops.difference(img.convert("RGB"), base.convert("RGB")).getbbox()
+
+
+@pytest.fixture(scope="module")
+def series_plans(tmp_path_factory):
+    """Plans of every shipped part, timed by the fake engine: drawing depends on text, not on real speech."""
+    from shortgen.cache import Cache
+    from shortgen.narrate import FakeEngine
+    cache = Cache(tmp_path_factory.mktemp("cache"))
+    return [check.measure(load_episode(p), FakeEngine(), cache).plan
+            for p in expand_targets([ROOT / "scripts" / "series.yaml"])]
+
+
+def test_every_card_text_box_is_in_the_safe_zone(series_plans):
+    for plan in series_plans:
+        s = load_episode(ROOT / "scripts" / f"part{plan.part}.yaml").settings
+        for seg in plan.segments:
+            d = draw.draw_card(seg, plan, s)
+            assert d.boxes, "nothing drawn?"
+            for b in d.boxes:
+                assert inside(b), f"part {plan.part} {seg.name}: {b}"
+            if seg.kind == "concept":
+                whats = {b.what for b in d.boxes}
+                assert {"number", "name", "one_liner", "reference", "badge"} <= whats
+
+
+def test_card_pixels_change_only_inside_the_safe_zone(series_plans):
+    plan = series_plans[3]
+    s = load_episode(ROOT / "scripts" / "part4.yaml").settings
+    base = draw._base(s).image
+    for seg in plan.segments:
+        img = draw.draw_card(seg, plan, s).image
+        x0, y0, x1, y1 = changed_bbox(img, base)
+        assert SAFE[0] <= x0 and x1 <= SAFE[2] and SAFE[1] <= y0 and y1 <= SAFE[3], (seg.name, (x0, y0, x1, y1))
+
+
+def test_every_caption_state_is_in_the_safe_zone_and_at_most_two_lines(series_plans):
+    for plan in series_plans:
+        s = load_episode(ROOT / "scripts" / f"part{plan.part}.yaml").settings
+        for seg in plan.segments:
+            for ci, cue in enumerate(seg.cues):
+                d = draw.draw_overlay(seg, ci, 0, s)
+                assert all(inside(b) for b in d.boxes), (seg.name, cue.text)
+                lines = {b.y0 for b in d.boxes} and {y for _, _, y in draw.layout_caption(cue.text, s, "t").words}
+                assert 1 <= len(lines) <= 2, cue.text
+                assert len(d.boxes) == len(cue.text.split())      # one box per whole word: none is split
+
+
+def test_caption_pixels_are_inside_the_safe_zone_and_highlight_follows_the_word(series_plans):
+    plan = series_plans[3]
+    s = load_episode(ROOT / "scripts" / "part4.yaml").settings
+    seg = plan.concepts()[0]
+    card = draw.draw_card(seg, plan, s)
+    n = len(seg.cues[0].text.split())
+    pics = [draw.compose(card.image, draw.draw_overlay(seg, 0, k, s).image, s) for k in range(n)]
+    for pic in pics:
+        x0, y0, x1, y1 = changed_bbox(pic, card.image)
+        assert SAFE[0] <= x0 and x1 <= SAFE[2] and SAFE[1] <= y0 and y1 <= SAFE[3]
+    # the highlight colour sits on word k's box in picture k, and nowhere else
+    hl = np.array(Image.new("RGB", (1, 1), s.theme.highlight)).reshape(3)
+    layout = draw.draw_overlay(seg, 0, 0, s).boxes
+    for k, pic in enumerate(pics):
+        a = np.asarray(pic)
+        for j, b in enumerate(layout):
+            region = a[b.y0:b.y1, b.x0:b.x1].reshape(-1, 3)
+            has = bool((np.abs(region.astype(int) - hl).sum(axis=1) < 30).any())
+            assert has == (j == k), (k, j)
+
+
+def test_composited_overlay_equals_direct_drawing(series_plans):
+    plan = series_plans[0]
+    s = load_episode(ROOT / "scripts" / "part1.yaml").settings
+    seg = plan.concepts()[1]
+    card = draw.draw_card(seg, plan, s)
+    st = next(st for st in seg.states if st.cue is not None and st.word is not None)
+    via_overlay = draw.draw_state(card, seg, st, s).image
+    direct = draw._Canvas(card.image.copy())
+    cue = seg.cues[st.cue]
+    draw.draw_caption(direct, draw.layout_caption(cue.text, s, "t"), st.word - cue.first, s)
+    assert changed_bbox(via_overlay, direct.image) is None
+
+
+def test_long_name_shrinks_and_too_long_fails_naming_the_segment(series_plans):
+    import dataclasses
+    plan = series_plans[0]
+    s = load_episode(ROOT / "scripts" / "part1.yaml").settings
+    seg = plan.concepts()[0]
+    longer = dataclasses.replace(seg, name="Stochastic Gradient Descent With Momentum")
+    d = draw.draw_card(longer, plan, s)
+    assert all(inside(b) for b in d.boxes)
+    absurd = dataclasses.replace(seg, name="Supercalifragilisticexpialidocious " * 6)
+    with pytest.raises(TextOverflowError) as e:
+        draw.draw_card(absurd, plan, s)
+    assert "name: text too long" in str(e.value) and seg.source in str(e.value)
+
+
+def test_missing_font_is_a_clear_error(series_plans, tmp_path):
+    plan = series_plans[0]
+    s = load_episode(ROOT / "scripts" / "part1.yaml").settings.with_(fonts_dir=tmp_path)
+    with pytest.raises(FontError) as e:
+        draw.draw_card(plan.segments[1], plan, s)
+    assert str(tmp_path) in str(e.value) and "font not found" in str(e.value)
+
+
+def test_thumbnail_and_cover(series_plans):
+    for plan in series_plans:
+        s = load_episode(ROOT / "scripts" / f"part{plan.part}.yaml").settings
+        t = draw.draw_thumbnail(plan, s)
+        assert t.image.size == (1280, 720)
+        assert sum(b.what == "list" for b in t.boxes) == 10           # five numbers, five names
+        assert all(0 <= b.x0 and b.x1 <= 1280 and 0 <= b.y0 and b.y1 <= 720 for b in t.boxes)
+        c = draw.draw_cover(plan, s)
+        assert c.image.size == (1080, 1920) and all(inside(b) for b in c.boxes)

@@ -1,0 +1,148 @@
+"""Stage 5: ffmpeg command lines are pure functions, tested without running ffmpeg; plus the H.264 rewriter."""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from shortgen import h264
+from shortgen.encode import (COLOUR_VUI, VideoSettings, audio_args, concat_list, distinct_args, join_args,
+                             keyint_pictures, loudness_args, parse_loudness, parse_probe, remux_args, segment_args)
+from shortgen.errors import ProbeError
+
+V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)
+
+
+def after(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_distinct_args_feed_raw_rgb_and_ask_x264_for_a_skippable_stream():
+    a = distinct_args("ffmpeg", V, 17, Path("o.h264"))
+    assert a[0] == "ffmpeg" and a[-1] == "o.h264"
+    assert after(a, "-f") == "rawvideo" and after(a, "-pix_fmt") == "rgb24" and after(a, "-s") == "1080x1920"
+    assert after(a, "-i") == "-"
+    params = dict(kv.split("=") for kv in after(a, "-x264-params").split(":"))
+    assert params["bframes"] == "0" and params["ref"] == "1" and params["cabac"] == "0"
+    assert params["weightp"] == "0" and params["keyint"] == "17"
+    assert after(a, "-preset") == "veryfast" and after(a, "-crf") == "20" and after(a, "-threads") == "1"
+    assert "out_color_matrix=bt709" in after(a, "-vf") and after(a, "-colorspace") == "bt709"
+    assert a[a.index("-pix_fmt", a.index("-c:v")) + 1] == "yuv420p"
+
+
+def test_remux_is_a_stream_copy_at_a_constant_rate_with_bt709_tags():
+    a = remux_args("ff", Path("x.h264"), 30, Path("seg.mp4"))
+    assert after(a, "-framerate") == "30" and after(a, "-c") == "copy"
+    assert after(a, "-bsf:v") == COLOUR_VUI and "colour_primaries=1" in COLOUR_VUI
+    assert after(a, "-video_track_timescale") == "15360"
+
+
+def test_join_copies_video_maps_one_audio_track_and_moves_the_index_up_front():
+    a = join_args("ff", Path("list.ffconcat"), Path("a.m4a"), Path("final.mp4"))
+    assert after(a, "-f") == "concat" and after(a, "-c") == "copy"
+    assert a.count("-map") == 2 and "0:v:0" in a and "1:a:0" in a
+    assert after(a, "-movflags") == "+faststart" and a[-1] == "final.mp4"
+
+
+def test_audio_is_aac_48k_stereo():
+    a = audio_args("ff", Path("m.wav"), "160k", Path("a.m4a"))
+    assert (after(a, "-c:a"), after(a, "-b:a"), after(a, "-ar"), after(a, "-ac")) == ("aac", "160k", "48000", "2")
+
+
+def test_full_mode_converts_once_per_still_then_repeats_frames():
+    a = segment_args("ff", Path("l.ffconcat"), 95, V, Path("s.mp4"))
+    vf = after(a, "-vf")
+    assert vf.index("bt709") < vf.index("fps=30")
+    assert after(a, "-frames:v") == "95"
+
+
+def test_loudness_meter_asks_for_true_peak():
+    assert "ebur128=peak=true" in loudness_args("ff", Path("x.mp4"))
+
+
+def test_concat_list_durations_never_drift():
+    stills = [(Path(f"/t/{i}.png"), n) for i, n in enumerate([7, 1, 13, 2, 29, 1, 1, 8])]
+    text = concat_list(stills, 30)
+    durs = [float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("duration")]
+    # the running sum stays within half a microsecond of the exact frame time
+    t = 0.0
+    for (_, n), d, total in zip(stills, durs, [sum(x for _, x in stills[:k + 1]) for k in range(len(stills))]):
+        t += d
+        assert abs(t - total / 30) < 1e-6
+    assert text.strip().splitlines()[-1] == "file '/t/7.png'"       # the last still is listed twice
+    with pytest.raises(ValueError):
+        concat_list([(Path("a"), 0)], 30)
+
+
+def test_keyint_keeps_keyframes_within_the_interval():
+    reps = [5, 20, 20, 20, 30, 10, 10, 70, 3]
+    k = keyint_pictures(reps, 60)
+    assert k == 2
+    for lo in range(len(reps) - k + 1):
+        window = reps[lo:lo + k]
+        assert sum(window) <= 60 or len(window) == 1 or max(window) > 60 - min(window)
+    assert keyint_pictures([1] * 100, 60) == 60
+    assert keyint_pictures([100], 60) == 2          # never 1: x264 would drop its reference slot
+
+
+PROBE = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'out.mp4':
+  Duration: 00:01:44.90, start: 0.000000, bitrate: 1200 kb/s
+  Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 1080x1920, 1000 kb/s, 30 fps, 30 tbr, 15360 tbn (default)
+  Stream #0:1[0x2](und): Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, stereo, fltp, 160 kb/s (default)
+frame= 3147 fps=0.0 q=-1.0 Lsize=N/A time=00:01:44.86 bitrate=N/A speed= 4e+03x
+"""
+
+
+def test_parse_probe_reads_every_fact():
+    p = parse_probe(PROBE)
+    assert (p.width, p.height, p.fps, p.codec, p.profile, p.pix_fmt) == (1080, 1920, Fraction(30), "h264", "High", "yuv420p")
+    assert p.colour == "tv, bt709, progressive" and p.frames == 3147 and abs(p.duration - 104.9) < 1e-9
+    assert (p.audio, p.audio_rate, p.audio_channels) == ("aac", 48000, "stereo")
+
+
+def test_parse_probe_turns_a_broken_file_into_one_clear_line():
+    with pytest.raises(ProbeError) as e:
+        parse_probe("[in#0 @ 0x5555] moov atom not found\nError opening input file x.mp4.\n", "x.mp4")
+    assert str(e.value) == "x.mp4: not a readable video (moov atom not found)"
+
+
+def test_parse_loudness_summary():
+    text = "Summary:\n  Integrated loudness:\n    I:         -14.1 LUFS\n  True peak:\n    Peak:       -1.7 dBFS\n"
+    assert parse_loudness(text) == (-14.1, -1.7)
+    with pytest.raises(ProbeError):
+        parse_loudness("nothing")
+
+
+# ---- the bitstream rewriter --------------------------------------------------------------------
+
+def test_exp_golomb_round_trip():
+    rnd = random.Random(1)
+    vals = [rnd.randrange(0, 5000) for _ in range(200)]
+    svals = [rnd.randrange(-300, 300) for _ in range(200)]
+    w = h264.BitWriter()
+    for u, s in zip(vals, svals):
+        w.ue(u)
+        w.se(s)
+        w.u(3, u & 7)
+    r = h264.BitReader(w.trailing())
+    for u, s in zip(vals, svals):
+        assert (r.ue(), r.se(), r.u(3)) == (u, s, u & 7)
+
+
+def test_emulation_prevention_round_trip():
+    raw = bytes([0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 7, 0, 0])
+    esc = h264.escape(raw)
+    assert b"\x00\x00\x00" not in esc and b"\x00\x00\x01" not in esc
+    assert h264.unescape(esc) == raw
+
+
+def test_split_nals_handles_3_and_4_byte_start_codes():
+    stream = b"\x00\x00\x00\x01\x67\xaa" + b"\x00\x00\x01\x68\xbb" + b"\x00\x00\x01\x65\xcc\xdd"
+    assert h264.split_nals(stream) == [b"\x67\xaa", b"\x68\xbb", b"\x65\xcc\xdd"]
+
+
+def test_expand_rejects_a_wrong_picture_count():
+    with pytest.raises(h264.H264Error):
+        h264.expand(b"", [1])

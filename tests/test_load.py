@@ -1,0 +1,140 @@
+"""Stage 1: schema validation with file:line:col: field messages, and settings precedence."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shortgen.cli import main
+from shortgen.errors import ScriptError
+from shortgen.load import expand_targets, load_episode
+
+ROOT = Path(__file__).parent.parent
+
+GOOD_SEG = "  - name: {n}\n    narration: Hello there, {n}.\n    one_liner: one\n    reference: ref\n"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def error_of(path: Path, **kw) -> str:
+    with pytest.raises(ScriptError) as e:
+        load_episode(path, **kw)
+    return str(e.value)
+
+
+def test_missing_field_names_file_line_column_and_field(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n" + GOOD_SEG.format(n="A") + GOOD_SEG.format(n="B")
+              + "  - name: C\n    one_liner: c\n    reference: r\n")
+    assert error_of(p) == f"{p}:12:5: segments[2].narration: field required"
+
+
+def test_unknown_key_is_an_error_at_its_own_position(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n" + GOOD_SEG.format(n="A") + "    colour: red\n")
+    assert error_of(p) == f"{p}:8:5: segments[0].colour: unknown key"
+
+
+def test_top_level_unknown_key(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\ntitel: oops\nsegments:\n" + GOOD_SEG.format(n="A"))
+    assert error_of(p) == f"{p}:3:1: titel: unknown key"
+
+
+def test_malformed_yaml_names_the_position(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: [1\nsegments: []\n")
+    msg = error_of(p)
+    assert msg.startswith(f"{p}:3:9: invalid YAML:")
+    assert "\n" not in msg
+
+
+def test_wrong_type(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: one\nsegments:\n" + GOOD_SEG.format(n="A"))
+    assert error_of(p).startswith(f"{p}:2:7: part: input should be a valid integer")
+
+
+def test_bad_setting_value_points_at_the_setting(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsettings:\n  theme:\n    accent: notacolour\nsegments:\n"
+              + GOOD_SEG.format(n="A"))
+    assert error_of(p) == f"{p}:5:13: settings.theme.accent: not a colour: 'notacolour'"
+
+
+def test_empty_file(tmp_path):
+    p = write(tmp_path, "ep.yaml", "")
+    assert error_of(p).startswith(f"{p}:1:1:")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    msg = error_of(tmp_path / "nope.yaml")
+    assert "nope.yaml" in msg and "not found" in msg
+
+
+def test_segment_count_is_checked_against_the_series(tmp_path):
+    write(tmp_path, "series.yaml", "series: S\nparts: [ep.yaml]\nsettings:\n  segments_per_part: 2\n")
+    p = write(tmp_path, "ep.yaml", "part: 1\nsegments:\n" + GOOD_SEG.format(n="A"))
+    assert error_of(p) == f"{p}:3:3: segments: expected 2 segments, found 1"
+
+
+def test_settings_precedence_defaults_series_episode_cli(tmp_path):
+    write(tmp_path, "series.yaml", "series: S\nparts: [ep.yaml]\nsettings:\n  rate: 160\n  fps: 25\n"
+          "  theme:\n    accent: '#112233'\n    highlight: '#445566'\n")
+    p = write(tmp_path, "ep.yaml", "part: 1\nsettings:\n  rate: 170\n  theme:\n    accent: '#abcdef'\n"
+              "segments:\n" + GOOD_SEG.format(n="A"))
+    s = load_episode(p, {"rate": 190}).settings
+    assert s.rate == 190                     # CLI beats the episode
+    assert s.fps == 25                       # series beats defaults
+    assert s.theme.accent == "#abcdef"       # episode beats series ...
+    assert s.theme.highlight == "#445566"    # ... key by key inside the theme
+    assert s.lead_in_frames == 24            # untouched default
+    assert load_episode(p).settings.rate == 170
+    ep = load_episode(p, {"rate": 190})
+    assert str(ep.where("rate")) == "command line"
+    assert str(ep.where("fps")).startswith(str(tmp_path / "series.yaml"))
+
+
+def test_series_name_comes_from_the_series_file(tmp_path):
+    write(tmp_path, "series.yaml", "series: My Show\nparts: [ep.yaml]\n")
+    p = write(tmp_path, "ep.yaml", "part: 3\nsegments:\n" + GOOD_SEG.format(n="A"))
+    ep = load_episode(p)
+    assert (ep.series, ep.part, ep.slug) == ("My Show", 3, "part3")
+
+
+def test_expand_targets_series_and_directories():
+    scripts = ROOT / "scripts"
+    parts = expand_targets([scripts / "series.yaml"])
+    assert [p.name for p in parts] == [f"part{i}.yaml" for i in range(1, 6)]
+    assert expand_targets([scripts]) == parts          # the directory: its series, deduplicated
+
+
+def test_shipped_scripts_are_valid_and_concepts_do_not_repeat():
+    names = []
+    for p in expand_targets([ROOT / "scripts" / "series.yaml"]):
+        ep = load_episode(p)
+        assert len(ep.segments) == 5
+        for seg in ep.segments:
+            assert seg.narration and seg.one_liner and seg.reference
+            assert any(ch.isdigit() for ch in seg.reference), f"{p}: {seg.name}: a reference needs its year"
+        names += [seg.name.lower() for seg in ep.segments]
+    assert len(names) == 25 and len(set(names)) == 25
+
+
+def test_part4_follows_the_published_article():
+    seed = (ROOT.parent / "shared" / "seed" / "five-ml-concepts-part4.txt")
+    if not seed.exists():
+        pytest.skip("the seed article is not beside the repository")
+    text = " ".join(seed.read_text().replace("\u2019", "'").split())   # the script uses straight quotes
+    ep = load_episode(ROOT / "scripts" / "part4.yaml")
+    for seg in ep.segments:
+        assert seg.name in text and seg.one_liner in text and seg.reference in text
+        for sentence in seg.narration.split(". ")[1:]:          # all but the spoken name, verbatim
+            assert sentence.rstrip(".") in text, sentence
+
+
+def test_cli_reports_schema_errors_in_one_line_without_traceback(tmp_path, capsys):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n  - name: A\n")
+    code = main(["check", "--cache-dir", str(tmp_path / "c"), str(p)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{p}:4:5: segments[0].narration: field required" in err
+    assert "Traceback" not in err
