@@ -62,7 +62,15 @@ class Cache:
         return self.root / kind / key[:2] / f"{key}{suffix}"
 
     def has(self, *paths: Path) -> bool:
-        return all(p.is_file() and p.stat().st_size > 0 for p in paths)
+        """True if every entry exists; a hit refreshes their mtime, which `clean --older-than` goes by."""
+        if not all(p.is_file() and p.stat().st_size > 0 for p in paths):
+            return False
+        for p in paths:
+            try:
+                os.utime(p)
+            except OSError:
+                pass
+        return True
 
     @contextmanager
     def writing(self, final: Path) -> Iterator[Path]:
@@ -91,7 +99,7 @@ class Cache:
                 continue
             st = p.stat()
             stale_tmp = ".tmp" in p.name and now - st.st_mtime > 3600
-            old = max_age_days is None or now - max(st.st_atime, st.st_mtime) > max_age_days * 86400
+            old = max_age_days is None or now - st.st_mtime > max_age_days * 86400
             if stale_tmp or old:
                 n, size = n + 1, size + st.st_size
                 p.unlink(missing_ok=True)

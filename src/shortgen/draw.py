@@ -335,10 +335,10 @@ def overlay_key_inputs(seg: SegmentPlan, state: State, settings: Settings, fonts
     if state.cue is None:
         return None
     cue = seg.cues[state.cue]
-    t = settings.theme
+    # The whole theme, not just the caption colours: a theme edit is a look change, and redrawing
+    # everything is the predictable rule (it costs about a second of drawing per episode).
     return {"v": DRAW_VERSION, "size": [settings.width, settings.height], "fonts": fonts, "cue": cue.text,
-            "hl": None if state.word is None else state.word - cue.first,
-            "colours": [t.caption, t.highlight, t.outline, t.font_bold]}
+            "hl": None if state.word is None else state.word - cue.first, "theme": settings.theme.__dict__}
 
 
 def font_digests(settings: Settings) -> dict:

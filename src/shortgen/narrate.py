@@ -228,7 +228,7 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
         for i in todo:
             paths[i][0].parent.mkdir(parents=True, exist_ok=True)
             jobs.append({"text": requests[i].text, "voice": requests[i].voice, "rate": requests[i].rate,
-                         "wav": str(paths[i][0]) + ".part.wav", "events": str(paths[i][1]) + ".part.json"})
+                         "wav": f"{paths[i][0]}.tmp{os.getpid()}.wav", "events": f"{paths[i][1]}.tmp{os.getpid()}.json"})
         if on_progress:
             on_progress(len(requests) - len(todo), len(requests))
         res = engine.speak(jobs)

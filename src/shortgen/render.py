@@ -109,6 +109,8 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     final_key = key_of("final-v1", [k.segment for k in keyed], audio_key)
 
     with _locked(out_dir):
+        for stale in out_dir.glob("*.tmp*"):
+            stale.unlink(missing_ok=True)      # left by a killed render; we hold the lock, so nobody is writing it
         mp4 = out_dir / f"{ep.slug}.mp4"
         man_path = out_dir / "manifest.json"
         previous = _read_manifest(man_path)

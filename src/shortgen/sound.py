@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import TTSError
 from .plan import Plan
 
 RATE = 48000
@@ -24,6 +25,7 @@ TP_MARGIN_DB = 1.0     # AAC encoding lifts true peaks by up to ~0.5 dB here; le
 def _pydub():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # pydub warns at import when no ffmpeg is on PATH
+        warnings.simplefilter("ignore", DeprecationWarning)   # ... and about audioop on Python 3.11-3.12
         from pydub import AudioSegment
     from .encode import ffmpeg_exe
     AudioSegment.converter = ffmpeg_exe()
@@ -166,18 +168,25 @@ def master(track: np.ndarray, target_lufs: float, ceiling_dbtp: float, out: Path
         return gated_loudness(kx * (g * curve), channels=2), curve   # K(g*x) ~ g*K(x): g moves slowly
 
     if not np.isfinite(gated_loudness(kx, 2)):
-        raise ValueError("the narration is silent")
-    # secant steps: after limiting, loudness rises monotonically and almost linearly with gain
-    g0, l0 = 0.0, loud(0.0)[0]
-    g1 = target_lufs - l0
-    for _ in range(8):
-        l1 = loud(g1)[0]
-        if abs(l1 - target_lufs) < 0.05:
+        raise TTSError("the narration is silent: the speech engine produced no audible audio")
+    # After limiting, loudness still rises monotonically with gain, but flattens as the limiter works
+    # harder; so bracket the target, then refine by false position (falling back to bisection).
+    lo = target_lufs - gated_loudness(kx, 2)          # the gain that would hit the target unlimited
+    l_lo = loud(lo)[0]
+    hi, l_hi = lo, l_lo
+    while l_hi < target_lufs and hi < lo + 40:
+        hi += 6.0
+        l_hi = loud(hi)[0]
+    gain_db = lo if abs(l_lo - target_lufs) <= abs(l_hi - target_lufs) else hi
+    for _ in range(20):
+        if min(abs(l_lo - target_lufs), abs(l_hi - target_lufs)) < 0.05 or l_hi < target_lufs:
             break
-        slope = (l1 - l0) / (g1 - g0) if g1 != g0 else 1.0
-        g0, l0 = g1, l1
-        g1 = g1 + (target_lufs - l1) / max(slope, 0.05)
-    gain_db = g1
+        g = lo + (target_lufs - l_lo) * (hi - lo) / max(l_hi - l_lo, 1e-6)
+        if not lo < g < hi or _ % 3 == 2:
+            g = (lo + hi) / 2
+        lg = loud(g)[0]
+        lo, l_lo, hi, l_hi = (g, lg, hi, l_hi) if lg < target_lufs else (lo, l_lo, g, lg)
+    gain_db = lo if abs(l_lo - target_lufs) <= abs(l_hi - target_lufs) else hi
     y = (x * (10 ** (gain_db / 20)) * loud(gain_db)[1]).astype(np.float32)
     stereo = np.repeat(y[:, None], 2, axis=1)
     lufs, tp = gated_loudness(k_weight(y), channels=2), true_peak_db(y)

@@ -1,0 +1,147 @@
+"""The 30-second promise: the budget at its frame boundary, the reports, and the rendered-file check."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from shortgen import check
+from shortgen.cli import main
+from shortgen.encode import FakeEncoder, FfmpegEncoder
+from shortgen.errors import BudgetError, ProbeError
+from shortgen.load import load_episode
+from shortgen.narrate import FakeEngine
+from shortgen.render import render_episode
+
+FIX = Path(__file__).parent / "fixtures"
+UNDER, OVER = FIX / "budget_just_under.yaml", FIX / "budget_just_over.yaml"
+
+
+def measure(path, layer, cache, **extra):
+    return check.measure(load_episode(path, {**layer, **extra}), FakeEngine(), cache)
+
+
+def test_exactly_900_frames_passes(layer, cache):
+    m = measure(UNDER, layer, cache)
+    assert m.plan.segments[0].frames == 900
+    assert check.problems(m) == []
+    assert all(r.ok for r in check.rows(m))
+
+
+def test_901_frames_fails_with_advice(layer, cache):
+    m = measure(OVER, layer, cache)
+    seg = m.plan.segments[0]
+    assert seg.frames == 901
+    (msg,) = check.problems(m)
+    assert msg.startswith(f"{OVER}:9:5: segments[0] 'Regularization' runs 30.03 s, 0.03 s over the 30.00 s budget at 175 wpm;")
+    rate = int(msg.split("a rate of ")[1].split(" ")[0])
+    assert rate > 175
+    assert "cut about 1 words" in msg
+    row = check.rows(m)[0]
+    assert not row.ok and row.frames == 901 and row.failure == "OVER"
+
+
+def test_suggested_rate_really_fits(layer, cache):
+    m = measure(OVER, layer, cache)
+    rate = int(check.problems(m)[0].split("a rate of ")[1].split(" ")[0])
+    again = measure(OVER, layer, cache, rate=rate)
+    assert again.plan.segments[0].frames <= 900
+
+
+def test_fit_rate_speeds_up_only_as_needed_and_says_so(layer, cache):
+    m = measure(OVER, layer, cache, fit="rate")
+    assert m.plan.segments[0].frames <= 900
+    (fit,) = m.fits
+    assert fit.from_rate == 175 and 175 < fit.to_rate <= 210
+    assert check.problems(m) == []
+    assert "rate fitted 175->" in check.rows(m)[0].note
+    # but never past the ceiling
+    m2 = measure(OVER, layer, cache, fit="rate", fit_max_rate_factor=1.0)
+    assert check.problems(m2)
+
+
+def test_json_and_junit_reports(layer, cache):
+    rows, msgs = [], []
+    for p in (UNDER, OVER):
+        m = measure(p, layer, cache)
+        rows += check.rows(m)
+        msgs += check.problems(m)
+    data = json.loads(check.format_json(rows, msgs))
+    assert data["ok"] is False
+    assert [s["status"] for s in data["segments"]] == ["OK", "OK", "OVER", "OK"]
+    assert data["segments"][2]["frames"] == 901 and data["problems"] == msgs
+
+    root = ET.fromstring(check.format_junit(rows, msgs))
+    assert root.get("tests") == "4" and root.get("failures") == "1"
+    cases = root.findall(".//testcase")
+    assert [c.get("name") for c in cases] == ["1. Regularization", "(episode total)"] * 2
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert len(failed) == 1 and failed[0].get("classname") == str(OVER)
+    assert "0.03 s over" in failed[0].find("failure").get("message")
+
+
+def test_cli_check_exit_codes_and_junit_file(layer, tmp_path, monkeypatch, capsys):
+    import shortgen.narrate
+    monkeypatch.setattr(shortgen.narrate, "EspeakEngine", FakeEngine)     # budget fixtures are tuned to it
+    cache = ["--cache-dir", str(layer["cache_dir"])]
+    assert main(["check", *cache, str(UNDER)]) == 0
+    out = tmp_path / "report.xml"
+    assert main(["check", *cache, "--format", "junit", "-o", str(out), str(UNDER), str(OVER)]) == 3
+    assert ET.parse(out).getroot().get("failures") == "1"
+    err = capsys.readouterr().err
+    assert "0.03 s over" in err and "Traceback" not in err
+
+
+def test_render_refuses_over_budget_and_writes_nothing(layer, cache):
+    ep = load_episode(OVER, layer)
+    enc = FakeEncoder()
+    with pytest.raises(BudgetError) as e:
+        render_episode(ep, FakeEngine(), enc, cache)
+    assert "0.03 s over" in str(e.value)
+    assert enc.calls == []
+    assert not (layer["output_dir"]).exists()
+
+
+def test_rendered_check_against_manifest_and_plan(layer, cache):
+    ep = load_episode(UNDER, layer)
+    res = render_episode(ep, FakeEngine(), FakeEncoder(), cache)
+    rows, msgs = check.check_rendered(res.out_dir, FakeEncoder(), FakeEngine(), cache, layer)
+    assert all(r.ok for r in rows) and msgs == []
+    assert [r.segment for r in rows] == ["(rendered file)", "1. Regularization", "(episode total)"]
+    # a manifest whose span disagrees with the plan by more than a frame is caught
+    man = json.loads((res.out_dir / "manifest.json").read_text())
+    man["segments"][0]["end_frame"] += 2
+    (res.out_dir / "manifest.json").write_text(json.dumps(man))
+    rows, msgs = check.check_rendered(res.out_dir, FakeEncoder(), FakeEngine(), cache, layer)
+    bad = [r for r in rows if not r.ok]
+    assert [(r.segment, r.frames, r.failure) for r in bad] == [("1. Regularization", 902, "OVER")]
+    assert any("over budget by 0.07 s" in m for m in msgs)
+    assert any("spans frames 0-902, the plan says 0-900" in m for m in msgs)
+
+
+def test_corrupt_or_truncated_mp4_is_a_clear_error(tmp_path):
+    d = tmp_path / "part1"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"fps": 30, "total_frames": 30, "width": 1080, "height": 1920,
+                                                 "segments": [], "inputs": {"script": "nope.yaml"}}))
+    (d / "part1.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
+    with pytest.raises(ProbeError) as e:
+        check.check_rendered(d, FfmpegEncoder(), FakeEngine(), None)
+    assert str(e.value).startswith(f"{d / 'part1.mp4'}: not a readable video (")
+    assert "\n" not in str(e.value)
+    (d / "manifest.json").write_text("{trunc")
+    with pytest.raises(ProbeError, match="unreadable manifest"):
+        check.check_rendered(d, FfmpegEncoder(), FakeEngine(), None)
+
+
+def test_cli_rendered_check_of_a_broken_file_exits_6(tmp_path, capsys):
+    d = tmp_path / "part1"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"fps": 30, "total_frames": 30, "width": 1080, "height": 1920,
+                                                 "segments": [], "inputs": {"script": "nope.yaml"}}))
+    (d / "part1.mp4").write_bytes(b"garbage")
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(d)]) == 6
+    err = capsys.readouterr().err
+    assert "not a readable video" in err and "Traceback" not in err

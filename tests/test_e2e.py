@@ -1,0 +1,151 @@
+"""End to end with the real engine and the real ffmpeg: render the short fixture and probe what came out."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shortgen import check, draw, outputs
+from shortgen.cache import Cache
+from shortgen.cli import main
+from shortgen.encode import FfmpegEncoder, ffmpeg_exe
+from shortgen.load import load_episode
+from shortgen.narrate import EspeakEngine
+
+pytestmark = pytest.mark.e2e
+FIX = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    layer = {"cache_dir": root / "cache", "output_dir": root / "out"}
+    args = ["--cache-dir", str(layer["cache_dir"]), "--output-dir", str(layer["output_dir"])]
+    assert main(["render", "-q", *args, str(FIX / "short.yaml")]) == 0
+    ep = load_episode(FIX / "short.yaml", layer)
+    plan = check.measure(ep, EspeakEngine(), Cache(layer["cache_dir"])).plan
+    return {"dir": layer["output_dir"] / "part9", "plan": plan, "ep": ep, "args": args, "layer": layer}
+
+
+def frame_rgb(video: Path, n: int, w=1080, h=1920) -> np.ndarray:
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-vf", f"select=eq(n\\,{n})", "-fps_mode", "passthrough",
+                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
+    return np.frombuffer(out.stdout, np.uint8).reshape(h, w, 3)
+
+
+def test_video_facts(rendered):
+    d, plan = rendered["dir"], rendered["plan"]
+    p = FfmpegEncoder().probe(d / "part9.mp4")
+    assert (p.width, p.height, p.fps, p.codec, p.pix_fmt) == (1080, 1920, 30, "h264", "yuv420p")
+    assert p.profile == "High" and "bt709" in p.colour
+    assert p.frames == plan.total_frames
+    assert abs(p.duration - plan.total_frames / 30) <= 1 / 30
+    assert (p.audio, p.audio_rate, p.audio_channels) == ("aac", 48000, "stereo")
+
+
+def test_an_independent_reader_agrees(rendered):
+    from moviepy import VideoFileClip
+    with VideoFileClip(str(rendered["dir"] / "part9.mp4")) as clip:
+        assert tuple(clip.size) == (1080, 1920) and clip.fps == 30
+        assert abs(clip.duration - rendered["plan"].total_frames / 30) <= 1 / 30
+        assert clip.audio is not None
+
+
+def test_audio_and_video_end_together(rendered):
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(rendered["dir"] / "part9.mp4"), "-map", "0:a",
+                          "-f", "s16le", "-ac", "1", "-ar", "48000", "-"], capture_output=True, check=True)
+    audio_s = len(out.stdout) / 2 / 48000
+    assert abs(audio_s - rendered["plan"].total_frames / 30) <= 1 / 30
+
+
+def test_loudness_and_true_peak(rendered):
+    lufs, tp = FfmpegEncoder().loudness(rendered["dir"] / "part9.mp4")
+    assert abs(lufs - -14.0) <= 1.0 and tp <= -1.0
+    man = json.loads((rendered["dir"] / "manifest.json").read_text())
+    assert man["loudness"]["integrated_lufs"] == pytest.approx(lufs, abs=0.05)
+
+
+def test_srt_and_vtt_match_the_plan(rendered):
+    plan = rendered["plan"]
+    want = [(outputs.frames_to_ms(c.start, 30), outputs.frames_to_ms(c.end, 30), c.text)
+            for s in plan.segments for c in s.cues]
+    assert outputs.parse_srt((rendered["dir"] / "part9.srt").read_text()) == want
+    assert (rendered["dir"] / "part9.vtt").read_text().count(" --> ") == len(want)
+
+
+def test_frames_show_the_planned_state_from_its_first_frame(rendered):
+    """Decode the frames either side of caption changes and compare with the drawn pictures."""
+    plan, s = rendered["plan"], rendered["ep"].settings
+    seg = plan.concepts()[0]
+    card = draw.draw_card(seg, plan, s)
+    x0, y0, x1, y1 = draw.caption_origin(s)
+    checked = 0
+    for prev, cur in zip(seg.states, seg.states[1:]):
+        if cur.cue is None or prev.cue is None or checked >= 3:
+            continue
+        want_prev = np.asarray(draw.draw_state(card, seg, prev, s).image)[y0:y1, x0:x1].astype(int)
+        want_cur = np.asarray(draw.draw_state(card, seg, cur, s).image)[y0:y1, x0:x1].astype(int)
+        for n, want, other in ((cur.start, want_cur, want_prev), (cur.start - 1, want_prev, want_cur)):
+            got = frame_rgb(rendered["dir"] / "part9.mp4", n)[y0:y1, x0:x1].astype(int)
+            assert np.abs(got - want).mean() < np.abs(got - other).mean(), f"frame {n}"
+            assert np.abs(got - want).mean() < 4
+        checked += 1
+    assert checked == 3
+
+
+def test_thumbnail_cover_and_manifest(rendered):
+    d = rendered["dir"]
+    with Image.open(d / "thumbnail.jpg") as im:
+        assert im.size == (1280, 720)
+    assert (d / "thumbnail.jpg").stat().st_size < 2_000_000
+    with Image.open(d / "cover.jpg") as im:
+        assert im.size == (1080, 1920)
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["tool"]["name"] == "shortgen" and man["video"]["profile"] == "High"
+    segs = man["segments"]
+    assert [x["start_frame"] for x in segs[1:]] == [x["end_frame"] for x in segs[:-1]]
+    assert all(x["duration_s"] == round((x["end_frame"] - x["start_frame"]) / 30, 3) for x in segs)
+    assert len(man["inputs"]["script_sha256"]) == 64 and man["inputs"]["tts_engine"].startswith("pyttsx3-")
+
+
+def test_rendered_check_passes(rendered, capsys):
+    assert main(["check", "--cache-dir", str(rendered["layer"]["cache_dir"]), str(rendered["dir"])]) == 0
+    assert "BAD" not in capsys.readouterr().out
+
+
+def test_plan_json_command(rendered, capsys):
+    assert main(["plan", "--json", "--cache-dir", str(rendered["layer"]["cache_dir"]), str(FIX / "short.yaml")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_frames"] == rendered["plan"].total_frames
+
+
+def test_sigkill_mid_render_leaves_nothing_half_written(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cmd = [sys.executable, "-c", "from shortgen.cli import run; run()", "render", "-q", "--jobs", "1",
+           "--cache-dir", str(cache), "--output-dir", str(out), str(FIX / "short.yaml")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(".tmp" in p.name for p in (cache / "segments").rglob("*")) if (cache / "segments").exists() else False:
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)           # the render and its ffmpeg children, mid-encode
+    proc.wait()
+    enc = FfmpegEncoder()
+    for seg in (cache / "segments").rglob("*.mp4"):
+        if ".tmp" not in seg.name:
+            assert enc.probe(seg).frames > 0          # every entry that exists is complete
+    assert not (out / "part9" / "part9.mp4").exists() or enc.probe(out / "part9" / "part9.mp4").frames
+    # the next run recovers by itself
+    assert main(["render", "-q", "--cache-dir", str(cache), "--output-dir", str(out), str(FIX / "short.yaml")]) == 0
+    assert not list((out / "part9").glob("*.tmp*"))
+    rows, msgs = check.check_rendered(out / "part9", enc, EspeakEngine(), Cache(cache))
+    assert all(r.ok for r in rows), msgs

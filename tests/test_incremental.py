@@ -1,0 +1,118 @@
+"""Incremental rendering, proved by counting stage executions (never by timing)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shortgen.cache import Stats
+from shortgen.cli import main
+from shortgen.encode import FakeEncoder
+from shortgen.errors import EncodeError
+from shortgen.load import load_episode
+from shortgen.narrate import FakeEngine
+from shortgen.render import render_episode, render_many
+
+
+def render(path, layer, cache, engine=None, encoder=None, **extra):
+    stats = Stats()
+    engine, encoder = engine or FakeEngine(), encoder or FakeEncoder()
+    res = render_episode(load_episode(path, {**layer, **extra}), engine, encoder, cache, stats=stats)
+    return res, stats, engine, encoder
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_cold_then_noop(short_script, layer, cache):
+    res, st, eng, enc = render(short_script, layer, cache)
+    assert res.rendered and st.encodes == 4 and st.draws > 4 and eng.calls == 1 and len(eng.spoken) == 4
+    assert [c[0] for c in enc.calls].count("join") == 1
+    first = res.files["video"].read_bytes()
+
+    res, st, eng, enc = render(short_script, layer, cache)
+    assert not res.rendered
+    assert (st.tts, st.draws, st.encodes, eng.calls, enc.calls) == (0, 0, 0, 0, [])
+    assert res.files["video"].read_bytes() == first
+
+
+def test_one_segment_edit_redoes_only_that_segment(short_script, layer, cache):
+    _, cold, _, _ = render(short_script, layer, cache)
+    edit(short_script, "Memorising the noise", "Memorizing the noise")
+    res, st, eng, enc = render(short_script, layer, cache)
+    assert eng.spoken == ["Overfitting. Memorizing the noise, not the pattern."]
+    assert st.encodes == 1
+    assert sorted(c[0] for c in enc.calls[:-1]) == ["audio", "segment"]   # in parallel ...
+    assert enc.calls[-1][0] == "join"                                     # ... then a stream-copy rejoin
+    assert 0 < st.draws < cold.draws          # only the edited segment's caption pictures; its card is reused
+    assert st.hits["segments"] == 3
+
+
+def test_theme_change_redraws_and_reencodes_everything_but_speaks_nothing(short_script, layer, cache):
+    _, cold, _, _ = render(short_script, layer, cache)
+    _, st, eng, _ = render(short_script, layer, cache, theme={"accent": "#00ff88"})
+    assert eng.calls == 0 and st.draws == cold.draws and st.encodes == 4
+
+
+@pytest.mark.parametrize("change", [{"fps": 25}, {"crf": 23}, {"preset": "faster"}])
+def test_encoder_settings_reencode_everything(short_script, layer, cache, change):
+    render(short_script, layer, cache)
+    _, st, eng, _ = render(short_script, layer, cache, **change)
+    assert eng.calls == 0 and st.encodes == 4
+
+
+def test_failure_mid_encode_keeps_the_old_video_and_poisons_nothing(short_script, layer, cache):
+    res, _, _, _ = render(short_script, layer, cache)
+    before = res.files["video"].read_bytes()
+    edit(short_script, "Step downhill", "Walk downhill")
+    with pytest.raises(EncodeError):
+        render(short_script, layer, cache, encoder=FakeEncoder(fail_after=1), jobs=1)
+    assert res.files["video"].read_bytes() == before              # the finished file is untouched
+    for f in (cache.root / "segments").rglob("*"):
+        if f.is_file():
+            assert ".tmp" not in f.name
+            assert "half-written" not in f.read_text()
+    assert not list(res.out_dir.glob("*.tmp*"))
+    res, st, _, _ = render(short_script, layer, cache)              # the next run recovers by itself
+    assert res.rendered and st.encodes == 1
+    assert json.loads(res.files["video"].read_text())["frames"] == res.plan.total_frames
+
+
+def test_batch_isolates_failures(tmp_path, short_script, layer):
+    bad_schema = tmp_path / "scripts" / "broken.yaml"
+    bad_schema.write_text(short_script.read_text().replace("    one_liner: Fitting noise instead of signal\n", ""))
+    bad_voice = tmp_path / "scripts" / "voice.yaml"
+    bad_voice.write_text(short_script.read_text().replace("  lead_in_frames: 12", "  voice: gmw/xx-nope\n  lead_in_frames: 12")
+                         .replace("part: 9", "part: 8"))
+    outs = render_many([short_script, bad_schema, bad_voice], layer, jobs=2,
+                       engine_factory=FakeEngine, encoder_factory=FakeEncoder)
+    assert [o.ok for o in outs] == [True, False, False]
+    assert outs[1].exit_code == 2 and f"{bad_schema}:16:5: segments[1].one_liner: field required" == outs[1].error
+    assert outs[2].exit_code == 2 and "unknown voice 'gmw/xx-nope'" in outs[2].error
+    assert (layer["output_dir"] / "part9" / "part9.mp4").is_file()
+    assert outs[0].stats["encodes"] == 4
+
+
+def test_two_renders_of_one_part_at_once(short_script, layer):
+    events = []
+    outs = render_many([short_script, short_script], layer, jobs=2, sink=events.append,
+                       engine_factory=FakeEngine, encoder_factory=FakeEncoder)
+    assert all(o.ok for o in outs)
+    assert sorted(o.rendered for o in outs) == [False, True]      # the lock lets one render, the other finds it done
+    assert {e["stage"] for e in events} >= {"narrate", "encode", "join", "done"}
+    video = layer["output_dir"] / "part9" / "part9.mp4"
+    assert json.loads(video.read_text())["frames"] == 394
+
+
+def test_clean_prunes_the_cache(short_script, layer, cache, capsys):
+    render(short_script, layer, cache)
+    assert any(cache.root.rglob("*.png"))
+    assert main(["clean", "--cache-dir", str(cache.root), "--older-than", "1"]) == 0
+    assert any(cache.root.rglob("*.png"))                          # everything was used just now
+    assert main(["clean", "--cache-dir", str(cache.root)]) == 0
+    assert not cache.root.exists()
+    assert "removed" in capsys.readouterr().out
