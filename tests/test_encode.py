@@ -46,9 +46,11 @@ def test_join_copies_video_maps_one_audio_track_and_moves_the_index_up_front():
     assert after(a, "-movflags") == "+faststart" and a[-1] == "final.mp4"
 
 
-def test_audio_is_aac_48k_stereo():
+def test_audio_is_aac_48k_stereo_without_the_downmix_attenuation():
     a = audio_args("ff", Path("m.wav"), "160k", Path("a.m4a"))
-    assert (after(a, "-c:a"), after(a, "-b:a"), after(a, "-ar"), after(a, "-ac")) == ("aac", "160k", "48000", "2")
+    assert (after(a, "-c:a"), after(a, "-b:a"), after(a, "-ar")) == ("aac", "160k", "48000")
+    assert after(a, "-af") == "pan=stereo|c0=c0|c1=c0"        # both channels at full level
+    assert after(a, "-aac_coder") == "fast"
 
 
 def test_full_mode_converts_once_per_still_then_repeats_frames():

