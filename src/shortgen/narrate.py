@@ -20,12 +20,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, Sequence
 
-import numpy as np
-
 from .cache import Cache, Stats, file_digest, key_of
 from .errors import TTSError, VoiceError, Where
 
 WORKER_TIMEOUT_S = 60
+ALIGN_VERSION = 1        # bump when align() changes: cached word timings are keyed by it
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,7 @@ def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> t
     previous one ("in the"); the first event inside a word's span starts it, and a word with no event
     gets a start interpolated by characters between its neighbours that have one.
     """
+    import numpy as np  # lazily: a fully cached run never needs it
     toks = tokens(text)
     starts: list[int | None] = [None] * len(toks)
     spans = [(off, off + len(w)) for w, off in toks]
@@ -125,6 +125,7 @@ def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> t
 
 
 def _voiced_windows(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+    import numpy as np  # lazily: a fully cached run never needs it
     win = sample_rate // 100
     n = len(pcm) // win
     if n == 0:
@@ -136,6 +137,7 @@ def _voiced_windows(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _last_voiced_end(voiced: np.ndarray, win: int, start: int, limit: int) -> int:
+    import numpy as np  # lazily: a fully cached run never needs it
     a, b = start // win, min(len(voiced), -(-limit // win))
     idx = np.flatnonzero(voiced[a:b])
     return min(limit, (a + int(idx[-1]) + 1) * win) if len(idx) else start
@@ -143,6 +145,7 @@ def _last_voiced_end(voiced: np.ndarray, win: int, start: int, limit: int) -> in
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """Mono 16-bit PCM samples and their rate. espeak writes plain PCM WAV, so the stdlib reader suffices."""
+    import numpy as np  # lazily: a fully cached run never needs it
     try:
         with wave.open(str(path), "rb") as w:
             if w.getsampwidth() != 2:
@@ -260,10 +263,20 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
 
     out = []
     for r, (wav, js) in zip(requests, paths):
-        pcm, sr = read_wav(wav)
-        words = align(r.text, json.loads(js.read_text()), pcm, sr)
+        # Aligned words are cached beside the events, so a fully cached run reads no audio samples.
+        aligned = js.with_name(f"{js.stem}.words-v{ALIGN_VERSION}.json")
+        try:
+            d = json.loads(aligned.read_text())
+            sr, samples, words = d["sample_rate"], d["samples"], tuple(Word(*w) for w in d["words"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pcm, sr = read_wav(wav)
+            samples = len(pcm)
+            words = align(r.text, json.loads(js.read_text()), pcm, sr)
+            with cache.writing(aligned) as tmp:
+                tmp.write_text(json.dumps({"sample_rate": sr, "samples": samples,
+                                           "words": [[w.text, w.char_start, w.start, w.end] for w in words]}))
         out.append(Narration(text=r.text, voice=r.voice, rate=r.rate, wav=wav, sample_rate=sr,
-                             samples=len(pcm), words=words))
+                             samples=samples, words=words))
     return out
 
 
@@ -333,6 +346,7 @@ class FakeEngine:
         return {"ok": [str(n) for n in range(len(jobs)) if str(n) not in failed], "failed": failed}
 
     def synthesise(self, text: str, rate: int) -> tuple[np.ndarray, list[dict]]:
+        import numpy as np
         scale = 175 / rate
         parts, events, at = [np.zeros(self.gap, np.int16)], [], self.gap
         for word, off in tokens(text):

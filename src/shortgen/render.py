@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import __version__, check, draw, outputs, sound
+from . import __version__, check, draw, outputs
 from .cache import Cache, Stats, key_of
 from .encode import Encoder, VideoSettings
 from .load import Episode
@@ -266,6 +266,8 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: Path, overlays: list, 
 
 def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path) -> None:
     import tempfile
+
+    from . import sound      # numpy and scipy load only when audio is actually made
     track = sound.assemble(plan, wavs)
     with tempfile.TemporaryDirectory(prefix="shortgen-audio-") as d:
         mastered = sound.master(track, s.loudness_lufs, s.true_peak_dbtp, Path(d) / "master.wav")
