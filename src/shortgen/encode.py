@@ -260,12 +260,8 @@ def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
         proc.kill()
         proc.wait()
         raise
-    err = proc.stderr.read().decode(errors="replace")
-    if proc.wait() != 0:
-        if "No space left on device" in err:
-            raise DiskFullError(f"{what}: disk full")
-        last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), f"exit status {proc.returncode}")
-        raise EncodeError(f"{what}: ffmpeg failed: {last.strip()}")
+    err = proc.stderr.read().decode(errors="replace")     # drain stderr before waiting: no pipe deadlock
+    _check_exit(proc.wait(), err, what)
 
 
 def _run(args: list[str], what: str) -> str:
@@ -274,12 +270,18 @@ def _run(args: list[str], what: str) -> str:
     except FileNotFoundError:
         raise EncodeError(f"{what}: ffmpeg not found at {args[0]}") from None
     err = proc.stderr.decode(errors="replace")
-    if proc.returncode != 0:
-        if "No space left on device" in err:
-            raise DiskFullError(f"{what}: disk full")
-        last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), f"exit status {proc.returncode}")
-        raise EncodeError(f"{what}: ffmpeg failed: {last.strip()}")
+    _check_exit(proc.returncode, err, what)
     return err
+
+
+def _check_exit(code: int, err: str, what: str) -> None:
+    """Turn a failed ffmpeg run into one typed, one-line error: disk full, or ffmpeg's last words."""
+    if code == 0:
+        return
+    if "No space left on device" in err:
+        raise DiskFullError(f"{what}: disk full")
+    last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), f"exit status {code}")
+    raise EncodeError(f"{what}: ffmpeg failed: {last.strip()}")
 
 
 class FfmpegEncoder:
