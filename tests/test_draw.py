@@ -102,6 +102,39 @@ def test_composited_overlay_equals_direct_drawing(series_plans):
     assert changed_bbox(via_overlay, direct.image) is None
 
 
+def test_painted_caption_states_equal_full_drawing(series_plans):
+    """The renderer's fast path (each word drawn once per colour, then pasted) against drawing every
+    state in full, pixel for pixel, for every caption state of two segments in each part."""
+    for plan in series_plans:
+        s = load_episode(ROOT / "scripts" / f"part{plan.part}.yaml").settings
+        x0, y0, _, y1 = draw.caption_origin(s)
+        for seg in (plan.segments[0], plan.concepts()[plan.part % 5]):
+            card = draw.draw_card(seg, plan, s).image.convert("RGB")
+            band = card.crop((0, y0, card.width, y1))
+            painter = draw.CaptionPainter(seg, s)
+            for st in seg.states:
+                if st.cue is None:
+                    continue
+                hl = None if st.word is None else st.word - seg.cues[st.cue].first
+                full = draw.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
+                assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, (seg.name, st)
+            assert painter.cues_drawn == len(seg.cues) and None not in painter._tiles.values()
+
+
+def test_painter_falls_back_to_full_drawing_where_word_boxes_touch(series_plans, monkeypatch):
+    plan = series_plans[3]
+    s = load_episode(ROOT / "scripts" / "part4.yaml").settings
+    seg = plan.concepts()[0]
+    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)        # strokes wider than the spaces: neighbours overlap
+    _, y0, _, y1 = draw.caption_origin(s)
+    card = draw.draw_card(seg, plan, s).image.convert("RGB")
+    painter = draw.CaptionPainter(seg, s)
+    got = painter.paint(card.crop((0, y0, card.width, y1)), 0, 1)
+    assert painter._tiles[0] is None
+    full = draw.compose(card, draw.draw_overlay(seg, 0, 1, s).image, s).crop((0, y0, card.width, y1))
+    assert changed_bbox(got, full) is None
+
+
 def test_long_name_shrinks_and_too_long_fails_naming_the_segment(series_plans):
     import dataclasses
     plan = series_plans[0]

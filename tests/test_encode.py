@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from shortgen import h264
-from shortgen.encode import (COLOUR_VUI, VideoSettings, audio_args, concat_list, distinct_args, join_args,
-                             keyint_pictures, loudness_args, parse_loudness, parse_probe, remux_args, segment_args)
+from shortgen.encode import (COLOUR_VUI, VideoSettings, adts_frames, concat_list, distinct_args, join_args,
+                             keyint_pictures, loudness_args, parse_loudness, parse_probe, remux_args, segment_args,
+                             splice, voice_args)
 from shortgen.errors import ProbeError
 
 V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)
@@ -40,17 +41,45 @@ def test_remux_is_a_stream_copy_at_a_constant_rate_with_bt709_tags():
 
 
 def test_join_copies_video_maps_one_audio_track_and_moves_the_index_up_front():
-    a = join_args("ff", Path("list.ffconcat"), Path("a.m4a"), Path("final.mp4"))
+    a = join_args("ff", Path("list.ffconcat"), Path("a.aac"), Path("final.mp4"))
     assert after(a, "-f") == "concat" and after(a, "-c") == "copy"
     assert a.count("-map") == 2 and "0:v:0" in a and "1:a:0" in a
     assert after(a, "-movflags") == "+faststart" and a[-1] == "final.mp4"
+    # the audio starts one AAC frame (1024 samples at 48 kHz) early: the muxer's edit list drops the priming
+    assert a.index("-itsoffset") < a.index("a.aac")
+    assert round(float(after(a, "-itsoffset")) * 48000) == -1024
 
 
-def test_audio_is_aac_48k_stereo_without_the_downmix_attenuation():
-    a = audio_args("ff", Path("m.wav"), "160k", Path("a.m4a"))
-    assert (after(a, "-c:a"), after(a, "-b:a"), after(a, "-ar")) == ("aac", "160k", "48000")
-    assert after(a, "-af") == "pan=stereo|c0=c0|c1=c0"        # both channels at full level
-    assert after(a, "-aac_coder") == "fast"
+def test_voice_chunk_is_aac_48k_stereo_placed_and_cut_to_the_sample():
+    a = voice_args("ff", 22050, 3072, 40960, "160k", Path("v.aac"))
+    assert (after(a, "-f"), after(a, "-ar"), after(a, "-ac"), after(a, "-i")) == ("f32le", "22050", "1", "-")
+    af = after(a, "-af").split(",")
+    assert af[0] == "aresample=48000" and af[1] == "adelay=delays=3072S:all=1"
+    assert "apad=whole_len=40960" in af and "atrim=end_sample=40960" in af
+    assert af[-1] == "pan=stereo|c0=c0|c1=c0"                 # both channels at full level (not -ac 2's -3 dB)
+    assert (after(a, "-c:a"), after(a, "-b:a"), after(a, "-aac_coder")) == ("aac", "160k", "fast")
+    assert a[a.index("-c:a"):].count("-f") == 1 and a[-3:] == ["-f", "adts", "v.aac"]
+
+
+def _adts(payload: bytes) -> bytes:
+    n = 7 + len(payload)
+    return bytes([0xFF, 0xF1, 0x4C, 0x80 | (n >> 11), (n >> 3) & 0xFF, ((n & 7) << 5) | 0x1F, 0xFC]) + payload
+
+
+def test_adts_frames_split_by_their_own_lengths_and_reject_garbage():
+    frames = [_adts(bytes([i]) * (i * 37 % 300)) for i in range(9)]
+    assert adts_frames(b"".join(frames)) == frames
+    with pytest.raises(ValueError):
+        adts_frames(b"".join(frames) + b"\x00\x01")
+    with pytest.raises(ValueError):
+        adts_frames(b"".join(frames)[:-3])
+
+
+def test_splice_takes_each_chunks_frames_and_pads_with_its_last_silent_frame():
+    a = [_adts(b"a%d" % i) for i in range(5)]
+    b = [_adts(b"b%d" % i) for i in range(3)]
+    out = adts_frames(splice([(a, 0, 4), (b, 1, 5)]))
+    assert out == a[:4] + b[1:3] + [b[-1]] * 3
 
 
 def test_full_mode_converts_once_per_still_then_repeats_frames():
@@ -61,7 +90,8 @@ def test_full_mode_converts_once_per_still_then_repeats_frames():
 
 
 def test_loudness_meter_asks_for_true_peak():
-    assert "ebur128=peak=true" in loudness_args("ff", Path("x.mp4"))
+    assert after(loudness_args("ff", Path("x.mp4")), "-af") == "ebur128=peak=true"
+    assert after(loudness_args("ff", Path("x.aac"), 1024), "-af") == "atrim=start_sample=1024,ebur128=peak=true"
 
 
 def test_concat_list_durations_never_drift():

@@ -46,10 +46,26 @@ def test_one_segment_edit_redoes_only_that_segment(short_script, layer, cache):
     res, st, eng, enc = render(short_script, layer, cache)
     assert eng.spoken == ["Overfitting. Memorizing the noise, not the pattern."]
     assert st.encodes == 1
-    assert sorted(c[0] for c in enc.calls[:-1]) == ["audio", "segment"]   # in parallel ...
-    assert enc.calls[-1][0] == "join"                                     # ... then a stream-copy rejoin
+    # the segment's video and its audio chunk, in parallel; the audio chunks are spliced, then one
+    # stream-copy rejoin
+    assert sorted(c[0] for c in enc.calls[:-1]) == ["audio", "segment", "splice"]
+    assert enc.calls[-1][0] == "join"
     assert 0 < st.draws < cold.draws          # only the edited segment's caption pictures; its card is reused
-    assert st.hits["segments"] == 3
+    assert st.hits["segments"] == 3 + 3       # 3 video segments and 3 audio chunks reused
+
+
+def test_a_longer_segment_moves_the_later_ones_without_reencoding_them(short_script, layer, cache):
+    first, _, _, _ = render(short_script, layer, cache)
+    edit(short_script, "Step downhill, a little at a time.", "Step downhill, a little at a time, again and again.")
+    res, st, eng, enc = render(short_script, layer, cache)
+    moved = [b.start - a.start for a, b in zip(first.plan.segments, res.plan.segments)]
+    assert moved[:2] == [0, 0] and moved[2] > 0 and moved[3] == moved[2]     # Overfitting and the outro moved
+    assert [c[0] for c in enc.calls].count("segment") == 1 and [c[0] for c in enc.calls].count("audio") == 1
+    # the splice tiles the whole episode on the AAC grid: one priming frame, then every 1024 samples
+    man = json.loads(res.files["manifest"].read_text())
+    pieces = json.loads(cache.path("segments", man["inputs"]["audio"], ".aac").read_text())
+    assert len(pieces) == 4 and [p[1] for p in pieces] == [0, 1, 1, 1]
+    assert sum(p[2] for p in pieces) == 1 + -(-res.plan.total_frames * 1600 // 1024)
 
 
 def test_theme_change_redraws_and_reencodes_everything_but_speaks_nothing(short_script, layer, cache):

@@ -42,12 +42,27 @@ def test_gated_loudness_matches_pyloudnorm():
     assert abs(ours - ref) < 0.01
 
 
+def test_filters_match_the_reference_implementations():
+    from scipy.signal import firwin, lfilter
+    assert np.allclose(sound._interpolator(), (firwin(48, 0.25, window=("kaiser", 6.0)) * 4).reshape(12, 4).T, atol=1e-7)
+    ref = pyloudnorm.Meter(RATE)._filters
+    for (b, a), name in zip(sound.k_filters(RATE), ("high_shelf", "high_pass")):
+        assert np.allclose(b, ref[name].b) and np.allclose(a, ref[name].a)
+    x = speechlike(3.0, 4)
+    direct = x.astype(np.float64)
+    for b, a in sound.k_filters(RATE):
+        direct = lfilter(b, a, direct)
+    assert np.abs(sound.k_weight(x) - direct).max() < 1e-5       # FFT filtering == IIR filtering
+
+
 @pytest.mark.parametrize("level", [0.02, 0.2, 1.0])
 def test_master_hits_target_and_ceiling(tmp_path, level):
     x = speechlike() * level
-    m = sound.master(x, -14.0, -1.0, tmp_path / "m.wav")
+    m = sound.master(x, -14.0, -1.0)
+    sound.write_wav(tmp_path / "m.wav", m.samples)
     sr, mono = wavfile.read(tmp_path / "m.wav")
     assert sr == RATE and mono.shape == (len(x),)
+    mono = mono / 32767
     y = np.repeat(mono[:, None], 2, axis=1)                   # as played: two identical channels
     lufs = pyloudnorm.Meter(RATE).integrated_loudness(y.astype(np.float64))
     assert abs(lufs - -14.0) < 0.2
@@ -65,4 +80,11 @@ def test_limiter_gain_moves_smoothly():
 
 def test_silence_is_a_typed_error(tmp_path):
     with pytest.raises(TTSError):
-        sound.master(np.zeros(RATE * 2, dtype=np.float32), -14.0, -1.0, tmp_path / "m.wav")
+        sound.master(np.zeros(RATE * 2, dtype=np.float32), -14.0, -1.0)
+
+
+def test_a_narration_shorter_than_one_loudness_block_is_mastered_too():
+    t = np.arange(int(0.3 * RATE)) / RATE
+    x = (0.05 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)     # "Hi." is about this long
+    m = sound.master(x, -14.0, -1.0)
+    assert len(m.samples) == len(x) and np.isfinite(m.lufs) and m.true_peak <= -2.0 + 0.01

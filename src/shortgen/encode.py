@@ -6,7 +6,8 @@ the last one, and a short is ~250 distinct pictures over ~3,100 frames. So by de
 distinct picture once (raw RGB on stdin) and `h264.expand` holds it with P-skip frames; "full" mode
 sends every frame through x264 (the conventional way, kept for comparison and as a fallback).
 Segments encode in parallel into a cache; the final file joins them by stream copy and muxes one audio
-track encoded once (joining per-segment AAC drifts).
+track, spliced from per-segment AAC frames on one 1024-sample grid (joining whole per-segment AAC
+files drifts: each carries its own priming and padding).
 """
 from __future__ import annotations
 
@@ -121,19 +122,55 @@ def remux_args(ffmpeg: str, h264: Path, fps: int, out: Path) -> list[str]:
 # ffmpeg's AAC encoder spends most of its time in the trellis coder and in tools that speech at 160 kb/s
 # does not need: measured 4.8 s -> 1.2 s for 105 s of narration, loudness and true peak unchanged.
 AAC_FAST = ["-aac_coder", "fast", "-aac_pns", "0", "-aac_tns", "0", "-aac_is", "0", "-aac_ms", "0"]
+AAC_RATE = 48000
+AAC_FRAME = 1024        # samples per AAC frame; the encoder's delay (priming) is one frame too
+PRE_ROLL, POST_ROLL = 2, 1   # silent frames fed around a voice chunk and dropped: the encoder starts settled
 
 
-def audio_args(ffmpeg: str, wav: Path, bitrate: str, out: Path) -> list[str]:
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(wav),
+def voice_args(ffmpeg: str, rate: int, delay: int, total: int, bitrate: str, out: Path) -> list[str]:
+    """One segment's audio chunk: mono float32 PCM at `rate` on stdin, resampled to 48 kHz, placed
+    `delay` samples in, padded or cut to exactly `total` samples, to a raw AAC (ADTS) stream."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(rate), "-ac", "1",
+            "-i", "-",
             # pan, not -ac 2: ffmpeg's default mono->stereo downmix matrix lowers each channel by 3 dB
-            "-af", "pan=stereo|c0=c0|c1=c0",
-            "-c:a", "aac", *AAC_FAST, "-b:a", bitrate, "-ar", "48000", "-f", "mp4", str(out)]
+            "-af", f"aresample={AAC_RATE},adelay=delays={delay}S:all=1,apad=whole_len={total},"
+                   f"atrim=end_sample={total},pan=stereo|c0=c0|c1=c0",
+            "-c:a", "aac", *AAC_FAST, "-b:a", bitrate, "-f", "adts", str(out)]
+
+
+def adts_frames(data: bytes) -> list[bytes]:
+    """Split an ADTS stream into its frames (each carries its own length in its header)."""
+    out, i = [], 0
+    while i < len(data):
+        if len(data) - i < 7 or data[i] != 0xFF or data[i + 1] & 0xF6 != 0xF0:
+            raise ValueError(f"not an ADTS frame at byte {i}")
+        n = ((data[i + 3] & 3) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
+        if n < 7 or i + n > len(data):
+            raise ValueError(f"truncated ADTS frame at byte {i}")
+        out.append(data[i:i + n])
+        i += n
+    return out
+
+
+def splice(pieces: Sequence[tuple[list[bytes], int, int]]) -> bytes:
+    """Concatenate (frames, first, count) pieces: `count` frames from index `first`, the piece's last
+    frame repeated where it runs short (a chunk's tail is silence, and so is that frame)."""
+    out = []
+    for frames, first, count in pieces:
+        take = frames[first:first + count]
+        out += take + [frames[-1]] * (count - len(take))
+    return b"".join(out)
 
 
 def join_args(ffmpeg: str, list_path: Path, audio: Path, out: Path) -> list[str]:
-    """Segments joined by stream copy, one audio track muxed, index up front for streaming."""
+    """Segments joined by stream copy, the ADTS audio muxed, index up front for streaming.
+
+    The audio's first frame is the encoder's priming frame; starting the stream one frame early makes
+    the MP4 muxer write an edit list that skips it, so sample 0 plays with video frame 0.
+    """
     return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-f", "concat", "-safe", "0", "-i", str(list_path), "-i", str(audio),
+            "-f", "concat", "-safe", "0", "-i", str(list_path),
+            "-itsoffset", f"-{AAC_FRAME / AAC_RATE:.9f}", "-f", "aac", "-i", str(audio),
             "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
@@ -146,9 +183,12 @@ def probe_args(ffmpeg: str, path: Path) -> list[str]:
     return [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
 
 
-def loudness_args(ffmpeg: str, path: Path) -> list[str]:
+def loudness_args(ffmpeg: str, path: Path, skip: int = 0) -> list[str]:
+    """ebur128 with true peak; `skip` samples at the start are left out (a raw AAC stream's priming
+    frame, which an MP4's edit list hides): the 400 ms blocks then fall as they do in the final file."""
+    trim = f"atrim=start_sample={skip}," if skip else ""
     return [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:a:0",
-            "-af", "ebur128=peak=true", "-f", "null", "-"]
+            "-af", f"{trim}ebur128=peak=true", "-f", "null", "-"]
 
 
 # ---- parsing ffmpeg's reports -------------------------------------------------------------------
@@ -221,10 +261,14 @@ Picture = Sequence[bytes]
 class Encoder(Protocol):
     def encode_segment(self, pictures: Iterable[Picture], repeats: Sequence[int], v: VideoSettings,
                        out: Path) -> None: ...
-    def encode_audio(self, wav: Path, bitrate: str, out: Path) -> None: ...
+    def encode_voice(self, pcm: bytes, rate: int, lead: int, frames: int, bitrate: str, out: Path) -> None:
+        """AAC (ADTS) for `frames` AAC frames: `lead` frames of silence, the mono float32 PCM at `rate`,
+        then silence. Writes frames + 1 ADTS frames: the first codes the silent frame just before, which
+        serves as the priming frame when this chunk opens the episode."""
+    def splice_audio(self, pieces: Sequence[tuple[Path, int, int]], out: Path) -> None: ...
     def join(self, segments: Sequence[Path], audio: Path, out: Path) -> None: ...
     def probe(self, path: Path) -> Probe: ...
-    def loudness(self, path: Path) -> tuple[float, float]: ...
+    def loudness(self, path: Path, skip: int = 0) -> tuple[float, float]: ...
 
 
 def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
@@ -320,8 +364,29 @@ class FfmpegEncoder:
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
-    def encode_audio(self, wav, bitrate, out):
-        _run(audio_args(self.ffmpeg, wav, bitrate, out), "encoding audio")
+    def encode_voice(self, pcm, rate, lead, frames, bitrate, out):
+        what = f"encoding audio {out.name}"
+        total = (PRE_ROLL + frames + POST_ROLL) * AAC_FRAME
+        raw = out.with_name(out.name + ".adts")
+        try:
+            _feed(voice_args(self.ffmpeg, rate, (PRE_ROLL + lead) * AAC_FRAME, total, bitrate, raw), [(pcm,)], what)
+            got = adts_frames(raw.read_bytes())
+        except ValueError as e:
+            raise EncodeError(f"{what}: {e}") from None
+        finally:
+            raw.unlink(missing_ok=True)
+        # ADTS frame j codes input frame j - 1 (frame 0 is the priming frame), so input frame PRE_ROLL - 1,
+        # the last silent pre-roll frame, is ADTS frame PRE_ROLL
+        keep = got[PRE_ROLL:PRE_ROLL + frames + 1]
+        if len(keep) != frames + 1:
+            raise EncodeError(f"{what}: the AAC encoder returned {len(got)} frames, expected at least {PRE_ROLL + frames + 1}")
+        out.write_bytes(b"".join(keep))
+
+    def splice_audio(self, pieces, out):
+        try:
+            out.write_bytes(splice([(adts_frames(Path(p).read_bytes()), a, n) for p, a, n in pieces]))
+        except ValueError as e:
+            raise EncodeError(f"splicing audio: {e}") from None
 
     def join(self, segments, audio, out):
         lst = out.with_name(out.name + ".ffconcat")
@@ -337,8 +402,8 @@ class FfmpegEncoder:
         proc = subprocess.run(probe_args(self.ffmpeg, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
         return parse_probe(proc.stderr.decode(errors="replace"), path)
 
-    def loudness(self, path):
-        proc = subprocess.run(loudness_args(self.ffmpeg, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    def loudness(self, path, skip=0):
+        proc = subprocess.run(loudness_args(self.ffmpeg, path, skip), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
         return parse_loudness(proc.stderr.decode(errors="replace"))
 
 
@@ -362,9 +427,13 @@ class FakeEncoder:
         out.write_text(json.dumps({"frames": sum(repeats), "fps": v.fps, "w": v.width, "h": v.height,
                                    "pictures": digests, "repeats": list(repeats)}))
 
-    def encode_audio(self, wav, bitrate, out):
+    def encode_voice(self, pcm, rate, lead, frames, bitrate, out):
         self.calls.append(("audio", out.name))
-        out.write_text(json.dumps({"wav": str(wav)}))
+        out.write_text(json.dumps({"samples": len(pcm) // 4, "rate": rate, "lead": lead, "frames": frames}))
+
+    def splice_audio(self, pieces, out):
+        self.calls.append(("splice", out.name))
+        out.write_text(json.dumps([[str(p), a, n] for p, a, n in pieces]))
 
     def join(self, segments, audio, out):
         self.calls.append(("join", out.name))
@@ -378,5 +447,5 @@ class FakeEncoder:
                      codec="h264", profile="fake", pix_fmt="yuv420p", colour="tv, bt709", frames=d["frames"],
                      audio="aac", audio_rate=48000, audio_channels="stereo")
 
-    def loudness(self, path):
+    def loudness(self, path, skip=0):
         return (-14.0, -1.5)

@@ -73,7 +73,7 @@ def _locked(directory: Path) -> Iterator[None]:
 @dataclass(frozen=True)
 class SegmentKeys:
     card: str
-    overlays: list          # per state: a cache key, or None where no caption shows
+    overlays: list          # per state: the caption picture's identity (a hash), or None where none shows
     segment: str            # the encoded segment: its pictures, their durations, the encoder settings
 
 
@@ -104,7 +104,9 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=1 if s.jobs > 1 else 0,
                        mode=s.encoder, keyint=s.keyint_frames)
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
-    audio_key = key_of("audio-v2", [(seg.audio_key, seg.narration_start) for seg in plan.segments],
+    # everything the spliced track depends on (the chunk geometry is a function of these)
+    audio_key = key_of("audio-v3", [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate)
+                                    for seg in plan.segments],
                        plan.total_frames, s.fps, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate)
     keyed = [_segment_keys(plan, seg, s, fonts) for seg in plan.segments]
     final_key = key_of("final-v1", [k.segment for k in keyed], audio_key)
@@ -129,10 +131,11 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
         futures: list[Future] = []
         # one worker more than the encode jobs: the audio (master, AAC, loudness) runs beside the video
         with ThreadPoolExecutor(max_workers=max(1, s.jobs) + 1) as pool:
-            audio_path = cache.path("segments", audio_key, ".m4a")
+            audio_path = cache.path("segments", audio_key, ".aac")
             mastered_info = cache.path("segments", audio_key, ".json")
             if not cache.has(audio_path, mastered_info):
-                futures.append(pool.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, mastered_info))
+                futures.append(pool.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, mastered_info,
+                                           stats))
             else:
                 stats.hits["segments"] += 1
             for seg, keys in zip(plan.segments, keyed):
@@ -144,8 +147,8 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                     progress.done_frames += seg.frames
                     continue
                 progress("draw", label)
-                card, overlays = _draw_segment(plan, seg, keys, s, cache, stats)
-                futures.append(pool.submit(_encode_segment, encoder, cache, card, overlays, seg, s, vs, seg_path,
+                card = _draw_card(plan, seg, keys, s, cache, stats)
+                futures.append(pool.submit(_encode_segment, encoder, cache, card, seg, s, vs, seg_path,
                                            progress, label, stats))
             for f in futures:
                 f.result()                  # re-raise the first failure; `with` waits for the rest
@@ -199,9 +202,9 @@ def _read_manifest(path: Path) -> dict:
         return {}
 
 
-def _draw_segment(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache,
-                  stats: Stats) -> tuple[Path, list[Path | None]]:
-    """Make sure the card and every caption overlay of a segment are in the frames cache."""
+def _draw_card(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache, stats: Stats) -> Path:
+    """Make sure the segment's card is in the frames cache. Caption pictures are not cached: painting
+    them from per-word tiles costs about 2 ms each, less than writing and reading a PNG."""
     card = cache.path("frames", keys.card, ".png")
     if cache.has(card):
         stats.hits["frames"] += 1
@@ -210,74 +213,70 @@ def _draw_segment(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cac
         with cache.writing(card) as tmp:
             img.save(tmp, format="PNG", compress_level=1)   # measured: level 1 is the speed/size sweet spot
         stats.draws += 1
-    overlays: list[Path | None] = []
-    done: set[str] = set()
-    for st, k in zip(seg.states, keys.overlays):
-        if k is None:
-            overlays.append(None)
-            continue
-        p = cache.path("frames", k, ".png")
-        overlays.append(p)
-        if k in done or cache.has(p):
-            stats.hits["frames"] += k not in done
-            done.add(k)
-            continue
-        cue = seg.cues[st.cue]
-        img = draw.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image
-        with cache.writing(p) as tmp:
-            img.save(tmp, format="PNG", compress_level=1)
-        stats.draws += 1
-        done.add(k)
-    return card, overlays
+    return card
 
 
-def _pictures(card: Path, overlays: list[Path | None], s) -> Iterator[tuple[bytes, ...]]:
+def _pictures(card: Path, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> Iterator[tuple[bytes, ...]]:
     """Raw RGB pictures of a segment. Captions only touch a band of rows, so each picture is the card's
-    bytes above the band, the band composed fresh, and the card's bytes below: about 1 MB of new bytes
+    bytes above the band, the band painted fresh, and the card's bytes below: about 1 MB of new bytes
     per picture instead of a 6 MB full-frame copy."""
     from PIL import Image
     with Image.open(card) as im:
         base = im.convert("RGB")
-    x0, y0, _, y1 = draw.caption_origin(s)
+    _, y0, _, y1 = draw.caption_origin(s)
     row = base.width * 3
     whole = base.tobytes()
     head, band, tail = whole[: y0 * row], base.crop((0, y0, base.width, y1)), whole[y1 * row:]
+    del base
     plain = (whole,)
-    for ov in overlays:
-        if ov is None:
+    for st in seg.states:
+        if st.cue is None:
             yield plain
             continue
-        with Image.open(ov) as im:
-            layer = im.convert("RGBA")
-        b = band.copy()
-        b.paste(layer, (x0, 0), layer)        # the same operation as draw.compose, on the band only
-        yield head, b.tobytes(), tail
+        hl = None if st.word is None else st.word - seg.cues[st.cue].first
+        yield head, painter.paint(band, st.cue, hl).tobytes(), tail
 
 
-def _encode_segment(encoder: Encoder, cache: Cache, card: Path, overlays: list, seg: SegmentPlan, s,
+def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan, s,
                     vs: VideoSettings, out: Path, progress: Progress, label: str, stats: Stats) -> None:
     progress("encode", label)
+    painter = draw.CaptionPainter(seg, s)
     with cache.writing(out) as tmp:
-        encoder.encode_segment(_pictures(card, overlays, s), [st.end - st.start for st in seg.states], vs, tmp)
+        encoder.encode_segment(_pictures(card, seg, s, painter), [st.end - st.start for st in seg.states], vs, tmp)
+    stats.draws += painter.cues_drawn
     stats.encodes += 1
     progress.done_frames += seg.frames
     progress("encoded", label)
 
 
-def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path) -> None:
-    import tempfile
+def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path,
+                stats: Stats) -> None:
+    """The episode's AAC track: each segment's chunk mastered and encoded alone (cached by its narration,
+    so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame."""
+    from . import sound      # numpy loads only when audio is actually made
 
-    from . import sound      # numpy and scipy load only when audio is actually made
-    track = sound.assemble(plan, wavs)
-    with tempfile.TemporaryDirectory(prefix="shortgen-audio-") as d:
-        mastered = sound.master(track, s.loudness_lufs, s.true_peak_dbtp, Path(d) / "master.wav")
-        with cache.writing(out) as tmp:
-            encoder.encode_audio(mastered.wav, s.audio_bitrate, tmp)
-    lufs, tp = encoder.loudness(out)           # measured on the encoded AAC, as the viewer hears it
+    pieces, mastered = [], []
+    for ch in sound.chunks(plan):
+        seg = plan.segments[ch.segment]
+        key = key_of("voice-v1", seg.audio_key, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate, ch.lead, ch.encoded)
+        path, meta = cache.path("segments", key, ".aac"), cache.path("segments", key, ".json")
+        if cache.has(path, meta):
+            stats.hits["segments"] += 1
+        else:
+            m = sound.master(sound.load_speech(wavs[seg.audio_key]), s.loudness_lufs, s.true_peak_dbtp)
+            with cache.writing(path) as tmp:
+                encoder.encode_voice(m.samples.tobytes(), sound.RATE, ch.lead, ch.encoded, s.audio_bitrate, tmp)
+            with cache.writing(meta) as tmp:
+                tmp.write_text(json.dumps({"lufs": m.lufs, "true_peak": m.true_peak, "gain_db": m.gain_db}))
+        mastered.append(json.loads(meta.read_text()))
+        # a voice file's frame 0 codes the silence before the chunk: the episode's priming frame, for chunk 0
+        pieces.append((path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count))
+    with cache.writing(out) as tmp:
+        encoder.splice_audio(pieces, tmp)
+    from .encode import AAC_FRAME
+    lufs, tp = encoder.loudness(out, skip=AAC_FRAME)   # measured on the encoded AAC, as the viewer hears it
     with cache.writing(info) as tmp:
-        tmp.write_text(json.dumps({"lufs": mastered.lufs, "true_peak": mastered.true_peak, "gain_db": mastered.gain_db,
-                                   "aac_lufs": lufs, "aac_true_peak": tp}))
-
+        tmp.write_text(json.dumps({"segments": mastered, "aac_lufs": lufs, "aac_true_peak": tp}))
 
 
 # ---- a whole series -----------------------------------------------------------------------------

@@ -140,7 +140,8 @@ def moviepy_baseline(plan, s: Settings, narrations, tmp: Path, n_segments: int) 
 
     x0, y0, _, _ = draw.caption_origin(s)
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, narrations)}
-    master = sound.master(sound.assemble(plan, wavs), s.loudness_lufs, s.true_peak_dbtp, tmp / "master.wav")
+    master = tmp / "master.wav"
+    sound.write_wav(master, sound.episode_track(plan, wavs, s.loudness_lufs, s.true_peak_dbtp))
     total_s, frames = 0.0, 0
     for seg in plan.concepts()[:n_segments]:
         card_path = tmp / f"card{seg.index}.png"
@@ -158,7 +159,7 @@ def moviepy_baseline(plan, s: Settings, narrations, tmp: Path, n_segments: int) 
         dur = seg.frames / s.fps
         clips = [ImageClip(str(card_path)).with_duration(dur)]
         clips += [ImageClip(str(p)).with_start(a).with_duration(d).with_position((x0, y0)) for p, a, d in layers]
-        audio = AudioFileClip(str(master.wav)).subclipped(seg.start / s.fps, seg.end / s.fps)
+        audio = AudioFileClip(str(master)).subclipped(seg.start / s.fps, seg.end / s.fps)
         video = CompositeVideoClip(clips, size=(s.width, s.height)).with_audio(audio).with_duration(dur)
         video.write_videofile(str(tmp / f"moviepy{seg.index}.mp4"), fps=s.fps, codec="libx264", audio_codec="aac",
                               logger=None)
