@@ -71,6 +71,8 @@ def test_loudness_and_true_peak(rendered):
     assert abs(lufs - -14.0) <= 1.0 and tp <= -1.0
     man = json.loads((rendered["dir"] / "manifest.json").read_text())
     assert man["loudness"]["integrated_lufs"] == pytest.approx(lufs, abs=0.05)
+    # the manifest's peak is the largest of the chunks' peaks, each measured alone: the same number
+    assert man["loudness"]["true_peak_dbtp"] == pytest.approx(tp, abs=0.1)
 
 
 

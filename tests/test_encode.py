@@ -9,7 +9,7 @@ import pytest
 
 from shortgen import h264
 from shortgen.encode import (COLOUR_VUI, VideoSettings, adts_frames, concat_list, distinct_args, join_args,
-                             keyint_pictures, loudness_args, parse_loudness, parse_probe, remux_args, segment_args,
+                             keyint_pictures, loudness_args, parse_loudness, parse_probe, segment_args,
                              splice, voice_args)
 from shortgen.errors import ProbeError
 
@@ -33,16 +33,12 @@ def test_distinct_args_feed_raw_rgb_and_ask_x264_for_a_skippable_stream():
     assert a[a.index("-pix_fmt", a.index("-c:v")) + 1] == "yuv420p"
 
 
-def test_remux_is_a_stream_copy_at_a_constant_rate_with_bt709_tags():
-    a = remux_args("ff", Path("x.h264"), 30, Path("seg.mp4"))
-    assert after(a, "-framerate") == "30" and after(a, "-c") == "copy"
+def test_join_copies_video_at_a_constant_rate_with_bt709_tags_and_moves_the_index_up_front():
+    a = join_args("ff", 30, Path("a.aac"), Path("final.mp4"))
+    assert (after(a, "-f"), after(a, "-framerate"), after(a, "-i")) == ("h264", "30", "-")   # segments on stdin
+    assert after(a, "-c") == "copy" and "-nostdin" not in a
     assert after(a, "-bsf:v") == COLOUR_VUI and "colour_primaries=1" in COLOUR_VUI
     assert after(a, "-video_track_timescale") == "15360"
-
-
-def test_join_copies_video_maps_one_audio_track_and_moves_the_index_up_front():
-    a = join_args("ff", Path("list.ffconcat"), Path("a.aac"), Path("final.mp4"))
-    assert after(a, "-f") == "concat" and after(a, "-c") == "copy"
     assert a.count("-map") == 2 and "0:v:0" in a and "1:a:0" in a
     assert after(a, "-movflags") == "+faststart" and a[-1] == "final.mp4"
     # the audio starts one AAC frame (1024 samples at 48 kHz) early: the muxer's edit list drops the priming
@@ -83,7 +79,8 @@ def test_splice_takes_each_chunks_frames_and_pads_with_its_last_silent_frame():
 
 
 def test_full_mode_converts_once_per_still_then_repeats_frames():
-    a = segment_args("ff", Path("l.ffconcat"), 95, V, Path("s.mp4"))
+    a = segment_args("ff", Path("l.ffconcat"), 95, V, Path("s.h264"))
+    assert a[-3:] == ["-f", "h264", "s.h264"]
     vf = after(a, "-vf")
     assert vf.index("bt709") < vf.index("fps=30")
     assert after(a, "-frames:v") == "95"
@@ -92,6 +89,7 @@ def test_full_mode_converts_once_per_still_then_repeats_frames():
 def test_loudness_meter_asks_for_true_peak():
     assert after(loudness_args("ff", Path("x.mp4")), "-af") == "ebur128=peak=true"
     assert after(loudness_args("ff", Path("x.aac"), 1024), "-af") == "atrim=start_sample=1024,ebur128=peak=true"
+    assert after(loudness_args("ff", Path("x.aac"), peak=False), "-af") == "ebur128"
 
 
 def test_concat_list_durations_never_drift():

@@ -99,7 +99,7 @@ def segment_args(ffmpeg: str, concat_path: Path, frames: int, v: VideoSettings, 
         ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
         "-f", "concat", "-safe", "0", "-i", str(concat_path),
         "-vf", f"{_to_bt709(v)},fps={v.fps}", "-frames:v", str(frames), "-an", *_x264(v, v.keyint),
-        "-bsf:v", COLOUR_VUI, "-video_track_timescale", str(v.fps * 512), "-f", "mp4", str(out),
+        "-f", "h264", str(out),
     ]
 
 
@@ -110,13 +110,6 @@ def distinct_args(ffmpeg: str, v: VideoSettings, keyint_pictures: int, out: Path
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{v.width}x{v.height}", "-r", str(v.fps), "-i", "-",
         "-vf", _to_bt709(v), "-an", *_x264(v, keyint_pictures), "-f", "h264", str(out),
     ]
-
-
-def remux_args(ffmpeg: str, h264: Path, fps: int, out: Path) -> list[str]:
-    """Skip mode, step 2: the expanded stream into MP4 at a constant rate, by stream copy."""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "h264", "-framerate", str(fps),
-            "-i", str(h264), "-c", "copy", "-bsf:v", COLOUR_VUI, "-video_track_timescale", str(fps * 512),
-            "-f", "mp4", str(out)]
 
 
 # ffmpeg's AAC encoder spends most of its time in the trellis coder and in tools that speech at 160 kb/s
@@ -162,20 +155,18 @@ def splice(pieces: Sequence[tuple[list[bytes], int, int]]) -> bytes:
     return b"".join(out)
 
 
-def join_args(ffmpeg: str, list_path: Path, audio: Path, out: Path) -> list[str]:
-    """Segments joined by stream copy, the ADTS audio muxed, index up front for streaming.
+def join_args(ffmpeg: str, fps: int, audio: Path, out: Path) -> list[str]:
+    """The final file, by stream copy: the segments' H.264 streams, concatenated on stdin, at a constant
+    rate with BT.709 tags; the ADTS audio; the index up front for streaming.
 
     The audio's first frame is the encoder's priming frame; starting the stream one frame early makes
     the MP4 muxer write an edit list that skips it, so sample 0 plays with video frame 0.
     """
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-f", "concat", "-safe", "0", "-i", str(list_path),
+    return [ffmpeg, "-hide_banner", "-v", "error", "-y",
+            "-f", "h264", "-framerate", str(fps), "-i", "-",
             "-itsoffset", f"-{AAC_FRAME / AAC_RATE:.9f}", "-f", "aac", "-i", str(audio),
-            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(out)]
-
-
-def join_list(segments: Sequence[Path]) -> str:
-    return "ffconcat version 1.0\n" + "".join(f"file '{_quote(p)}'\n" for p in segments)
+            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-bsf:v", COLOUR_VUI,
+            "-video_track_timescale", str(fps * 512), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
 def probe_args(ffmpeg: str, path: Path) -> list[str]:
@@ -183,12 +174,13 @@ def probe_args(ffmpeg: str, path: Path) -> list[str]:
     return [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
 
 
-def loudness_args(ffmpeg: str, path: Path, skip: int = 0) -> list[str]:
-    """ebur128 with true peak; `skip` samples at the start are left out (a raw AAC stream's priming
-    frame, which an MP4's edit list hides): the 400 ms blocks then fall as they do in the final file."""
+def loudness_args(ffmpeg: str, path: Path, skip: int = 0, peak: bool = True) -> list[str]:
+    """ebur128, with true peak unless told not to (4x oversampling is half the meter's cost); `skip`
+    samples at the start are left out (a raw AAC stream's priming frame, which an MP4's edit list
+    hides): the 400 ms blocks then fall as they do in the final file."""
     trim = f"atrim=start_sample={skip}," if skip else ""
     return [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:a:0",
-            "-af", f"{trim}ebur128=peak=true", "-f", "null", "-"]
+            "-af", f"{trim}ebur128" + ("=peak=true" if peak else ""), "-f", "null", "-"]
 
 
 # ---- parsing ffmpeg's reports -------------------------------------------------------------------
@@ -242,13 +234,13 @@ def parse_probe(text: str, path: Path | str = "?") -> Probe:
     )
 
 
-def parse_loudness(text: str) -> tuple[float, float]:
-    """(integrated LUFS, true peak dBTP) from the ebur128 filter's summary."""
+def parse_loudness(text: str, peak: bool = True) -> tuple[float, float | None]:
+    """(integrated LUFS, true peak dBTP or None) from the ebur128 filter's summary."""
     i = re.findall(r"I:\s+(-?[\d.]+|-inf) LUFS", text)
     p = re.findall(r"Peak:\s+(-?[\d.]+|-inf) dBFS", text)
-    if not i or not p:
+    if not i or (peak and not p):
         raise ProbeError("the loudness meter printed no summary")
-    return float(i[-1]), float(p[-1])
+    return float(i[-1]), float(p[-1]) if peak else None
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -266,9 +258,9 @@ class Encoder(Protocol):
         then silence. Writes frames + 1 ADTS frames: the first codes the silent frame just before, which
         serves as the priming frame when this chunk opens the episode."""
     def splice_audio(self, pieces: Sequence[tuple[Path, int, int]], out: Path) -> None: ...
-    def join(self, segments: Sequence[Path], audio: Path, out: Path) -> None: ...
+    def join(self, segments: Sequence[Path], audio: Path, fps: int, out: Path) -> None: ...
     def probe(self, path: Path) -> Probe: ...
-    def loudness(self, path: Path, skip: int = 0) -> tuple[float, float]: ...
+    def loudness(self, path: Path, skip: int = 0, peak: bool = True) -> tuple[float, float | None]: ...
 
 
 def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
@@ -336,18 +328,15 @@ class FfmpegEncoder:
         if v.mode == "full":
             return self._encode_full(pictures, repeats, v, out)
         raw = out.with_name(out.name + ".distinct.h264")
-        full = out.with_name(out.name + ".h264")
         keyint = keyint_pictures(repeats, v.keyint)
         try:
             _feed(distinct_args(self.ffmpeg, v, keyint, raw), pictures, f"encoding {out.name}")
             try:
-                full.write_bytes(h264.expand(raw.read_bytes(), list(repeats)))
+                out.write_bytes(h264.expand(raw.read_bytes(), list(repeats)))
             except h264.H264Error as e:
                 raise EncodeError(f"encoding {out.name}: {e}") from None
-            _run(remux_args(self.ffmpeg, full, v.fps, out), f"encoding {out.name}")
         finally:
             raw.unlink(missing_ok=True)
-            full.unlink(missing_ok=True)
 
     def _encode_full(self, pictures, repeats, v, out):
         tmpdir = out.with_name(out.name + ".stills")
@@ -388,13 +377,9 @@ class FfmpegEncoder:
         except ValueError as e:
             raise EncodeError(f"splicing audio: {e}") from None
 
-    def join(self, segments, audio, out):
-        lst = out.with_name(out.name + ".ffconcat")
-        lst.write_text(join_list(segments))
-        try:
-            _run(join_args(self.ffmpeg, lst, audio, out), "joining segments")
-        finally:
-            lst.unlink(missing_ok=True)
+    def join(self, segments, audio, fps, out):
+        # a segment is a complete Annex B stream (headers, IDR, frames): back to back they make one stream
+        _feed(join_args(self.ffmpeg, fps, audio, out), ((Path(p).read_bytes(),) for p in segments), "joining segments")
 
     def probe(self, path):
         if not Path(path).is_file():
@@ -402,9 +387,10 @@ class FfmpegEncoder:
         proc = subprocess.run(probe_args(self.ffmpeg, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
         return parse_probe(proc.stderr.decode(errors="replace"), path)
 
-    def loudness(self, path, skip=0):
-        proc = subprocess.run(loudness_args(self.ffmpeg, path, skip), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
-        return parse_loudness(proc.stderr.decode(errors="replace"))
+    def loudness(self, path, skip=0, peak=True):
+        proc = subprocess.run(loudness_args(self.ffmpeg, path, skip, peak), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=600)
+        return parse_loudness(proc.stderr.decode(errors="replace"), peak)
 
 
 class FakeEncoder:
@@ -435,7 +421,7 @@ class FakeEncoder:
         self.calls.append(("splice", out.name))
         out.write_text(json.dumps([[str(p), a, n] for p, a, n in pieces]))
 
-    def join(self, segments, audio, out):
+    def join(self, segments, audio, fps, out):
         self.calls.append(("join", out.name))
         parts = [json.loads(Path(p).read_text()) for p in segments]
         out.write_text(json.dumps({"frames": sum(p["frames"] for p in parts), "fps": parts[0]["fps"],
@@ -447,5 +433,5 @@ class FakeEncoder:
                      codec="h264", profile="fake", pix_fmt="yuv420p", colour="tv, bt709", frames=d["frames"],
                      audio="aac", audio_rate=48000, audio_channels="stereo")
 
-    def loudness(self, path, skip=0):
-        return (-14.0, -1.5)
+    def loudness(self, path, skip=0, peak=True):
+        return (-14.0, -1.5 if peak else None)

@@ -94,7 +94,10 @@ def main(argv: list[str]) -> int:
         if (voice, job["rate"]) != current:
             engine.setProperty("voice", voice)
             engine.setProperty("rate", int(job["rate"]))
-            time.sleep(0.05)  # measured: without this pause a rate change sometimes leaves a stale file
+            if current != (None, None):
+                # measured: without this pause a change between utterances sometimes leaves a stale
+                # file; before the first utterance the setting is reliable without it
+                time.sleep(0.05)
             current = (voice, job["rate"])
         events.clear()
         done.clear()
