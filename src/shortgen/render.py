@@ -98,7 +98,6 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     m = check.measure(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n))
     check.enforce(m)                       # refuse over-budget scripts before writing anything
     plan = m.plan
-    draw.check_captions(plan, s)           # a caption that cannot fit fails before any work
     progress.total_frames = plan.total_frames
 
     fonts = draw.font_digests(s)
@@ -114,6 +113,8 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     keyed = [_segment_keys(plan, seg, s, fonts) for seg in plan.segments]
     final_key = key_of("final-v1", [k.segment for k in keyed], audio_key)
 
+    if _read_manifest(out_dir / "manifest.json").get("final_key") != final_key:
+        draw.check_captions(plan, s)       # a caption that cannot fit fails before anything is written
     with _locked(out_dir):
         for stale in out_dir.glob("*.tmp*"):
             stale.unlink(missing_ok=True)      # left by a killed render; we hold the lock, so nobody is writing it
@@ -138,7 +139,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
             mastered_info = cache.path("segments", audio_key, ".json")
             if not cache.has(audio_path, mastered_info):
                 futures.append(audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, mastered_info,
-                                           stats))
+                                            stats, progress))
             else:
                 stats.hits["segments"] += 1
             for seg, keys in zip(plan.segments, keyed):
@@ -174,8 +175,14 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
         progress("outputs")
         outputs.write_text(out_dir / f"{ep.slug}.srt", outputs.srt(plan))
         outputs.write_text(out_dir / f"{ep.slug}.vtt", outputs.vtt(plan))
-        outputs.save_jpeg(draw.draw_thumbnail(plan, s).image, out_dir / "thumbnail.jpg")
-        outputs.save_jpeg(draw.draw_cover(plan, s).image, out_dir / "cover.jpg")
+        # the pictures depend on the names and the look only: an edit to a narration keeps them
+        thumbs_key = key_of("thumbs-v1", [draw.card_key_inputs(g, plan, s, fonts) for g in plan.segments
+                                          if g.kind == "intro"], [g.name for g in plan.concepts()],
+                            plan.series, plan.part, s.theme.__dict__, fonts)
+        if previous.get("thumbs_key") != thumbs_key or not (out_dir / "thumbnail.jpg").is_file() \
+                or not (out_dir / "cover.jpg").is_file():
+            outputs.save_jpeg(draw.draw_thumbnail(plan, s).image, out_dir / "thumbnail.jpg")
+            outputs.save_jpeg(draw.draw_cover(plan, s).image, out_dir / "cover.jpg")
         outputs.write_json(out_dir / "manifest.json", outputs.manifest(
             plan,
             tool={"name": "shortgen", "version": __version__},
@@ -191,7 +198,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                     "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
                     "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, keyed)},
                     "audio": audio_key, "fonts": fonts, "tts_engine": engine.id},
-            final_key=final_key,
+            final_key=final_key, thumbs_key=thumbs_key,
         ))
     progress("done")
     return RenderResult(ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0, m.fits,
@@ -258,7 +265,7 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan
 
 
 def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path,
-                stats: Stats) -> None:
+                stats: Stats, progress: Progress) -> None:
     """The episode's AAC track: each segment's chunk mastered and encoded alone (cached by its narration,
     so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame."""
     from . import sound      # numpy loads only when audio is actually made
@@ -272,6 +279,7 @@ def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: 
         if cache.has(path, meta):
             stats.hits["segments"] += 1
         else:
+            progress("audio", f"{seg.number or seg.kind} {seg.name}")
             m = sound.master(sound.load_speech(wavs[seg.audio_key]), s.loudness_lufs, s.true_peak_dbtp)
             with cache.writing(path) as tmp:
                 encoder.encode_voice(m.samples.tobytes(), sound.RATE, ch.lead, ch.encoded, s.audio_bitrate, tmp)
@@ -284,6 +292,7 @@ def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: 
         mastered.append(json.loads(meta.read_text()))
         # a voice file's frame 0 codes the silence before the chunk: the episode's priming frame, for chunk 0
         pieces.append((path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count))
+    progress("audio", "splice and measure")
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
     # integrated loudness, measured on the encoded AAC as the viewer hears it; gating is episode-wide
