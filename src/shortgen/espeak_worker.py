@@ -10,7 +10,6 @@ The result file says which jobs succeeded; a voice the engine lacks is reported,
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -23,9 +22,12 @@ def _prepare_env() -> str:
 
     pyttsx3 dlopens "libespeak-ng.so.1" by name; preloading the wheel's file makes that name resolve to it.
     """
-    system = ctypes.util.find_library("espeak-ng")
-    if system:
-        return system
+    # dlopen by soname finds a system install directly; ctypes.util.find_library would run ldconfig and gcc
+    try:
+        ctypes.CDLL("libespeak-ng.so.1")
+        return "libespeak-ng.so.1"
+    except OSError:
+        pass
     import espeakng_loader
 
     lib = espeakng_loader.get_library_path()

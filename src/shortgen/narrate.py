@@ -5,7 +5,6 @@ over characters. Word ends come from the audio: the last voiced 10 ms window bef
 """
 from __future__ import annotations
 
-import ctypes.util
 from bisect import bisect_right
 import json
 import os
@@ -202,15 +201,31 @@ def _worker_env() -> dict:
 @lru_cache(maxsize=1)
 def _espeak_engine_id() -> str:
     """pyttsx3's version and a digest of the exact espeak library: a new engine invalidates the cache."""
-    from importlib.metadata import version
 
-    lib = ctypes.util.find_library("espeak-ng")
-    if lib is None:
+    # The library the worker will load: a system install (found where the loader looks, without
+    # ctypes.util.find_library, which runs ldconfig and gcc: 30 ms on every render), else the wheel's.
+    import glob
+    hits = [p for pat in ("/usr/lib/*/libespeak-ng.so.1", "/usr/lib/libespeak-ng.so.1", "/usr/local/lib/libespeak-ng.so.1")
+            for p in sorted(glob.glob(pat))]
+    if hits:
+        lib = hits[0]
+    else:
         import espeakng_loader
         lib = espeakng_loader.get_library_path()
     path = Path(lib)
     digest = file_digest(path)[:12] if path.is_file() else lib
-    return f"pyttsx3-{version('pyttsx3')}/espeak-ng-{digest}"
+    return f"pyttsx3-{_pyttsx3_version()}/espeak-ng-{digest}"
+
+
+def _pyttsx3_version() -> str:
+    """From the installed dist-info's name: importlib.metadata scans every package (35 ms per render)."""
+    import importlib.util
+    spec = importlib.util.find_spec("pyttsx3")
+    if spec and spec.origin:
+        for info in Path(spec.origin).parent.parent.glob("pyttsx3-*.dist-info"):
+            return info.name[len("pyttsx3-"):-len(".dist-info")]
+    from importlib.metadata import version
+    return version("pyttsx3")
 
 
 # ---- the stage ----------------------------------------------------------------------------------
@@ -224,6 +239,11 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
     todo = [i for i, (w, j) in enumerate(paths) if not cache.has(w, j)]
     stats.hits["narration"] += len(requests) - len(todo)
 
+    if todo:
+        # new speech is aligned with numpy afterwards: import it while the engine's process speaks
+        import importlib
+        import threading
+        threading.Thread(target=importlib.import_module, args=("numpy",), daemon=True).start()
     for attempt in (1, 2):  # about 1 in 30 fresh processes returns an empty WAV: retry once
         if not todo:
             break

@@ -137,9 +137,10 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
         with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
             audio_path = cache.path("segments", audio_key, ".aac")
             mastered_info = cache.path("segments", audio_key, ".json")
+            made_audio = None
             if not cache.has(audio_path, mastered_info):
-                futures.append(audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, mastered_info,
-                                            stats, progress))
+                made_audio = audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, stats, progress)
+                futures.append(made_audio)
             else:
                 stats.hits["segments"] += 1
             for seg, keys in zip(plan.segments, keyed):
@@ -164,10 +165,15 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
 
         progress("join")
         with cache.writing(mp4) as tmp:
-            encoder.join(seg_paths, audio_path, plan.fps, tmp)
+            with ThreadPoolExecutor(max_workers=1) as side:
+                measuring = made_audio and side.submit(_measure_audio, encoder, cache, audio_path,
+                                                       made_audio.result(), mastered_info)
+                encoder.join(seg_paths, audio_path, plan.fps, tmp)
+                if measuring:
+                    measuring.result()
         progress("measure")
         # The final file carries the audio track by stream copy, so its loudness was measured on the
-        # encoded track already, beside the video encode.
+        # encoded track, beside the join.
         measured = json.loads(mastered_info.read_text())
         lufs, tp = measured["aac_lufs"], measured["aac_true_peak"]
         probe = encoder.probe(mp4)
@@ -264,10 +270,11 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan
     progress("encoded", label)
 
 
-def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path,
-                stats: Stats, progress: Progress) -> None:
+def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path,
+                stats: Stats, progress: Progress) -> list[dict]:
     """The episode's AAC track: each segment's chunk mastered and encoded alone (cached by its narration,
-    so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame."""
+    so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame. Returns
+    each chunk's mastering and true-peak figures."""
     from . import sound      # numpy loads only when audio is actually made
     from .encode import AAC_FRAME
 
@@ -292,12 +299,18 @@ def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: 
         mastered.append(json.loads(meta.read_text()))
         # a voice file's frame 0 codes the silence before the chunk: the episode's priming frame, for chunk 0
         pieces.append((path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count))
-    progress("audio", "splice and measure")
+    progress("audio", "splice")
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
-    # integrated loudness, measured on the encoded AAC as the viewer hears it; gating is episode-wide
-    lufs, _ = encoder.loudness(out, skip=AAC_FRAME, peak=False)
-    tp = max(m["aac_true_peak"] for m in mastered)
+    return mastered
+
+
+def _measure_audio(encoder: Encoder, cache: Cache, track: Path, mastered: list, info: Path) -> None:
+    """Integrated loudness of the spliced track, measured on the encoded AAC as the viewer hears it
+    (gating is episode-wide, so this is the one whole-track pass); it runs beside the final join."""
+    from .encode import AAC_FRAME
+    lufs, _ = encoder.loudness(track, skip=AAC_FRAME, peak=False)
+    tp = max(m["aac_true_peak"] for m in mastered)     # the joins are silent: the track's peak is a chunk's
     with cache.writing(info) as tmp:
         tmp.write_text(json.dumps({"segments": mastered, "aac_lufs": lufs, "aac_true_peak": tp}))
 
