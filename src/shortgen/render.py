@@ -137,10 +137,12 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
         with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
             audio_path = cache.path("segments", audio_key, ".aac")
             mastered_info = cache.path("segments", audio_key, ".json")
-            made_audio = None
+            measuring = None
             if not cache.has(audio_path, mastered_info):
                 made_audio = audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, stats, progress)
                 futures.append(made_audio)
+                # next in the audio lane: the loudness pass, which the join does not wait for
+                measuring = audio.submit(_measure_audio, encoder, cache, audio_path, made_audio, mastered_info)
             else:
                 stats.hits["segments"] += 1
             for seg, keys in zip(plan.segments, keyed):
@@ -158,25 +160,22 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
             try:
                 for f in futures:
                     f.result()              # re-raise the first failure ...
-            except BaseException:
-                for f in futures:
-                    f.cancel()              # ... without starting the queued segments; `with` waits for the rest
-                raise
-
-        progress("join")
-        with cache.writing(mp4) as tmp:
-            with ThreadPoolExecutor(max_workers=1) as side:
-                measuring = made_audio and side.submit(_measure_audio, encoder, cache, audio_path,
-                                                       made_audio.result(), mastered_info)
-                encoder.join(seg_paths, audio_path, plan.fps, tmp)
+                progress("join")
+                with cache.writing(mp4) as tmp:
+                    encoder.join(seg_paths, audio_path, plan.fps, tmp)
+                progress("measure")
+                probe = encoder.probe(mp4)
                 if measuring:
                     measuring.result()
-        progress("measure")
+            except BaseException:
+                for f in [*futures, measuring]:
+                    if f:
+                        f.cancel()          # ... without starting queued work; `with` waits for the rest
+                raise
         # The final file carries the audio track by stream copy, so its loudness was measured on the
         # encoded track, beside the join.
         measured = json.loads(mastered_info.read_text())
         lufs, tp = measured["aac_lufs"], measured["aac_true_peak"]
-        probe = encoder.probe(mp4)
 
         progress("outputs")
         outputs.write_text(out_dir / f"{ep.slug}.srt", outputs.srt(plan))
@@ -305,10 +304,12 @@ def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: 
     return mastered
 
 
-def _measure_audio(encoder: Encoder, cache: Cache, track: Path, mastered: list, info: Path) -> None:
+def _measure_audio(encoder: Encoder, cache: Cache, track: Path, made: Future, info: Path) -> None:
     """Integrated loudness of the spliced track, measured on the encoded AAC as the viewer hears it
-    (gating is episode-wide, so this is the one whole-track pass); it runs beside the final join."""
+    (gating is episode-wide, so this is the one whole-track pass); it runs beside the video's end and
+    the final join."""
     from .encode import AAC_FRAME
+    mastered = made.result()        # done already: it ran before this in the same lane
     lufs, _ = encoder.loudness(track, skip=AAC_FRAME, peak=False)
     tp = max(m["aac_true_peak"] for m in mastered)     # the joins are silent: the track's peak is a chunk's
     with cache.writing(info) as tmp:
