@@ -79,3 +79,45 @@ def test_unknown_voice_points_at_the_setting(cache):
 def test_rate_changes_the_duration(cache):
     slow, fast = narrate([req(rate=150), req(rate=210)], FakeEngine(), cache)
     assert fast.samples < slow.samples
+
+
+def test_an_episode_is_spoken_by_two_workers_and_their_results_merge_in_order(monkeypatch):
+    from shortgen.narrate import EspeakEngine
+    calls = []
+
+    def fake_speak(self, jobs):
+        calls.append([j["text"] for j in jobs])
+        failed = {"1": "utterance did not complete"} if jobs[0]["text"] == "d" else {}
+        return {"ok": [i for i in range(len(jobs)) if str(i) not in failed], "failed": failed}
+
+    monkeypatch.setattr(EspeakEngine, "_speak", fake_speak)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    eng = EspeakEngine()
+    res = eng.speak([{"text": t} for t in "abcdefg"])
+    assert sorted(calls) == [list("abcd"), list("efg")]
+    assert res["ok"] == [0, 1, 2, 3, 4, 5, 6] and res["failed"] == {}
+    calls.clear()
+    res = eng.speak([{"text": t} for t in "defg"] + [{"text": "x"}] * 3)     # "d" leads the first half
+    assert res["failed"] == {"1": "utterance did not complete"} and 1 not in res["ok"] and len(res["ok"]) == 6
+    assert eng.speak([{"text": "a"}, {"text": "b"}]) and calls[-1] == ["a", "b"]       # a few jobs: one worker
+
+
+@pytest.mark.e2e
+def test_espeak_workers_side_by_side_do_not_cancel_each_others_utterances(tmp_path):
+    """Two espeak worker processes at once (a batch render, or one episode's two halves) once made
+    pyttsx3 cancel about 1 in 7 second utterances: espeak still said IsPlaying() just after finishing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shortgen.narrate import EspeakEngine
+    eng = EspeakEngine()
+    text = ("A VLM can look at an image and answer questions about it, because it was trained on pictures "
+            "paired with text. ") * 2
+
+    def jobs(tag):
+        return [{"text": f"{text} {i}.", "voice": "gmw/en-us", "rate": 175, "wav": str(tmp_path / f"{tag}{i}.wav"),
+                 "events": str(tmp_path / f"{tag}{i}.json")} for i in range(4)]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for r in range(8):
+            results = list(pool.map(eng._speak, [jobs(f"a{r}-"), jobs(f"b{r}-")]))
+            assert all(res["failed"] == {} for res in results), results

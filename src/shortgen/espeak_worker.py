@@ -101,6 +101,12 @@ def main(argv: list[str]) -> int:
                 # file; before the first utterance the setting is reliable without it
                 time.sleep(0.05)
             current = (voice, job["rate"])
+        # espeak reports the end of an utterance before its own thread has quite finished; a new one
+        # queued while IsPlaying() still says yes makes pyttsx3 cancel it (completed=False). Measured:
+        # with two workers running side by side, 1 in 7 second utterances failed that way; 0 with this wait.
+        deadline = time.monotonic() + 2.0
+        while _espeak.IsPlaying() and time.monotonic() < deadline:
+            time.sleep(0.002)
         events.clear()
         done.clear()
         tmp = job["wav"] + f".tmp{os.getpid()}.wav"

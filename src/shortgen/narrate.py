@@ -166,6 +166,23 @@ class EspeakEngine:
         self.id = _espeak_engine_id()
 
     def speak(self, jobs: Sequence[dict]) -> dict:
+        """Speak the jobs; a whole episode's worth is split between two worker processes (espeak is
+        single-threaded, and nothing else can start until the narration is measured)."""
+        if len(jobs) < 4 or (os.cpu_count() or 1) < 2:
+            return self._speak(jobs)
+        from concurrent.futures import ThreadPoolExecutor
+        half = (len(jobs) + 1) // 2
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            parts = list(pool.map(self._speak, [jobs[:half], jobs[half:]]))
+        merged: dict = {"ok": [], "failed": {}, "unknown_voice": None, "voices": []}
+        for off, res in zip((0, half), parts):
+            merged["ok"] += [int(i) + off for i in res.get("ok", [])]
+            merged["failed"].update({str(int(i) + off): why for i, why in res.get("failed", {}).items()})
+            merged["unknown_voice"] = merged["unknown_voice"] or res.get("unknown_voice")
+            merged["voices"] = merged["voices"] or res.get("voices", [])
+        return merged
+
+    def _speak(self, jobs: Sequence[dict]) -> dict:
         with tempfile.TemporaryDirectory(prefix="shortgen-tts-") as tmp:
             spec_path = Path(tmp) / "jobs.json"
             result_path = Path(tmp) / "result.json"
