@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from math import gcd
 
 import numpy as np
@@ -115,6 +116,7 @@ def chunks(plan: Plan) -> list[Chunk]:
 
 # ---- true peak and loudness ---------------------------------------------------------------------
 
+@lru_cache(maxsize=1)
 def _interpolator() -> np.ndarray:
     """A 4-phase, 12-taps-per-phase low-pass for 4x oversampling, the structure BS.1770 annex 2 uses.
     The taps are scipy's firwin(48, 0.25, window=('kaiser', 6.0)), built in numpy."""
