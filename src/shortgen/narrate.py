@@ -5,7 +5,6 @@ over characters. Word ends come from the audio: the last voiced 10 ms window bef
 """
 from __future__ import annotations
 
-from bisect import bisect_right
 import json
 import os
 import re
@@ -13,11 +12,13 @@ import subprocess
 import sys
 import tempfile
 import wave
+from bisect import bisect_right
+from contextlib import contextmanager
 from dataclasses import dataclass
 from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from .cache import Cache, Stats, file_digest, key_of
 from .errors import TTSError, VoiceError, Where
@@ -166,23 +167,6 @@ class EspeakEngine:
         self.id = _espeak_engine_id()
 
     def speak(self, jobs: Sequence[dict]) -> dict:
-        """Speak the jobs; a whole episode's worth is split between two worker processes (espeak is
-        single-threaded, and nothing else can start until the narration is measured)."""
-        if len(jobs) < 4 or (os.cpu_count() or 1) < 2:
-            return self._speak(jobs)
-        from concurrent.futures import ThreadPoolExecutor
-        half = (len(jobs) + 1) // 2
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            parts = list(pool.map(self._speak, [jobs[:half], jobs[half:]]))
-        merged: dict = {"ok": [], "failed": {}, "unknown_voice": None, "voices": []}
-        for off, res in zip((0, half), parts):
-            merged["ok"] += [int(i) + off for i in res.get("ok", [])]
-            merged["failed"].update({str(int(i) + off): why for i, why in res.get("failed", {}).items()})
-            merged["unknown_voice"] = merged["unknown_voice"] or res.get("unknown_voice")
-            merged["voices"] = merged["voices"] or res.get("voices", [])
-        return merged
-
-    def _speak(self, jobs: Sequence[dict]) -> dict:
         with tempfile.TemporaryDirectory(prefix="shortgen-tts-") as tmp:
             spec_path = Path(tmp) / "jobs.json"
             result_path = Path(tmp) / "result.json"
@@ -247,6 +231,21 @@ def _pyttsx3_version() -> str:
 
 # ---- the stage ----------------------------------------------------------------------------------
 
+@contextmanager
+def _one_speaker(cache: Cache) -> Iterator[None]:
+    """One speech engine at a time per cache (a batch renders parts in parallel processes). Measured:
+    two espeak workers side by side sometimes cut an utterance short or cancelled it, and a cut one
+    can pass for complete; speech is a fraction of a second per part, so queueing costs nothing."""
+    import fcntl
+    cache.root.mkdir(parents=True, exist_ok=True)
+    with open(cache.root / "tts.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: Stats | None = None,
             on_progress=None) -> list[Narration]:
     """Speak every request, from the cache where possible. Raises TTSError/VoiceError naming the segment."""
@@ -271,7 +270,8 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
                          "wav": f"{paths[i][0]}.tmp{os.getpid()}.wav", "events": f"{paths[i][1]}.tmp{os.getpid()}.json"})
         if on_progress:
             on_progress(len(requests) - len(todo), len(requests))
-        res = engine.speak(jobs)
+        with _one_speaker(cache):
+            res = engine.speak(jobs)
         stats.tts += 1
         if res.get("unknown_voice"):
             bad = res["unknown_voice"]
@@ -331,6 +331,11 @@ def _check_audio(wav: str, events: str, req: Request) -> str | None:
         return "no word events"
     if max(e["sample"] for e in evs) >= n:
         return "audio shorter than its word events"
+    # a cut-short utterance can end cleanly: its word events then stop before the text does (the last
+    # word may share an event with the one before it, so the second-last is the bar)
+    words = tokens(req.text)
+    if len(words) >= 2 and max(e["pos"] - 1 for e in evs) < words[-2][1]:
+        return "the speech stopped before the end of the text"
     # a loose sanity bound: even at 2x the configured rate, speech needs this long
     min_seconds = len(tokens(req.text)) * 60.0 / (req.rate * 2.5)
     if n / sr < min_seconds:
