@@ -91,7 +91,7 @@ def test_failure_mid_encode_keeps_the_old_video_and_poisons_nothing(short_script
     for f in (cache.root / "segments").rglob("*"):
         if f.is_file():
             assert ".tmp" not in f.name
-            assert "half-written" not in f.read_text()
+            assert b"half-written" not in f.read_bytes()
     assert not list(res.out_dir.glob("*.tmp*"))
     res, st, _, _ = render(short_script, layer, cache)              # the next run recovers by itself
     assert res.rendered and st.encodes == 1

@@ -88,3 +88,19 @@ def test_a_narration_shorter_than_one_loudness_block_is_mastered_too():
     x = (0.05 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)     # "Hi." is about this long
     m = sound.master(x, -14.0, -1.0)
     assert len(m.samples) == len(x) and np.isfinite(m.lufs) and m.true_peak <= -2.0 + 0.01
+
+
+def test_episode_loudness_from_per_segment_energy_matches_metering_the_whole_track():
+    """Each segment's mastered energy, placed at its start, gives the episode's integrated loudness with
+    no pass over the whole track; checked against pyloudnorm on the assembled (stereo) track."""
+    segs = [sound.master(speechlike(sec, seed) * lvl, -14.0, -1.0)
+            for sec, seed, lvl in ((6.0, 1, 0.3), (9.0, 2, 0.05), (4.0, 3, 1.0))]
+    starts = [int(0.8 * RATE), int(8.1 * RATE) + 17, int(19.3 * RATE) + 5]
+    total = int(25 * RATE)
+    track = np.zeros(total, np.float32)
+    for m, at in zip(segs, starts):
+        track[at:at + len(m.samples)] += m.samples
+    ref = pyloudnorm.Meter(RATE).integrated_loudness(np.repeat(track[:, None], 2, axis=1).astype(np.float64))
+    ours = sound.integrated_from_energy(sound.place_energy(total, [(at, m.energy) for m, at in zip(segs, starts)]))
+    assert abs(ours - ref) < 0.05, (ours, ref)
+    assert abs(ours - -14.0) < 0.3          # segments mastered alone add up to the target

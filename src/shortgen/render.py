@@ -107,7 +107,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                        mode=s.encoder, keyint=s.keyint_frames)
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
     # everything the spliced track depends on (the chunk geometry is a function of these)
-    audio_key = key_of("audio-v3", [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate)
+    audio_key = key_of("audio-v4", [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate)
                                     for seg in plan.segments],
                        plan.total_frames, s.fps, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate)
     keyed = [_segment_keys(plan, seg, s, fonts) for seg in plan.segments]
@@ -137,12 +137,9 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
         with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
             audio_path = cache.path("segments", audio_key, ".aac")
             mastered_info = cache.path("segments", audio_key, ".json")
-            measuring = None
             if not cache.has(audio_path, mastered_info):
-                made_audio = audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, stats, progress)
-                futures.append(made_audio)
-                # next in the audio lane: the loudness pass, which the join does not wait for
-                measuring = audio.submit(_measure_audio, encoder, cache, audio_path, made_audio, mastered_info)
+                futures.append(audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, mastered_info,
+                                            stats, progress))
             else:
                 stats.hits["segments"] += 1
             for seg, keys in zip(plan.segments, keyed):
@@ -165,17 +162,13 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                     encoder.join(seg_paths, audio_path, plan.fps, tmp)
                 progress("measure")
                 probe = encoder.probe(mp4)
-                if measuring:
-                    measuring.result()
             except BaseException:
-                for f in [*futures, measuring]:
-                    if f:
-                        f.cancel()          # ... without starting queued work; `with` waits for the rest
+                for f in futures:
+                    f.cancel()              # ... without starting queued work; `with` waits for the rest
                 raise
-        # The final file carries the audio track by stream copy, so its loudness was measured on the
-        # encoded track, beside the join.
+        # the final file carries the audio track by stream copy: its figures were taken with the chunks
         measured = json.loads(mastered_info.read_text())
-        lufs, tp = measured["aac_lufs"], measured["aac_true_peak"]
+        lufs, tp = measured["integrated_lufs"], measured["true_peak"]
 
         progress("outputs")
         outputs.write_text(out_dir / f"{ep.slug}.srt", outputs.srt(plan))
@@ -197,7 +190,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
             audio={"codec": probe.audio, "sample_rate": probe.audio_rate, "channels": probe.audio_channels,
                    "bitrate": s.audio_bitrate},
             loudness={"integrated_lufs": lufs, "true_peak_dbtp": tp, "target_lufs": s.loudness_lufs,
-                      "ceiling_dbtp": s.true_peak_dbtp, "meter": "ffmpeg ebur128 (BS.1770-4, true peak)"},
+                      "ceiling_dbtp": s.true_peak_dbtp, "meter": "BS.1770-4: integrated over the mastered narration, true peak (ffmpeg ebur128) on each encoded AAC chunk"},
             fits=[f.__dict__ for f in m.fits],
             inputs={"script": str(ep.path), "script_sha256": ep.source_sha256,
                     "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
@@ -269,51 +262,49 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan
     progress("encoded", label)
 
 
-def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path,
-                stats: Stats, progress: Progress) -> list[dict]:
+def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path,
+                stats: Stats, progress: Progress) -> None:
     """The episode's AAC track: each segment's chunk mastered and encoded alone (cached by its narration,
-    so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame. Returns
-    each chunk's mastering and true-peak figures."""
-    from . import sound      # numpy loads only when audio is actually made
-    from .encode import AAC_FRAME
+    so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame.
 
-    pieces, mastered = [], []
+    The figures need no pass over the whole track either: the true peak is the largest chunk's,
+    measured on its encoded AAC (the joins are silent), and the integrated loudness is summed from each
+    chunk's K-weighted energy (see sound.place_energy)."""
+    import numpy as np
+
+    from . import sound      # numpy loads only when audio is actually made
+    from .encode import AAC_FRAME, AAC_RATE
+
+    pieces, mastered, energy = [], [], []
     for ch in sound.chunks(plan):
         seg = plan.segments[ch.segment]
-        key = key_of("voice-v2", seg.audio_key, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate, ch.lead, ch.encoded)
-        path, meta = cache.path("segments", key, ".aac"), cache.path("segments", key, ".json")
-        if cache.has(path, meta):
+        key = key_of("voice-v4", seg.audio_key, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate, ch.lead, ch.encoded)
+        path, meta, bins = (cache.path("segments", key, ext) for ext in (".aac", ".json", ".npy"))
+        if cache.has(path, meta, bins):
             stats.hits["segments"] += 1
         else:
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
             m = sound.master(sound.load_speech(wavs[seg.audio_key]), s.loudness_lufs, s.true_peak_dbtp)
             with cache.writing(path) as tmp:
                 encoder.encode_voice(m.samples.tobytes(), sound.RATE, ch.lead, ch.encoded, s.audio_bitrate, tmp)
-            # The episode's true peak is the largest of its chunks' (the joins are silent), so each chunk's
-            # is measured once, here, and an edit measures only the edited chunk's.
             tp = encoder.loudness(path, skip=AAC_FRAME)[1]
+            with cache.writing(bins) as tmp, open(tmp, "wb") as f:
+                np.save(f, m.energy)
             with cache.writing(meta) as tmp:
                 tmp.write_text(json.dumps({"lufs": m.lufs, "true_peak": m.true_peak, "gain_db": m.gain_db,
                                            "aac_true_peak": tp}))
         mastered.append(json.loads(meta.read_text()))
+        at = ((ch.first + ch.lead) * AAC_FRAME * sound.RATE + AAC_RATE // 2) // AAC_RATE   # narration start
+        energy.append((at, np.load(bins)))
         # a voice file's frame 0 codes the silence before the chunk: the episode's priming frame, for chunk 0
         pieces.append((path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count))
     progress("audio", "splice")
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
-    return mastered
-
-
-def _measure_audio(encoder: Encoder, cache: Cache, track: Path, made: Future, info: Path) -> None:
-    """Integrated loudness of the spliced track, measured on the encoded AAC as the viewer hears it
-    (gating is episode-wide, so this is the one whole-track pass); it runs beside the video's end and
-    the final join."""
-    from .encode import AAC_FRAME
-    mastered = made.result()        # done already: it ran before this in the same lane
-    lufs, _ = encoder.loudness(track, skip=AAC_FRAME, peak=False)
-    tp = max(m["aac_true_peak"] for m in mastered)     # the joins are silent: the track's peak is a chunk's
+    lufs = sound.integrated_from_energy(sound.place_energy(-(-plan.total_frames * sound.RATE // plan.fps), energy))
+    tp = max(m["aac_true_peak"] for m in mastered)
     with cache.writing(info) as tmp:
-        tmp.write_text(json.dumps({"segments": mastered, "aac_lufs": lufs, "aac_true_peak": tp}))
+        tmp.write_text(json.dumps({"segments": mastered, "integrated_lufs": round(lufs, 2), "true_peak": tp}))
 
 
 # ---- a whole series -----------------------------------------------------------------------------

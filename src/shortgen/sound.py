@@ -53,6 +53,7 @@ class Mastered:
     lufs: float
     true_peak: float
     gain_db: float
+    energy: np.ndarray       # K-weighted energy in BIN-sample bins: what the episode's loudness is summed from
 
 
 def load_speech(wav) -> np.ndarray:
@@ -188,6 +189,39 @@ def k_weight(x: np.ndarray, rate: int = RATE) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * h.astype(np.complex64), size)[:len(x)].astype(np.float32)
 
 
+# The episode's integrated loudness is summed from each segment's mastered narration, in bins of
+# 45 samples (2 ms; 49 bins make BS.1770's 100 ms step at 22050 Hz): no pass over the whole track, so
+# an edit costs nothing here. Placing a bin to the nearest 2 ms moves a 400 ms block's edge by at most
+# 1 ms. The encoded file measures the same within 0.05 LU (the end-to-end test checks with ffmpeg).
+BIN = 45
+STEP_BINS = 49
+
+
+def place_energy(total_samples: int, parts: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Bins of the whole track from (first sample at RATE, bins) per narration; silence elsewhere."""
+    out = np.zeros(-(-total_samples // BIN) + 1)
+    for start, e in parts:
+        at = (start + BIN // 2) // BIN
+        e = e[:max(0, len(out) - at)]
+        out[at:at + len(e)] += e
+    return out
+
+
+def integrated_from_energy(energy: np.ndarray, channels: int = 2) -> float:
+    """BS.1770-4 gated loudness from K-weighted energy bins (as if on `channels` identical channels)."""
+    n = len(energy) // STEP_BINS
+    if n < 4:
+        return -np.inf
+    e = energy[:n * STEP_BINS].reshape(n, STEP_BINS).sum(axis=1)
+    z = (e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * STEP_BINS * BIN) * channels
+    z = z[-0.691 + 10 * np.log10(np.maximum(z, 1e-20)) > -70]
+    if not len(z):
+        return -np.inf
+    rel = -0.691 + 10 * np.log10(z.mean()) - 10
+    z = z[-0.691 + 10 * np.log10(z) > rel]
+    return float(-0.691 + 10 * np.log10(z.mean()))
+
+
 def gated_loudness(kx: np.ndarray, channels: int = 1) -> float:
     """BS.1770-4 gated loudness of an already K-weighted mono signal, as if on `channels` identical channels."""
     block, step = int(0.4 * RATE), int(0.1 * RATE)
@@ -291,7 +325,9 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     g = (10 ** (gain_db / 20)) * curve
     # the envelope scales with the (slowly moving) gain, so the peak needs no second oversampling pass
     tp = float(20 * np.log10(max(float((env * g).max()), 1e-12)))
-    return Mastered((x * g).astype(np.float32)[:n], lufs, tp, gain_db)
+    k = (kx * g)[:n].astype(np.float64)
+    energy = np.bincount(np.arange(n) // BIN, weights=k * k)
+    return Mastered((x * g).astype(np.float32)[:n], lufs, tp, gain_db, energy)
 
 
 def episode_track(plan: Plan, wavs: dict, target_lufs: float, ceiling_dbtp: float) -> np.ndarray:
