@@ -174,13 +174,12 @@ def probe_args(ffmpeg: str, path: Path) -> list[str]:
     return [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
 
 
-def loudness_args(ffmpeg: str, path: Path, skip: int = 0, peak: bool = True) -> list[str]:
-    """ebur128, with true peak unless told not to (4x oversampling is half the meter's cost); `skip`
-    samples at the start are left out (a raw AAC stream's priming frame, which an MP4's edit list
-    hides): the 400 ms blocks then fall as they do in the final file."""
+def loudness_args(ffmpeg: str, path: Path, skip: int = 0) -> list[str]:
+    """ebur128 with true peak; `skip` samples at the start are left out (a raw AAC stream's priming
+    frame, which an MP4's edit list hides): the 400 ms blocks then fall as they do in the final file."""
     trim = f"atrim=start_sample={skip}," if skip else ""
     return [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:a:0",
-            "-af", f"{trim}ebur128" + ("=peak=true" if peak else ""), "-f", "null", "-"]
+            "-af", f"{trim}ebur128=peak=true", "-f", "null", "-"]
 
 
 # ---- parsing ffmpeg's reports -------------------------------------------------------------------
@@ -234,13 +233,13 @@ def parse_probe(text: str, path: Path | str = "?") -> Probe:
     )
 
 
-def parse_loudness(text: str, peak: bool = True) -> tuple[float, float | None]:
-    """(integrated LUFS, true peak dBTP or None) from the ebur128 filter's summary."""
+def parse_loudness(text: str) -> tuple[float, float]:
+    """(integrated LUFS, true peak dBTP) from the ebur128 filter's summary."""
     i = re.findall(r"I:\s+(-?[\d.]+|-inf) LUFS", text)
     p = re.findall(r"Peak:\s+(-?[\d.]+|-inf) dBFS", text)
-    if not i or (peak and not p):
+    if not i or not p:
         raise ProbeError("the loudness meter printed no summary")
-    return float(i[-1]), float(p[-1]) if peak else None
+    return float(i[-1]), float(p[-1])
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -260,7 +259,7 @@ class Encoder(Protocol):
     def splice_audio(self, pieces: Sequence[tuple[Path, int, int]], out: Path) -> None: ...
     def join(self, segments: Sequence[Path], audio: Path, fps: int, out: Path) -> None: ...
     def probe(self, path: Path) -> Probe: ...
-    def loudness(self, path: Path, skip: int = 0, peak: bool = True) -> tuple[float, float | None]: ...
+    def loudness(self, path: Path, skip: int = 0) -> tuple[float, float]: ...
 
 
 def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
@@ -387,10 +386,10 @@ class FfmpegEncoder:
         proc = subprocess.run(probe_args(self.ffmpeg, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
         return parse_probe(proc.stderr.decode(errors="replace"), path)
 
-    def loudness(self, path, skip=0, peak=True):
-        proc = subprocess.run(loudness_args(self.ffmpeg, path, skip, peak), stdout=subprocess.DEVNULL,
+    def loudness(self, path, skip=0):
+        proc = subprocess.run(loudness_args(self.ffmpeg, path, skip), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, timeout=600)
-        return parse_loudness(proc.stderr.decode(errors="replace"), peak)
+        return parse_loudness(proc.stderr.decode(errors="replace"))
 
 
 class FakeEncoder:
@@ -433,5 +432,5 @@ class FakeEncoder:
                      codec="h264", profile="fake", pix_fmt="yuv420p", colour="tv, bt709", frames=d["frames"],
                      audio="aac", audio_rate=48000, audio_channels="stereo")
 
-    def loudness(self, path, skip=0, peak=True):
-        return (-14.0, -1.5 if peak else None)
+    def loudness(self, path, skip=0):
+        return (-14.0, -1.5)

@@ -103,8 +103,9 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     fonts = draw.font_digests(s)
     # One x264 at a time, using the cores this render may use (0: x264's own choice, 1.5 threads per
     # core): measured as fast as two single-threaded encoders side by side, in half the memory.
-    vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=0 if s.jobs >= (os.cpu_count() or 1) else s.jobs,
-                       mode=s.encoder, keyint=s.keyint_frames)
+    threads = 0 if s.jobs >= (os.cpu_count() or 1) else s.jobs
+    vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=threads, mode=s.encoder,
+                       keyint=s.keyint_frames)
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
     # everything the spliced track depends on (the chunk geometry is a function of these)
     audio_key = key_of("audio-v4", [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate)
@@ -190,7 +191,9 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
             audio={"codec": probe.audio, "sample_rate": probe.audio_rate, "channels": probe.audio_channels,
                    "bitrate": s.audio_bitrate},
             loudness={"integrated_lufs": lufs, "true_peak_dbtp": tp, "target_lufs": s.loudness_lufs,
-                      "ceiling_dbtp": s.true_peak_dbtp, "meter": "BS.1770-4: integrated over the mastered narration, true peak (ffmpeg ebur128) on each encoded AAC chunk"},
+                      "ceiling_dbtp": s.true_peak_dbtp,
+                      "meter": "BS.1770-4: integrated over the mastered narration; true peak by ffmpeg ebur128 "
+                               "on each encoded AAC chunk"},
             fits=[f.__dict__ for f in m.fits],
             inputs={"script": str(ep.path), "script_sha256": ep.source_sha256,
                     "narration": {str(seg.index): seg.audio_key for seg in plan.segments},

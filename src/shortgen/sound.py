@@ -23,14 +23,13 @@ from math import gcd
 
 import numpy as np
 
+from .encode import AAC_FRAME, AAC_RATE
 from .errors import TTSError
 from .plan import Plan
 
 # Mastering runs at the speech engine's own rate: half the samples of 48 kHz, no resampling in Python.
 # ffmpeg resamples to 48 kHz once, inside the AAC encode (the true-peak margin covers its overshoot).
 RATE = 22050
-OUT_RATE = 48000
-AAC_FRAME = 1024       # samples per AAC frame
 FADE_MS = 6            # edge fades kill clicks where speech files start or stop mid-wave
 TP_MARGIN_DB = 1.0     # AAC encoding lifts true peaks by up to ~0.5 dB here; leave room under the ceiling
 LEAD_FRAMES = 8        # a chunk starts this many AAC frames (171 ms) before its narration
@@ -89,7 +88,7 @@ class Chunk:
 
 def out_samples(frames: int, fps: int) -> int:
     """Video frames -> samples at 48 kHz, rounded up."""
-    return -(-frames * OUT_RATE // fps)
+    return -(-frames * AAC_RATE // fps)
 
 
 def chunks(plan: Plan) -> list[Chunk]:
@@ -99,8 +98,8 @@ def chunks(plan: Plan) -> list[Chunk]:
     prev_end = 0
     for i, seg in enumerate(plan.segments):
         # nearest grid frame to the planned start (integers only: no float drift over a long episode)
-        q = (2 * seg.narration_start * OUT_RATE + plan.fps * AAC_FRAME) // (2 * plan.fps * AAC_FRAME)
-        speech = -(-seg.samples * OUT_RATE // seg.sample_rate)
+        q = (2 * seg.narration_start * AAC_RATE + plan.fps * AAC_FRAME) // (2 * plan.fps * AAC_FRAME)
+        speech = -(-seg.samples * AAC_RATE // seg.sample_rate)
         n = -(-speech // AAC_FRAME)
         # the chunk boundary goes into the silence before the narration, clear of the previous one's end
         lead = q if i == 0 else max(0, min(LEAD_FRAMES, q - prev_end - 2))
@@ -176,14 +175,14 @@ def _fast_size(n: int) -> int:
     return best
 
 
-def k_weight(x: np.ndarray, rate: int = RATE) -> np.ndarray:
+def k_weight(x: np.ndarray) -> np.ndarray:
     """K-weighted signal. The two IIR biquads are applied in the frequency domain, with 250 ms of zero
     padding for their impulse responses to die away in (they decay in a few tens of ms), which matches
     direct filtering to float32 precision without scipy's lfilter."""
-    size = _fast_size(len(x) + rate // 4)
+    size = _fast_size(len(x) + RATE // 4)
     w = np.exp(-2j * np.pi * np.fft.rfftfreq(size))             # z^-1 on the FFT grid
     h = np.ones(len(w), dtype=complex)
-    for b, a in k_filters(rate):
+    for b, a in k_filters(RATE):
         h *= (b[0] + b[1] * w + b[2] * w * w) / (a[0] + a[1] * w + a[2] * w * w)
     # float32 transforms (numpy >= 2): half the memory traffic, and far inside the precision a meter needs
     return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * h.astype(np.complex64), size)[:len(x)].astype(np.float32)
@@ -213,7 +212,11 @@ def integrated_from_energy(energy: np.ndarray, channels: int = 2) -> float:
     if n < 4:
         return -np.inf
     e = energy[:n * STEP_BINS].reshape(n, STEP_BINS).sum(axis=1)
-    z = (e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * STEP_BINS * BIN) * channels
+    return _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * STEP_BINS * BIN) * channels)
+
+
+def _gated(z: np.ndarray) -> float:
+    """BS.1770-4 gating of 400 ms block mean-squares: absolute gate at -70 LUFS, then relative at -10 LU."""
     z = z[-0.691 + 10 * np.log10(np.maximum(z, 1e-20)) > -70]
     if not len(z):
         return -np.inf
@@ -234,14 +237,7 @@ def gated_loudness(kx: np.ndarray, channels: int = 1) -> float:
     for a in range(0, n, 10):
         piece = kx[a * step:min(n, a + 10) * step].astype(np.float64).reshape(-1, step)
         e[a:a + len(piece)] = np.einsum("ij,ij->i", piece, piece)
-    z = (e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / block * channels
-    lk = -0.691 + 10 * np.log10(np.maximum(z, 1e-20))
-    z = z[lk > -70]
-    if not len(z):
-        return -np.inf
-    rel = -0.691 + 10 * np.log10(z.mean()) - 10
-    z = z[-0.691 + 10 * np.log10(z) > rel]
-    return float(-0.691 + 10 * np.log10(z.mean()))
+    return _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / block * channels)
 
 
 # ---- limiting and mastering ---------------------------------------------------------------------
