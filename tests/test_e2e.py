@@ -16,7 +16,7 @@ from PIL import Image
 from shortgen import check, draw, outputs
 from shortgen.cache import Cache
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, ffmpeg_exe
+from shortgen.encode import FfmpegEncoder, VideoSettings, ffmpeg_exe, yuv420
 from shortgen.load import load_episode
 from shortgen.narrate import EspeakEngine
 
@@ -164,20 +164,72 @@ def test_sigkill_mid_render_leaves_nothing_half_written(tmp_path):
     cmd = [sys.executable, "-c", "from shortgen.cli import run; run()", "render", "-q", "--jobs", "1",
            "--cache-dir", str(cache), "--output-dir", str(out), str(FIX / "short.yaml")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def state() -> tuple[bool, bool]:
+        names = [p.name for p in (cache / "segments").rglob("*")] if (cache / "segments").exists() else []
+        return any(".tmp" in n for n in names), any(".tmp" not in n and n.endswith(".h264") for n in names)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(".tmp" in p.name for p in (cache / "segments").rglob("*")) if (cache / "segments").exists() else False:
+        writing, done = state()
+        if writing and done:        # one video segment finished, another being written
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)           # the render and its ffmpeg children, mid-encode
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the render finished before it could be killed"
     enc = FfmpegEncoder()
-    for seg in (cache / "segments").rglob("*.mp4"):
-        if ".tmp" not in seg.name:
-            assert enc.probe(seg).frames > 0          # every entry that exists is complete
+    entries = [p for p in (cache / "segments").rglob("*") if p.suffix in (".h264", ".aac") and ".tmp" not in p.name]
+    assert entries
+    for entry in entries:                            # every entry that exists is complete and decodes
+        whole = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(entry), "-f", "null", "-"], capture_output=True)
+        assert whole.returncode == 0 and not whole.stderr, (entry, whole.stderr[-300:])
     assert not (out / "part9" / "part9.mp4").exists() or enc.probe(out / "part9" / "part9.mp4").frames
     # the next run recovers by itself
     assert main(["render", "-q", "--cache-dir", str(cache), "--output-dir", str(out), str(FIX / "short.yaml")]) == 0
     assert not list((out / "part9").glob("*.tmp*"))
     rows, msgs = check.check_rendered(out / "part9", enc, EspeakEngine(), Cache(cache))
     assert all(r.ok for r in rows), msgs
+
+
+def _decode(path: Path, w: int, h: int, fmt: str = "rgb24") -> np.ndarray:
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", fmt, "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, h * 3 // 2 if fmt == "yuv420p" else h, w, *(() if fmt == "yuv420p" else (3,)))
+
+
+def test_our_yuv_conversion_agrees_with_ffmpegs(rendered, tmp_path):
+    """The renderer converts pictures itself; ffmpeg's own BT.709 conversion of the same card agrees."""
+    plan, s = rendered["plan"], rendered["ep"].settings
+    card = draw.draw_card(plan.concepts()[0], plan, s).image.convert("RGB")
+    png = tmp_path / "card.png"
+    card.save(png)
+    theirs = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(png), "-vf",
+                             "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", "-f", "rawvideo", "-"],
+                            capture_output=True, check=True).stdout
+    ours = b"".join(yuv420(card))
+    assert len(ours) == len(theirs) == 1080 * 1920 * 3 // 2
+    a, b = np.frombuffer(ours, np.uint8).astype(int), np.frombuffer(theirs, np.uint8).astype(int)
+    n = 1080 * 1920
+    assert np.abs(a[:n] - b[:n]).max() <= 1                   # luma: the same up to rounding
+    assert np.abs(a[n:] - b[n:]).mean() < 0.5                # chroma: their filter is softer at sharp edges
+
+
+def test_skip_and_full_modes_encode_the_same_frames(tmp_path):
+    """Skip mode (distinct pictures + P-skip frames) and full mode (every frame through x264) agree."""
+    w, h = 64, 48
+    pics = []
+    for i, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+        img = Image.new("RGB", (w, h), colour)
+        img.paste((255, 255, 255), (8 * i, 8, 8 * i + 16, 24))
+        pics.append(img)
+    repeats = [2, 1, 3]
+    got = {}
+    for mode in ("skip", "full"):
+        v = VideoSettings(w, h, 30, "veryfast", 18, threads=1, mode=mode, keyint=60)
+        out = tmp_path / f"{mode}.h264"
+        FfmpegEncoder().encode_segment([yuv420(p) for p in pics], repeats, v, out)
+        got[mode] = _decode(out, w, h).astype(int)
+    assert len(got["skip"]) == len(got["full"]) == sum(repeats)
+    want = [np.asarray(p).astype(int) for p, n in zip(pics, repeats) for _ in range(n)]
+    for i, frame in enumerate(want):
+        for mode in ("skip", "full"):
+            assert np.abs(got[mode][i] - frame).mean() < 3, (mode, i)

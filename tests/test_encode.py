@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from shortgen import h264
-from shortgen.encode import (COLOUR_VUI, VideoSettings, adts_frames, concat_list, distinct_args, join_args,
-                             keyint_pictures, loudness_args, parse_loudness, parse_probe, segment_args,
-                             splice, voice_args)
+from PIL import Image
+
+from shortgen.encode import (COLOUR_VUI, VideoSettings, adts_frames, distinct_args, join_args, keyint_pictures,
+                             loudness_args, parse_loudness, parse_probe, splice, voice_args, yuv420)
 from shortgen.errors import ProbeError
 
 V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)
@@ -20,16 +21,20 @@ def after(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
-def test_distinct_args_feed_raw_rgb_and_ask_x264_for_a_skippable_stream():
+def test_distinct_args_feed_raw_yuv_and_ask_x264_for_a_skippable_stream():
     a = distinct_args("ffmpeg", V, 17, Path("o.h264"))
     assert a[0] == "ffmpeg" and a[-1] == "o.h264"
-    assert after(a, "-f") == "rawvideo" and after(a, "-pix_fmt") == "rgb24" and after(a, "-s") == "1080x1920"
+    assert after(a, "-f") == "rawvideo" and after(a, "-pix_fmt") == "yuv420p" and after(a, "-s") == "1080x1920"
+    assert "-vf" not in a            # the pictures arrive converted: ffmpeg does no per-frame scaling
+    # ... and labelled as BT.709 tv range, or ffmpeg would insert a BT.601 -> BT.709 conversion of its own
+    head = a[:a.index("-i")]
+    assert after(head, "-colorspace") == "bt709" and after(head, "-color_range") == "tv"
     assert after(a, "-i") == "-"
     params = dict(kv.split("=") for kv in after(a, "-x264-params").split(":"))
     assert params["bframes"] == "0" and params["ref"] == "1" and params["cabac"] == "0"
     assert params["weightp"] == "0" and params["keyint"] == "17"
     assert after(a, "-preset") == "veryfast" and after(a, "-crf") == "20" and after(a, "-threads") == "1"
-    assert "out_color_matrix=bt709" in after(a, "-vf") and after(a, "-colorspace") == "bt709"
+    assert after(a, "-colorspace") == "bt709" and after(a, "-color_range") == "tv"
     assert a[a.index("-pix_fmt", a.index("-c:v")) + 1] == "yuv420p"
 
 
@@ -78,31 +83,25 @@ def test_splice_takes_each_chunks_frames_and_pads_with_its_last_silent_frame():
     assert out == a[:4] + b[1:3] + [b[-1]] * 3
 
 
-def test_full_mode_converts_once_per_still_then_repeats_frames():
-    a = segment_args("ff", Path("l.ffconcat"), 95, V, Path("s.h264"))
-    assert a[-3:] == ["-f", "h264", "s.h264"]
-    vf = after(a, "-vf")
-    assert vf.index("bt709") < vf.index("fps=30")
-    assert after(a, "-frames:v") == "95"
+def test_yuv420_is_bt709_tv_range_with_chroma_averaged_per_2x2_block():
+    def planes(colours, w=4, h=2):
+        img = Image.new("RGB", (w, h))
+        img.putdata(colours)
+        return [list(p) for p in yuv420(img)]
+    # white, black and the primaries land on BT.709's limited-range values (ITU-R BT.709-6 table 3)
+    for rgb, want in (((255, 255, 255), (235, 128, 128)), ((0, 0, 0), (16, 128, 128)),
+                      ((255, 0, 0), (63, 102, 240)), ((0, 255, 0), (173, 42, 26)), ((0, 0, 255), (32, 240, 118))):
+        y, cb, cr = planes([rgb] * 8)
+        assert (y, cb, cr) == ([want[0]] * 8, [want[1]] * 2, [want[2]] * 2), rgb
+    # a 2x2 block of half red, half blue gives the mean of their chroma; luma stays per pixel
+    y, cb, cr = planes([(255, 0, 0), (0, 0, 255), (0, 0, 0), (0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 0, 0), (0, 0, 0)])
+    assert y == [63, 32, 16, 16] * 2
+    assert abs(cb[0] - (102 + 240) / 2) <= 0.5 and abs(cr[0] - (240 + 118) / 2) <= 0.5 and (cb[1], cr[1]) == (128, 128)
 
 
 def test_loudness_meter_asks_for_true_peak():
     assert after(loudness_args("ff", Path("x.mp4")), "-af") == "ebur128=peak=true"
     assert after(loudness_args("ff", Path("x.aac"), 1024), "-af") == "atrim=start_sample=1024,ebur128=peak=true"
-
-
-def test_concat_list_durations_never_drift():
-    stills = [(Path(f"/t/{i}.png"), n) for i, n in enumerate([7, 1, 13, 2, 29, 1, 1, 8])]
-    text = concat_list(stills, 30)
-    durs = [float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("duration")]
-    # the running sum stays within half a microsecond of the exact frame time
-    t = 0.0
-    for (_, n), d, total in zip(stills, durs, [sum(x for _, x in stills[:k + 1]) for k in range(len(stills))]):
-        t += d
-        assert abs(t - total / 30) < 1e-6
-    assert text.strip().splitlines()[-1] == "file '/t/7.png'"       # the last still is listed twice
-    with pytest.raises(ValueError):
-        concat_list([(Path("a"), 0)], 30)
 
 
 def test_keyint_keeps_keyframes_within_the_interval():

@@ -239,8 +239,11 @@ def draw_caption(canvas: _Canvas, layout: CaptionLayout, highlight: int | None, 
 
 
 def caption_origin(settings: Settings) -> tuple[int, int, int, int]:
+    """The caption band in frame pixels. Its rows are even: yuv420p pairs rows for chroma, so the band
+    converts on its own and the card's rows around it are reused as they are."""
     sx, sy = settings.width / 1080, settings.height / 1920
-    return (round(CAPTION_BOX[0] * sx), round(CAPTION_BOX[1] * sy), round(CAPTION_BOX[2] * sx), round(CAPTION_BOX[3] * sy))
+    return (round(CAPTION_BOX[0] * sx), 2 * round(CAPTION_BOX[1] * sy / 2),
+            round(CAPTION_BOX[2] * sx), 2 * round(CAPTION_BOX[3] * sy / 2))
 
 
 def draw_overlay(seg: SegmentPlan, cue_index: int, highlight: int | None, settings: Settings) -> Drawn:

@@ -3,8 +3,10 @@
 
 Why this shape (measured on 2 cores): x264 costs ~4 ms per 1080x1920 frame even when the frame repeats
 the last one, and a short is ~250 distinct pictures over ~3,100 frames. So by default x264 sees each
-distinct picture once (raw RGB on stdin) and `h264.expand` holds it with P-skip frames; "full" mode
+distinct picture once (raw yuv420p on stdin) and `h264.expand` holds it with P-skip frames; "full" mode
 sends every frame through x264 (the conventional way, kept for comparison and as a fallback).
+Pictures arrive already in yuv420p because converting a full RGB frame in ffmpeg costs about as much as
+x264's own work on a still, while only the caption band changes from one picture to the next.
 Segments encode in parallel into a cache; the final file joins them by stream copy and muxes one audio
 track, spliced from per-segment AAC frames on one 1024-sample grid (joining whole per-segment AAC
 files drifts: each carries its own priming and padding).
@@ -14,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -55,61 +56,45 @@ COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc"
 
 # ---- pure argument builders ---------------------------------------------------------------------
 
-def concat_list(stills: Sequence[tuple[Path, int]], fps: int) -> str:
-    """A concat-demuxer script: each still with its duration in frames.
-
-    Durations are written as differences of rounded absolute times, so rounding never accumulates and
-    the fps filter lands every change on its exact frame. The last still is listed twice: the demuxer
-    otherwise drops it.
-    """
-    lines = ["ffconcat version 1.0"]
-    t = 0
-    for path, frames in stills:
-        if frames <= 0:
-            raise ValueError("a still must last at least one frame")
-        a_us = _us(t, fps)
-        t += frames
-        lines += [f"file '{_quote(path)}'", f"duration {(_us(t, fps) - a_us) / 1e6:.6f}"]
-    if stills:
-        lines.append(f"file '{_quote(stills[-1][0])}'")
-    return "\n".join(lines) + "\n"
-
-
-def _us(frames: int, fps: int) -> int:
-    return (2 * frames * 1_000_000 + fps) // (2 * fps)
-
-
-def _quote(p: Path) -> str:
-    return str(p).replace("'", "'\\''")
-
-
 def _x264(v: VideoSettings, keyint: int) -> list[str]:
     return ["-c:v", "libx264", "-preset", v.preset, "-crf", str(v.crf), "-threads", str(v.threads),
             "-x264-params", f"{SKIP_X264}:keyint={keyint}:min-keyint=1", "-pix_fmt", "yuv420p", *COLOUR_TAGS]
 
 
-def _to_bt709(v: VideoSettings) -> str:
-    return f"scale={v.width}:{v.height}:out_color_matrix=bt709:out_range=tv,format=yuv420p"
-
-
-def segment_args(ffmpeg: str, concat_path: Path, frames: int, v: VideoSettings, out: Path) -> list[str]:
-    """Full mode: every frame through x264, stills fed once and repeated by the fps filter."""
-    # Convert to BT.709 yuv420p *before* fps: the conversion then runs once per still, not per frame.
-    return [
-        ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
-        "-f", "concat", "-safe", "0", "-i", str(concat_path),
-        "-vf", f"{_to_bt709(v)},fps={v.fps}", "-frames:v", str(frames), "-an", *_x264(v, v.keyint),
-        "-f", "h264", str(out),
-    ]
-
-
-def distinct_args(ffmpeg: str, v: VideoSettings, keyint_pictures: int, out: Path) -> list[str]:
-    """Skip mode, step 1: raw RGB pictures on stdin, one frame each, to an Annex B H.264 stream."""
+def distinct_args(ffmpeg: str, v: VideoSettings, keyint: int, out: Path) -> list[str]:
+    """Raw yuv420p pictures on stdin, one frame each, to an Annex B H.264 stream. Skip mode sends each
+    distinct picture once (keyint counted in pictures); full mode sends every frame (keyint in frames)."""
     return [
         ffmpeg, "-hide_banner", "-v", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{v.width}x{v.height}", "-r", str(v.fps), "-i", "-",
-        "-vf", _to_bt709(v), "-an", *_x264(v, keyint_pictures), "-f", "h264", str(out),
+        # the input's colour is declared too: unlabelled YUV would make ffmpeg insert a BT.601 -> BT.709
+        # conversion through RGB, shifting every colour and costing a scaler pass per picture
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{v.width}x{v.height}", "-r", str(v.fps), *COLOUR_TAGS,
+        "-i", "-", "-an", *_x264(v, keyint), "-f", "h264", str(out),
     ]
+
+
+# BT.709 in limited ("tv") range, as rows of (r, g, b, offset) for Pillow's matrix conversion: the
+# output's "R, G, B" bands are Y, Cb, Cr.
+def _bt709_rows() -> tuple[float, ...]:
+    kr, kb = 0.2126, 0.0722
+    kg = 1 - kr - kb
+    ys, cs = 219 / 255, 224 / 255
+    return (ys * kr, ys * kg, ys * kb, 16.0,
+            -cs * kr / (2 - 2 * kb), -cs * kg / (2 - 2 * kb), cs / 2, 128.0,
+            cs / 2, -cs * kg / (2 - 2 * kr), -cs * kb / (2 - 2 * kr), 128.0)
+
+
+BT709 = _bt709_rows()
+
+
+def yuv420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
+    """An RGB picture (even width and height) as the Y, Cb and Cr planes of yuv420p, BT.709 tv range.
+
+    Pillow's C loops do it: the matrix conversion rounds each sample, and each chroma sample is the mean
+    of its 2x2 block (centre siting, as ffmpeg's own rgb24 -> yuv420p conversion). The renderer converts
+    a card once and then only the caption band of each picture."""
+    y, cb, cr = img.convert("RGB", BT709).split()
+    return y.tobytes(), cb.reduce(2).tobytes(), cr.reduce(2).tobytes()
 
 
 # ffmpeg's AAC encoder spends most of its time in the trellis coder and in tools that speech at 160 kb/s
@@ -244,9 +229,9 @@ def parse_loudness(text: str) -> tuple[float, float]:
 
 # ---- running ------------------------------------------------------------------------------------
 
-# A picture is raw RGB24 bytes in pieces that concatenate to one frame: the renderer sends the unchanged
-# card rows as shared bytes and only the caption band fresh, so no full frame is copied per picture.
-Picture = Sequence[bytes]
+# A picture is raw yuv420p in pieces (bytes or memoryviews) that concatenate to one frame: the renderer
+# sends the unchanged card rows of each plane as shared views and only the caption band fresh.
+Picture = Sequence[bytes | memoryview]
 
 
 class Encoder(Protocol):
@@ -282,7 +267,7 @@ def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
 
 
 def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
-    """Run ffmpeg with raw RGB pictures written to its stdin."""
+    """Run ffmpeg with raw pictures (or any bytes) written to its stdin."""
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for pic in pictures:
@@ -321,7 +306,14 @@ def _check_exit(code: int, err: str, what: str) -> None:
 
 class FfmpegEncoder:
     def __init__(self, ffmpeg: str | None = None):
-        self.ffmpeg = ffmpeg or ffmpeg_exe()
+        self._ffmpeg = ffmpeg
+
+    @property
+    def ffmpeg(self) -> str:
+        # found on first use: locating it runs `ffmpeg -version` (~25 ms), which a no-op render never needs
+        if self._ffmpeg is None:
+            self._ffmpeg = ffmpeg_exe()
+        return self._ffmpeg
 
     def encode_segment(self, pictures, repeats, v, out):
         if v.mode == "full":
@@ -338,19 +330,8 @@ class FfmpegEncoder:
             raw.unlink(missing_ok=True)
 
     def _encode_full(self, pictures, repeats, v, out):
-        tmpdir = out.with_name(out.name + ".stills")
-        tmpdir.mkdir(exist_ok=True)
-        try:
-            stills = []
-            for i, (pic, n) in enumerate(zip(pictures, repeats)):
-                p = tmpdir / f"{i:05d}.bmp"      # uncompressed: cheapest to write and to read
-                Image.frombytes("RGB", (v.width, v.height), b"".join(pic)).save(p)
-                stills.append((p, n))
-            lst = tmpdir / "list.ffconcat"
-            lst.write_text(concat_list(stills, v.fps))
-            _run(segment_args(self.ffmpeg, lst, sum(repeats), v, out), f"encoding {out.name}")
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        every = (pic for pic, n in zip(pictures, repeats) for _ in range(n))
+        _feed(distinct_args(self.ffmpeg, v, v.keyint, out), every, f"encoding {out.name}")
 
     def encode_voice(self, pcm, rate, lead, frames, bitrate, out):
         what = f"encoding audio {out.name}"
@@ -407,7 +388,7 @@ class FakeEncoder:
                 out.write_text("half-written")       # what a killed encoder leaves behind
                 raise EncodeError(f"encoding {out.name}: simulated failure")
             data = b"".join(pic)
-            assert len(data) == v.width * v.height * 3, "a picture of the wrong size"
+            assert len(data) == v.width * v.height * 3 // 2, "a picture of the wrong size (yuv420p)"
             digests.append(hashlib.sha256(data).hexdigest()[:12])
         out.write_text(json.dumps({"frames": sum(repeats), "fps": v.fps, "w": v.width, "h": v.height,
                                    "pictures": digests, "repeats": list(repeats)}))

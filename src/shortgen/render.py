@@ -82,7 +82,7 @@ def _segment_keys(plan: Plan, seg: SegmentPlan, settings, fonts: dict) -> Segmen
     card = key_of("card", draw.card_key_inputs(seg, plan, settings, fonts))
     overlays = [key_of("overlay", k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None
                 for st in seg.states]
-    seg_key = key_of("segment-v3", card, overlays, [st.end - st.start for st in seg.states], settings.encoder_key())
+    seg_key = key_of("segment-v4", card, overlays, [st.end - st.start for st in seg.states], settings.encoder_key())
     return SegmentKeys(card, overlays, seg_key)
 
 
@@ -232,25 +232,30 @@ def _draw_card(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache,
     return card
 
 
-def _pictures(card: Path, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> Iterator[tuple[bytes, ...]]:
-    """Raw RGB pictures of a segment. Captions only touch a band of rows, so each picture is the card's
-    bytes above the band, the band painted fresh, and the card's bytes below: about 1 MB of new bytes
-    per picture instead of a 6 MB full-frame copy."""
+def _pictures(card: Path, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> Iterator[tuple]:
+    """Raw yuv420p pictures of a segment. The card is converted once; captions only touch a band of
+    rows, so each picture is, plane by plane, the card's rows above the band (a shared view), the band
+    painted and converted fresh, and the card's rows below: about a sixth of a frame of new work."""
     from PIL import Image
+
+    from .encode import yuv420
     with Image.open(card) as im:
         base = im.convert("RGB")
-    _, y0, _, y1 = draw.caption_origin(s)
-    row = base.width * 3
-    whole = base.tobytes()
-    head, band, tail = whole[: y0 * row], base.crop((0, y0, base.width, y1)), whole[y1 * row:]
+    w = base.width
+    _, y0, _, y1 = draw.caption_origin(s)            # even rows
+    planes = [memoryview(p) for p in yuv420(base)]
+    # where the band starts and ends in each plane: Y has w bytes a row, Cb and Cr w/2 bytes every 2 rows
+    cuts = [(y0 * w, y1 * w), (y0 * w // 4, y1 * w // 4), (y0 * w // 4, y1 * w // 4)]
+    band = base.crop((0, y0, w, y1))
     del base
-    plain = (whole,)
+    whole = tuple(planes)
     for st in seg.states:
         if st.cue is None:
-            yield plain
+            yield whole
             continue
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
-        yield head, painter.paint(band, st.cue, hl).tobytes(), tail
+        fresh = yuv420(painter.paint(band, st.cue, hl))
+        yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
 
 
 def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan, s,
