@@ -14,6 +14,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.fixture(autouse=True)
+def private_default_cache(tmp_path_factory, monkeypatch) -> None:
+    """A test that names no cache directory still never writes to the user's ~/.cache."""
+    monkeypatch.setenv("SHORTGEN_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+
+
 @pytest.fixture
 def layer(tmp_path: Path) -> dict:
     """Settings from the 'command line' that keep every test's cache and output private."""

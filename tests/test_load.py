@@ -76,6 +76,25 @@ def test_segment_count_is_checked_against_the_series(tmp_path):
     assert error_of(p) == f"{p}:3:3: segments: expected 2 segments, found 1"
 
 
+def test_validation_is_remembered_by_content_and_an_edit_validates_again(tmp_path, monkeypatch):
+    from shortgen import schema
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n" + GOOD_SEG.format(n="A"))
+    layer = {"cache_dir": tmp_path / "c"}
+    first = load_episode(p, layer)
+    memo = list((tmp_path / "c" / "validated").rglob("*.json"))
+    assert len(memo) == 1
+
+    def validated_again(*a, **k):
+        raise AssertionError("validated again")
+    monkeypatch.setattr(schema.EpisodeModel, "model_validate", validated_again)
+    assert load_episode(p, layer) == first                  # same content: pydantic is not consulted
+    monkeypatch.undo()
+    memo[0].write_text("{not json")                          # a damaged entry is only a miss
+    assert load_episode(p, layer) == first
+    p.write_text(p.read_text().replace("part: 1", "part: 0"))   # new content: validated, and refused
+    assert error_of(p, cli=layer) == f"{p}:2:7: part: input should be greater than or equal to 1"
+
+
 def test_settings_precedence_defaults_series_episode_cli(tmp_path):
     write(tmp_path, "series.yaml", "series: S\nparts: [ep.yaml]\nsettings:\n  rate: 160\n  fps: 25\n"
           "  theme:\n    accent: '#112233'\n    highlight: '#445566'\n")

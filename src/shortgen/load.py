@@ -1,102 +1,25 @@
 """Stage 1: YAML -> validated Episode model.
 
 Every error names the file, line, column and field (`scripts/part4.yaml:14:7: segments[2].narration: field required`).
-We compose the YAML node tree ourselves so each value keeps its position, then validate with pydantic.
+We compose the YAML node tree ourselves so each value keeps its position, then validate with pydantic
+(schema.py). A validated mapping is remembered by its content, so unchanged files skip pydantic entirely.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import __version__
+from .cache import atomic_write_bytes
 from .errors import ScriptError, Where
 from .settings import Settings, resolve
 
 Pos = tuple[int, int]  # 1-based line, column
-
-
-# ---- schema -------------------------------------------------------------------------------------
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class ThemeModel(_Strict):
-    background: str | None = None
-    background2: str | None = None
-    accent: str | None = None
-    text: str | None = None
-    muted: str | None = None
-    caption: str | None = None
-    highlight: str | None = None
-    outline: str | None = None
-    font_bold: str | None = None
-    font_medium: str | None = None
-    font_regular: str | None = None
-
-    @field_validator("background", "background2", "accent", "text", "muted", "caption", "highlight", "outline")
-    @classmethod
-    def _colour(cls, v: str | None) -> str | None:
-        if v is not None:
-            from PIL import ImageColor
-            try:
-                ImageColor.getrgb(v)
-            except ValueError:
-                raise ValueError(f"not a colour: {v!r}") from None
-        return v
-
-
-class SettingsModel(_Strict):
-    fps: int | None = Field(None, ge=1, le=120)
-    width: int | None = Field(None, ge=16, le=4096, multiple_of=2)
-    height: int | None = Field(None, ge=16, le=4096, multiple_of=2)
-    voice: str | None = Field(None, min_length=1)
-    rate: int | None = Field(None, ge=80, le=450)
-    theme: ThemeModel | None = None
-    lead_in_frames: int | None = Field(None, ge=0, le=300)
-    tail_frames: int | None = Field(None, ge=0, le=300)
-    intro: bool | None = None
-    outro: bool | None = None
-    outro_text: str | None = None
-    segment_budget_frames: int | None = Field(None, ge=1)
-    episode_budget_frames: int | None = Field(None, ge=1)
-    fit: Literal["none", "rate"] | None = None
-    fit_max_rate_factor: float | None = Field(None, ge=1.0, le=2.0)
-    segments_per_part: int | None = Field(None, ge=1, le=20)
-    loudness_lufs: float | None = Field(None, ge=-40, le=-5)
-    true_peak_dbtp: float | None = Field(None, ge=-20, le=0)
-    audio_bitrate: str | None = None
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] | None = None
-    crf: int | None = Field(None, ge=0, le=51)
-    encoder: Literal["skip", "full"] | None = None
-    keyint_frames: int | None = Field(None, ge=1, le=3000)
-
-
-class SegmentModel(_Strict):
-    name: str = Field(min_length=1, max_length=80)
-    narration: str = Field(min_length=1, max_length=2000)
-    one_liner: str = Field(min_length=1, max_length=200)
-    reference: str = Field(min_length=1, max_length=300)
-    rate: int | None = Field(None, ge=80, le=450)   # per-segment speaking rate override
-
-
-class EpisodeModel(_Strict):
-    series: str | None = Field(None, min_length=1)
-    part: int = Field(ge=1, le=999)
-    title: str | None = None
-    next: str | None = None          # teaser for the outro, e.g. "Part 5"
-    settings: SettingsModel | None = None
-    segments: list[SegmentModel] = Field(min_length=1, max_length=20)
-
-
-class SeriesModel(_Strict):
-    series: str = Field(min_length=1)
-    parts: list[str] = Field(min_length=1)
-    settings: SettingsModel | None = None
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -215,10 +138,21 @@ def _read_yaml(path: Path) -> tuple[Any, _Positions]:
     return data, pos
 
 
-def _validate(model: type[BaseModel], data: dict, pos: _Positions, path: Path) -> Any:
+def _validate(kind: str, data: dict, pos: _Positions, path: Path, memo: Path | None) -> dict:
+    """The file's data validated against schema.`kind`, as a plain mapping (defaults filled in, strings
+    stripped). Remembered in `memo` by content and schema: validating again would give the same answer."""
+    key = hashlib.sha256(json.dumps([_schema_id(), kind, data], sort_keys=True,
+                                    default=lambda o: f"{type(o).__name__}:{o!r}").encode()).hexdigest()
+    hit = memo / key[:2] / f"{key}.json" if memo else None
+    if hit:
+        try:
+            return json.loads(hit.read_bytes())
+        except (OSError, ValueError):
+            pass
+    from . import schema
     try:
-        return model.model_validate(data)
-    except ValidationError as e:
+        out = getattr(schema, kind).model_validate(data).model_dump(mode="json")
+    except schema.ValidationError as e:
         err = e.errors()[0]          # the first problem, precisely placed, beats a wall of text
         loc = tuple(err["loc"])
         kind = err["type"]
@@ -234,6 +168,28 @@ def _validate(model: type[BaseModel], data: dict, pos: _Positions, path: Path) -
             msg = msg[0].lower() + msg[1:]
         line, col = line_col or (None, None)
         raise ScriptError(Where(path, line, col), _fmt(loc), msg) from None
+    if hit:
+        try:
+            atomic_write_bytes(hit, json.dumps(out).encode())
+        except OSError:
+            pass                     # only a shortcut: a read-only or full cache costs a re-validation
+    return out
+
+
+_SCHEMA_ID: list[str] = []
+
+
+def _schema_id() -> str:
+    """What a validation result depends on besides the data: the schema's source and our version."""
+    if not _SCHEMA_ID:
+        src = Path(__file__).with_name("schema.py").read_bytes()
+        _SCHEMA_ID.append(hashlib.sha256(src + __version__.encode()).hexdigest()[:16])
+    return _SCHEMA_ID[0]
+
+
+def _present(d: dict | None) -> dict:
+    """The settings a file actually set: unset (None) values dropped, nested ones too."""
+    return {k: _present(v) if isinstance(v, dict) else v for k, v in (d or {}).items() if v is not None}
 
 
 # ---- public -------------------------------------------------------------------------------------
@@ -246,18 +202,18 @@ def is_series_file(path: Path) -> bool:
     return "parts" in data and "segments" not in data
 
 
-def load_series(path: Path) -> Series:
+def load_series(path: Path, memo: Path | None = None) -> Series:
     data, pos = _read_yaml(path)
-    m: SeriesModel = _validate(SeriesModel, data, pos, path)
+    m = _validate("SeriesModel", data, pos, path, memo)
     parts = []
-    for i, p in enumerate(m.parts):
+    for i, p in enumerate(m["parts"]):
         full = (path.parent / p)
         if not full.is_file():
             line, col = pos.find(("parts", i)) or (None, None)
             raise ScriptError(Where(path, line, col), f"parts[{i}]", f"no such episode file: {p}")
         parts.append(full)
-    layer = m.settings.model_dump(exclude_none=True) if m.settings else {}
-    return Series(path=path, name=m.series, parts=tuple(parts), settings_layer=layer,
+    layer = _present(m["settings"])
+    return Series(path=path, name=m["series"], parts=tuple(parts), settings_layer=layer,
                   origins=_origins(layer, pos, path))
 
 
@@ -284,37 +240,39 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     data, pos = _read_yaml(path)
     if "parts" in data and "segments" not in data:
         raise ScriptError(Where(path, 1, 1), "", "this is a series file; expected an episode with `segments:`")
-    m: EpisodeModel = _validate(EpisodeModel, data, pos, path)
+    # the cache directory comes from the command line or the environment, never from a file
+    memo = resolve(cli, base=base).cache_dir / "validated"
+    m = _validate("EpisodeModel", data, pos, path, memo)
 
     series_layer: dict = {}
     origins: dict = {}
-    series_name = m.series
+    series_name = m["series"]
     series_path = find_series_for(path)
     if series_path:
-        s = load_series(series_path)
+        s = load_series(series_path, memo)
         series_layer = s.settings_layer
         origins.update(s.origins)
         series_name = series_name or s.name
     if not series_name:
         line, col = pos.find(()) or (1, 1)
         raise ScriptError(Where(path, line, col), "series", "field required (or list this file in a series file beside it)")
-    episode_layer = m.settings.model_dump(exclude_none=True) if m.settings else {}
+    episode_layer = _present(m["settings"])
     origins.update(_origins(episode_layer, pos, path))
     origins.update({k: Where("command line") for k in (cli or {})})
     settings = resolve(series_layer, episode_layer, cli, base=base)
 
-    if settings.segments_per_part and len(m.segments) != settings.segments_per_part:
+    if settings.segments_per_part and len(m["segments"]) != settings.segments_per_part:
         line, col = pos.find(("segments",)) or (None, None)
         raise ScriptError(Where(path, line, col), "segments",
-                          f"expected {settings.segments_per_part} segments, found {len(m.segments)}")
+                          f"expected {settings.segments_per_part} segments, found {len(m['segments'])}")
     segs = tuple(
-        Segment(index=i, name=s.name, narration=" ".join(s.narration.split()), one_liner=s.one_liner,
-                reference=s.reference, rate=s.rate or settings.rate, pos=pos.find(("segments", i)) or (1, 1))
-        for i, s in enumerate(m.segments)
+        Segment(index=i, name=s["name"], narration=" ".join(s["narration"].split()), one_liner=s["one_liner"],
+                reference=s["reference"], rate=s["rate"] or settings.rate, pos=pos.find(("segments", i)) or (1, 1))
+        for i, s in enumerate(m["segments"])
     )
     return Episode(
-        path=path, series=series_name, part=m.part, title=m.title or f"{series_name} #{m.part}",
-        next=m.next, segments=segs, settings=settings,
+        path=path, series=series_name, part=m["part"], title=m["title"] or f"{series_name} #{m['part']}",
+        next=m["next"], segments=segs, settings=settings,
         source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), origins=origins,
     )
 
