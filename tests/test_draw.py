@@ -135,6 +135,35 @@ def test_painter_falls_back_to_full_drawing_where_word_boxes_touch(series_plans,
     assert changed_bbox(got, full) is None
 
 
+def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, monkeypatch):
+    """The renderer paints captions onto the card's converted band with converted tiles. Blending
+    commutes with the affine colour conversion, so the planes match converting the RGB picture, up to
+    rounding (one level); the fallback path (touching word boxes) too."""
+    from shortgen.encode import planes420, ycc, yuv420
+    plan = series_plans[3]
+    s = load_episode(ROOT / "scripts" / "part4.yaml").settings
+    _, y0, _, y1 = draw.caption_origin(s)
+    seg = plan.concepts()[2]
+    card = draw.draw_card(seg, plan, s).image.convert("RGB")
+    band = card.crop((0, y0, card.width, y1))
+
+    def compare(painter_rgb, painter_ycc, states):
+        worst = 0
+        for cue, hl in states:
+            want = yuv420(painter_rgb.paint(band, cue, hl))
+            got = planes420(painter_ycc.paint(ycc(band), cue, hl))
+            for w, g in zip(want, got):
+                assert len(w) == len(g)
+                worst = max(worst, int(np.abs(np.frombuffer(w, np.uint8).astype(int) - np.frombuffer(g, np.uint8)).max()))
+        assert worst <= 1
+    states = [(st.cue, None if st.word is None else st.word - seg.cues[st.cue].first) for st in seg.states if st.cue is not None]
+    compare(draw.CaptionPainter(seg, s), draw.CaptionPainter(seg, s, tile_map=ycc), states)
+    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)          # the fallback: each state drawn in full
+    painter = draw.CaptionPainter(seg, s, tile_map=ycc)
+    compare(draw.CaptionPainter(seg, s), painter, states[:3])
+    assert painter._tiles[states[0][0]] is None
+
+
 def test_long_name_shrinks_and_too_long_fails_naming_the_segment(series_plans):
     import dataclasses
     plan = series_plans[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
@@ -269,11 +270,15 @@ class CaptionPainter:
     a cue whose boxes do touch falls back to drawing the state in full.
     """
 
-    def __init__(self, seg: SegmentPlan, settings: Settings):
+    def __init__(self, seg: SegmentPlan, settings: Settings, tile_map: Callable | None = None):
         self.seg, self.settings = seg, settings
         self.x0, self.y0, _, self.y1 = caption_origin(settings)
         self._tiles: dict[int, list | None] = {}
         self.cues_drawn = 0
+        # applied to every RGBA tile once, e.g. into YCbCr: then the band is painted in the encoder's
+        # colour space. A per-pixel affine map commutes with alpha blending, so the result is the same
+        # picture (up to rounding) without converting each painted band.
+        self.tile_map = tile_map or (lambda im: im)
 
     def _cue_tiles(self, cue_index: int) -> list | None:
         """Per word: ((x, y), plain tile, highlighted tile) in band coordinates, or None if boxes touch."""
@@ -297,19 +302,20 @@ class CaptionPainter:
                 tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
                 ImageDraw.Draw(tile).text((x - b[0], y - b[1]), w, font=f, fill=fill, stroke_width=CAPTION_STROKE,
                                           stroke_fill=_rgb(t.outline), anchor="la")
-                pair.append(tile)
+                pair.append(self.tile_map(tile))
             tiles.append(((b[0], b[1]), *pair))
         return tiles
 
     def paint(self, band: Image.Image, cue_index: int, highlight: int | None) -> Image.Image:
-        """A copy of the card's caption band (RGB) with this cue drawn and word `highlight` lit."""
+        """A copy of the card's caption band (RGB, or whatever space `tile_map` maps into) with this cue
+        drawn and word `highlight` lit."""
         if cue_index not in self._tiles:
             self._tiles[cue_index] = self._cue_tiles(cue_index)
             self.cues_drawn += 1
         tiles = self._tiles[cue_index]
         out = band.copy()
         if tiles is None:
-            layer = draw_overlay(self.seg, cue_index, highlight, self.settings).image
+            layer = self.tile_map(draw_overlay(self.seg, cue_index, highlight, self.settings).image)
             out.paste(layer, (self.x0, 0), layer)
             return out
         for i, (xy, plain, lit) in enumerate(tiles):

@@ -87,14 +87,24 @@ def _bt709_rows() -> tuple[float, ...]:
 BT709 = _bt709_rows()
 
 
-def yuv420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
-    """An RGB picture (even width and height) as the Y, Cb and Cr planes of yuv420p, BT.709 tv range.
+def ycc(img: Image.Image) -> Image.Image:
+    """An RGB or RGBA picture with its colour bands turned into BT.709 tv-range Y, Cb, Cr (alpha kept).
+    Pillow's C loops do it; the matrix conversion rounds each sample."""
+    out = img.convert("RGB").convert("RGB", BT709)
+    return Image.merge("RGBA", (*out.split(), img.getchannel("A"))) if img.mode == "RGBA" else out
 
-    Pillow's C loops do it: the matrix conversion rounds each sample, and each chroma sample is the mean
-    of its 2x2 block (centre siting, as ffmpeg's own rgb24 -> yuv420p conversion). The renderer converts
-    a card once and then only the caption band of each picture."""
-    y, cb, cr = img.convert("RGB", BT709).split()
+
+def planes420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
+    """A YCbCr picture (see `ycc`; even width and height) as the Y, Cb and Cr planes of yuv420p: each
+    chroma sample the mean of its 2x2 block (centre siting, as ffmpeg's own rgb24 -> yuv420p)."""
+    y, cb, cr = img.split()[:3]
     return y.tobytes(), cb.reduce(2).tobytes(), cr.reduce(2).tobytes()
+
+
+def yuv420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
+    """An RGB picture as yuv420p planes, BT.709 tv range. The renderer converts a card once; captions are
+    painted in YCbCr onto its converted band, so only that band's planes are made per picture."""
+    return planes420(ycc(img))
 
 
 # ffmpeg's AAC encoder spends most of its time in the trellis coder and in tools that speech at 160 kb/s

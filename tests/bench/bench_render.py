@@ -17,7 +17,8 @@ What is measured:
              our method: x264's own work); (b) the same distinct pictures as RGB, converted by ffmpeg
              (what a bare encode of drawn pictures does); (c) every frame of the episode, as RGB (the
              limit for a conventional encoder).
-  memory     peak of the cold render's whole process tree, sampled every 20 ms from /proc: PSS (shared
+  memory     peak of the cold render's whole process tree, sampled every 20 ms from /proc in cold runs of
+             their own (--memory-runs; the sampling costs CPU, so timed runs are not sampled): PSS (shared
              pages split between processes) and summed RSS; and the largest single process (getrusage).
 """
 from __future__ import annotations
@@ -196,6 +197,7 @@ def main() -> int:
     ap.add_argument("--script", type=Path, default=ROOT / "scripts" / "part4.yaml")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--moviepy-segments", type=int, default=1)
+    ap.add_argument("--memory-runs", type=int, default=2, help="extra cold runs that sample memory")
     a = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="shortgen-bench-"))
@@ -213,12 +215,16 @@ def main() -> int:
         ep = load_episode(script, {"cache_dir": cache})
         s = ep.settings
         colds, peaks = [], []
-        for _ in range(a.runs):
+        # timed runs are not sampled (reading /proc every 20 ms takes CPU from the render); memory is
+        # taken in runs of their own
+        for sampled in [False] * a.runs + [True] * a.memory_runs:
             shutil.rmtree(cache, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
-            wall, peak = run_cli(args, env, sample_rss=True)
-            colds.append(wall)
-            peaks.append(peak)
+            wall, peak = run_cli(args, env, sample_rss=sampled)
+            if sampled:
+                peaks.append(peak)
+            else:
+                colds.append(wall)
         import resource
         max_single = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
