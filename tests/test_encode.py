@@ -166,6 +166,23 @@ def test_emulation_prevention_round_trip():
     assert h264.unescape(esc) == raw
 
 
+def test_escape_matches_the_standards_byte_by_byte_rule():
+    def reference(rbsp: bytes) -> bytes:          # H.264 7.4.1: after two zeros, a byte <= 3 is escaped
+        out, zeros = bytearray(), 0
+        for b in rbsp:
+            if zeros >= 2 and b <= 3:
+                out.append(3)
+                zeros = 0
+            out.append(b)
+            zeros = zeros + 1 if b == 0 else 0
+        return bytes(out)
+    rng = random.Random(7)
+    for _ in range(2000):
+        raw = bytes(rng.choice((0, 0, 0, 1, 2, 3, 4, 255)) for _ in range(rng.randrange(1, 40)))
+        assert h264.escape(raw) == reference(raw)
+        assert h264.unescape(h264.escape(raw)) == raw
+
+
 def test_split_nals_handles_3_and_4_byte_start_codes():
     stream = b"\x00\x00\x00\x01\x67\xaa" + b"\x00\x00\x01\x68\xbb" + b"\x00\x00\x01\x65\xcc\xdd"
     assert h264.split_nals(stream) == [b"\x67\xaa", b"\x68\xbb", b"\x65\xcc\xdd"]

@@ -10,6 +10,7 @@ checked here: CAVLC (cabac=0), no B-frames, one reference frame, no weighted pre
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -98,16 +99,13 @@ def unescape(nal: bytes) -> bytes:
     return nal.replace(b"\x00\x00\x03", b"\x00\x00")  # the emulation-prevention byte after two zeros
 
 
+# two zeros followed by a byte <= 3 get an emulation-prevention 3 between them; matches do not overlap,
+# so after an inserted 3 the count of zeros starts again, as the standard's byte-by-byte rule has it
+_NEEDS_ESCAPE = re.compile(b"\x00\x00(?=[\x00-\x03])")
+
+
 def escape(rbsp: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
+    return _NEEDS_ESCAPE.sub(b"\x00\x00\x03", rbsp)
 
 
 @dataclass(frozen=True)
@@ -228,7 +226,7 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
             p = Params(sps["log2_max_frame_num"], sps["poc_type"], sps["log2_max_poc_lsb"], sps["mbs"],
                        pps["pps_id"], pps["deblocking_control"])
         if t in (1, 5):
-            first_mb = BitReader(unescape(nal)[1:6]).ue()
+            first_mb = BitReader(unescape(nal[:16])[1:6]).ue()     # the slice header's first field
             if first_mb == 0:
                 pictures.append(pending + [nal])
                 pending = []
