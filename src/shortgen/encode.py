@@ -48,7 +48,6 @@ class VideoSettings:
 
 # What h264.expand needs from x264: CAVLC, no B-frames, one reference, no weighted prediction.
 SKIP_X264 = "bframes=0:ref=1:weightp=0:cabac=0:scenecut=0"
-COLOUR_VUI = "h264_metadata=colour_primaries=1:transfer_characteristics=1:matrix_coefficients=1:video_full_range_flag=0"
 
 
 COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
@@ -152,7 +151,7 @@ def splice(pieces: Sequence[tuple[list[bytes], int, int]]) -> bytes:
 
 def join_args(ffmpeg: str, fps: int, audio: Path, out: Path) -> list[str]:
     """The final file, by stream copy: the segments' H.264 streams, concatenated on stdin, at a constant
-    rate with BT.709 tags; the ADTS audio; the index up front for streaming.
+    rate (their BT.709 tags are in x264's own SPS); the ADTS audio; the index up front for streaming.
 
     The audio's first frame is the encoder's priming frame; starting the stream one frame early makes
     the MP4 muxer write an edit list that skips it, so sample 0 plays with video frame 0.
@@ -160,7 +159,7 @@ def join_args(ffmpeg: str, fps: int, audio: Path, out: Path) -> list[str]:
     return [ffmpeg, "-hide_banner", "-v", "error", "-y",
             "-f", "h264", "-framerate", str(fps), "-i", "-",
             "-itsoffset", f"-{AAC_FRAME / AAC_RATE:.9f}", "-f", "aac", "-i", str(audio),
-            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-bsf:v", COLOUR_VUI,
+            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy",
             "-video_track_timescale", str(fps * 512), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 

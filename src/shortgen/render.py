@@ -109,7 +109,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                        keyint=s.keyint_frames)
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
     # everything the spliced track depends on (the chunk geometry is a function of these)
-    audio_key = key_of("audio-v4", [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate)
+    audio_key = key_of("audio-v5", [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate)
                                     for seg in plan.segments],
                        plan.total_frames, s.fps, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate)
     keyed = [_segment_keys(plan, seg, s, fonts) for seg in plan.segments]
@@ -139,9 +139,11 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
         with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
             audio_path = cache.path("segments", audio_key, ".aac")
             mastered_info = cache.path("segments", audio_key, ".json")
+            measuring: Future | None = None
             if not cache.has(audio_path, mastered_info):
-                futures.append(audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, mastered_info,
-                                            stats, progress))
+                futures.append(audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, stats, progress))
+                # the figures are for the manifest only: the join need not wait for them
+                measuring = audio.submit(_measure_audio, plan, s, encoder, cache, mastered_info)
             else:
                 stats.hits["segments"] += 1
             for seg, keys in zip(plan.segments, keyed):
@@ -164,9 +166,12 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                     encoder.join(seg_paths, audio_path, plan.fps, tmp)
                 progress("measure")
                 probe = encoder.probe(mp4)
+                if measuring:
+                    measuring.result()
             except BaseException:
-                for f in futures:
-                    f.cancel()              # ... without starting queued work; `with` waits for the rest
+                for f in futures + [measuring]:
+                    if f:
+                        f.cancel()          # ... without starting queued work; `with` waits for the rest
                 raise
         # the final file carries the audio track by stream copy: its figures were taken with the chunks
         measured = json.loads(mastered_info.read_text())
@@ -272,23 +277,25 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan
     progress("encoded", label)
 
 
-def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, info: Path,
-                stats: Stats, progress: Progress) -> None:
-    """The episode's AAC track: each segment's chunk mastered and encoded alone (cached by its narration,
-    so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame.
+def _voice_chunks(plan: Plan, s, cache: Cache):
+    """Per audio chunk: (chunk, cache key) of its mastered, encoded narration."""
+    from . import sound
+    for ch in sound.chunks(plan):
+        seg = plan.segments[ch.segment]
+        yield ch, key_of("voice-v5", seg.audio_key, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate, ch.lead,
+                         ch.encoded)
 
-    The figures need no pass over the whole track either: the true peak is the largest chunk's,
-    measured on its encoded AAC (the joins are silent), and the integrated loudness is summed from each
-    chunk's K-weighted energy (see sound.place_energy)."""
+
+def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: Path, stats: Stats,
+                progress: Progress) -> None:
+    """The episode's AAC track: each segment's chunk mastered and encoded alone (cached by its narration,
+    so an edit re-encodes one chunk, and moving a segment none), then spliced frame by frame."""
     import numpy as np
 
     from . import sound      # numpy loads only when audio is actually made
-    from .encode import AAC_FRAME, AAC_RATE
-
-    pieces, mastered, energy = [], [], []
-    for ch in sound.chunks(plan):
+    pieces = []
+    for ch, key in _voice_chunks(plan, s, cache):
         seg = plan.segments[ch.segment]
-        key = key_of("voice-v4", seg.audio_key, s.loudness_lufs, s.true_peak_dbtp, s.audio_bitrate, ch.lead, ch.encoded)
         path, meta, bins = (cache.path("segments", key, ext) for ext in (".aac", ".json", ".npy"))
         if cache.has(path, meta, bins):
             stats.hits["segments"] += 1
@@ -297,24 +304,39 @@ def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: 
             m = sound.master(sound.load_speech(wavs[seg.audio_key]), s.loudness_lufs, s.true_peak_dbtp)
             with cache.writing(path) as tmp:
                 encoder.encode_voice(m.samples.tobytes(), sound.RATE, ch.lead, ch.encoded, s.audio_bitrate, tmp)
-            tp = encoder.loudness(path, skip=AAC_FRAME)[1]
             with cache.writing(bins) as tmp, open(tmp, "wb") as f:
                 np.save(f, m.energy)
             with cache.writing(meta) as tmp:
-                tmp.write_text(json.dumps({"lufs": m.lufs, "true_peak": m.true_peak, "gain_db": m.gain_db,
-                                           "aac_true_peak": tp}))
-        mastered.append(json.loads(meta.read_text()))
-        at = ((ch.first + ch.lead) * AAC_FRAME * sound.RATE + AAC_RATE // 2) // AAC_RATE   # narration start
-        energy.append((at, np.load(bins)))
+                tmp.write_text(json.dumps({"lufs": m.lufs, "true_peak": m.true_peak, "gain_db": m.gain_db}))
         # a voice file's frame 0 codes the silence before the chunk: the episode's priming frame, for chunk 0
         pieces.append((path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count))
     progress("audio", "splice")
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
+
+
+def _measure_audio(plan: Plan, s, encoder: Encoder, cache: Cache, info: Path) -> None:
+    """The track's figures, with no pass over the whole track: the true peak is the largest chunk's,
+    measured on its encoded AAC (the joins are silent; cached beside the chunk), and the integrated
+    loudness is summed from each chunk's K-weighted energy (see sound.place_energy)."""
+    import numpy as np
+
+    from . import sound
+    from .encode import AAC_FRAME, AAC_RATE
+    chunks, energy = [], []
+    for ch, key in _voice_chunks(plan, s, cache):
+        path, meta, bins, peak = (cache.path("segments", key, ext) for ext in (".aac", ".json", ".npy", ".tp"))
+        if not cache.has(peak):
+            tp = encoder.loudness(path, skip=AAC_FRAME)[1]
+            with cache.writing(peak) as tmp:
+                tmp.write_text(json.dumps(tp))
+        chunks.append({**json.loads(meta.read_text()), "aac_true_peak": json.loads(peak.read_text())})
+        at = ((ch.first + ch.lead) * AAC_FRAME * sound.RATE + AAC_RATE // 2) // AAC_RATE   # narration start
+        energy.append((at, np.load(bins)))
     lufs = sound.integrated_from_energy(sound.place_energy(-(-plan.total_frames * sound.RATE // plan.fps), energy))
-    tp = max(m["aac_true_peak"] for m in mastered)
+    tp = max(c["aac_true_peak"] for c in chunks)
     with cache.writing(info) as tmp:
-        tmp.write_text(json.dumps({"segments": mastered, "integrated_lufs": round(lufs, 2), "true_peak": tp}))
+        tmp.write_text(json.dumps({"segments": chunks, "integrated_lufs": round(lufs, 2), "true_peak": tp}))
 
 
 # ---- a whole series -----------------------------------------------------------------------------
