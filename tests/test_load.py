@@ -76,23 +76,35 @@ def test_segment_count_is_checked_against_the_series(tmp_path):
     assert error_of(p) == f"{p}:3:3: segments: expected 2 segments, found 1"
 
 
-def test_validation_is_remembered_by_content_and_an_edit_validates_again(tmp_path, monkeypatch):
-    from shortgen import schema
-    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n" + GOOD_SEG.format(n="A"))
-    layer = {"cache_dir": tmp_path / "c"}
-    first = load_episode(p, layer)
-    memo = list((tmp_path / "c" / "validated").rglob("*.json"))
-    assert len(memo) == 1
+@pytest.mark.parametrize("line, where, message", [
+    ("part: 1000", "2:7: part", "input should be less than or equal to 999"),
+    ("part: 2.5", "2:7: part", "input should be a valid integer"),
+    ("part: true", "2:7: part", "input should be a valid integer"),
+    ("part:", "2:1: part", "a value is required"),
+    ("title: [a, b]", "3:8: title", "input should be a valid string"),
+    ("settings: {width: 1081}", "3:19: settings.width", "input should be a multiple of 2"),
+    ("settings: {preset: slow}", "3:20: settings.preset",
+     "input should be 'ultrafast', 'superfast', 'veryfast', 'faster', 'fast' or 'medium'"),
+    ("settings: {intro: 'no'}", "3:19: settings.intro", "input should be a valid boolean"),
+    ("settings: {loudness_lufs: .nan}", "3:27: settings.loudness_lufs", "input should be a valid finite number"),
+    ("settings: {theme: red}", "3:19: settings.theme", "input should be a mapping"),
+    ("settings: {voice: '  '}", "3:19: settings.voice", "string should have at least 1 character"),
+])
+def test_each_rule_names_the_value_and_what_it_should_be(tmp_path, line, where, message):
+    head = "series: S\npart: 1\n" if not line.startswith("part") else "series: S\n"
+    p = write(tmp_path, "ep.yaml", head + line + "\nsegments:\n" + GOOD_SEG.format(n="A"))
+    assert error_of(p) == f"{p}:{where}: {message}"
 
-    def validated_again(*a, **k):
-        raise AssertionError("validated again")
-    monkeypatch.setattr(schema.EpisodeModel, "model_validate", validated_again)
-    assert load_episode(p, layer) == first                  # same content: pydantic is not consulted
-    monkeypatch.undo()
-    memo[0].write_text("{not json")                          # a damaged entry is only a miss
-    assert load_episode(p, layer) == first
-    p.write_text(p.read_text().replace("part: 1", "part: 0"))   # new content: validated, and refused
-    assert error_of(p, cli=layer) == f"{p}:2:7: part: input should be greater than or equal to 1"
+
+def test_a_valid_file_gives_every_field_stripped_and_typed(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: '  S  '\npart: 2.0\nsettings: {fit_max_rate_factor: 1, intro: false}\n"
+              "segments:\n" + GOOD_SEG.format(n="A"))
+    ep = load_episode(p)
+    assert (ep.series, ep.part, ep.title) == ("S", 2, "S #2") and isinstance(ep.part, int)
+    assert ep.settings.fit_max_rate_factor == 1.0 and isinstance(ep.settings.fit_max_rate_factor, float)
+    assert ep.settings.intro is False and ep.segments[0].narration == "Hello there, A."
+    with pytest.raises(ScriptError, match="segments: list should have at least 1 item"):
+        load_episode(write(tmp_path, "e2.yaml", "series: S\npart: 1\nsegments: []\n"))
 
 
 def test_settings_precedence_defaults_series_episode_cli(tmp_path):

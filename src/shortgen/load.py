@@ -1,21 +1,19 @@
 """Stage 1: YAML -> validated Episode model.
 
 Every error names the file, line, column and field (`scripts/part4.yaml:14:7: segments[2].narration: field required`).
-We compose the YAML node tree ourselves so each value keeps its position, then validate with pydantic
-(schema.py). A validated mapping is remembered by its content, so unchanged files skip pydantic entirely.
+We compose the YAML node tree ourselves so each value keeps its position, then validate it against the
+rules in schema.py.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import __version__
-from .cache import atomic_write_bytes
+from . import schema
 from .errors import ScriptError, Where
 from .settings import Settings, resolve
 
@@ -138,53 +136,20 @@ def _read_yaml(path: Path) -> tuple[Any, _Positions]:
     return data, pos
 
 
-def _validate(kind: str, data: dict, pos: _Positions, path: Path, memo: Path | None) -> dict:
-    """The file's data validated against schema.`kind`, as a plain mapping (defaults filled in, strings
-    stripped). Remembered in `memo` by content and schema: validating again would give the same answer."""
-    key = hashlib.sha256(json.dumps([_schema_id(), kind, data], sort_keys=True,
-                                    default=lambda o: f"{type(o).__name__}:{o!r}").encode()).hexdigest()
-    hit = memo / key[:2] / f"{key}.json" if memo else None
-    if hit:
-        try:
-            return json.loads(hit.read_bytes())
-        except (OSError, ValueError):
-            pass
-    from . import schema
+def _validate(model: dict, data: dict, pos: _Positions, path: Path) -> dict:
+    """The file's data checked against a schema model, as a plain mapping (every field present, None
+    where unset; strings stripped). The first problem is raised, placed precisely: that beats a wall of text."""
     try:
-        out = getattr(schema, kind).model_validate(data).model_dump(mode="json")
-    except schema.ValidationError as e:
-        err = e.errors()[0]          # the first problem, precisely placed, beats a wall of text
-        loc = tuple(err["loc"])
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            line_col = pos.find(loc, key=True)
-            msg = "unknown key"
-        elif kind == "missing":
-            line_col = pos.find(loc[:-1])
-            msg = "field required"
+        return schema.validate(model, data)
+    except schema.SchemaError as e:
+        if e.kind in ("extra_forbidden", "empty"):
+            line_col = pos.find(e.loc, key=True)
+        elif e.kind == "missing":
+            line_col = pos.find(e.loc[:-1])
         else:
-            line_col = pos.find(loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            msg = msg[0].lower() + msg[1:]
+            line_col = pos.find(e.loc)
         line, col = line_col or (None, None)
-        raise ScriptError(Where(path, line, col), _fmt(loc), msg) from None
-    if hit:
-        try:
-            atomic_write_bytes(hit, json.dumps(out).encode())
-        except OSError:
-            pass                     # only a shortcut: a read-only or full cache costs a re-validation
-    return out
-
-
-_SCHEMA_ID: list[str] = []
-
-
-def _schema_id() -> str:
-    """What a validation result depends on besides the data: the schema's source and our version."""
-    if not _SCHEMA_ID:
-        src = Path(__file__).with_name("schema.py").read_bytes()
-        _SCHEMA_ID.append(hashlib.sha256(src + __version__.encode()).hexdigest()[:16])
-    return _SCHEMA_ID[0]
+        raise ScriptError(Where(path, line, col), _fmt(e.loc), e.msg) from None
 
 
 def _present(d: dict | None) -> dict:
@@ -202,9 +167,9 @@ def is_series_file(path: Path) -> bool:
     return "parts" in data and "segments" not in data
 
 
-def load_series(path: Path, memo: Path | None = None) -> Series:
+def load_series(path: Path) -> Series:
     data, pos = _read_yaml(path)
-    m = _validate("SeriesModel", data, pos, path, memo)
+    m = _validate(schema.SERIES, data, pos, path)
     parts = []
     for i, p in enumerate(m["parts"]):
         full = (path.parent / p)
@@ -240,16 +205,14 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     data, pos = _read_yaml(path)
     if "parts" in data and "segments" not in data:
         raise ScriptError(Where(path, 1, 1), "", "this is a series file; expected an episode with `segments:`")
-    # the cache directory comes from the command line or the environment, never from a file
-    memo = resolve(cli, base=base).cache_dir / "validated"
-    m = _validate("EpisodeModel", data, pos, path, memo)
+    m = _validate(schema.EPISODE, data, pos, path)
 
     series_layer: dict = {}
     origins: dict = {}
     series_name = m["series"]
     series_path = find_series_for(path)
     if series_path:
-        s = load_series(series_path, memo)
+        s = load_series(series_path)
         series_layer = s.settings_layer
         origins.update(s.origins)
         series_name = series_name or s.name
