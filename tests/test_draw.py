@@ -164,6 +164,14 @@ def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, m
     assert painter._tiles[states[0][0]] is None
 
 
+def test_a_caption_too_long_for_the_band_names_the_segment_every_time(series_plans):
+    s = load_episode(ROOT / "scripts" / "part4.yaml").settings
+    for where in ("a.yaml:3:5: 'One'", "b.yaml:9:5: 'Two'"):      # the layout is cached; the message is not
+        with pytest.raises(TextOverflowError) as e:
+            draw.layout_caption("Pneumonoultramicroscopicsilicovolcanoconiosis" * 3, s, where)
+        assert str(e.value).startswith(f"{where}: caption: text too long for its box")
+
+
 def test_long_name_shrinks_and_too_long_fails_naming_the_segment(series_plans):
     import dataclasses
     plan = series_plans[0]

@@ -52,13 +52,13 @@ def _request(ep: Episode, text: str, seg, rate: int) -> Request:
 
 
 def measure(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None = None,
-            on_progress: Callable | None = None) -> Measured:
+            on_progress: Callable | None = None, on_speak: Callable | None = None) -> Measured:
     """Speak every segment (cached), plan the timeline and, where the script allows, fit the rate."""
     s = ep.settings
     texts = _texts(ep)
     rates = [seg.rate if seg else s.rate for _, _, _, seg in texts]
     reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
-    narrs = narrate(reqs, engine, cache, stats, on_progress)
+    narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
     fits: list[Fit] = []
 
     if s.fit == "rate":

@@ -214,10 +214,18 @@ class CaptionLayout:
 
 def layout_caption(text: str, settings: Settings, what: str) -> CaptionLayout:
     """Place the cue's words on at most two centred lines; fixed positions, so the highlight never jiggles."""
+    try:
+        return _layout_caption(text, settings, CAPTION_STROKE)
+    except TextOverflowError as e:
+        raise TextOverflowError(f"{what}: caption{e}") from None     # the cached layout knows no names
+
+
+@lru_cache(maxsize=1024)       # the check before rendering, the tiles and the fallback all ask for it
+def _layout_caption(text: str, settings: Settings, stroke: int) -> CaptionLayout:
     x0, y0, x1, y1 = caption_origin(settings)
     path = font_path(settings, "bold")
-    f, lines = fit(text, path, CAPTION_SIZES, x1 - x0, 2, f"{what}: caption", stroke=CAPTION_STROKE)
-    lines = balance(lines, f, x1 - x0 - 2 * CAPTION_STROKE)
+    f, lines = fit(text, path, CAPTION_SIZES, x1 - x0, 2, "", stroke=stroke)
+    lines = balance(lines, f, x1 - x0 - 2 * stroke)
     step = round(f.size * 1.25)
     block = step * (len(lines) - 1) + f.size
     top = y0 + ((y1 - y0) - block) // 2
@@ -260,17 +268,91 @@ def draw_overlay(seg: SegmentPlan, cue_index: int, highlight: int | None, settin
     return Drawn(c.image, boxes)
 
 
+def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str) -> list | None:
+    """Per word of a cue: ((x, y), plain tile, highlighted tile) in caption-band coordinates, each tile
+    passed through `tile_map`; None if two words' ink boxes touch (pasting would then differ)."""
+    t = settings.theme
+    _, y0, _, _ = caption_origin(settings)
+    layout = layout_caption(text, settings, what)
+    f = _font(font_path(settings, "bold"), layout.size)
+    probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
+    placed = []
+    for w, x, y in layout.words:
+        xy = (x, y - y0)        # the band spans the frame's full width
+        b = [int(v) for v in probe.textbbox(xy, w, font=f, stroke_width=CAPTION_STROKE, anchor="la")]
+        placed.append((w, xy, b))
+    for i, (_, _, a) in enumerate(placed):
+        for _, _, b in placed[i + 1:]:
+            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                return None
+    tiles = []
+    for w, (x, y), b in placed:
+        pair = []
+        for fill in (_rgb(t.caption), _rgb(t.highlight)):
+            tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
+            ImageDraw.Draw(tile).text((x - b[0], y - b[1]), w, font=f, fill=fill, stroke_width=CAPTION_STROKE,
+                                      stroke_fill=_rgb(t.outline), anchor="la")
+            pair.append(tile_map(tile))
+        tiles.append(((b[0], b[1]), *pair))
+    return tiles
+
+
+class TileCache:
+    """Caption tiles by cue text, shared by a render's painters, and warmed ahead: while the speech
+    engine speaks a new narration, the main process is idle, and that narration's cues are known from
+    its words alone. Pillow holds the GIL while it renders, so the fonts are never used by two threads
+    at once."""
+
+    _RETRY = object()
+
+    def __init__(self, settings: Settings, tile_map: Callable | None = None):
+        import threading
+        self.settings, self.tile_map = settings, tile_map or (lambda im: im)
+        self._lock = threading.Lock()
+        self._made: dict = {}          # cue text -> Future of its tiles
+
+    def warm(self, texts: list[str]) -> None:
+        """Draw these cues' tiles now (meant for a background thread); a failure is left for `get` to
+        meet again and report in its own words."""
+        from concurrent.futures import Future
+        for text in texts:
+            with self._lock:
+                if text in self._made:
+                    continue
+                fut = self._made[text] = Future()
+            try:
+                fut.set_result(cue_tiles(text, self.settings, self.tile_map, "caption"))
+            except Exception:
+                fut.set_result(self._RETRY)
+
+    def get(self, text: str, what: str) -> list | None:
+        from concurrent.futures import Future
+        with self._lock:
+            fut = self._made.get(text)
+            mine = fut is None or (fut.done() and fut.result() is self._RETRY)
+            if mine:
+                fut = self._made[text] = Future()
+        if mine:
+            try:
+                fut.set_result(cue_tiles(text, self.settings, self.tile_map, what))
+            except BaseException as e:
+                fut.set_exception(e)
+        got = fut.result()
+        return cue_tiles(text, self.settings, self.tile_map, what) if got is self._RETRY else got
+
+
 class CaptionPainter:
     """Paints a segment's caption states onto its card's caption band, fast.
 
     A cue with n words has n highlight states, and drawing each state in full draws n^2 stroked words.
-    Instead every word is drawn once per colour onto a small transparent tile, and a state is the band
-    with its words' tiles pasted. Where no two words' ink boxes touch (the usual case: a space is wider
-    than two strokes) this is pixel-identical to `draw_overlay` + `compose`, which the tests prove;
-    a cue whose boxes do touch falls back to drawing the state in full.
+    Instead every word is drawn once per colour onto a small transparent tile (see `cue_tiles`), and a
+    state is the band with its words' tiles pasted. Where no two words' ink boxes touch (the usual case:
+    a space is wider than two strokes) this is pixel-identical to `draw_overlay` + `compose`, which the
+    tests prove; a cue whose boxes do touch falls back to drawing the state in full.
     """
 
-    def __init__(self, seg: SegmentPlan, settings: Settings, tile_map: Callable | None = None):
+    def __init__(self, seg: SegmentPlan, settings: Settings, tile_map: Callable | None = None,
+                 tiles: TileCache | None = None):
         self.seg, self.settings = seg, settings
         self.x0, self.y0, _, self.y1 = caption_origin(settings)
         self._tiles: dict[int, list | None] = {}
@@ -278,39 +360,16 @@ class CaptionPainter:
         # applied to every RGBA tile once, e.g. into YCbCr: then the band is painted in the encoder's
         # colour space. A per-pixel affine map commutes with alpha blending, so the result is the same
         # picture (up to rounding) without converting each painted band.
-        self.tile_map = tile_map or (lambda im: im)
-
-    def _cue_tiles(self, cue_index: int) -> list | None:
-        """Per word: ((x, y), plain tile, highlighted tile) in band coordinates, or None if boxes touch."""
-        s, t = self.settings, self.settings.theme
-        layout = layout_caption(self.seg.cues[cue_index].text, s, f"{self.seg.source}: {self.seg.name!r}")
-        f = _font(font_path(s, "bold"), layout.size)
-        probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
-        placed = []
-        for w, x, y in layout.words:
-            xy = (x, y - self.y0)        # the band spans the frame's full width
-            b = [int(v) for v in probe.textbbox(xy, w, font=f, stroke_width=CAPTION_STROKE, anchor="la")]
-            placed.append((w, xy, b))
-        for i, (_, _, a) in enumerate(placed):
-            for _, _, b in placed[i + 1:]:
-                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                    return None
-        tiles = []
-        for w, (x, y), b in placed:
-            pair = []
-            for fill in (_rgb(t.caption), _rgb(t.highlight)):
-                tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
-                ImageDraw.Draw(tile).text((x - b[0], y - b[1]), w, font=f, fill=fill, stroke_width=CAPTION_STROKE,
-                                          stroke_fill=_rgb(t.outline), anchor="la")
-                pair.append(self.tile_map(tile))
-            tiles.append(((b[0], b[1]), *pair))
-        return tiles
+        self.tile_map = tiles.tile_map if tiles else (tile_map or (lambda im: im))
+        self.shared = tiles
 
     def paint(self, band: Image.Image, cue_index: int, highlight: int | None) -> Image.Image:
         """A copy of the card's caption band (RGB, or whatever space `tile_map` maps into) with this cue
         drawn and word `highlight` lit."""
         if cue_index not in self._tiles:
-            self._tiles[cue_index] = self._cue_tiles(cue_index)
+            text, what = self.seg.cues[cue_index].text, f"{self.seg.source}: {self.seg.name!r}"
+            self._tiles[cue_index] = (self.shared.get(text, what) if self.shared
+                                      else cue_tiles(text, self.settings, self.tile_map, what))
             self.cues_drawn += 1
         tiles = self._tiles[cue_index]
         out = band.copy()
@@ -342,9 +401,10 @@ def draw_state(card: Drawn, seg: SegmentPlan, state: State, settings: Settings) 
     return Drawn(compose(card.image, ov.image, settings), card.boxes + ov.boxes)
 
 
-def check_captions(plan: Plan, settings: Settings) -> None:
-    """Lay out every cue without drawing: a cue that cannot fit fails before any rendering starts."""
-    for seg in plan.segments:
+def check_captions(plan: Plan, settings: Settings, segments: list[SegmentPlan] | None = None) -> None:
+    """Lay out every cue (of these segments) without drawing: a cue that cannot fit fails before any
+    rendering starts."""
+    for seg in plan.segments if segments is None else segments:
         for cue in seg.cues:
             layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}")
 

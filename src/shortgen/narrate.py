@@ -247,14 +247,18 @@ def _one_speaker(cache: Cache) -> Iterator[None]:
 
 
 def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: Stats | None = None,
-            on_progress=None) -> list[Narration]:
-    """Speak every request, from the cache where possible. Raises TTSError/VoiceError naming the segment."""
+            on_progress=None, on_speak=None) -> list[Narration]:
+    """Speak every request, from the cache where possible. Raises TTSError/VoiceError naming the segment.
+    `on_speak(texts)` hears which texts are about to be spoken: work that needs only the words can start
+    while the engine speaks."""
     stats = stats or Stats()
     keys = [key_of("narration-v1", engine.id, r.text, r.voice, r.rate) for r in requests]
     paths = [(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in keys]
     todo = [i for i, (w, j) in enumerate(paths) if not cache.has(w, j)]
     stats.hits["narration"] += len(requests) - len(todo)
 
+    if todo and on_speak:
+        on_speak([requests[i].text for i in todo])
     if todo:
         # new speech is aligned with numpy afterwards: import it while the engine's process speaks
         import importlib

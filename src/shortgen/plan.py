@@ -155,6 +155,12 @@ def group_cues(words: list[str], max_chars: int = CUE_MAX_CHARS, min_chars: int 
     return cues
 
 
+def cue_texts(narration: str) -> list[str]:
+    """The caption cues a narration will have: they follow from its words alone, not their timing."""
+    words = narration.split()
+    return [" ".join(words[a:b + 1]) for a, b in group_cues(words)]
+
+
 def _best_phrase_cut(words: list[str], first: int, i: int, min_chars: int) -> int:
     """Where to end a cue that would overflow at word i: the last phrase boundary if one is late enough."""
     for k in range(i - 1, first, -1):

@@ -21,7 +21,7 @@ from .cache import Cache, Stats, key_of
 from .encode import Encoder, VideoSettings
 from .load import Episode
 from .narrate import Engine
-from .plan import Plan, SegmentPlan
+from .plan import Plan, SegmentPlan, cue_texts
 
 Sink = Callable[[dict], None]
 
@@ -95,7 +95,17 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     out_dir = s.output_dir / ep.slug
 
     progress("narrate")
-    m = check.measure(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n))
+    from .encode import ycc
+    tiles = draw.TileCache(s, tile_map=ycc)
+
+    def warm_captions(texts: list[str]) -> None:
+        # new narrations mean new pictures: draw their caption tiles while the engine speaks
+        import threading
+        cues = [c for t in texts for c in cue_texts(t)]
+        threading.Thread(target=tiles.warm, args=(cues,), daemon=True, name="warm-captions").start()
+
+    m = check.measure(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
+                      on_speak=warm_captions)
     check.enforce(m)                       # refuse over-budget scripts before writing anything
     plan = m.plan
     progress.total_frames = plan.total_frames
@@ -116,7 +126,9 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     final_key = key_of("final-v1", [k.segment for k in keyed], audio_key)
 
     if _read_manifest(out_dir / "manifest.json").get("final_key") != final_key:
-        draw.check_captions(plan, s)       # a caption that cannot fit fails before anything is written
+        # a caption that cannot fit fails before anything is written (an encoded segment's captions fit)
+        draw.check_captions(plan, s, [g for g, k in zip(plan.segments, keyed)
+                                      if not cache.has(cache.path("segments", k.segment, ".h264"))])
     with _locked(out_dir):
         for stale in out_dir.glob("*.tmp*"):
             stale.unlink(missing_ok=True)      # left by a killed render; we hold the lock, so nobody is writing it
@@ -157,7 +169,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                 progress("draw", label)
                 card = _draw_card(plan, seg, keys, s, cache, stats)
                 futures.append(video.submit(_encode_segment, encoder, cache, card, seg, s, vs, seg_path,
-                                           progress, label, stats))
+                                           progress, label, stats, tiles))
             try:
                 for f in futures:
                     f.result()              # re-raise the first failure ...
@@ -265,10 +277,10 @@ def _pictures(card: Path, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> 
 
 
 def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan, s,
-                    vs: VideoSettings, out: Path, progress: Progress, label: str, stats: Stats) -> None:
+                    vs: VideoSettings, out: Path, progress: Progress, label: str, stats: Stats,
+                    tiles: draw.TileCache) -> None:
     progress("encode", label)
-    from .encode import ycc
-    painter = draw.CaptionPainter(seg, s, tile_map=ycc)
+    painter = draw.CaptionPainter(seg, s, tiles=tiles)
     with cache.writing(out) as tmp:
         encoder.encode_segment(_pictures(card, seg, s, painter), [st.end - st.start for st in seg.states], vs, tmp)
     stats.draws += painter.cues_drawn
