@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import Cache, Stats, key_of
-from .errors import BudgetError, Where
+from .errors import BudgetError
 from .load import Episode
 from .narrate import Engine, Narration, Request, narrate, tokens
-from .plan import Plan, SegmentInput, SegmentPlan, TimedWord, build_plan
+from .plan import Plan, SegmentInput, TimedWord, build_plan
 
 
 @dataclass(frozen=True)

@@ -357,19 +357,18 @@ class CaptionPainter:
         self.x0, self.y0, _, self.y1 = caption_origin(settings)
         self._tiles: dict[int, list | None] = {}
         self.cues_drawn = 0
-        # applied to every RGBA tile once, e.g. into YCbCr: then the band is painted in the encoder's
-        # colour space. A per-pixel affine map commutes with alpha blending, so the result is the same
-        # picture (up to rounding) without converting each painted band.
-        self.tile_map = tiles.tile_map if tiles else (tile_map or (lambda im: im))
-        self.shared = tiles
+        # `tile_map` is applied to every RGBA tile once, e.g. into YCbCr: then the band is painted in the
+        # encoder's colour space. A per-pixel affine map commutes with alpha blending, so the result is
+        # the same picture (up to rounding) without converting each painted band.
+        self.tiles = tiles or TileCache(settings, tile_map)
+        self.tile_map = self.tiles.tile_map
 
     def paint(self, band: Image.Image, cue_index: int, highlight: int | None) -> Image.Image:
         """A copy of the card's caption band (RGB, or whatever space `tile_map` maps into) with this cue
         drawn and word `highlight` lit."""
         if cue_index not in self._tiles:
             text, what = self.seg.cues[cue_index].text, f"{self.seg.source}: {self.seg.name!r}"
-            self._tiles[cue_index] = (self.shared.get(text, what) if self.shared
-                                      else cue_tiles(text, self.settings, self.tile_map, what))
+            self._tiles[cue_index] = self.tiles.get(text, what)
             self.cues_drawn += 1
         tiles = self._tiles[cue_index]
         out = band.copy()

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from . import __version__, check, draw, outputs
 from .cache import Cache, Stats, key_of
-from .encode import Encoder, VideoSettings
+from .encode import AAC_FRAME, AAC_RATE, Encoder, VideoSettings, planes420, ycc
 from .load import Episode
 from .narrate import Engine
 from .plan import Plan, SegmentPlan, cue_texts
@@ -95,7 +95,6 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     out_dir = s.output_dir / ep.slug
 
     progress("narrate")
-    from .encode import ycc
     tiles = draw.TileCache(s, tile_map=ycc)
 
     def warm_captions(texts: list[str]) -> None:
@@ -255,8 +254,6 @@ def _pictures(card: Path, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> 
     rows, so each picture is, plane by plane, the card's rows above the band (a shared view), the band
     with the cue painted (in YCbCr: the painter's tiles are converted once), and the rows below."""
     from PIL import Image
-
-    from .encode import planes420, ycc
     with Image.open(card) as im:
         base = ycc(im.convert("RGB"))
     w = base.width
@@ -289,7 +286,7 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan
     progress("encoded", label)
 
 
-def _voice_chunks(plan: Plan, s, cache: Cache):
+def _voice_chunks(plan: Plan, s):
     """Per audio chunk: (chunk, cache key) of its mastered, encoded narration."""
     from . import sound
     for ch in sound.chunks(plan):
@@ -306,7 +303,7 @@ def _make_audio(plan: Plan, wavs: dict, s, encoder: Encoder, cache: Cache, out: 
 
     from . import sound      # numpy loads only when audio is actually made
     pieces = []
-    for ch, key in _voice_chunks(plan, s, cache):
+    for ch, key in _voice_chunks(plan, s):
         seg = plan.segments[ch.segment]
         path, meta, bins = (cache.path("segments", key, ext) for ext in (".aac", ".json", ".npy"))
         if cache.has(path, meta, bins):
@@ -334,9 +331,8 @@ def _measure_audio(plan: Plan, s, encoder: Encoder, cache: Cache, info: Path) ->
     import numpy as np
 
     from . import sound
-    from .encode import AAC_FRAME, AAC_RATE
     chunks, energy = [], []
-    for ch, key in _voice_chunks(plan, s, cache):
+    for ch, key in _voice_chunks(plan, s):
         path, meta, bins, peak = (cache.path("segments", key, ext) for ext in (".aac", ".json", ".npy", ".tp"))
         if not cache.has(peak):
             tp = encoder.loudness(path, skip=AAC_FRAME)[1]
