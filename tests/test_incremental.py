@@ -126,9 +126,27 @@ def test_two_renders_of_one_part_at_once(short_script, layer):
 
 def test_clean_prunes_the_cache(short_script, layer, cache, capsys):
     render(short_script, layer, cache)
-    assert any(cache.root.rglob("*.png"))
+    assert any(cache.root.rglob("*.yuv"))
     assert main(["clean", "--cache-dir", str(cache.root), "--older-than", "1"]) == 0
-    assert any(cache.root.rglob("*.png"))                          # everything was used just now
+    assert any(cache.root.rglob("*.yuv"))                          # everything was used just now
     assert main(["clean", "--cache-dir", str(cache.root)]) == 0
     assert not cache.root.exists()
     assert "removed" in capsys.readouterr().out
+
+
+def test_a_cached_card_gives_the_same_pictures_and_a_damaged_one_is_redrawn(short_script, layer, cache):
+    def pictures():
+        return sorted(json.loads(p.read_text())["pictures"] for p in cache.root.rglob("*.h264"))
+
+    res, cold, _, _ = render(short_script, layer, cache)
+    first = pictures()
+    cards = sorted(cache.root.rglob("*.yuv"))
+    assert len(cards) == 4 and len(first) == 4
+    cards[0].write_bytes(cards[0].read_bytes()[:-1])                 # a torn entry
+    for p in cache.root.rglob("*.h264"):
+        p.unlink()
+    res.files["video"].unlink()
+    _, st, _, _ = render(short_script, layer, cache)
+    assert st.hits["frames"] == 3 and st.encodes == 4
+    assert pictures() == first
+    assert all(len(c.read_bytes()) == len(cards[1].read_bytes()) for c in cards)

@@ -104,3 +104,11 @@ def test_episode_loudness_from_per_segment_energy_matches_metering_the_whole_tra
     ours = sound.integrated_from_energy(sound.place_energy(total, [(at, m.energy) for m, at in zip(segs, starts)]))
     assert abs(ours - ref) < 0.05, (ours, ref)
     assert abs(ours - -14.0) < 0.3          # segments mastered alone add up to the target
+
+
+@pytest.mark.parametrize("n,size", [(1, 1), (5, 1), (5, 2), (7, 3), (100, 9), (100, 10), (37, 82), (1000, 82)])
+def test_running_minimum_equals_the_sliding_window_definition(n, size):
+    x = np.random.default_rng(n * size).normal(size=n).astype(np.float32)
+    lo = size // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, (lo, size - 1 - lo), mode="edge"), size)
+    assert np.array_equal(sound._min_filter(x, size), windows.min(axis=1))

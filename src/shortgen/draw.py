@@ -285,13 +285,19 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str) -> l
         for _, _, b in placed[i + 1:]:
             if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
                 return None
+    # A word's two tiles share their masks: FreeType renders the stroked outline and the fill once, and
+    # each colour is laid through them by the same C call ImageDraw.text makes (so pixels are identical).
+    inks = (_rgb(t.outline), _rgb(t.caption)), (_rgb(t.outline), _rgb(t.highlight))
     tiles = []
     for w, (x, y), b in placed:
+        masks = [f.getmask2(w, "L", stroke_width=sw, stroke_filled=True, anchor="la", start=(0.0, 0.0))
+                 for sw in (CAPTION_STROKE, 0)]
         pair = []
-        for fill in (_rgb(t.caption), _rgb(t.highlight)):
+        for colours in inks:
             tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
-            ImageDraw.Draw(tile).text((x - b[0], y - b[1]), w, font=f, fill=fill, stroke_width=CAPTION_STROKE,
-                                      stroke_fill=_rgb(t.outline), anchor="la")
+            d = ImageDraw.Draw(tile).draw
+            for (mask, (ox, oy)), colour in zip(masks, colours):
+                d.draw_bitmap((x - b[0] + ox, y - b[1] + oy), mask, d.draw_ink(colour))
             pair.append(tile_map(tile))
         tiles.append(((b[0], b[1]), *pair))
     return tiles

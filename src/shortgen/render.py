@@ -7,6 +7,7 @@ Final files appear only by atomic rename; a lock file serialises two renders of 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import time
@@ -166,7 +167,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                     progress.done_frames += seg.frames
                     continue
                 progress("draw", label)
-                card = _draw_card(plan, seg, keys, s, cache, stats)
+                card = _card(plan, seg, keys, s, cache, stats)
                 futures.append(video.submit(_encode_segment, encoder, cache, card, seg, s, vs, seg_path,
                                            progress, label, stats, tiles))
             try:
@@ -235,45 +236,48 @@ def _read_manifest(path: Path) -> dict:
         return {}
 
 
-def _draw_card(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache, stats: Stats) -> Path:
-    """Make sure the segment's card is in the frames cache. Caption pictures are not cached: painting
-    them from per-word tiles costs about 2 ms each, less than writing and reading a PNG."""
-    card = cache.path("frames", keys.card, ".png")
-    if cache.has(card):
+def _card(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache, stats: Stats) -> tuple:
+    """The segment's card as the encoder takes it: its yuv420p planes, and its caption band in full
+    resolution YCbCr (the painter's canvas). Cached raw, not as PNG: a card takes ~10 ms to draw and
+    ~15 ms to convert, while writing and reading back a PNG took ~35 ms (measured)."""
+    from PIL import Image
+    _, y0, _, y1 = draw.caption_origin(s)                        # even rows
+    w, h = s.width, s.height
+    ends = list(itertools.accumulate((w * h, w * h // 4, w * h // 4, w * (y1 - y0) * 3)))
+    path = cache.path("frames", keys.card, ".yuv")
+    data = path.read_bytes() if cache.has(path) else b""
+    if len(data) == ends[-1]:
         stats.hits["frames"] += 1
     else:
-        img = draw.draw_card(seg, plan, s).image
-        with cache.writing(card) as tmp:
-            img.save(tmp, format="PNG", compress_level=1)   # measured: level 1 is the speed/size sweet spot
+        base = ycc(draw.draw_card(seg, plan, s).image)
+        data = b"".join((*planes420(base), base.crop((0, y0, w, y1)).tobytes()))
+        with cache.writing(path) as tmp:
+            tmp.write_bytes(data)
         stats.draws += 1
-    return card
+    mv = memoryview(data)
+    planes = tuple(mv[a:b] for a, b in zip([0] + ends[:2], ends[:3]))
+    return planes, Image.frombytes("RGB", (w, y1 - y0), mv[ends[2]:])
 
 
-def _pictures(card: Path, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> Iterator[tuple]:
-    """Raw yuv420p pictures of a segment. The card is converted once; captions only touch a band of
-    rows, so each picture is, plane by plane, the card's rows above the band (a shared view), the band
-    with the cue painted (in YCbCr: the painter's tiles are converted once), and the rows below."""
-    from PIL import Image
-    with Image.open(card) as im:
-        base = ycc(im.convert("RGB"))
-    w = base.width
-    _, y0, _, y1 = draw.caption_origin(s)            # even rows
-    planes = [memoryview(p) for p in planes420(base)]
+def _pictures(card: tuple, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> Iterator[tuple]:
+    """Raw yuv420p pictures of a segment. Captions only touch a band of rows, so each picture is, plane
+    by plane, the card's rows above the band (a shared view), the band with the cue painted (in YCbCr:
+    the painter's tiles are converted once), and the rows below."""
+    planes, band = card
+    w = s.width
+    _, y0, _, y1 = draw.caption_origin(s)
     # where the band starts and ends in each plane: Y has w bytes a row, Cb and Cr w/2 bytes every 2 rows
     cuts = [(y0 * w, y1 * w), (y0 * w // 4, y1 * w // 4), (y0 * w // 4, y1 * w // 4)]
-    band = base.crop((0, y0, w, y1))
-    del base
-    whole = tuple(planes)
     for st in seg.states:
         if st.cue is None:
-            yield whole
+            yield planes
             continue
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
         fresh = planes420(painter.paint(band, st.cue, hl))
         yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
 
 
-def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan, s,
+def _encode_segment(encoder: Encoder, cache: Cache, card: tuple, seg: SegmentPlan, s,
                     vs: VideoSettings, out: Path, progress: Progress, label: str, stats: Stats,
                     tiles: draw.TileCache) -> None:
     progress("encode", label)
