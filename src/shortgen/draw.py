@@ -268,9 +268,11 @@ def draw_overlay(seg: SegmentPlan, cue_index: int, highlight: int | None, settin
     return Drawn(c.image, boxes)
 
 
-def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str) -> list | None:
+def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, words: dict | None = None) -> list | None:
     """Per word of a cue: ((x, y), plain tile, highlighted tile) in caption-band coordinates, each tile
-    passed through `tile_map`; None if two words' ink boxes touch (pasting would then differ)."""
+    passed through `tile_map`; None if two words' ink boxes touch (pasting would then differ). A word's
+    tiles do not depend on where it sits (positions are whole pixels), so `words` may keep them by
+    (word, size) for the next cue that uses the word: a fifth of an episode's caption words repeat."""
     t = settings.theme
     _, y0, _, _ = caption_origin(settings)
     layout = layout_caption(text, settings, what)
@@ -288,17 +290,21 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str) -> l
     # A word's two tiles share their masks: FreeType renders the stroked outline and the fill once, and
     # each colour is laid through them by the same C call ImageDraw.text makes (so pixels are identical).
     inks = (_rgb(t.outline), _rgb(t.caption)), (_rgb(t.outline), _rgb(t.highlight))
+    words = {} if words is None else words
     tiles = []
     for w, (x, y), b in placed:
-        masks = [f.getmask2(w, "L", stroke_width=sw, stroke_filled=True, anchor="la", start=(0.0, 0.0))
-                 for sw in (CAPTION_STROKE, 0)]
-        pair = []
-        for colours in inks:
-            tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
-            d = ImageDraw.Draw(tile).draw
-            for (mask, (ox, oy)), colour in zip(masks, colours):
-                d.draw_bitmap((x - b[0] + ox, y - b[1] + oy), mask, d.draw_ink(colour))
-            pair.append(tile_map(tile))
+        pair = words.get((w, f.size))
+        if pair is None:
+            masks = [f.getmask2(w, "L", stroke_width=sw, stroke_filled=True, anchor="la", start=(0.0, 0.0))
+                     for sw in (CAPTION_STROKE, 0)]
+            pair = []
+            for colours in inks:
+                tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
+                d = ImageDraw.Draw(tile).draw
+                for (mask, (ox, oy)), colour in zip(masks, colours):
+                    d.draw_bitmap((x - b[0] + ox, y - b[1] + oy), mask, d.draw_ink(colour))
+                pair.append(tile_map(tile))
+            words[(w, f.size)] = pair
         tiles.append(((b[0], b[1]), *pair))
     return tiles
 
@@ -316,6 +322,7 @@ class TileCache:
         self.settings, self.tile_map = settings, tile_map or (lambda im: im)
         self._lock = threading.Lock()
         self._made: dict = {}          # cue text -> Future of its tiles
+        self._words: dict = {}         # (word, size) -> its two tiles (read only); dict get/set are atomic
 
     def warm(self, texts: list[str]) -> None:
         """Draw these cues' tiles now (meant for a background thread); a failure is left for `get` to
@@ -327,7 +334,7 @@ class TileCache:
                     continue
                 fut = self._made[text] = Future()
             try:
-                fut.set_result(cue_tiles(text, self.settings, self.tile_map, "caption"))
+                fut.set_result(cue_tiles(text, self.settings, self.tile_map, "caption", self._words))
             except Exception:
                 fut.set_result(self._RETRY)
 
@@ -340,7 +347,7 @@ class TileCache:
                 fut = self._made[text] = Future()
         if mine:
             try:
-                fut.set_result(cue_tiles(text, self.settings, self.tile_map, what))
+                fut.set_result(cue_tiles(text, self.settings, self.tile_map, what, self._words))
             except BaseException as e:
                 fut.set_exception(e)
         got = fut.result()

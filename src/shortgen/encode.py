@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,10 +29,14 @@ from . import h264
 from .errors import DiskFullError, EncodeError, ProbeError
 
 
+_FINDING = threading.Lock()
+
+
 def ffmpeg_exe() -> str:
     import imageio_ffmpeg  # the static ffmpeg moviepy ships: no system ffmpeg needed
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    with _FINDING:          # it runs `ffmpeg -version` once per process; two lanes asking at once ran it twice
+        return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @dataclass(frozen=True)
