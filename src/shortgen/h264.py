@@ -11,6 +11,7 @@ checked here: CAVLC (cabac=0), no B-frames, one reference frame, no weighted pre
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 
 
@@ -164,6 +165,11 @@ def parse_pps(rbsp: bytes) -> dict:
     return {"pps_id": pps_id, "deblocking_control": bool(r.u(1))}
 
 
+@lru_cache(maxsize=1024)
+def _skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
+    return skip_slice(p, frame_num, poc_lsb)
+
+
 def skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
     """A P slice in which every macroblock is skipped: the previous picture, shown again."""
     w = BitWriter()
@@ -258,6 +264,8 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
             out += b"\x00\x00\x00\x01" + nal
         frame_num, poc = frame_num + 1, poc + 1
         for _ in range(count - 1):
-            out += b"\x00\x00\x00\x01" + skip_slice(p, frame_num, 2 * poc)
+            # only frame_num and the POC lsb change between skip slices, and both wrap: keep the few made
+            out += b"\x00\x00\x00\x01" + _skip_slice(p, frame_num % (1 << p.log2_max_frame_num),
+                                                      2 * poc % (1 << p.log2_max_poc_lsb))
             frame_num, poc = frame_num + 1, poc + 1
     return bytes(out)
