@@ -11,7 +11,7 @@ from shortgen import h264
 from PIL import Image
 
 from shortgen.encode import (VideoSettings, adts_frames, distinct_args, join_args, keyint_pictures,
-                             loudness_args, parse_loudness, parse_probe, splice, voice_args, yuv420)
+                             loudness_args, parse_loudness, parse_probe, run_args, splice, voice_args, yuv420)
 from shortgen.errors import ProbeError
 
 V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)
@@ -97,6 +97,18 @@ def test_yuv420_is_bt709_tv_range_with_chroma_averaged_per_2x2_block():
     y, cb, cr = planes([(255, 0, 0), (0, 0, 255), (0, 0, 0), (0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 0, 0), (0, 0, 0)])
     assert y == [63, 32, 16, 16] * 2
     assert abs(cb[0] - (102 + 240) / 2) <= 0.5 and abs(cr[0] - (240 + 118) / 2) <= 0.5 and (cb[1], cr[1]) == (128, 128)
+
+
+def test_run_args_open_every_run_with_an_idr_picture_and_its_parameter_sets():
+    a = run_args("ffmpeg", V, [0, 3, 4, 7], Path("o.h264"))
+    assert after(a, "-force_key_frames") == "expr:eq(n,0)+eq(n,3)+eq(n,4)+eq(n,7)"
+    assert after(a, "-forced-idr") == "1"                                        # IDR, not a mere I picture
+    params = dict(kv.split("=") for kv in after(a, "-x264-params").split(":"))
+    assert params["repeat-headers"] == "1" and params["scenecut"] == "0"
+    assert params["keyint"] == "infinite"                # keyframes where we force them, and nowhere else
+    assert params["rc-lookahead"] == "5"                 # memory: see run_args
+    assert a.index("-force_key_frames") > a.index("-c:v")                       # an output option
+    assert a[:a.index("-c:v")] == distinct_args("ffmpeg", V, 60, Path("o.h264"))[:a.index("-c:v")]
 
 
 def test_loudness_meter_asks_for_true_peak():

@@ -48,8 +48,15 @@ def test_one_segment_edit_redoes_only_that_segment(short_script, layer, cache):
     assert st.encodes == 1
     # the segment's video and its audio chunk, in parallel; the audio chunks are spliced, then one
     # stream-copy rejoin
-    assert sorted(c[0] for c in enc.calls[:-1]) == ["audio", "segment", "splice"]
+    assert sorted(c[0] for c in enc.calls[:-1]) == ["audio", "runs", "splice"]
     assert enc.calls[-1][0] == "join"
+    # within the segment only the reworded cue's pictures are encoded: one per word, as it is spoken;
+    # the "Overfitting." cue and the captionless card are reused although the narration was retimed
+    seg = next(g for g in res.plan.segments if g.name == "Overfitting")
+    changed = next(i for i, c in enumerate(seg.cues) if c.text.startswith("Memorizing"))
+    assert [c[1] for c in enc.calls if c[0] == "runs"] == [[sum(st.cue == changed for st in seg.states)]]
+    assert seg.cues[changed].text == "Memorizing the noise,"
+    assert st.pictures == 3 and len(seg.cues) == 3
     assert 0 < st.draws < cold.draws          # only the edited segment's caption pictures; its card is reused
     assert st.hits["segments"] == 3 + 3       # 3 video segments and 3 audio chunks reused
 
@@ -60,7 +67,7 @@ def test_a_longer_segment_moves_the_later_ones_without_reencoding_them(short_scr
     res, st, eng, enc = render(short_script, layer, cache)
     moved = [b.start - a.start for a, b in zip(first.plan.segments, res.plan.segments)]
     assert moved[:2] == [0, 0] and moved[2] > 0 and moved[3] == moved[2]     # Overfitting and the outro moved
-    assert [c[0] for c in enc.calls].count("segment") == 1 and [c[0] for c in enc.calls].count("audio") == 1
+    assert [c[0] for c in enc.calls].count("runs") == 1 and [c[0] for c in enc.calls].count("audio") == 1
     # the splice tiles the whole episode on the AAC grid: one priming frame, then every 1024 samples
     man = json.loads(res.files["manifest"].read_text())
     pieces = json.loads(cache.path("segments", man["inputs"]["audio"], ".aac").read_text())
@@ -143,10 +150,30 @@ def test_a_cached_card_gives_the_same_pictures_and_a_damaged_one_is_redrawn(shor
     cards = sorted(cache.root.rglob("*.yuv"))
     assert len(cards) == 4 and len(first) == 4
     cards[0].write_bytes(cards[0].read_bytes()[:-1])                 # a torn entry
-    for p in cache.root.rglob("*.h264"):
+    for p in [*cache.root.rglob("*.h264"), *cache.root.rglob("*.run")]:
         p.unlink()
     res.files["video"].unlink()
     _, st, _, _ = render(short_script, layer, cache)
     assert st.hits["frames"] == 3 and st.encodes == 4
     assert pictures() == first
     assert all(len(c.read_bytes()) == len(cards[1].read_bytes()) for c in cards)
+
+
+@pytest.mark.parametrize("keyint", [60, 12, 4])
+def test_runs_keep_keyframes_within_the_interval(short_script, layer, cache, keyint):
+    from shortgen import check, draw
+    from shortgen.render import _runs, _segment_keys
+    ep = load_episode(short_script, {**layer, "keyint_frames": keyint})
+    plan, s = check.measure(ep, FakeEngine(), cache).plan, ep.settings
+    fonts = draw.font_digests(s)
+    for seg in plan.segments:
+        runs = _runs(seg, _segment_keys(plan, seg, s, fonts), s)
+        assert [i for _, idx, _ in runs for i in idx] == list(range(len(seg.states)))
+        assert all(len({seg.states[i].cue for i in idx}) == 1 for _, idx, _ in runs)   # one cue per run
+        key_idx = [idx[k] for _, idx, inner in runs for k in (0, *inner)]
+        bounds = key_idx + [len(seg.states)]
+        for i, j in zip(bounds, bounds[1:]):
+            gap = (seg.states[j].start if j < len(seg.states) else seg.end) - seg.states[i].start
+            assert gap <= keyint or j == i + 1      # at most keyint apart, unless one picture alone is held longer
+        if keyint == 4:
+            assert any(inner for _, _, inner in runs)

@@ -48,10 +48,12 @@ class Stats:
     tts: int = 0
     draws: int = 0
     encodes: int = 0
+    pictures: int = 0       # distinct pictures through the video encoder
     hits: dict = field(default_factory=lambda: {k: 0 for k in KINDS})
 
     def as_dict(self) -> dict:
-        return {"tts": self.tts, "draws": self.draws, "encodes": self.encodes, "hits": dict(self.hits)}
+        return {"tts": self.tts, "draws": self.draws, "encodes": self.encodes, "pictures": self.pictures,
+                "hits": dict(self.hits)}
 
 
 class Cache:

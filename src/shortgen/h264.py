@@ -216,13 +216,48 @@ def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int) -> tuple
     return escape(bytes(rbsp)), is_idr, first_mb
 
 
+def _coded_pictures(nals: list[bytes]) -> list[list[bytes]]:
+    """Group NAL units by coded picture: each picture's slices, after the non-slice units (parameter
+    sets, SEI) that precede its first slice."""
+    pictures: list[list[bytes]] = []
+    pending: list[bytes] = []
+    for nal in nals:
+        if nal[0] & 0x1F in (1, 5):
+            first_mb = BitReader(unescape(nal[:16])[1:6]).ue()     # the slice header's first field
+            if first_mb == 0 or not pictures:
+                pictures.append(pending + [nal])
+                pending = []
+            else:
+                pictures[-1].append(nal)
+        else:
+            pending.append(nal)
+    return pictures
+
+
+def split_runs(stream: bytes, lengths: list[int]) -> list[bytes]:
+    """Cut an x264 stream into runs of `lengths[i]` coded pictures, each a stream of its own: it must
+    open with an IDR picture and its parameter sets (force a keyframe at each run's first picture, and
+    encode with repeat-headers), so that it decodes alone and can follow any other run."""
+    pictures = _coded_pictures(split_nals(stream))
+    if len(pictures) != sum(lengths):
+        raise H264Error(f"expected {sum(lengths)} pictures, the stream has {len(pictures)}")
+    runs, at = [], 0
+    for n in lengths:
+        nals = [nal for pic in pictures[at:at + n] for nal in pic]
+        types = [nal[0] & 0x1F for nal in nals]
+        first_slice = next(i for i, t in enumerate(types) if t in (1, 5))
+        if types[first_slice] != 5 or not {7, 8} <= set(types[:first_slice]):
+            raise H264Error(f"the run at picture {at} does not open with parameter sets and an IDR picture")
+        runs.append(b"".join(b"\x00\x00\x00\x01" + nal for nal in nals))
+        at += n
+    return runs
+
+
 def expand(stream: bytes, repeats: list[int]) -> bytes:
     """Show picture k of an x264 stream `repeats[k]` times, by inserting P-skip frames after it."""
     nals = split_nals(stream)
     p: Params | None = None
     sps: dict = {}
-    pictures: list[list[bytes]] = []    # per coded picture: its NALs (SEI/params before the first slice)
-    pending: list[bytes] = []
     for nal in nals:
         t = nal[0] & 0x1F
         if t == 7:
@@ -231,17 +266,10 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
             pps = parse_pps(unescape(nal))
             p = Params(sps["log2_max_frame_num"], sps["poc_type"], sps["log2_max_poc_lsb"], sps["mbs"],
                        pps["pps_id"], pps["deblocking_control"])
-        if t in (1, 5):
-            first_mb = BitReader(unescape(nal[:16])[1:6]).ue()     # the slice header's first field
-            if first_mb == 0:
-                pictures.append(pending + [nal])
-                pending = []
-            else:
-                pictures[-1].append(nal)
-        else:
-            pending.append(nal)
+            break
     if p is None:
         raise H264Error("the stream has no SPS/PPS")
+    pictures = _coded_pictures(nals)
     if len(pictures) != len(repeats):
         raise H264Error(f"expected {len(repeats)} pictures, the stream has {len(pictures)}")
 

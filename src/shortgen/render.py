@@ -168,7 +168,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                     continue
                 progress("draw", label)
                 card = _card(plan, seg, keys, s, cache, stats)
-                futures.append(video.submit(_encode_segment, encoder, cache, card, seg, s, vs, seg_path,
+                futures.append(video.submit(_encode_segment, encoder, cache, card, seg, keys, s, vs, seg_path,
                                            progress, label, stats, tiles))
             try:
                 for f in futures:
@@ -259,16 +259,16 @@ def _card(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache, stat
     return planes, Image.frombytes("RGB", (w, y1 - y0), mv[ends[2]:])
 
 
-def _pictures(card: tuple, seg: SegmentPlan, s, painter: draw.CaptionPainter) -> Iterator[tuple]:
-    """Raw yuv420p pictures of a segment. Captions only touch a band of rows, so each picture is, plane
-    by plane, the card's rows above the band (a shared view), the band with the cue painted (in YCbCr:
-    the painter's tiles are converted once), and the rows below."""
+def _pictures(card: tuple, seg: SegmentPlan, s, painter: draw.CaptionPainter, states) -> Iterator[tuple]:
+    """Raw yuv420p pictures of these states of a segment. Captions only touch a band of rows, so each
+    picture is, plane by plane, the card's rows above the band (a shared view), the band with the cue
+    painted (in YCbCr: the painter's tiles are converted once), and the rows below."""
     planes, band = card
     w = s.width
     _, y0, _, y1 = draw.caption_origin(s)
     # where the band starts and ends in each plane: Y has w bytes a row, Cb and Cr w/2 bytes every 2 rows
     cuts = [(y0 * w, y1 * w), (y0 * w // 4, y1 * w // 4), (y0 * w // 4, y1 * w // 4)]
-    for st in seg.states:
+    for st in states:
         if st.cue is None:
             yield planes
             continue
@@ -277,13 +277,60 @@ def _pictures(card: tuple, seg: SegmentPlan, s, painter: draw.CaptionPainter) ->
         yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
 
 
-def _encode_segment(encoder: Encoder, cache: Cache, card: tuple, seg: SegmentPlan, s,
+def _runs(seg: SegmentPlan, keys: SegmentKeys, s) -> list[tuple[str, list[int], tuple[int, ...]]]:
+    """A segment's states in runs, one per cue (and one per stretch without a caption): (key, state
+    indices, keyframes inside the run). A run's key names its pictures, not how long each shows, so an
+    edit that retimes a segment or rewords one cue finds every other cue's run already encoded. Only a
+    run longer than the keyframe interval gets keyframes inside it, and then they are part of its key."""
+    groups: list[list[int]] = []
+    for i, st in enumerate(seg.states):
+        if groups and seg.states[groups[-1][-1]].cue == st.cue:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    out = []
+    for idx in groups:
+        # as late as possible: picture k must be a keyframe if the next chance (the next picture, or
+        # the next run's first) comes more than keyint frames after the last keyframe
+        inner, last = [], seg.states[idx[0]].start
+        for k, i in enumerate(idx[1:], 1):
+            nxt = seg.states[idx[k + 1]].start if k + 1 < len(idx) else seg.states[idx[-1]].end
+            if nxt - last > s.keyint_frames:
+                inner.append(k)
+                last = seg.states[i].start
+        key = key_of("run-v1", keys.card, [keys.overlays[i] for i in idx], inner, s.encoder_key())
+        out.append((key, idx, tuple(inner)))
+    return out
+
+
+def _encode_segment(encoder: Encoder, cache: Cache, card: tuple, seg: SegmentPlan, keys: SegmentKeys, s,
                     vs: VideoSettings, out: Path, progress: Progress, label: str, stats: Stats,
                     tiles: draw.TileCache) -> None:
     progress("encode", label)
     painter = draw.CaptionPainter(seg, s, tiles=tiles)
+    repeats = [st.end - st.start for st in seg.states]
     with cache.writing(out) as tmp:
-        encoder.encode_segment(_pictures(card, seg, s, painter), [st.end - st.start for st in seg.states], vs, tmp)
+        if vs.mode == "full":
+            encoder.encode_segment(_pictures(card, seg, s, painter, seg.states), repeats, vs, tmp)
+            stats.pictures += len(seg.states)
+        else:
+            runs = _runs(seg, keys, s)
+            paths = {k: cache.path("segments", k, ".run") for k, _, _ in runs}
+            todo = {k: (idx, inner) for k, idx, inner in runs if not cache.has(paths[k])}   # met twice: encoded once
+            if todo:
+                scratch = tmp.with_name(tmp.name + ".runs.h264")
+                states = [seg.states[i] for idx, _ in todo.values() for i in idx]
+                try:
+                    made = encoder.encode_runs(_pictures(card, seg, s, painter, states),
+                                               [(len(idx), inner) for idx, inner in todo.values()], vs, scratch)
+                finally:
+                    scratch.unlink(missing_ok=True)
+                for k, data in zip(todo, made):
+                    with cache.writing(paths[k]) as part:
+                        part.write_bytes(data)
+                stats.pictures += len(states)
+            encoder.assemble([paths[k].read_bytes() for k, _, _ in runs],
+                             [[repeats[i] for i in idx] for _, idx, _ in runs], tmp)
     stats.draws += painter.cues_drawn
     stats.encodes += 1
     progress.done_frames += seg.frames

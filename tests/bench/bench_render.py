@@ -24,6 +24,7 @@ What is measured:
 from __future__ import annotations
 
 import argparse
+import itertools
 import datetime as dt
 import json
 import os
@@ -39,9 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from shortgen import check, draw, sound  # noqa: E402
+from shortgen import check, draw, render, sound  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
-from shortgen.encode import (COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, keyint_pictures,  # noqa: E402
+from shortgen.encode import (COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args,  # noqa: E402
                              yuv420)
 from shortgen.load import load_episode  # noqa: E402
 from shortgen.narrate import EspeakEngine  # noqa: E402
@@ -111,12 +112,16 @@ def run_cli(args: list[str], env: dict, sample_rss: bool = False) -> tuple[float
 # ---- baselines ----------------------------------------------------------------------------------
 
 def episode_pictures(plan, s):
-    """Per segment: the distinct pictures (PIL images) and how many frames each is held."""
+    """Per segment: the distinct pictures (PIL images), how many frames each is held, and which are
+    keyframes (the first of each cue's run, and any inside a long run), as the renderer places them."""
     out = []
+    fonts = draw.font_digests(s)
     for seg in plan.segments:
         card = draw.draw_card(seg, plan, s)
         pics = [draw.draw_state(card, seg, st, s).image.convert("RGB") for st in seg.states]
-        out.append((pics, [st.end - st.start for st in seg.states]))
+        runs = render._runs(seg, render._segment_keys(plan, seg, s, fonts), s)
+        keyframes = [idx[k] for _, idx, inner in runs for k in (0, *inner)]
+        out.append((pics, [st.end - st.start for st in seg.states], keyframes))
     return out
 
 
@@ -133,13 +138,15 @@ def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool) 
     rgb=False: the yuv420p pictures our pipeline feeds x264 (converted beforehand, untimed): x264 alone.
     rgb=True: the RGB pictures, converted to yuv420p by ffmpeg: what a conventional bare encode does."""
     if rgb:
-        raws = [([p.tobytes() for p in pics], reps) for pics, reps in segments]
+        raws = [([p.tobytes() for p in pics], reps) for pics, reps, _ in segments]
     else:
-        raws = [([b"".join(yuv420(p)) for p in pics], reps) for pics, reps in segments]
+        raws = [([b"".join(yuv420(p)) for p in pics], reps) for pics, reps, _ in segments]
     vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=0, mode=s.encoder, keyint=s.keyint_frames)
-    reps_all = [r for _, reps in segments for r in reps]
-    keyint = s.keyint_frames if every_frame else keyint_pictures(reps_all, s.keyint_frames)
-    args = distinct_args(ffmpeg_exe(), vs, keyint, tmp / "bare.h264")
+    if every_frame:
+        args = distinct_args(ffmpeg_exe(), vs, s.keyint_frames, tmp / "bare.h264")
+    else:       # keyframes where the renderer puts them
+        at = itertools.accumulate([0, *(len(pics) for pics, _, _ in segments)])
+        args = run_args(ffmpeg_exe(), vs, [a + k for a, (_, _, kf) in zip(at, segments) for k in kf], tmp / "bare.h264")
     if rgb:
         args = rgb_args(args)
     t0 = time.perf_counter()
@@ -259,7 +266,7 @@ def main() -> int:
     r = {
         "date": dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(), "script": str(a.script),
         "video_seconds": video_s, "frames": plan.total_frames,
-        "distinct_pictures": sum(len(p) for p, _ in segments),
+        "distinct_pictures": sum(len(p) for p, _, _ in segments),
         "settings": {"preset": s.preset, "crf": s.crf, "encoder": s.encoder},
         "cold_s": colds, "noop_s": noops, "edit_s": edits,
         "bare_distinct_s": bare_distinct, "bare_distinct_rgb_s": bare_rgb, "bare_every_frame_s": bare_all,
