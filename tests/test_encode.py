@@ -10,7 +10,7 @@ import pytest
 from shortgen import h264
 from PIL import Image
 
-from shortgen.encode import (VideoSettings, adts_frames, distinct_args, join_args, keyint_pictures,
+from shortgen.encode import (VideoSettings, adts_frames, distinct_args, join_args,
                              loudness_args, parse_loudness, parse_probe, run_args, splice, voice_args, yuv420)
 from shortgen.errors import ProbeError
 
@@ -114,17 +114,6 @@ def test_run_args_open_every_run_with_an_idr_picture_and_its_parameter_sets():
 def test_loudness_meter_asks_for_true_peak():
     assert after(loudness_args("ff", Path("x.mp4")), "-af") == "ebur128=peak=true"
     assert after(loudness_args("ff", Path("x.aac"), 1024), "-af") == "atrim=start_sample=1024,ebur128=peak=true"
-
-
-def test_keyint_keeps_keyframes_within_the_interval():
-    reps = [5, 20, 20, 20, 30, 10, 10, 70, 3]
-    k = keyint_pictures(reps, 60)
-    assert k == 2
-    for lo in range(len(reps) - k + 1):
-        window = reps[lo:lo + k]
-        assert sum(window) <= 60 or len(window) == 1 or max(window) > 60 - min(window)
-    assert keyint_pictures([1] * 100, 60) == 60
-    assert keyint_pictures([100], 60) == 2          # never 1: x264 would drop its reference slot
 
 
 PROBE = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'out.mp4':

@@ -265,8 +265,9 @@ Picture = Sequence[bytes | memoryview]
 
 
 class Encoder(Protocol):
-    def encode_segment(self, pictures: Iterable[Picture], repeats: Sequence[int], v: VideoSettings,
-                       out: Path) -> None: ...
+    def encode_frames(self, pictures: Iterable[Picture], repeats: Sequence[int], v: VideoSettings,
+                      out: Path) -> None:
+        """Full mode: every frame through x264, picture k repeated repeats[k] times."""
     def encode_runs(self, pictures: Iterable[Picture], runs: Sequence[tuple[int, Sequence[int]]], v: VideoSettings,
                     scratch: Path) -> list[bytes]:
         """Skip mode: encode consecutive runs of distinct pictures in one go. runs[i] is (pictures in
@@ -282,25 +283,6 @@ class Encoder(Protocol):
     def join(self, segments: Sequence[Path], audio: Path, fps: int, out: Path) -> None: ...
     def probe(self, path: Path) -> Probe: ...
     def loudness(self, path: Path, skip: int = 0) -> tuple[float, float]: ...
-
-
-def keyint_pictures(repeats: Sequence[int], frames: int) -> int:
-    """The largest K such that any K consecutive pictures span at most `frames` frames (at least 2).
-
-    x264 counts its keyframe interval in pictures; this keeps keyframes at most `frames` apart, except
-    where one picture alone is held longer.
-    """
-    best = len(repeats)
-    for lo in range(len(repeats)):
-        total = k = 0
-        for n in repeats[lo:]:
-            if k and total + n > frames:
-                best = min(best, k)
-                break
-            total, k = total + n, k + 1
-    # At least 2: with a keyframe interval of 1, x264 writes intra-only streams with no reference
-    # frame slot, and then no skip frame could refer back to anything.
-    return max(2, best)
 
 
 def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
@@ -352,21 +334,7 @@ class FfmpegEncoder:
             self._ffmpeg = ffmpeg_exe()
         return self._ffmpeg
 
-    def encode_segment(self, pictures, repeats, v, out):
-        if v.mode == "full":
-            return self._encode_full(pictures, repeats, v, out)
-        raw = out.with_name(out.name + ".distinct.h264")
-        keyint = keyint_pictures(repeats, v.keyint)
-        try:
-            _feed(distinct_args(self.ffmpeg, v, keyint, raw), pictures, f"encoding {out.name}")
-            try:
-                out.write_bytes(h264.expand(raw.read_bytes(), list(repeats)))
-            except h264.H264Error as e:
-                raise EncodeError(f"encoding {out.name}: {e}") from None
-        finally:
-            raw.unlink(missing_ok=True)
-
-    def _encode_full(self, pictures, repeats, v, out):
+    def encode_frames(self, pictures, repeats, v, out):
         every = (pic for pic, n in zip(pictures, repeats) for _ in range(n))
         _feed(distinct_args(self.ffmpeg, v, v.keyint, out), every, f"encoding {out.name}")
 
@@ -434,8 +402,8 @@ class FakeEncoder:
         self.calls: list[tuple[str, str]] = []
         self.fail_after = fail_after       # pictures to consume before failing: a crash mid-encode
 
-    def encode_segment(self, pictures, repeats, v, out):
-        self.calls.append(("segment", out.name))
+    def encode_frames(self, pictures, repeats, v, out):
+        self.calls.append(("frames", out.name))
         digests = []
         for i, pic in enumerate(pictures):
             if self.fail_after is not None and i >= self.fail_after:

@@ -311,7 +311,7 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: tuple, seg: SegmentPla
     repeats = [st.end - st.start for st in seg.states]
     with cache.writing(out) as tmp:
         if vs.mode == "full":
-            encoder.encode_segment(_pictures(card, seg, s, painter, seg.states), repeats, vs, tmp)
+            encoder.encode_frames(_pictures(card, seg, s, painter, seg.states), repeats, vs, tmp)
             stats.pictures += len(seg.states)
         else:
             runs = _runs(seg, keys, s)
