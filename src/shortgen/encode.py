@@ -5,9 +5,11 @@ Why this shape (measured on 2 cores): x264 costs ~4 ms per 1080x1920 frame even 
 the last one, and a short is ~250 distinct pictures over ~3,100 frames. So by default x264 sees each
 distinct picture once (raw yuv420p on stdin) and `h264.expand` holds it with P-skip frames; "full" mode
 sends every frame through x264 (the conventional way, kept for comparison and as a fallback).
+The distinct pictures go to x264 in runs, one per caption cue, each opening with an IDR picture: a run
+is cached by its pictures alone, so an edit re-encodes only the cues it changes (see `run_args`).
 Pictures arrive already in yuv420p because converting a full RGB frame in ffmpeg costs about as much as
 x264's own work on a still, while only the caption band changes from one picture to the next.
-Segments encode in parallel into a cache; the final file joins them by stream copy and muxes one audio
+Segments encode one after another (x264 takes every core) into a cache; the final file joins them by stream copy and muxes one audio
 track, spliced from per-segment AAC frames on one 1024-sample grid (joining whole per-segment AAC
 files drifts: each carries its own priming and padding).
 """
@@ -61,14 +63,14 @@ COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc"
 
 # ---- pure argument builders ---------------------------------------------------------------------
 
-def _x264(v: VideoSettings, keyint: int) -> list[str]:
+def _x264(v: VideoSettings, keyint: int | str) -> list[str]:
     return ["-c:v", "libx264", "-preset", v.preset, "-crf", str(v.crf), "-threads", str(v.threads),
             "-x264-params", f"{SKIP_X264}:keyint={keyint}:min-keyint=1", "-pix_fmt", "yuv420p", *COLOUR_TAGS]
 
 
-def distinct_args(ffmpeg: str, v: VideoSettings, keyint: int, out: Path) -> list[str]:
+def distinct_args(ffmpeg: str, v: VideoSettings, keyint: int | str, out: Path) -> list[str]:
     """Raw yuv420p pictures on stdin, one frame each, to an Annex B H.264 stream. Skip mode sends each
-    distinct picture once (keyint counted in pictures); full mode sends every frame (keyint in frames)."""
+    distinct picture once (see `run_args`); full mode sends every frame (keyint in frames)."""
     return [
         ffmpeg, "-hide_banner", "-v", "error", "-y",
         # the input's colour is declared too: unlabelled YUV would make ffmpeg insert a BT.601 -> BT.709
@@ -83,12 +85,12 @@ def run_args(ffmpeg: str, v: VideoSettings, keyframes: Sequence[int], out: Path)
     opens every run, so a run can be cut out, cached by its pictures alone and placed after any other;
     `keyframes` lists those pictures, plus any inside a run that keeps keyframes `v.keyint` frames apart.
     x264 places none of its own."""
-    args = distinct_args(ffmpeg, v, 0, out)
+    args = distinct_args(ffmpeg, v, "infinite", out)
     i = args.index("-x264-params")
     # rc-lookahead: x264 used to clamp it to the short keyframe interval; left at its default of 10
     # pictures it costs 30 MB more and crosses cue boundaries that the IDRs cut anyway (measured on
     # segment 3: 5 instead of 10 gives a 5% smaller run at 0.5 dB lower PSNR, 48.0 dB)
-    args[i + 1] = args[i + 1].replace(":keyint=0:", ":keyint=infinite:") + ":repeat-headers=1:rc-lookahead=5"
+    args[i + 1] += ":repeat-headers=1:rc-lookahead=5"
     return args[:i] + ["-force_key_frames", "expr:" + "+".join(f"eq(n,{k})" for k in keyframes),
                        "-forced-idr", "1"] + args[i:]
 
