@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 from . import __version__, check, draw, outputs
 from .cache import Cache, Stats, key_of
 from .encode import AAC_FRAME, AAC_RATE, Encoder, VideoSettings, planes420, ycc
+from .errors import EncodeError
 from .load import Episode
 from .narrate import Engine
 from .plan import Plan, SegmentPlan, cue_texts
@@ -236,34 +237,45 @@ def _read_manifest(path: Path) -> dict:
         return {}
 
 
-def _card(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache, stats: Stats) -> tuple:
-    """The segment's card as the encoder takes it: its yuv420p planes, and its caption band in full
-    resolution YCbCr (the painter's canvas). Cached raw, not as PNG: a card takes ~10 ms to draw and
-    ~15 ms to convert, while writing and reading back a PNG took ~35 ms (measured)."""
-    from PIL import Image
+def _card_layout(s) -> tuple[list[int], int, int]:
+    """Where a cached card's parts end: Y, Cb, Cr planes, then the caption band in YCbCr; and the band's rows."""
     _, y0, _, y1 = draw.caption_origin(s)                        # even rows
     w, h = s.width, s.height
-    ends = list(itertools.accumulate((w * h, w * h // 4, w * h // 4, w * (y1 - y0) * 3)))
+    return list(itertools.accumulate((w * h, w * h // 4, w * h // 4, w * (y1 - y0) * 3))), y0, y1
+
+
+def _card(plan: Plan, seg: SegmentPlan, keys: SegmentKeys, s, cache: Cache, stats: Stats) -> Path:
+    """Make sure the segment's card is cached as the encoder takes it: its yuv420p planes, and its
+    caption band in full-resolution YCbCr (the painter's canvas). Raw, not PNG: a card takes ~10 ms to
+    draw and ~15 ms to convert, while writing and reading back a PNG took ~35 ms (measured)."""
+    ends, y0, y1 = _card_layout(s)
     path = cache.path("frames", keys.card, ".yuv")
-    data = path.read_bytes() if cache.has(path) else b""
-    if len(data) == ends[-1]:
+    if cache.has(path) and path.stat().st_size == ends[-1]:
         stats.hits["frames"] += 1
     else:
         base = ycc(draw.draw_card(seg, plan, s).image)
-        data = b"".join((*planes420(base), base.crop((0, y0, w, y1)).tobytes()))
         with cache.writing(path) as tmp:
-            tmp.write_bytes(data)
+            tmp.write_bytes(b"".join((*planes420(base), base.crop((0, y0, s.width, y1)).tobytes())))
         stats.draws += 1
-    mv = memoryview(data)
+    return path
+
+
+def _load_card(path: Path, s) -> tuple:
+    """A cached card, read when its segment is encoded (so only one is held at a time)."""
+    from PIL import Image
+    ends, y0, y1 = _card_layout(s)
+    mv = memoryview(path.read_bytes())
+    if len(mv) != ends[-1]:
+        raise EncodeError(f"{path}: a card of {len(mv)} bytes, expected {ends[-1]}")
     planes = tuple(mv[a:b] for a, b in zip([0] + ends[:2], ends[:3]))
-    return planes, Image.frombytes("RGB", (w, y1 - y0), mv[ends[2]:])
+    return planes, Image.frombytes("RGB", (s.width, y1 - y0), mv[ends[2]:])
 
 
-def _pictures(card: tuple, seg: SegmentPlan, s, painter: draw.CaptionPainter, states) -> Iterator[tuple]:
+def _pictures(card: Path, seg: SegmentPlan, s, painter: draw.CaptionPainter, states) -> Iterator[tuple]:
     """Raw yuv420p pictures of these states of a segment. Captions only touch a band of rows, so each
     picture is, plane by plane, the card's rows above the band (a shared view), the band with the cue
     painted (in YCbCr: the painter's tiles are converted once), and the rows below."""
-    planes, band = card
+    planes, band = _load_card(card, s)
     w = s.width
     _, y0, _, y1 = draw.caption_origin(s)
     # where the band starts and ends in each plane: Y has w bytes a row, Cb and Cr w/2 bytes every 2 rows
@@ -303,7 +315,7 @@ def _runs(seg: SegmentPlan, keys: SegmentKeys, s) -> list[tuple[str, list[int], 
     return out
 
 
-def _encode_segment(encoder: Encoder, cache: Cache, card: tuple, seg: SegmentPlan, keys: SegmentKeys, s,
+def _encode_segment(encoder: Encoder, cache: Cache, card: Path, seg: SegmentPlan, keys: SegmentKeys, s,
                     vs: VideoSettings, out: Path, progress: Progress, label: str, stats: Stats,
                     tiles: draw.TileCache) -> None:
     progress("encode", label)
