@@ -14,9 +14,10 @@ What is measured:
              30 fps). Only --moviepy-segments segments are run; the rest is extrapolated per frame.
   bare       ffmpeg alone encoding the same pictures at the same x264 settings, from memory, nothing
              else: (a) the distinct pictures as our pipeline feeds x264, already yuv420p (the limit for
-             our method: x264's own work); (b) the same distinct pictures as RGB, converted by ffmpeg
-             (what a bare encode of drawn pictures does); (c) every frame of the episode, as RGB (the
-             limit for a conventional encoder).
+             our method: x264's own work); (a') the same, with the episode's AAC track encoded at our
+             settings in a second ffmpeg beside it (the file's two encodes, nothing else); (b) the same
+             distinct pictures as RGB, converted by ffmpeg (what a bare encode of drawn pictures does);
+             (c) every frame of the episode, as RGB (the limit for a conventional encoder).
   memory     peak of the cold render's whole process tree, sampled every 20 ms from /proc in cold runs of
              their own (--memory-runs; the sampling costs CPU, so timed runs are not sampled): PSS (shared
              pages split between processes) and summed RSS; and the largest single process (getrusage).
@@ -42,8 +43,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from shortgen import check, draw, render, sound  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
-from shortgen.encode import (COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args,  # noqa: E402
-                             yuv420)
+from shortgen.encode import (AAC_RATE, COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args,  # noqa: E402
+                             voice_args, yuv420)
 from shortgen.load import load_episode  # noqa: E402
 from shortgen.narrate import EspeakEngine  # noqa: E402
 from shortgen.settings import Settings  # noqa: E402
@@ -133,10 +134,12 @@ def rgb_args(args: list[str]) -> list[str]:
     return head + args[i:i + 2] + ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p"] + args[i + 2:]
 
 
-def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool) -> float:
+def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool, track=None) -> float:
     """ffmpeg alone, fed raw pictures from memory, at our x264 settings (threads=auto: it gets both cores).
     rgb=False: the yuv420p pictures our pipeline feeds x264 (converted beforehand, untimed): x264 alone.
-    rgb=True: the RGB pictures, converted to yuv420p by ffmpeg: what a conventional bare encode does."""
+    rgb=True: the RGB pictures, converted to yuv420p by ffmpeg: what a conventional bare encode does.
+    track: also encode this mastered narration (mono float32 at sound.RATE) to AAC at our settings, in
+    a second ffmpeg beside x264, as the render does: the file's two encodes and nothing else."""
     if rgb:
         raws = [([p.tobytes() for p in pics], reps) for pics, reps, _ in segments]
     else:
@@ -149,8 +152,17 @@ def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool) 
         args = run_args(ffmpeg_exe(), vs, [a + k for a, (_, _, kf) in zip(at, segments) for k in kf], tmp / "bare.h264")
     if rgb:
         args = rgb_args(args)
+    audio = None
+    if track is not None:
+        pcm = track.astype("<f4").tobytes()
+        samples = -(-len(track) * AAC_RATE // sound.RATE)
+        audio = voice_args(ffmpeg_exe(), sound.RATE, 0, samples, s.audio_bitrate, tmp / "bare.aac")
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if audio:
+        aproc = subprocess.Popen(audio, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        feeder = threading.Thread(target=lambda: (aproc.stdin.write(pcm), aproc.stdin.close()))
+        feeder.start()
     for pics, reps in raws:
         for raw, n in zip(pics, reps):
             for _ in range(n if every_frame else 1):
@@ -158,17 +170,20 @@ def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool) 
     proc.stdin.close()
     if proc.wait() != 0:
         raise SystemExit(f"bare encode failed: {' '.join(args)}")
+    if audio:
+        feeder.join()
+        if aproc.wait() != 0:
+            raise SystemExit(f"bare audio encode failed: {' '.join(audio)}")
     return time.perf_counter() - t0
 
 
-def moviepy_baseline(plan, s: Settings, narrations, tmp: Path, n_segments: int) -> tuple[float, int]:
+def moviepy_baseline(plan, s: Settings, track, tmp: Path, n_segments: int) -> tuple[float, int]:
     """The peers' way, for the first n concept segments: returns (wall seconds, frames encoded)."""
     from moviepy import AudioFileClip, CompositeVideoClip, ImageClip
 
     x0, y0, _, _ = draw.caption_origin(s)
-    wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, narrations)}
     master = tmp / "master.wav"
-    sound.write_wav(master, sound.episode_track(plan, wavs, s.loudness_lufs, s.true_peak_dbtp))
+    sound.write_wav(master, track)
     total_s, frames = 0.0, 0
     for seg in plan.concepts()[:n_segments]:
         card_path = tmp / f"card{seg.index}.png"
@@ -252,11 +267,15 @@ def main() -> int:
         video_s = plan.total_frames / plan.fps
 
         segments = episode_pictures(plan, s)
+        wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
+        track = sound.episode_track(plan, wavs, s.loudness_lufs, s.true_peak_dbtp)
         bare_distinct = statistics.median(bare_encode(segments, s, work, False, rgb=False) for _ in range(a.runs))
+        bare_av = statistics.median(bare_encode(segments, s, work, False, rgb=False, track=track)
+                                    for _ in range(a.runs))
         bare_rgb = statistics.median(bare_encode(segments, s, work, False, rgb=True) for _ in range(a.runs))
         bare_all = bare_encode(segments, s, work, every_frame=True, rgb=True)
 
-        mp_s, mp_frames = moviepy_baseline(plan, s, m.narrations, work, a.moviepy_segments)
+        mp_s, mp_frames = moviepy_baseline(plan, s, track, work, a.moviepy_segments)
         moviepy_full = mp_s / mp_frames * plan.total_frames
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -269,7 +288,8 @@ def main() -> int:
         "distinct_pictures": sum(len(p) for p, _, _ in segments),
         "settings": {"preset": s.preset, "crf": s.crf, "encoder": s.encoder},
         "cold_s": colds, "noop_s": noops, "edit_s": edits,
-        "bare_distinct_s": bare_distinct, "bare_distinct_rgb_s": bare_rgb, "bare_every_frame_s": bare_all,
+        "bare_distinct_s": bare_distinct, "bare_distinct_with_audio_s": bare_av, "bare_distinct_rgb_s": bare_rgb,
+        "bare_every_frame_s": bare_all,
         "moviepy_measured_s": mp_s, "moviepy_measured_frames": mp_frames,
         "moviepy_extrapolated_s": moviepy_full,
         "peak_tree_pss_mb": max(p[1] for p in peaks) / 1e6, "peak_tree_rss_sum_mb": max(p[0] for p in peaks) / 1e6,
@@ -277,6 +297,7 @@ def main() -> int:
         "ratios": {
             "moviepy_over_cold": moviepy_full / cold,
             "cold_over_bare_distinct": cold / bare_distinct,
+            "cold_over_bare_distinct_with_audio": cold / bare_av,
             "cold_over_bare_distinct_rgb": cold / bare_rgb,
             "cold_over_bare_every_frame": cold / bare_all,
             "edit_over_cold": edit / cold,
@@ -297,6 +318,7 @@ def main() -> int:
     print(row("no-op render (median)", noop))
     print(row("one-word edit, segment 3 (median)", edit))
     print(row("bare encode, distinct, yuv420p", bare_distinct, "x264 alone on the pictures our pipeline feeds it"))
+    print(row("bare encode, distinct + AAC", bare_av, "x264 as above, and the AAC track beside it"))
     print(row("bare encode, distinct, RGB", bare_rgb, "ffmpeg converting the RGB pictures + x264"))
     print(row("bare encode, every frame, RGB", bare_all, "a conventional encode of all the frames"))
     print(row("naive moviepy (extrapolated)", moviepy_full,
@@ -308,6 +330,7 @@ def main() -> int:
     q = r["ratios"]
     print(f"  naive moviepy / cold             {q['moviepy_over_cold']:6.1f}x   (>= 25x)")
     print(f"  cold / bare (distinct, yuv420p)  {q['cold_over_bare_distinct']:6.2f}x   (<= 1.5x)")
+    print(f"  cold / bare (distinct + AAC)     {q['cold_over_bare_distinct_with_audio']:6.2f}x")
     print(f"  cold / bare (distinct, RGB)      {q['cold_over_bare_distinct_rgb']:6.2f}x")
     print(f"  cold / bare (every frame, RGB)   {q['cold_over_bare_every_frame']:6.2f}x")
     print(f"  edit / cold                      {q['edit_over_cold']:6.1%}   (<= 25%)")
