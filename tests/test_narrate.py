@@ -94,12 +94,12 @@ def test_one_speech_engine_at_a_time_per_cache(cache):
     busy, overlaps = [0], []
 
     class Slow(FakeEngine):
-        def speak(self, jobs):
+        def speak(self, jobs, workdir=None):
             busy[0] += 1
             overlaps.append(busy[0])
             time.sleep(0.05)
             busy[0] -= 1
-            return super().speak(jobs)
+            return super().speak(jobs, workdir)
 
     threads = [threading.Thread(target=narrate, args=([req(f"Word number {i}. And more.")], Slow(), cache))
                for i in range(4)]
@@ -148,3 +148,82 @@ def test_parallel_renders_sharing_a_cache_speak_one_at_a_time_and_every_utteranc
     assert not errors and len(results) == 12
     for n in results:
         assert [w.text for w in n.words] == n.text.split()
+
+
+# ---- the speaking rate is verified before anything is cached ----------------------------------------
+
+def test_a_narration_spoken_at_a_stale_rate_is_rejected_and_spoken_again(cache):
+    """The observed fault: a worker speaks at the driver's 200 wpm while 175 is asked for."""
+    eng = FakeEngine(stale_rate=200, stale_jobs=2)
+    stats = Stats()
+    reqs = [req("Gradient descent. Step downhill, a little at a time."), req("Overfitting. Memorising noise.")]
+    out = narrate(reqs, eng, cache, stats)
+    assert eng.calls == 2 and stats.tts == 2          # both re-spoken, in a second worker run
+    right = [len(FakeEngine().synthesise(r.text, 175)[0]) for r in reqs]
+    assert [n.samples for n in out] == right
+
+
+def test_a_wrong_rate_the_engine_does_not_report_is_caught_by_its_length(cache):
+    eng = FakeEngine(stale_rate=200, stale_jobs=1, reports_stale_rate=False)
+    out = narrate([req()], eng, cache)
+    assert eng.calls == 2 and out[0].samples == len(FakeEngine().synthesise(req().text, 175)[0])
+
+
+def test_a_rate_that_never_takes_fails_clearly_and_caches_nothing(cache):
+    eng = FakeEngine(stale_rate=200, stale_jobs=99)
+    with pytest.raises(TTSError) as e:
+        narrate([req()], eng, cache)
+    assert "spoken at 200 wpm, not 175" in str(e.value)
+    assert not list((cache.root / "narration").rglob("*.wav"))
+
+
+@pytest.mark.parametrize("reference_shift, ok", [(0.0, True), (0.005, True), (0.03, False), (-0.125, False)])
+def test_rate_tolerance_against_the_second_synthesis(tmp_path, reference_shift, ok):
+    """0.8% (+400 samples): above the 0.16% two syntheses of one text differ by, below the 2.5% a
+    5 wpm error makes."""
+    import wave as wavmod
+
+    from shortgen.narrate import verify_rate
+    path = tmp_path / "a.wav"
+    n = 120_000
+    with wavmod.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes(b"\0\0" * n)
+    report = {"samples": n, "reference_samples": round(n * (1 + reference_shift)), "rates_seen": [175]}
+    assert (verify_rate(report, str(path), req()) is None) == ok
+
+
+@pytest.mark.e2e
+def test_worker_sets_the_rate_for_every_utterance_whatever_happened_before(tmp_path):
+    """Speak at 175, knock espeak's rate to 200 behind the worker's back (as a lost or stale command
+    would), and speak again: the next utterance still comes out at 175, sample for sample."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        from shortgen import espeak_worker as W
+        W._prepare_env("wheel")
+        import pyttsx3
+        from pyttsx3.drivers import _espeak
+        engine = pyttsx3.init("espeak")
+        sp = W.Speaker(engine, _espeak)
+        voice = W.voice_ids(engine)["gmw/en-us"]
+        text = "Regularization. Penalties that keep a model simple, so it generalises."
+        out = []
+        for k in range(3):
+            p, info = W._speak_verified(sp, voice, 175, text, {str(tmp_path)!r} + f"/u{{k}}.wav")
+            assert p is None, p
+            out.append((info["samples"], info["rates_seen"]))
+            sp.idle()
+            sp.driver.setProperty("rate", 200)       # the fault, injected
+        print(json.dumps(out), file=sys.stderr)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    res = __import__("json").loads(proc.stderr.strip().splitlines()[-1])
+    assert all(rates == [175] for _, rates in res)
+    lengths = [n for n, _ in res]
+    assert max(lengths) - min(lengths) <= 0.008 * max(lengths)     # the same speech each time

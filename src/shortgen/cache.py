@@ -1,7 +1,10 @@
 """A content-addressed cache: one file per entry, named by a hash of the entry's real inputs.
 
-Entries appear only by atomic rename, so a killed render leaves at worst a `*.tmp*` file, never a
-poisoned entry. Concurrent renders of the same entry both write complete files; the last rename wins.
+Entries appear only by atomic rename, so a killed render leaves at worst a temporary, never a poisoned
+entry. Temporaries live in one folder, `tmp/`, each named after the process that writes it; the next
+run removes those whose process is gone (`sweep`), so an interrupted render cleans up after itself.
+Concurrent renders of the same entry both write complete files; the last rename wins. Locks live here
+too (`locks/`), never in the user's output folder.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Iterator
 from .errors import DiskFullError
 
 KINDS = ("narration", "frames", "segments")
+STALE_TMP_S = 6 * 3600      # a temporary this old is removed even if a process with its pid runs
 
 
 def key_of(*parts) -> str:
@@ -63,6 +67,47 @@ class Cache:
     def path(self, kind: str, key: str, suffix: str) -> Path:
         return self.root / kind / key[:2] / f"{key}{suffix}"
 
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def tmp_path(self, name: str) -> Path:
+        """A fresh temporary path, owned by this process (its pid leads the name, for `sweep`)."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir / f"{os.getpid()}-{time.monotonic_ns()}-{name}"
+
+    def lock_path(self, what: Path | str) -> Path:
+        """Where the lock for `what` (an output folder, say) lives: in the cache, keyed by its real path."""
+        d = self.root / "locks"
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"{hashlib.sha256(str(Path(what).resolve()).encode()).hexdigest()[:24]}.lock"
+
+    def sweep(self) -> int:
+        """Remove temporaries left by processes that are gone (or that are very old). Returns how many."""
+        n = 0
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except OSError:
+            return 0
+        now = time.time()
+        for e in entries:
+            owner = e.name.split("-", 1)[0]
+            try:
+                old = now - e.stat(follow_symlinks=False).st_mtime > STALE_TMP_S
+            except OSError:
+                continue
+            if not old and owner.isdigit() and _alive(int(owner)):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(e.path)
+                except OSError:
+                    continue
+            n += 1
+        return n
+
     def has(self, *paths: Path) -> bool:
         """True if every entry exists; a hit refreshes their mtime, which `clean --older-than` goes by."""
         if not all(p.is_file() and p.stat().st_size > 0 for p in paths):
@@ -76,9 +121,13 @@ class Cache:
 
     @contextmanager
     def writing(self, final: Path) -> Iterator[Path]:
-        """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
+        """Yield a temporary path (in `tmp/` for an entry of this cache, else beside `final`); rename it
+        into place only if the block succeeds."""
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f"{final.stem}.tmp{os.getpid()}-{time.monotonic_ns()}{final.suffix}")
+        if final.is_relative_to(self.root):
+            tmp = self.tmp_path(f"{final.stem}{final.suffix}")
+        else:
+            tmp = final.with_name(f".{final.name}.tmp{os.getpid()}-{time.monotonic_ns()}{final.suffix}")
         try:
             yield tmp
             os.replace(tmp, final)
@@ -95,6 +144,7 @@ class Cache:
         n = size = 0
         if not self.root.exists():
             return 0, 0
+        n += self.sweep()
         now = time.time()
         for p in self.root.rglob("*"):
             if not p.is_file():
@@ -108,6 +158,16 @@ class Cache:
         if max_age_days is None:
             shutil.rmtree(self.root, ignore_errors=True)
         return n, size
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -2,39 +2,80 @@
 
 Why a separate process: espeak initialises once per process, pyttsx3 can hang on a later call, and the
 driver prints `Audio saved to ...` on stdout. The parent gives us a timeout, a clean stdout and a retry.
+The worker dies with its parent (a killed render leaves no speaker behind).
 
-Input JSON: {"jobs": [{"text", "voice", "rate", "wav", "events"}], "result": path}
+Input JSON: {"jobs": [{"text", "voice", "rate", "wav", "events"}], "result": path, "library": "wheel"|"system"|path}
 For every job we write the WAV and a JSON of word events {"pos", "len", "sample"} (pos is 1-based chars).
-The result file says which jobs succeeded; a voice the engine lacks is reported, not silently replaced.
+The result file says which jobs succeeded and, per job, what the engine itself measured: the speaking
+rate in effect while it synthesised, and the length of a second, independent synthesis of the same
+text (see `_speak_verified`). A voice the engine lacks is reported, not silently replaced.
+
+Why every utterance sets its voice and rate afresh: espeak runs asynchronously (pyttsx3 starts it in
+AUDIO_OUTPUT_RETRIEVAL mode), so espeak_SetParameter only queues a command for espeak's own thread, and
+an espeak_Cancel or a stale end-of-message from an earlier utterance can leave a worker speaking at the
+driver's initial 200 wpm while we believe 175 is set. Setting the rate only when it changed (as we did)
+made every later utterance of such a worker inherit the fault. Now each utterance waits until espeak is
+idle, sets voice and rate, and waits until espeak's own parameter reads back the value before it speaks.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
+import signal
 import sys
 import threading
 import time
 
+IDLE_TIMEOUT_S = 10.0      # espeak idle before the next utterance; far above the ~1 ms it normally takes
+APPLY_TIMEOUT_S = 5.0      # a queued parameter change reaching espeak's thread
 
-def _prepare_env() -> str:
-    """Make libespeak-ng loadable by pyttsx3: a system install if present, else the espeakng-loader wheel.
 
-    pyttsx3 dlopens "libespeak-ng.so.1" by name; preloading the wheel's file makes that name resolve to it.
-    """
-    # dlopen by soname finds a system install directly; ctypes.util.find_library would run ldconfig and gcc
+def _die_with_parent() -> None:
+    """Linux: the kernel sends us SIGKILL when the render that started us dies (even by kill -9)."""
+    parent = os.environ.get("SHORTGEN_PARENT_PID")
     try:
-        ctypes.CDLL("libespeak-ng.so.1")
-        return "libespeak-ng.so.1"
-    except OSError:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
         pass
+    if parent and os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _prepare_env(library: str = "wheel") -> str:
+    """Load libespeak-ng before pyttsx3 does, so pyttsx3's dlopen("libespeak-ng.so.1") resolves to it.
+
+    "wheel" (the default): the espeakng-loader wheel's 1.52, the same engine on every machine, even
+    where a system espeak-ng exists (preloaded with RTLD_GLOBAL, its SONAME answers pyttsx3's dlopen).
+    "system": the distribution's library. Anything else: a path to a libespeak-ng shared object.
+    """
+    if library == "system":
+        ctypes.CDLL("libespeak-ng.so.1", mode=ctypes.RTLD_GLOBAL)
+        return "system"
+    if library != "wheel":
+        ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+        return library
     import espeakng_loader
 
     lib = espeakng_loader.get_library_path()
     ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
     # Without a valid data path espeak exits the whole process with status 1.
-    os.environ.setdefault("ESPEAK_DATA_PATH", espeakng_loader.get_data_path())
+    os.environ["ESPEAK_DATA_PATH"] = espeakng_loader.get_data_path()
     return lib
+
+
+def loaded_library() -> str:
+    """The file the process really mapped for libespeak-ng (from /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                if "libespeak-ng" in line:
+                    return os.path.realpath(line.split()[-1])
+    except OSError:
+        pass
+    return ""
 
 
 def voice_ids(engine) -> dict[str, str]:
@@ -47,78 +88,179 @@ def voice_ids(engine) -> dict[str, str]:
     return out
 
 
+class Speaker:
+    """One pyttsx3 engine, speaking one utterance at a time into a file, with the rate it really used."""
+
+    def __init__(self, engine, espeak) -> None:
+        self.engine, self.espeak = engine, espeak
+        self.driver = engine.proxy._driver
+        # pyttsx3's GetParameter prototype drops the `current` argument (so it returns the default,
+        # 175, whatever is set): declare the real one
+        get = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)(("espeak_GetParameter", espeak.dll))
+        self.rate_now = lambda: get(espeak.RATE, 1)
+        self.events: list[tuple[int, int, int, int]] = []
+        self.rates_seen: set[int] = set()
+        self.write_error: OSError | None = None
+        self.done = threading.Event()
+        self.completed = False
+        original = self.driver._onSynth
+
+        def on_synth(wav, numsamples, evs):
+            # called on espeak's own thread: the rate it reports here is the one this audio is made at
+            self.rates_seen.add(self.rate_now())
+            i = 0
+            while evs[i].type != espeak.EVENT_LIST_TERMINATED:
+                e = evs[i]
+                if e.type == espeak.EVENT_WORD:
+                    # pyttsx3's driver drops audio positions; we read them here
+                    self.events.append((e.text_position, e.length, e.sample, e.audio_position))
+                i += 1
+            try:
+                return original(wav, numsamples, evs)
+            except Exception as e:        # the driver could not save the WAV (disk full, ...)
+                cause = e.__cause__ or e.__context__
+                self.write_error = cause if isinstance(cause, OSError) else OSError(str(e))
+                self.driver._speaking = False
+                self.done.set()
+                return 1                  # abort this synthesis
+
+        espeak.SetSynthCallback(on_synth)
+
+        def finished(name, completed):
+            self.completed = completed
+            self.done.set()
+
+        engine.connect("finished-utterance", finished)
+
+    def idle(self) -> bool:
+        """espeak's queue is empty and pyttsx3 has seen the end of the last utterance (its driver's
+        `_speaking` clears on the end-of-message event; pyttsx3's own busy flag starts out set)."""
+        deadline = time.monotonic() + IDLE_TIMEOUT_S
+        while self.espeak.IsPlaying() or self.driver._speaking:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def apply(self, voice: str, rate: int) -> bool:
+        """Set voice and rate now (not through pyttsx3's queue) and wait until espeak's thread has them."""
+        self.driver.setProperty("voice", voice)
+        self.driver.setProperty("rate", int(rate))
+        deadline = time.monotonic() + APPLY_TIMEOUT_S
+        while self.rate_now() != int(rate) or self.espeak.IsPlaying():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def say(self, text: str, path: str) -> tuple[str | None, list]:
+        """Speak text into path. Returns (problem or None, word events)."""
+        self.events.clear()
+        self.rates_seen.clear()
+        self.done.clear()
+        self.completed = False
+        self.write_error = None
+        self.engine.save_to_file(text, path)
+        self.engine.runAndWait()
+        # runAndWait can return before espeak finishes; the callback is the real signal.
+        if not self.done.wait(60):
+            return "utterance did not complete", []
+        if self.write_error is not None:
+            return _describe(self.write_error, path), []
+        if not self.completed or not os.path.exists(path):
+            return "utterance did not complete", []
+        return None, list(self.events)
+
+
+def _describe(err: OSError, path: str) -> str:
+    if err.errno == errno.ENOSPC or "No space left" in str(err):
+        return f"disk full: {path}"
+    return f"cannot write {path}: {err.strerror or err}"
+
+
+def _wav_frames(path: str) -> int:
+    import wave
+    with wave.open(path, "rb") as w:
+        return w.getnframes()
+
+
+def _other_rate(rate: int) -> int:
+    """A rate far enough from `rate` that speech at it can never pass for speech at `rate`."""
+    return rate + 40 if rate + 40 <= 450 else rate - 40
+
+
+def _speak_verified(sp: Speaker, voice: str, rate: int, text: str, wav: str) -> tuple[str | None, dict]:
+    """Speak `text` twice: once after setting voice and rate, and once more after setting another rate
+    and then this one again, from scratch. espeak is deterministic (the same text, voice and rate give
+    the same samples, measured), so the second length is the reference the first is held to: a rate
+    that did not take in either utterance shows as a length that differs (see narrate.verify_rate)."""
+    first = f"{wav}.a{os.getpid()}.wav"
+    second = f"{wav}.b{os.getpid()}.wav"
+    try:
+        if not sp.idle():
+            return "the speech engine stayed busy", {}
+        if not sp.apply(voice, rate):
+            return f"the speech engine did not take rate {rate}", {}
+        problem, events = sp.say(text, first)
+        if problem:
+            return problem, {}
+        rates = set(sp.rates_seen)
+        if not sp.idle():
+            return "the speech engine stayed busy", {}
+        if not (sp.apply(voice, _other_rate(rate)) and sp.apply(voice, rate)):
+            return f"the speech engine did not take rate {rate}", {}
+        problem, _ = sp.say(text, second)
+        if problem:
+            return problem, {}
+        info = {"samples": _wav_frames(first), "reference_samples": _wav_frames(second),
+                "rates_seen": sorted(rates | sp.rates_seen)}
+        os.replace(first, wav)
+        return None, {"events": events, **info}
+    finally:
+        for f in (first, second):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
 def main(argv: list[str]) -> int:
-    spec = json.loads(open(argv[0], encoding="utf-8").read())
+    with open(argv[0], encoding="utf-8") as f:
+        spec = json.load(f)
     # The driver prints on stdout; keep our stdout clean by pointing fd 1 at stderr.
     os.dup2(2, 1)
-    lib = _prepare_env()
+    _die_with_parent()
+    lib = _prepare_env(spec.get("library") or "wheel")
     import pyttsx3
     from pyttsx3.drivers import _espeak
 
     engine = pyttsx3.init("espeak")
-    driver = engine.proxy._driver
     known = voice_ids(engine)
-    result: dict = {"lib": lib, "ok": [], "failed": {}, "unknown_voice": None, "voices": sorted(set(known.values()))}
-
+    result: dict = {"lib": loaded_library() or lib, "ok": [], "failed": {}, "jobs": {}, "unknown_voice": None,
+                    "voices": sorted(set(known.values()))}
     if spec.get("list_voices"):
         _write_json(spec["result"], result)
         return 0
 
-    events: list[tuple[int, int, int]] = []
-    original = driver._onSynth
-
-    def on_synth(wav, numsamples, evs):
-        # pyttsx3's driver drops audio positions; we read them here, then hand over to the driver.
-        i = 0
-        while evs[i].type != _espeak.EVENT_LIST_TERMINATED:
-            e = evs[i]
-            if e.type == _espeak.EVENT_WORD:
-                events.append((e.text_position, e.length, e.sample))
-            i += 1
-        return original(wav, numsamples, evs)
-
-    _espeak.SetSynthCallback(on_synth)
-    done = threading.Event()
-    state = {"completed": False}
-
-    def finished(name, completed):
-        state["completed"] = completed
-        done.set()
-
-    engine.connect("finished-utterance", finished)
-
-    current = (None, None)
+    sp = Speaker(engine, _espeak)
     for n, job in enumerate(spec["jobs"]):
         voice = known.get(job["voice"].lower())
         if voice is None:
             result["unknown_voice"] = job["voice"]
             break
-        if (voice, job["rate"]) != current:
-            engine.setProperty("voice", voice)
-            engine.setProperty("rate", int(job["rate"]))
-            if current != (None, None):
-                # measured: without this pause a change between utterances sometimes leaves a stale
-                # file; before the first utterance the setting is reliable without it
-                time.sleep(0.05)
-            current = (voice, job["rate"])
-        # espeak reports the end of an utterance before its own thread has quite finished; a new one
-        # queued while IsPlaying() still says yes makes pyttsx3 cancel it (completed=False). Measured
-        # with two workers side by side: 1 in 7 second utterances failed that way; with this wait, about
-        # 1 in 200 worker runs. (narrate also keeps to one worker at a time per cache.)
-        deadline = time.monotonic() + 2.0
-        while _espeak.IsPlaying() and time.monotonic() < deadline:
-            time.sleep(0.002)
-        events.clear()
-        done.clear()
-        tmp = job["wav"] + f".tmp{os.getpid()}.wav"
-        engine.save_to_file(job["text"], tmp)
-        engine.runAndWait()
-        # runAndWait can return before espeak finishes; the callback is the real signal.
-        if not done.wait(60) or not state["completed"] or not os.path.exists(tmp):
-            result["failed"][str(n)] = "utterance did not complete"
+        problem, info = _speak_verified(sp, voice, int(job["rate"]), job["text"], job["wav"])
+        if problem:
+            result["failed"][str(n)] = problem
+            if problem.startswith("disk full"):
+                break                 # every later job would fail the same way: report it now
             continue
-        os.replace(tmp, job["wav"])
-        _write_json(job["events"], [{"pos": p, "len": ln, "sample": s} for p, ln, s in events])
+        events = info.pop("events")
+        try:
+            _write_json(job["events"], [{"pos": p, "len": ln, "sample": s, "ms": ms} for p, ln, s, ms in events])
+        except OSError as e:
+            result["failed"][str(n)] = _describe(e, job["events"])
+            break
+        result["jobs"][str(n)] = info
         result["ok"].append(n)
     _write_json(spec["result"], result)
     return 0
@@ -126,9 +268,16 @@ def main(argv: list[str]) -> int:
 
 def _write_json(path: str, data) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 if __name__ == "__main__":
