@@ -1,8 +1,13 @@
 """Stage 6: the files a user gets. Seconds appear here, at the edge, converted from frames once."""
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import json
+import os
+import shutil
+import signal
 from pathlib import Path
 
 from PIL import Image
@@ -84,3 +89,108 @@ def manifest(plan: Plan, **extra) -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+# ---- one set of files, replaced at once ---------------------------------------------------------
+
+RENAME_EXCHANGE = 2           # renameat2 flag (Linux 3.15+): swap two paths atomically
+FAULT_ENV = "SHORTGEN_FAULT"   # tests name a point here to have the render SIGKILL itself at it
+
+
+def fault(point: str) -> None:
+    """Die here, as kill -9 would, if the tests asked for it (a failpoint; a no-op otherwise)."""
+    if os.environ.get(FAULT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories; False where the system or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD = -100
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _previous(final: Path) -> Path:
+    return final.with_name(f".{final.name}.previous")
+
+
+def recover(final: Path) -> None:
+    """Finish what a publish killed half-way left (the two-rename fallback): put the previous set back
+    where the new one never arrived, and drop it where the new one did."""
+    prev = _previous(final)
+    if prev.is_dir():
+        if final.exists():
+            shutil.rmtree(prev, ignore_errors=True)
+        else:
+            os.replace(prev, final)
+
+
+def publish(staging: Path, final: Path, exchange: bool = True) -> None:
+    """Put the complete folder `staging` in the place of `final` in one step: a reader of `final` sees
+    the whole old set or the whole new one, never a mix, whenever the process dies.
+
+    With an existing `final` the two folders are swapped by one renameat2(RENAME_EXCHANGE), and the old
+    set, now at `staging`, is deleted. Where the file system cannot exchange, the
+    old folder is renamed aside and the new one into place: for that instant `final` is absent, never
+    mixed, and `recover` completes the step after a crash."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover(final)
+    if not final.exists():
+        try:
+            os.rename(staging, final)
+            fault("publish:after")
+            return
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    if exchange and _exchange(staging, final):
+        fault("publish:after-exchange")
+        old = staging
+    else:
+        prev = _previous(final)
+        os.rename(final, prev)
+        fault("publish:between-renames")
+        os.rename(staging, final)
+        old = prev
+    fault("publish:after")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def file_names(slug: str) -> dict[str, str]:
+    """Every file a render writes into an episode's folder, by role: the set that is replaced at once."""
+    return {"video": f"{slug}.mp4", "srt": f"{slug}.srt", "vtt": f"{slug}.vtt", "thumbnail": "thumbnail.jpg",
+            "cover": "cover.jpg", "manifest": "manifest.json"}
+
+
+def carry_over(old: Path, new: Path, keep: set[str], ours: set[str]) -> None:
+    """Hard-link (else copy) files of `old` into `new`: our unchanged outputs (`keep`), and anything in
+    the folder that shortgen did not write, so swapping the folders loses nothing of the user's."""
+    try:
+        entries = list(os.scandir(old))
+    except OSError:
+        return
+    for e in entries:
+        target = new / e.name
+        if target.exists() or (e.name in ours and e.name not in keep):
+            continue                       # the new set has its own
+        if e.is_dir(follow_symlinks=False):
+            shutil.copytree(e.path, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(e.path, target)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+

@@ -10,6 +10,7 @@ import fcntl
 import itertools
 import json
 import os
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -63,9 +64,8 @@ class RenderResult:
 
 
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as f:
+def _locked(lock: Path) -> Iterator[None]:
+    with open(lock, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)      # a second render of the same part waits, then finds it done
         try:
             yield
@@ -96,6 +96,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     progress = Progress(sink, ep.slug)
     out_dir = s.output_dir / ep.slug
 
+    cache.sweep()                          # temporaries of runs that were killed
     progress("narrate")
     tiles = draw.TileCache(s, tile_map=ycc)
 
@@ -126,108 +127,147 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
     keyed = [_segment_keys(plan, seg, s, fonts) for seg in plan.segments]
     final_key = key_of("final-v1", [k.segment for k in keyed], audio_key)
 
-    if _read_manifest(out_dir / "manifest.json").get("final_key") != final_key:
-        # a caption that cannot fit fails before anything is written (an encoded segment's captions fit)
-        draw.check_captions(plan, s, [g for g, k in zip(plan.segments, keyed)
-                                      if not cache.has(cache.path("segments", k.segment, ".h264"))])
-    with _locked(out_dir):
-        for stale in out_dir.glob("*.tmp*"):
-            stale.unlink(missing_ok=True)      # left by a killed render; we hold the lock, so nobody is writing it
-        mp4 = out_dir / f"{ep.slug}.mp4"
-        man_path = out_dir / "manifest.json"
-        previous = _read_manifest(man_path)
-        up_to_date = (previous.get("final_key") == final_key and mp4.is_file()
-                      and all((out_dir / n).is_file() for n in ("thumbnail.jpg", "cover.jpg", f"{ep.slug}.srt")))
-        if up_to_date:
+    names = outputs.file_names(ep.slug)
+    with _locked(cache.lock_path(out_dir)):
+        outputs.recover(out_dir)
+        _clear_staging(out_dir)
+        previous = _read_manifest(out_dir / "manifest.json")
+        if previous.get("final_key") == final_key and all((out_dir / n).is_file() for n in names.values()):
             stats.hits["segments"] += len(plan.segments)
             progress("done")
-            files = _files(out_dir, ep.slug)
-            return RenderResult(ep, out_dir, files, plan, stats, time.monotonic() - t0, m.fits,
+            return RenderResult(ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0, m.fits,
                                 tuple(previous.get("loudness", {}).get(k, 0.0) for k in ("integrated_lufs", "true_peak_dbtp")),
                                 rendered=False)
 
-        seg_paths: list[Path] = []
-        futures: list[Future] = []
-        # two lanes: the video segments one after another, and the audio (master, AAC, loudness) beside them
-        with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
-            audio_path = cache.path("segments", audio_key, ".aac")
-            mastered_info = cache.path("segments", audio_key, ".json")
-            measuring: Future | None = None
-            if not cache.has(audio_path, mastered_info):
-                futures.append(audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, stats, progress))
-                # the figures are for the manifest only: the join need not wait for them
-                measuring = audio.submit(_measure_audio, plan, s, encoder, cache, mastered_info)
-            else:
-                stats.hits["segments"] += 1
-            for seg, keys in zip(plan.segments, keyed):
-                seg_path = cache.path("segments", keys.segment, ".h264")
-                seg_paths.append(seg_path)
-                label = f"{seg.number or seg.kind} {seg.name}"
-                if cache.has(seg_path):
-                    stats.hits["segments"] += 1
-                    progress.done_frames += seg.frames
-                    continue
-                progress("draw", label)
-                card = _card(plan, seg, keys, s, cache, stats)
-                futures.append(video.submit(_encode_segment, encoder, cache, card, seg, keys, s, vs, seg_path,
-                                           progress, label, stats, tiles))
-            try:
-                for f in futures:
-                    f.result()              # re-raise the first failure ...
-                progress("join")
-                with cache.writing(mp4) as tmp:
-                    encoder.join(seg_paths, audio_path, plan.fps, tmp)
-                progress("measure")
-                probe = encoder.probe(mp4)
-                if measuring:
-                    measuring.result()
-            except BaseException:
-                for f in futures + [measuring]:
-                    if f:
-                        f.cancel()          # ... without starting queued work; `with` waits for the rest
-                raise
-        # the final file carries the audio track by stream copy: its figures were taken with the chunks
-        measured = json.loads(mastered_info.read_text())
-        lufs, tp = measured["integrated_lufs"], measured["true_peak"]
-
-        progress("outputs")
-        outputs.write_text(out_dir / f"{ep.slug}.srt", outputs.srt(plan))
-        outputs.write_text(out_dir / f"{ep.slug}.vtt", outputs.vtt(plan))
+        # Everything that can fail on the text fails now, before any encoding and long before the set
+        # is replaced: every caption still to be encoded, and the thumbnail and cover.
+        draw.check_captions(plan, s, [g for g, k in zip(plan.segments, keyed)
+                                      if not cache.has(cache.path("segments", k.segment, ".h264"))])
         # the pictures depend on the names and the look only: an edit to a narration keeps them
         thumbs_key = key_of("thumbs-v1", [draw.card_key_inputs(g, plan, s, fonts) for g in plan.segments
                                           if g.kind == "intro"], [g.name for g in plan.concepts()],
                             plan.series, plan.part, s.theme.__dict__, fonts)
-        if previous.get("thumbs_key") != thumbs_key or not (out_dir / "thumbnail.jpg").is_file() \
-                or not (out_dir / "cover.jpg").is_file():
-            outputs.save_jpeg(draw.draw_thumbnail(plan, s).image, out_dir / "thumbnail.jpg")
-            outputs.save_jpeg(draw.draw_cover(plan, s).image, out_dir / "cover.jpg")
-        outputs.write_json(out_dir / "manifest.json", outputs.manifest(
-            plan,
-            tool={"name": "shortgen", "version": __version__},
-            video={"codec": probe.codec, "profile": probe.profile, "pix_fmt": probe.pix_fmt, "colour": probe.colour,
-                   "preset": s.preset, "crf": s.crf, "frames": probe.frames, "fps": float(probe.fps),
-                   "width": probe.width, "height": probe.height},
-            audio={"codec": probe.audio, "sample_rate": probe.audio_rate, "channels": probe.audio_channels,
-                   "bitrate": s.audio_bitrate},
-            loudness={"integrated_lufs": lufs, "true_peak_dbtp": tp, "target_lufs": s.loudness_lufs,
-                      "ceiling_dbtp": s.true_peak_dbtp,
-                      "meter": "BS.1770-4: integrated over the mastered narration; true peak by ffmpeg ebur128 "
-                               "on each encoded AAC chunk"},
-            fits=[f.__dict__ for f in m.fits],
-            inputs={"script": str(ep.path), "script_sha256": ep.source_sha256,
-                    "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
-                    "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, keyed)},
-                    "audio": audio_key, "fonts": fonts, "tts_engine": engine.id},
-            final_key=final_key, thumbs_key=thumbs_key,
-        ))
+        pictures = None
+        if previous.get("thumbs_key") != thumbs_key or not all(
+                (out_dir / names[k]).is_file() for k in ("thumbnail", "cover")):
+            pictures = draw.draw_thumbnail(plan, s).image, draw.draw_cover(plan, s).image
+
+        seg_paths: list[Path] = []
+        futures: list[Future] = []
+        staging = _staging_dir(cache, out_dir, ep.slug)
+        try:
+            # two lanes: the video segments one after another, and the audio (master, AAC, loudness) beside them
+            with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
+                audio_path = cache.path("segments", audio_key, ".aac")
+                mastered_info = cache.path("segments", audio_key, ".json")
+                measuring: Future | None = None
+                if not cache.has(audio_path, mastered_info):
+                    futures.append(audio.submit(_make_audio, plan, wavs, s, encoder, cache, audio_path, stats, progress))
+                    # the figures are for the manifest only: the join need not wait for them
+                    measuring = audio.submit(_measure_audio, plan, s, encoder, cache, mastered_info)
+                else:
+                    stats.hits["segments"] += 1
+                for seg, keys in zip(plan.segments, keyed):
+                    seg_path = cache.path("segments", keys.segment, ".h264")
+                    seg_paths.append(seg_path)
+                    label = f"{seg.number or seg.kind} {seg.name}"
+                    if cache.has(seg_path):
+                        stats.hits["segments"] += 1
+                        progress.done_frames += seg.frames
+                        continue
+                    progress("draw", label)
+                    card = _card(plan, seg, keys, s, cache, stats)
+                    futures.append(video.submit(_encode_segment, encoder, cache, card, seg, keys, s, vs, seg_path,
+                                               progress, label, stats, tiles))
+                try:
+                    for f in futures:
+                        f.result()              # re-raise the first failure ...
+                    progress("join")
+                    mp4 = staging / names["video"]
+                    encoder.join(seg_paths, audio_path, plan.fps, mp4)
+                    outputs.fault("join:after")
+                    progress("measure")
+                    probe = encoder.probe(mp4)
+                    if measuring:
+                        measuring.result()
+                except BaseException:
+                    for f in futures + [measuring]:
+                        if f:
+                            f.cancel()          # ... without starting queued work; `with` waits for the rest
+                    raise
+            # the final file carries the audio track by stream copy: its figures were taken with the chunks
+            measured = json.loads(mastered_info.read_text())
+            lufs, tp = measured["integrated_lufs"], measured["true_peak"]
+
+            progress("outputs")
+            outputs.write_text(staging / names["srt"], outputs.srt(plan))
+            outputs.write_text(staging / names["vtt"], outputs.vtt(plan))
+            if pictures:
+                outputs.save_jpeg(pictures[0], staging / names["thumbnail"])
+                outputs.save_jpeg(pictures[1], staging / names["cover"])
+            outputs.write_json(staging / names["manifest"], outputs.manifest(
+                plan,
+                tool={"name": "shortgen", "version": __version__},
+                video={"codec": probe.codec, "profile": probe.profile, "pix_fmt": probe.pix_fmt, "colour": probe.colour,
+                       "preset": s.preset, "crf": s.crf, "frames": probe.frames, "fps": float(probe.fps),
+                       "width": probe.width, "height": probe.height},
+                audio={"codec": probe.audio, "sample_rate": probe.audio_rate, "channels": probe.audio_channels,
+                       "bitrate": s.audio_bitrate},
+                loudness={"integrated_lufs": lufs, "true_peak_dbtp": tp, "target_lufs": s.loudness_lufs,
+                          "ceiling_dbtp": s.true_peak_dbtp,
+                          "meter": "BS.1770-4: integrated over the mastered narration; true peak by ffmpeg ebur128 "
+                                   "on each encoded AAC chunk"},
+                fits=[f.__dict__ for f in m.fits],
+                inputs={"script": str(ep.path), "script_sha256": ep.source_sha256,
+                        "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
+                        "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, keyed)},
+                        "audio": audio_key, "fonts": fonts, "tts_engine": engine.id},
+                final_key=final_key, thumbs_key=thumbs_key,
+            ))
+            # the unchanged pictures, and whatever else the user keeps in the folder, go along
+            outputs.carry_over(out_dir, staging, set() if pictures else {names["thumbnail"], names["cover"]},
+                               {*names.values(), ".lock"})
+            outputs.fault("publish:before")
+            progress("publish")
+            outputs.publish(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     progress("done")
     return RenderResult(ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0, m.fits,
                         (lufs, tp), rendered=True)
 
 
 def _files(out_dir: Path, slug: str) -> dict[str, Path]:
-    return {"video": out_dir / f"{slug}.mp4", "srt": out_dir / f"{slug}.srt", "vtt": out_dir / f"{slug}.vtt",
-            "thumbnail": out_dir / "thumbnail.jpg", "cover": out_dir / "cover.jpg", "manifest": out_dir / "manifest.json"}
+    return {role: out_dir / name for role, name in outputs.file_names(slug).items()}
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
+def _staging_dir(cache: Cache, out_dir: Path, slug: str) -> Path:
+    """A private folder for the new set, on the output's file system (the set moves in by rename):
+    the cache's tmp/ where it shares that file system, else a hidden folder beside the output."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    cache.tmp_dir.mkdir(parents=True, exist_ok=True)
+    if _same_fs(cache.tmp_dir, out_dir.parent):
+        path = cache.tmp_path(f"staging-{slug}")
+    else:
+        path = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}-{time.monotonic_ns()}"
+    path.mkdir()
+    return path
+
+
+def _clear_staging(out_dir: Path) -> None:
+    """Staging folders beside the output, left by renders that were killed (we hold the lock)."""
+    from .cache import _alive
+    for p in out_dir.parent.glob(f".{out_dir.name}.staging-*"):
+        pid = p.name.rsplit(".staging-", 1)[1].split("-")[0]
+        if not (pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid()):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _read_manifest(path: Path) -> dict:
