@@ -145,3 +145,75 @@ def test_cli_rendered_check_of_a_broken_file_exits_6(tmp_path, capsys):
     assert main(["check", "--cache-dir", str(tmp_path / "c"), str(d)]) == 6
     err = capsys.readouterr().err
     assert "not a readable video" in err and "Traceback" not in err
+
+
+# ---- check and render agree on what fits ------------------------------------------------------------
+
+def _edited(short_script, old, new):
+    short_script.write_text(short_script.read_text().replace(old, new))
+    return short_script
+
+
+@pytest.mark.parametrize("old, new, field", [
+    # fits the schema and the card, not the thumbnail's one-line concept list
+    ("name: Overfitting", "name: Overfitting Versus Underfitting In Models", "segments[1].name"),
+    # within the schema's limit, but of wide letters: the box, not the character count, decides
+    ("reference: Deep Learning (Goodfellow et al. 2016), Chapter 5", "reference: " + "MMMMMMMMMMMM " * 11,
+     "segments[1].reference"),
+    # over the schema's limit (the old one allowed 300 characters; the box holds about 140)
+    ("reference: Deep Learning (Goodfellow et al. 2016), Chapter 5",
+     "reference: " + "Goodfellow, Bengio and Courville, Deep Learning, MIT Press, 2016; " * 3, "segments[1].reference"),
+    # a caption word that cannot be shown in two lines even broken
+    ("Memorising the noise", "Memorising the " + "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3,
+     "segments[1].narration"),
+])
+def test_check_refuses_what_render_refuses_naming_the_field(short_script, layer, cache, old, new, field):
+    script = _edited(short_script, old, new)
+    try:
+        m = measure(script, layer, cache)
+        problems = check.fit_problems(m)
+    except Exception as e:                      # the schema's own limit: the same file:line:col: field
+        problems = [str(e)]
+    assert problems and all(field in p for p in problems), problems
+    line = next(i for i, ln in enumerate(script.read_text().splitlines(), 1) if new.strip()[:20] in ln)
+    if field.endswith("narration"):
+        line -= 1                       # a folded block: its value starts at the `>` on the key's line
+    assert f"{script}:{line}:" in problems[0]
+    with pytest.raises(Exception) as e:
+        render_episode(load_episode(script, layer), FakeEngine(), FakeEncoder(), cache)
+    assert field in str(e.value) and f"{script}:{line}:" in str(e.value)
+    assert not (layer["output_dir"] / "part9").exists()
+
+
+def test_cli_check_exits_2_for_text_that_does_not_fit(short_script, layer, monkeypatch, capsys):
+    import shortgen.narrate
+    monkeypatch.setattr(shortgen.narrate, "EspeakEngine", lambda *a, **k: FakeEngine())
+    script = _edited(short_script, "name: Overfitting", "name: Overfitting Versus Underfitting In Models")
+    code = main(["check", "--cache-dir", str(layer["cache_dir"]), str(script)])
+    out = capsys.readouterr()
+    assert code == 2 and "segments[1].name" in out.err and "(text fit)" in out.out
+
+
+@pytest.mark.parametrize("word", ["https://arxiv.org/abs/1706.03762/attention-is-all-you-need",
+                                  "Supercalifragilisticexpialidociousness", "HyperparameterOptimizationFramework"])
+def test_a_long_caption_word_is_broken_where_a_reader_would(short_script, layer, cache, word):
+    from shortgen import draw
+    script = _edited(short_script, "Memorising the noise", f"Memorising {word}")
+    m = measure(script, layer, cache)
+    assert check.fit_problems(m) == []
+    seg = m.plan.segments[2]
+    cue = next(c for c in seg.cues if word in c.text)
+    layout = draw.layout_caption(cue.text, load_episode(script, layer).settings, "t")
+    k, token = next((i, t) for i, t in enumerate(cue.text.split()) if word in t)
+    pieces = [p for p, _, _, i in layout.words if i == k]
+    assert len(pieces) == 2
+    rest = token                       # the pieces spell the word, with at most a hyphen added at a break
+    for p in pieces:
+        q = p if rest.startswith(p) else p[:-1]
+        assert p == q or p.endswith("-")
+        assert rest.startswith(q), (pieces, token)
+        rest = rest[len(q):]
+    assert rest == ""
+    if "/" in word:
+        assert pieces[0].endswith("/")          # a URL breaks after a slash, with no hyphen added
+    render_episode(load_episode(script, layer), FakeEngine(), FakeEncoder(), cache)   # and it renders

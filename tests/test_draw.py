@@ -63,7 +63,7 @@ def test_every_caption_state_is_in_the_safe_zone_and_at_most_two_lines(series_pl
             for ci, cue in enumerate(seg.cues):
                 d = draw.draw_overlay(seg, ci, 0, s)
                 assert all(inside(b) for b in d.boxes), (seg.name, cue.text)
-                lines = {b.y0 for b in d.boxes} and {y for _, _, y in draw.layout_caption(cue.text, s, "t").words}
+                lines = {b.y0 for b in d.boxes} and {y for _, _, y, _ in draw.layout_caption(cue.text, s, "t").words}
                 assert 1 <= len(lines) <= 2, cue.text
                 assert len(d.boxes) == len(cue.text.split())      # one box per whole word: none is split
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import draw
 from .cache import Cache, Stats, key_of
-from .errors import BudgetError
+from .errors import BudgetError, TextOverflowError
 from .load import Episode
 from .narrate import Engine, Narration, Request, narrate, tokens
 from .plan import Plan, SegmentInput, TimedWord, build_plan
@@ -126,6 +127,24 @@ def rule_episode_budget(m: Measured) -> list[str]:
 
 
 RULES = (rule_segment_budget, rule_episode_budget)
+
+
+def fit_problems(m: Measured, captions: list | None = None) -> list[str]:
+    """Every text box of the episode held to the fit rules a render draws with (cards, captions of
+    `captions`, default all, thumbnail, cover), each problem placed at its field: file:line:col: field."""
+    ep = m.episode
+    out = []
+    for e in draw.check_fits(m.plan, ep.settings, captions):
+        where, name = ep.locate(e.source)
+        out.append(f"{where}: {name + ': ' if name else ''}{e.detail}")
+    return out
+
+
+def enforce_fits(m: Measured, captions: list | None = None) -> None:
+    found = fit_problems(m, captions)
+    if found:
+        raise TextOverflowError(found[0] if len(found) == 1 else
+                                f"{len(found)} texts do not fit:\n  " + "\n  ".join(found))
 
 
 def problems(m: Measured) -> list[str]:

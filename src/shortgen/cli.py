@@ -194,6 +194,10 @@ def _check(a) -> ExitStatus:
             m = check.measure(load_episode(path, layer), engine, cache)
             rows += check.rows(m)
             messages += check.problems(m)
+            for msg in check.fit_problems(m):      # what render would refuse, check refuses too
+                rows.append(check.error_row(path, msg, "(text fit)"))
+                messages.append(msg)
+                status = ExitStatus.BAD_INPUT if status == ExitStatus.OK else status
         except ShortgenError as e:
             rows.append(check.error_row(path, str(e)))
             messages.append(str(e))

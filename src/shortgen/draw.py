@@ -65,57 +65,128 @@ def font_path(settings: Settings, role: str) -> str:
     return str(p)
 
 
-def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    """Greedy wrap by whole words; a word is never split, so one too long for the width is returned alone."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(lines[-1] + " " + word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
+def _break_points(word: str) -> list[tuple[str, str]]:
+    """Where a reader would break a word too long for its line, best first: after a slash, hyphen,
+    underscore or dot inside it (URLs, paths, compounds), at a lower-to-upper case change, then at the
+    syllables an English hyphenation dictionary allows (pyphen), each as (head shown with its hyphen, tail)."""
+    out: list[tuple[str, str]] = []
+    for i in range(len(word) - 2, 1, -1):
+        if word[i - 1] in "/-_." and word[i].isalnum():
+            out.append((word[:i], word[i:]))
+    for i in range(len(word) - 2, 1, -1):
+        if word[i - 1].islower() and word[i].isupper():
+            out.append((word[:i] + "-", word[i:]))
+    import pyphen       # only a word too long for a whole line needs it
+    for head, tail in pyphen.Pyphen(lang="en_US").iterate(word):
+        out.append((head + "-", tail))
+    return out
+
+
+def break_word(word: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """A word as pieces that each fit `width`: split at the latest break a reader would accept, and
+    failing those, hyphenated at the last character that fits (two letters at least on each side)."""
+    pieces: list[str] = []
+    rest = word
+    while font.getlength(rest) > width:
+        cut = next(((h, t) for h, t in _break_points(rest) if font.getlength(h) <= width), None)
+        if cut is None:
+            k = len(rest) - 2
+            while k > 2 and font.getlength(rest[:k] + "-") > width:
+                k -= 1
+            if k <= 2:
+                return pieces + [rest]           # cannot be shown at this size: the caller refuses it
+            cut = (rest[:k] + "-", rest[k:])
+        pieces.append(cut[0])
+        rest = cut[1]
+    return pieces + [rest]
+
+
+def wrap_tokens(text: str, font: ImageFont.FreeTypeFont, width: int, breaks: bool = True) -> list[list[tuple[str, int]]]:
+    """Greedy wrap by words; each line a list of (piece, index of its word in the text). With `breaks`, a
+    word wider than a whole line is broken (see `break_word`), so it may span lines as several pieces."""
+    lines: list[list[tuple[str, int]]] = []
+    for k, word in enumerate(text.split()):
+        pieces = break_word(word, font, width) if breaks and font.getlength(word) > width else [word]
+        for j, piece in enumerate(pieces):
+            if j == 0 and lines and font.getlength(_line_text(lines[-1]) + " " + piece) <= width:
+                lines[-1].append((piece, k))
+            else:
+                lines.append([(piece, k)])
     return lines
 
 
-def balance(lines: list[str], font: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    """Two greedy lines -> the word split that minimises the longer line, so a cue never ends on a lone word."""
+def _line_text(line: list[tuple[str, int]]) -> str:
+    return " ".join(p for p, _ in line)
+
+
+def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """Greedy wrap by words (see `wrap_tokens`) as lines of text."""
+    return [_line_text(ln) for ln in wrap_tokens(text, font, width)]
+
+
+def balance(lines: list[list[tuple[str, int]]], font: ImageFont.FreeTypeFont, width: int) -> list[list[tuple[str, int]]]:
+    """Two greedy lines -> the split that minimises the longer line, so a cue never ends on a lone word
+    (only between whole words: a broken word stays as it was broken)."""
     if len(lines) != 2:
         return lines
-    words = " ".join(lines).split()
-    best = max(font.getlength(lines[0]), font.getlength(lines[1])), lines
-    for i in range(1, len(words)):
-        a, b = " ".join(words[:i]), " ".join(words[i:])
-        longer = max(font.getlength(a), font.getlength(b))
+    tokens = lines[0] + lines[1]
+    best = max(font.getlength(_line_text(lines[0])), font.getlength(_line_text(lines[1]))), lines
+    for i in range(1, len(tokens)):
+        if tokens[i][1] == tokens[i - 1][1]:
+            continue                       # the two pieces of one broken word
+        a, b = tokens[:i], tokens[i:]
+        longer = max(font.getlength(_line_text(a)), font.getlength(_line_text(b)))
         if longer <= width and longer < best[0]:
             best = longer, [a, b]
     return best[1]
 
 
-def fit(text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str,
-        stroke: int = 0) -> tuple[ImageFont.FreeTypeFont, list[str]]:
-    """The largest size in [min, max] at which text wraps into max_lines within width."""
+def fit_tokens(text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str,
+               stroke: int = 0, source: tuple = ()) -> tuple[ImageFont.FreeTypeFont, list[list[tuple[str, int]]]]:
+    """The largest size in [min, max] at which text wraps into max_lines within width: with whole words
+    if any size allows it (a smaller type reads better than a broken word), else with long words broken."""
     hi, lo = sizes
-    for size in range(hi, lo - 1, -2):
-        f = _font(path, size)
-        lines = wrap(text, f, width - 2 * stroke)
-        if len(lines) <= max_lines and all(f.getlength(ln) + 2 * stroke <= width for ln in lines):
-            return f, lines
-    raise TextOverflowError(f"{what}: text too long for its box even at {lo}px "
-                            f"({max_lines} line{'s' * (max_lines > 1)} of {width}px): {text!r}")
+    for breaks in (False, True):
+        for size in range(hi, lo - 1, -2):
+            f = _font(path, size)
+            lines = wrap_tokens(text, f, width - 2 * stroke, breaks)
+            if len(lines) <= max_lines and all(f.getlength(_line_text(ln)) + 2 * stroke <= width for ln in lines):
+                return f, lines
+    detail = (f"text too long for its box even at {lo}px "
+              f"({max_lines} line{'s' * (max_lines > 1)} of {width}px): {text!r}")
+    raise TextOverflowError(f"{what}: {detail}", source, detail)
+
+
+def fit(text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str,
+        stroke: int = 0, source: tuple = ()) -> tuple[ImageFont.FreeTypeFont, list[str]]:
+    f, lines = fit_tokens(text, path, sizes, width, max_lines, what, stroke, source)
+    return f, [_line_text(ln) for ln in lines]
 
 
 def _rgb(c: str) -> tuple[int, int, int]:
     return ImageColor.getrgb(c)[:3]
 
 
+class _NoPaint:
+    """Stands in for ImageDraw where only the layout is wanted: shapes are not drawn."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
 class _Canvas:
-    def __init__(self, image: Image.Image):
+    """Draws text and records its boxes. With no image it only lays out (a dry run): the same code,
+    so the fit rules that `check` runs are the ones a render meets."""
+
+    def __init__(self, image: Image.Image | None):
         self.image = image
-        self.draw = ImageDraw.Draw(image)
+        self.draw = ImageDraw.Draw(image) if image is not None else _NoPaint()
+        self._measure = ImageDraw.Draw(image) if image is not None else ImageDraw.Draw(Image.new("L", (1, 1)))
         self.boxes: list[Box] = []
 
     def text(self, xy, text: str, font, fill, what: str, stroke: int = 0, stroke_fill=None, anchor="la") -> Box:
         self.draw.text(xy, text, font=font, fill=fill, stroke_width=stroke, stroke_fill=stroke_fill, anchor=anchor)
-        b = self.draw.textbbox(xy, text, font=font, stroke_width=stroke, anchor=anchor)
+        b = self._measure.textbbox(xy, text, font=font, stroke_width=stroke, anchor=anchor)
         box = Box(what, *b)
         self.boxes.append(box)
         return box
@@ -142,32 +213,36 @@ def _background(width: int, height: int, top: str, bottom: str, accent: str) -> 
     return img
 
 
-def _base(settings: Settings) -> _Canvas:
+def _base(settings: Settings, dry: bool = False) -> _Canvas:
     t = settings.theme
+    if dry:
+        return _Canvas(None)
     return _Canvas(_background(settings.width, settings.height, t.background, t.background2, t.accent).copy())
 
 
 # ---- segment cards ------------------------------------------------------------------------------
 
-def _badge(c: _Canvas, settings: Settings, label: str, x: int, y: int) -> int:
+def _badge(c: _Canvas, settings: Settings, label: str, x: int, y: int, width: int) -> int:
     t = settings.theme
-    f = _font(font_path(settings, "medium"), 34)
     pad = 18
+    f, _ = fit(label, font_path(settings, "medium"), (34, 24), width - 2 * pad, 1, "badge", source=("series",))
     w = int(f.getlength(label))
     c.draw.rounded_rectangle((x, y, x + w + 2 * pad, y + 60), radius=30, fill=_rgb(t.accent))
     c.text((x + pad, y + 30), label, f, _rgb(t.background), "badge", anchor="lm")
     return y + 60
 
 
-def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings) -> Drawn:
-    """The segment's background: it carries the concept for the whole segment, so any paused frame says which."""
-    c = _base(settings)
+def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = False) -> Drawn:
+    """The segment's background: it carries the concept for the whole segment, so any paused frame says
+    which. `dry` lays it out without painting (Drawn.image is None): the fit rules alone."""
+    c = _base(settings, dry)
     t = settings.theme
     x0, y0, x1, _ = safe_zone(settings.width, settings.height)
     x0, x1 = x0 + INSET, x1 - INSET      # glyph side bearings can reach a few pixels outside the pen position
     width = x1 - x0
     where = f"{seg.source}: {seg.name!r}"
-    y = _badge(c, settings, f"{plan.series.upper()}  ·  PART {plan.part}", x0, y0 + 20) + 40
+    src = ("segment", seg.index)
+    y = _badge(c, settings, f"{plan.series.upper()}  ·  PART {plan.part}", x0, y0 + 20, width) + 40
     if seg.kind == "concept":
         total = len(plan.concepts())
         f_num = _font(font_path(settings, "bold"), 110)
@@ -175,32 +250,44 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings) -> Drawn:
         c.text((box.x1 + 14, box.y1), f"/ {total}", _font(font_path(settings, "medium"), 54), _rgb(t.muted),
                "number", anchor="ls")
         y = box.y1 + 40
-        f, lines = fit(seg.name, font_path(settings, "bold"), (92, 56), width, 2, f"{where}: name")
+        f, lines = fit(seg.name, font_path(settings, "bold"), (92, 56), width, 2, f"{where}: name", source=src + ("name",))
         y = c.lines(x0, y, lines, f, _rgb(t.text), "name") + 24
         c.draw.rectangle((x0, y, x0 + 120, y + 8), fill=_rgb(t.accent))
         y += 40
-        f, lines = fit(seg.one_liner, font_path(settings, "medium"), (52, 38), width, 3, f"{where}: one_liner")
+        f, lines = fit(seg.one_liner, font_path(settings, "medium"), (52, 38), width, 3, f"{where}: one_liner",
+                       source=src + ("one_liner",))
         y = c.lines(x0, y, lines, f, _rgb(t.text), "one_liner") + 24
-        f, lines = fit(seg.reference, font_path(settings, "regular"), (32, 26), width, 2, f"{where}: reference")
+        f, lines = fit(seg.reference, font_path(settings, "regular"), (32, 26), width, 2, f"{where}: reference",
+                       source=src + ("reference",))
         y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
+        blame = src + ("reference",)
     elif seg.kind == "intro":
-        f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series")
+        f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series",
+                       source=("series",))
         y = c.lines(x0, y + 20, lines, f, _rgb(t.text), "series") + 10
         y = c.lines(x0, y, [f"Part {plan.part}"], _font(font_path(settings, "bold"), 80), _rgb(t.accent), "part") + 30
-        names = [s.name for s in plan.concepts()]
-        f, _ = fit(max(names, key=len, default="-"), font_path(settings, "medium"), (44, 30), width - 70, 1,
-                   f"{where}: concept list")
-        for i, n in enumerate(names):
+        concepts = plan.concepts()
+        longest = max(concepts, key=lambda g: len(g.name), default=None)
+        f, _ = fit(longest.name if longest else "-", font_path(settings, "medium"), (44, 30), width - 70, 1,
+                   f"{where}: concept list", source=("segment", longest.index, "name") if longest else ())
+        for i, g in enumerate(concepts):
             c.text((x0, y), f"{i + 1}", _font(font_path(settings, "bold"), f.size), _rgb(t.accent), "list")
-            c.text((x0 + 70, y), n, f, _rgb(t.text), "list")
+            c.text((x0 + 70, y), g.name, f, _rgb(t.text), "list")
             y += round(f.size * 1.45)
+        blame = ("segment", longest.index, "name") if longest else ("series",)
     else:  # outro
-        f, lines = fit(settings.outro_text, font_path(settings, "bold"), (96, 60), width, 3, f"{where}: outro")
+        f, lines = fit(settings.outro_text, font_path(settings, "bold"), (96, 60), width, 3, f"{where}: outro",
+                       source=("outro_text",))
         y = c.lines(x0, y + 120, lines, f, _rgb(t.text), "outro") + 30
+        blame = ("outro_text",)
         if plan.extra.get("next"):
-            c.lines(x0, y, [f"Next: {plan.extra['next']}"], _font(font_path(settings, "bold"), 72), _rgb(t.accent), "next")
+            nxt = f"Next: {plan.extra['next']}"
+            f, lines = fit(nxt, font_path(settings, "bold"), (72, 48), width, 2, f"{where}: next", source=("next",))
+            y = c.lines(x0, y, lines, f, _rgb(t.accent), "next")
+            blame = ("next",)
     if y > CAPTION_BOX[1] * settings.height / 1920 - 10:
-        raise TextOverflowError(f"{where}: the card's text runs into the caption area; shorten the name, one-liner or reference")
+        detail = "the card's text runs into the caption area; shorten it"
+        raise TextOverflowError(f"{where}: {detail}", blame, detail)
     return Drawn(c.image, c.boxes)
 
 
@@ -209,22 +296,24 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings) -> Drawn:
 @dataclass(frozen=True)
 class CaptionLayout:
     size: int
-    words: tuple[tuple[str, int, int], ...]   # (text, x, y) of each word's left baseline... top-left
+    words: tuple[tuple[str, int, int, int], ...]   # (text, x, y, word index) of each piece, top-left;
+                                                   # a word broken across lines is several pieces
 
 
-def layout_caption(text: str, settings: Settings, what: str) -> CaptionLayout:
+def layout_caption(text: str, settings: Settings, what: str, source: tuple = ()) -> CaptionLayout:
     """Place the cue's words on at most two centred lines; fixed positions, so the highlight never jiggles."""
     try:
         return _layout_caption(text, settings, CAPTION_STROKE)
     except TextOverflowError as e:
-        raise TextOverflowError(f"{what}: caption{e}") from None     # the cached layout knows no names
+        # the cached layout knows no names
+        raise TextOverflowError(f"{what}: caption{e}", source, f"caption {e.detail}") from None
 
 
 @lru_cache(maxsize=1024)       # the check before rendering, the tiles and the fallback all ask for it
 def _layout_caption(text: str, settings: Settings, stroke: int) -> CaptionLayout:
     x0, y0, x1, y1 = caption_origin(settings)
     path = font_path(settings, "bold")
-    f, lines = fit(text, path, CAPTION_SIZES, x1 - x0, 2, "", stroke=stroke)
+    f, lines = fit_tokens(text, path, CAPTION_SIZES, x1 - x0, 2, "", stroke=stroke)
     lines = balance(lines, f, x1 - x0 - 2 * stroke)
     step = round(f.size * 1.25)
     block = step * (len(lines) - 1) + f.size
@@ -232,18 +321,18 @@ def _layout_caption(text: str, settings: Settings, stroke: int) -> CaptionLayout
     space = f.getlength(" ")
     placed = []
     for li, ln in enumerate(lines):
-        x = (x0 + x1) / 2 - f.getlength(ln) / 2
-        for w in ln.split(" "):
-            placed.append((w, round(x), top + li * step))
-            x += f.getlength(w) + space
+        x = (x0 + x1) / 2 - f.getlength(_line_text(ln)) / 2
+        for piece, k in ln:
+            placed.append((piece, round(x), top + li * step, k))
+            x += f.getlength(piece) + space
     return CaptionLayout(f.size, tuple(placed))
 
 
 def draw_caption(canvas: _Canvas, layout: CaptionLayout, highlight: int | None, settings: Settings) -> None:
     t = settings.theme
     f = _font(font_path(settings, "bold"), layout.size)
-    for i, (w, x, y) in enumerate(layout.words):
-        fill = _rgb(t.highlight) if i == highlight else _rgb(t.caption)
+    for w, x, y, k in layout.words:
+        fill = _rgb(t.highlight) if k == highlight else _rgb(t.caption)
         canvas.text((x, y), w, f, fill, "caption", stroke=CAPTION_STROKE, stroke_fill=_rgb(t.outline))
 
 
@@ -261,7 +350,7 @@ def draw_overlay(seg: SegmentPlan, cue_index: int, highlight: int | None, settin
     x0, y0, x1, y1 = caption_origin(settings)
     cue = seg.cues[cue_index]
     layout = layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}")
-    shifted = CaptionLayout(layout.size, tuple((w, x - x0, y - y0) for w, x, y in layout.words))
+    shifted = CaptionLayout(layout.size, tuple((w, x - x0, y - y0, k) for w, x, y, k in layout.words))
     c = _Canvas(Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0)))
     draw_caption(c, shifted, highlight, settings)
     boxes = [Box(b.what, b.x0 + x0, b.y0 + y0, b.x1 + x0, b.y1 + y0) for b in c.boxes]
@@ -269,7 +358,7 @@ def draw_overlay(seg: SegmentPlan, cue_index: int, highlight: int | None, settin
 
 
 def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, words: dict | None = None) -> list | None:
-    """Per word of a cue: ((x, y), plain tile, highlighted tile) in caption-band coordinates, each tile
+    """Per word (piece) of a cue: ((x, y), plain tile, highlighted tile, word index) in caption-band coordinates, each tile
     passed through `tile_map`; None if two words' ink boxes touch (pasting would then differ). A word's
     tiles do not depend on where it sits (positions are whole pixels), so `words` may keep them by
     (word, size) for the next cue that uses the word: a fifth of an episode's caption words repeat."""
@@ -279,12 +368,12 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
     f = _font(font_path(settings, "bold"), layout.size)
     probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
     placed = []
-    for w, x, y in layout.words:
+    for w, x, y, k in layout.words:
         xy = (x, y - y0)        # the band spans the frame's full width
         b = [int(v) for v in probe.textbbox(xy, w, font=f, stroke_width=CAPTION_STROKE, anchor="la")]
-        placed.append((w, xy, b))
-    for i, (_, _, a) in enumerate(placed):
-        for _, _, b in placed[i + 1:]:
+        placed.append((w, xy, b, k))
+    for i, (_, _, a, _) in enumerate(placed):
+        for _, _, b, _ in placed[i + 1:]:
             if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
                 return None
     # A word's two tiles share their masks: FreeType renders the stroked outline and the fill once, and
@@ -292,7 +381,7 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
     inks = (_rgb(t.outline), _rgb(t.caption)), (_rgb(t.outline), _rgb(t.highlight))
     words = {} if words is None else words
     tiles = []
-    for w, (x, y), b in placed:
+    for w, (x, y), b, k in placed:
         pair = words.get((w, f.size))
         if pair is None:
             masks = [f.getmask2(w, "L", stroke_width=sw, stroke_filled=True, anchor="la", start=(0.0, 0.0))
@@ -305,7 +394,7 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
                     d.draw_bitmap((x - b[0] + ox, y - b[1] + oy), mask, d.draw_ink(colour))
                 pair.append(tile_map(tile))
             words[(w, f.size)] = pair
-        tiles.append(((b[0], b[1]), *pair))
+        tiles.append(((b[0], b[1]), *pair, k))
     return tiles
 
 
@@ -389,8 +478,8 @@ class CaptionPainter:
             layer = self.tile_map(draw_overlay(self.seg, cue_index, highlight, self.settings).image)
             out.paste(layer, (self.x0, 0), layer)
             return out
-        for i, (xy, plain, lit) in enumerate(tiles):
-            tile = lit if i == highlight else plain
+        for xy, plain, lit, k in tiles:
+            tile = lit if k == highlight else plain
             out.paste(tile, xy, tile)
         return out
 
@@ -418,29 +507,58 @@ def check_captions(plan: Plan, settings: Settings, segments: list[SegmentPlan] |
     rendering starts."""
     for seg in plan.segments if segments is None else segments:
         for cue in seg.cues:
-            layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}")
+            layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}", ("segment", seg.index, "narration"))
+
+
+def check_fits(plan: Plan, settings: Settings, captions: list[SegmentPlan] | None = None) -> list[TextOverflowError]:
+    """Every fit rule of every text box, laid out and not painted: each card, the captions (of
+    `captions`, default all segments), the thumbnail and the cover. `check` and `render` both run this,
+    so a script that passes one passes the other. Returns every problem, not just the first."""
+    problems: list[TextOverflowError] = []
+
+    def run(fn, *args) -> None:
+        try:
+            fn(*args)
+        except TextOverflowError as e:
+            if not any(p.source == e.source and p.detail == e.detail for p in problems):
+                problems.append(e)
+    for seg in plan.segments:
+        run(draw_card, seg, plan, settings, True)
+    for seg in plan.segments if captions is None else captions:
+        for cue in seg.cues:
+            run(layout_caption, cue.text, settings, f"{seg.source}: {seg.name!r}", ("segment", seg.index, "narration"))
+    run(draw_thumbnail, plan, settings, True)
+    run(draw_cover, plan, settings, True)
+    return problems
 
 
 # ---- thumbnail and cover ------------------------------------------------------------------------
 
-def draw_thumbnail(plan: Plan, settings: Settings) -> Drawn:
+def draw_thumbnail(plan: Plan, settings: Settings, dry: bool = False) -> Drawn:
     """1280x720: series name, part number and the five concept names, readable at phone size."""
     t = settings.theme
     w, h = 1280, 720
-    c = _Canvas(_background(w, h, t.background, t.background2, t.accent).copy())
+    c = _Canvas(None if dry else _background(w, h, t.background, t.background2, t.accent).copy())
     bold, medium = font_path(settings, "bold"), font_path(settings, "medium")
-    f, lines = fit(plan.series, bold, (96, 56), 520, 3, "thumbnail: series")
+    f, lines = fit(plan.series, bold, (96, 56), 520, 3, "thumbnail: series", source=("series",))
     y = c.lines(60, 80, lines, f, _rgb(t.text), "series") + 20
     pf = _font(bold, 84)
     c.draw.rounded_rectangle((60, y, 60 + pf.getlength(f"PART {plan.part}") + 48, y + 120), radius=24, fill=_rgb(t.accent))
     c.text((84, y + 60), f"PART {plan.part}", pf, _rgb(t.background), "part", anchor="lm")
-    names = [s.name for s in plan.concepts()]
+    concepts = plan.concepts()
+    names = [g.name for g in concepts]
+    longest = max(range(len(names)), key=lambda i: len(names[i]), default=None)
+    src = ("segment", concepts[longest].index, "name") if longest is not None else ()
     try:
-        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list")
+        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list",
+                   source=src)
     except TextOverflowError:
         # "GANs (Generative Adversarial Networks)" -> "GANs": the short form reads better than tiny type
         names = [n.split(" (")[0] for n in names]
-        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list")
+        longest = max(range(len(names)), key=lambda i: len(names[i]), default=None)
+        src = ("segment", concepts[longest].index, "name") if longest is not None else ()
+        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list",
+                   source=src)
     step = round(f.size * 1.9)
     y = (h - step * len(names)) // 2 + (step - f.size) // 2
     for i, n in enumerate(names):
@@ -450,12 +568,12 @@ def draw_thumbnail(plan: Plan, settings: Settings) -> Drawn:
     return Drawn(c.image, c.boxes)
 
 
-def draw_cover(plan: Plan, settings: Settings) -> Drawn:
+def draw_cover(plan: Plan, settings: Settings, dry: bool = False) -> Drawn:
     """The vertical cover: the intro card's content, without captions."""
     intro = next((s for s in plan.segments if s.kind == "intro"), None)
     if intro is None:
         intro = SegmentPlan(0, "intro", "Cover", "", "", None, 0, 1, 0, 0, 0, 0, 1, 0, "", "", "cover", (), (), ())
-    return draw_card(intro, plan, settings)
+    return draw_card(intro, plan, settings, dry)
 
 
 def card_key_inputs(seg: SegmentPlan, plan: Plan, settings: Settings, fonts: dict) -> dict:

@@ -47,9 +47,16 @@ class FontError(ShortgenError):
 
 
 class TextOverflowError(ShortgenError):
-    """Text does not fit its box even at the smallest allowed size."""
+    """Text does not fit its box even at the smallest allowed size.
+
+    `source` says which script field the text came from, for the stage that knows the file to name its
+    line and column: ("segment", plan index, field), ("series",), ("next",) or ("outro_text",)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, source: tuple = (), detail: str = ""):
+        super().__init__(message)
+        self.source, self.detail = source, detail or message
 
 
 class BudgetError(ShortgenError):

@@ -7,7 +7,7 @@ rules in schema.py.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Segment:
     reference: str
     rate: int
     pos: Pos                # where the segment starts in the file
+    fields: dict = field(default_factory=dict, compare=False)   # field name -> Pos of its value
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,31 @@ class Episode:
     settings: Settings
     source_sha256: str
     origins: dict            # setting name -> Where it was set (series or episode file)
+    places: dict = field(default_factory=dict, compare=False)   # "series", "next", "title" -> Where
 
     def where(self, setting: str) -> Where:
         return self.origins.get(setting) or Where(self.path)
 
     def segment_where(self, seg: Segment) -> Where:
         return Where(self.path, *seg.pos)
+
+    def field_where(self, seg: Segment, name: str) -> Where:
+        return Where(self.path, *(seg.fields.get(name) or seg.pos))
+
+    def locate(self, source: tuple) -> tuple[Where, str]:
+        """Where a drawn text came from, and its field's name, from a TextOverflowError's `source`:
+        ("segment", plan index, field), ("series",), ("next",) or ("outro_text",)."""
+        if source and source[0] == "segment" and len(source) == 3:
+            k = source[1] - (1 if self.settings.intro else 0)
+            if 0 <= k < len(self.segments):
+                return self.field_where(self.segments[k], source[2]), f"segments[{k}].{source[2]}"
+            if source[2] == "name":      # the intro or outro card: its name is not from the script
+                return Where(self.path), ""
+        if source == ("outro_text",):
+            return self.where("outro_text"), "settings.outro_text"
+        if source and source[0] in self.places:
+            return self.places[source[0]], source[0]
+        return Where(self.path), ""
 
     @property
     def slug(self) -> str:
@@ -63,6 +83,7 @@ class Series:
     parts: tuple[Path, ...]
     settings_layer: dict
     origins: dict
+    name_where: Where | None = None
 
 
 # ---- YAML with positions ------------------------------------------------------------------------
@@ -179,7 +200,7 @@ def load_series(path: Path) -> Series:
         parts.append(full)
     layer = _present(m["settings"])
     return Series(path=path, name=m["series"], parts=tuple(parts), settings_layer=layer,
-                  origins=_origins(layer, pos, path))
+                  origins=_origins(layer, pos, path), name_where=Where(path, *(pos.find(("series",)) or (None, None))))
 
 
 def _origins(layer: dict, pos: _Positions, path: Path) -> dict:
@@ -211,11 +232,13 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     origins: dict = {}
     series_name = m["series"]
     series_path = find_series_for(path)
+    series_where = None
     if series_path:
         s = load_series(series_path)
         series_layer = s.settings_layer
         origins.update(s.origins)
         series_name = series_name or s.name
+        series_where = s.name_where
     if not series_name:
         line, col = pos.find(()) or (1, 1)
         raise ScriptError(Where(path, line, col), "series", "field required (or list this file in a series file beside it)")
@@ -230,13 +253,17 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
                           f"expected {settings.segments_per_part} segments, found {len(m['segments'])}")
     segs = tuple(
         Segment(index=i, name=s["name"], narration=" ".join(s["narration"].split()), one_liner=s["one_liner"],
-                reference=s["reference"], rate=s["rate"] or settings.rate, pos=pos.find(("segments", i)) or (1, 1))
+                reference=s["reference"], rate=s["rate"] or settings.rate, pos=pos.find(("segments", i)) or (1, 1),
+                fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values})
         for i, s in enumerate(m["segments"])
     )
+    places = {k: Where(path, *pos.values[(k,)]) for k in ("series", "next", "title") if (k,) in pos.values}
+    if "series" not in places and series_path:
+        places["series"] = series_where
     return Episode(
         path=path, series=series_name, part=m["part"], title=m["title"] or f"{series_name} #{m['part']}",
         next=m["next"], segments=segs, settings=settings,
-        source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), origins=origins,
+        source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), origins=origins, places=places,
     )
 
 

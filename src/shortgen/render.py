@@ -140,9 +140,10 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                                 rendered=False)
 
         # Everything that can fail on the text fails now, before any encoding and long before the set
-        # is replaced: every caption still to be encoded, and the thumbnail and cover.
-        draw.check_captions(plan, s, [g for g, k in zip(plan.segments, keyed)
-                                      if not cache.has(cache.path("segments", k.segment, ".h264"))])
+        # is replaced: the rules `check` runs, for every card, the thumbnail, the cover and each caption
+        # still to be encoded (an encoded segment's captions passed them when it was made).
+        check.enforce_fits(m, [g for g, k in zip(plan.segments, keyed)
+                               if not cache.has(cache.path("segments", k.segment, ".h264"))])
         # the pictures depend on the names and the look only: an edit to a narration keeps them
         thumbs_key = key_of("thumbs-v1", [draw.card_key_inputs(g, plan, s, fonts) for g in plan.segments
                                           if g.kind == "intro"], [g.name for g in plan.concepts()],

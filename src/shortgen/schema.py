@@ -67,11 +67,15 @@ SETTINGS = {
     "keyint_frames": Rule("int", ge=1, le=3000),
 }
 
+# The length limits are the most that can fit the field's box on the card with ordinary words (measured
+# with Roboto at the box's smallest size: a name holds 45 to 64 characters in two lines, a one-liner 115
+# to 146 in three, a reference 120 to 145 in two). They catch the hopeless case early; whether a given
+# text fits is decided by the same fit rules a render draws with (draw.check_fits), in `check` too.
 SEGMENT = {
-    "name": Rule("str", required=True, min_len=1, max_len=80),
+    "name": Rule("str", required=True, min_len=1, max_len=64),
     "narration": Rule("str", required=True, min_len=1, max_len=2000),
-    "one_liner": Rule("str", required=True, min_len=1, max_len=200),
-    "reference": Rule("str", required=True, min_len=1, max_len=300),
+    "one_liner": Rule("str", required=True, min_len=1, max_len=150),
+    "reference": Rule("str", required=True, min_len=1, max_len=150),
     "rate": Rule("int", ge=80, le=450),            # per-segment speaking rate override
 }
 
