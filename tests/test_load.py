@@ -169,3 +169,74 @@ def test_cli_reports_schema_errors_in_one_line_without_traceback(tmp_path, capsy
     assert code == 2
     assert f"{p}:4:5: segments[0].narration: field required" in err
     assert "Traceback" not in err
+
+
+# ---- text a creator may really write, and files that are not scripts -------------------------------
+
+def test_markup_is_not_narration(tmp_path):
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n  - name: A\n    narration: "
+              "\"## **Bias** -- the *gap* between [model](http://x.y) and <b>truth</b>. ---\"\n"
+              "    one_liner: one\n    reference: ref\n")
+    ep = load_episode(p)
+    assert ep.segments[0].narration == "Bias the gap between model and truth."
+
+
+@pytest.mark.parametrize("narration", ["'**'", "'#'", "'---'", "'** -- ##'", "'...'"])
+def test_a_narration_with_no_words_is_refused_at_its_field(tmp_path, narration):
+    p = write(tmp_path, "ep.yaml", f"series: S\npart: 1\nsegments:\n  - name: A\n    narration: {narration}\n"
+              "    one_liner: one\n    reference: ref\n")
+    assert error_of(p) == f"{p}:5:16: segments[0].narration: no words to speak: only markup or punctuation"
+
+
+def test_not_utf8_names_the_line(tmp_path):
+    p = tmp_path / "ep.yaml"
+    p.write_bytes("series: S\npart: 1\nsegments:\n  - name: Caf".encode() + b"\xe9\n")
+    assert error_of(p) == f"{p}:4:14: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+def test_binary_file_directory_and_missing_file(tmp_path, capsys):
+    b = tmp_path / "clip.yaml"
+    b.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    assert "a binary file, not a YAML script" in error_of(b)
+    assert error_of(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: file not found"
+    d = tmp_path / "dir.yaml"
+    d.mkdir()
+    for cmd in (["plan", str(d)], ["plan", str(tmp_path)], ["plan", str(b)], ["render", str(tmp_path / "nope.yaml")]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and "Error" not in err.split(":")[0], err
+
+
+def test_two_parts_with_the_same_number_are_an_error(tmp_path):
+    for name in ("a.yaml", "b.yaml"):
+        write(tmp_path, name, "series: S\npart: 4\nsegments:\n" + GOOD_SEG.format(n="A"))
+    write(tmp_path, "series.yaml", "series: S\nparts: [a.yaml, b.yaml]\n")
+    for target in (tmp_path / "series.yaml", tmp_path):
+        with pytest.raises(ScriptError) as e:
+            expand_targets([target])
+        assert str(e.value).startswith(f"{tmp_path / 'b.yaml'}:2:7: part: part 4 again: {tmp_path / 'a.yaml'}")
+
+
+def test_a_command_pointed_at_nothing_fails(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["render", str(empty)]) == 2
+    assert main(["check", str(empty)]) == 2
+    assert "no episode or series scripts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--rate", "0", "--rate: input should be greater than or equal to 80"),
+    ("--rate", "-5", "--rate: input should be greater than or equal to 80"),
+    ("--rate", "10000", "--rate: input should be less than or equal to 450"),
+    ("--fps", "0", "--fps: input should be greater than or equal to 1"),
+    ("--crf", "99", "--crf: input should be less than or equal to 51"),
+    ("--preset", "slow", "--preset: input should be"),
+    ("--voice", "", "--voice: string should have at least 1 character"),
+    ("--jobs", "0", "--jobs: input should be a whole number of at least 1"),
+])
+def test_flags_are_held_to_the_same_rules_as_the_file(capsys, flag, value, message):
+    cmd = ["render", f"{flag}={value}", str(ROOT / "scripts" / "part4.yaml")]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shortgen: command line: ") and message in err and len(err.splitlines()) == 1

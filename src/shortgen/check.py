@@ -32,6 +32,7 @@ class Measured:
     plan: Plan
     narrations: list[Narration]
     fits: list[Fit] = field(default_factory=list)
+    engine_id: str = ""
 
 
 def _texts(ep: Episode) -> list[tuple[str, str, int | None, object]]:
@@ -56,6 +57,8 @@ def measure(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None = Non
             on_progress: Callable | None = None, on_speak: Callable | None = None) -> Measured:
     """Speak every segment (cached), plan the timeline and, where the script allows, fit the rate."""
     s = ep.settings
+    if hasattr(engine, "with_library"):          # the speech library the settings name
+        engine = engine.with_library(s.speech_library)
     texts = _texts(ep)
     rates = [seg.rate if seg else s.rate for _, _, _, seg in texts]
     reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
@@ -88,7 +91,7 @@ def measure(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None = Non
     ]
     plan = build_plan(ep.series, ep.part, ep.title, s.fps, s.width, s.height, inputs, s.lead_in_frames, s.tail_frames,
                       extra={"next": ep.next})
-    return Measured(ep, plan, narrs, fits)
+    return Measured(ep, plan, narrs, fits, engine.id)
 
 
 def _narr_frames(n: Narration, fps: int) -> int:

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--crf", type=int)
         sp.add_argument("--no-intro", dest="intro", action="store_false", default=None)
         sp.add_argument("--no-outro", dest="outro", action="store_false", default=None)
+        sp.add_argument("--speech-library", help="libespeak-ng to speak with: wheel (default, the same on "
+                        "every machine), system, or a path")
         sp.add_argument("--cache-dir", type=Path, help="default: $SHORTGEN_CACHE_DIR or ~/.cache/shortgen")
         sp.add_argument("--output-dir", type=Path, help="default: output/")
 
@@ -78,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cli_layer(a: argparse.Namespace) -> dict:
-    keys = ("voice", "rate", "fps", "preset", "crf", "intro", "outro", "cache_dir", "output_dir", "jobs")
-    return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
+    from .load import check_cli_layer
+    keys = ("voice", "rate", "fps", "preset", "crf", "intro", "outro", "cache_dir", "output_dir", "jobs",
+            "speech_library")
+    return check_cli_layer({k: getattr(a, k) for k in keys if getattr(a, k, None) is not None})
 
 
 class _Printer:
@@ -181,10 +185,19 @@ def _check(a) -> ExitStatus:
     engine, cache = _engine_cache(layer)
     rows, messages = [], []
     status = ExitStatus.OK
-    scripts = [p for p in a.paths if not (p.is_dir() and (p / "manifest.json").exists())]
-    rendered = [p for p in a.paths if p.is_dir() and (p / "manifest.json").exists()]
+    def is_rendered(p: Path) -> bool:
+        return p.is_dir() and (p / "manifest.json").exists()
+
+    scripts, rendered = [], []
+    for p in a.paths:
+        if is_rendered(p):
+            rendered.append(p)
+        elif p.is_dir() and not any(p.glob("*.y*ml")) and any(is_rendered(d) for d in p.iterdir()):
+            rendered += sorted(d for d in p.iterdir() if is_rendered(d))     # an output folder of parts
+        else:
+            scripts.append(p)
     try:
-        targets = expand_targets(scripts)
+        targets = expand_targets(scripts) if scripts or not rendered else []
     except ShortgenError as e:
         targets, status = [], _status_of(e)
         rows.append(check.error_row("-", str(e)))

@@ -7,6 +7,7 @@ rules in schema.py.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,13 +136,35 @@ def _fmt(path: tuple) -> str:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _read_yaml(path: Path) -> tuple[Any, _Positions]:
+def read_text(path: Path) -> str:
+    """A script file's text, or one clear line: missing, a folder, unreadable, binary or not UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ScriptError(Where(path), "", "file not found") from None
-    except (UnicodeDecodeError, IsADirectoryError) as e:
-        raise ScriptError(Where(path), "", f"cannot read: {e.__class__.__name__}") from None
+    except IsADirectoryError:
+        raise ScriptError(Where(path), "", "is a directory; expected an episode or series file (.yaml)") from None
+    except PermissionError:
+        raise ScriptError(Where(path), "", "permission denied") from None
+    except OSError as e:
+        raise ScriptError(Where(path), "", f"cannot read: {e.strerror or e}") from None
+    if b"\0" in data:
+        at = data.index(b"\0")
+        line = data.count(b"\n", 0, at) + 1
+        raise ScriptError(Where(path, line, at - (data.rfind(b"\n", 0, at) + 1) + 1), "",
+                          "a binary file, not a YAML script")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = len(data[data.rfind(b"\n", 0, e.start) + 1:e.start].decode("utf-8", errors="replace")) + 1
+        raise ScriptError(Where(path, line, col), "",
+                          f"not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+    return text[1:] if text.startswith("\ufeff") else text      # a byte-order mark is fine
+
+
+def _read_yaml(path: Path) -> tuple[Any, _Positions]:
+    text = read_text(path)
     try:
         node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as e:
@@ -171,6 +194,28 @@ def _validate(model: dict, data: dict, pos: _Positions, path: Path) -> dict:
             line_col = pos.find(e.loc)
         line, col = line_col or (None, None)
         raise ScriptError(Where(path, line, col), _fmt(e.loc), e.msg) from None
+
+
+# ---- narration text ------------------------------------------------------------------------------
+
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")           # [text](url) -> text (images too)
+_INLINE_TAG = re.compile(r"</?(?:b|i|u|s|em|strong|span|a|code|mark|small|sub|sup)(?:\s[^<>]*)?>", re.I)
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>")                    # <br/>, <p>: a word boundary
+_MARKS = re.compile(r"\*\*|__|~~|`+")                      # bold, strike-through, code
+_EDGE_STARS = re.compile(r"(?<!\S)[*_]+(?=\S)|(?<=\S)[*_]+(?!\S)")   # *em*, _em_ at a word's edges
+_ONLY_MARKUP = re.compile(r"[#*_~`]+|-{2,}|={2,}")   # a heading mark, a rule, a bullet (not "+", "=", ">": said)
+
+
+def clean_narration(text: str) -> str:
+    """What is spoken (and captioned): the narration without Markdown or HTML markup, which a speech
+    engine would read out as symbols. Words and their punctuation are kept as written."""
+    text = _TAG.sub(" ", _INLINE_TAG.sub("", _LINK.sub(r"\1", text)))
+    text = _EDGE_STARS.sub("", _MARKS.sub("", text))
+    return " ".join(t for t in text.split() if not _ONLY_MARKUP.fullmatch(t))
+
+
+def speakable(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
 
 
 def _present(d: dict | None) -> dict:
@@ -211,7 +256,11 @@ def find_series_for(episode_path: Path) -> Path | None:
     """A series file beside the episode that lists it."""
     for cand in sorted(episode_path.parent.glob("*.y*ml")):
         # cheap text test first: parsing every episode beside this one is most of a no-op render's time
-        if cand == episode_path or "parts" not in cand.read_text(encoding="utf-8", errors="replace") \
+        try:
+            head = cand.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if cand == episode_path or "parts" not in head \
                 or not is_series_file(cand):
             continue
         data, _ = _read_yaml(cand)
@@ -219,6 +268,23 @@ def find_series_for(episode_path: Path) -> Path | None:
         if episode_path.name in names:
             return cand
     return None
+
+
+def check_cli_layer(layer: dict) -> dict:
+    """Settings given as command-line flags, held to the same rules as the same keys in a file; an error
+    names the flag: `command line: --rate: input should be greater than or equal to 80`."""
+    out = dict(layer)
+    for key, value in layer.items():
+        rule = schema.SETTINGS.get(key)
+        if rule is None:
+            continue
+        try:
+            out[key] = schema._value(rule, value, (key,))
+        except schema.SchemaError as e:
+            raise ScriptError(Where("command line"), f"--{key.replace('_', '-')}", e.msg) from None
+    if "jobs" in layer and (not isinstance(layer["jobs"], int) or layer["jobs"] < 1):
+        raise ScriptError(Where("command line"), "--jobs", "input should be a whole number of at least 1")
+    return out
 
 
 def load_episode(path: Path | str, cli: dict | None = None, base: Settings | None = None) -> Episode:
@@ -251,8 +317,13 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
         line, col = pos.find(("segments",)) or (None, None)
         raise ScriptError(Where(path, line, col), "segments",
                           f"expected {settings.segments_per_part} segments, found {len(m['segments'])}")
+    for i, s in enumerate(m["segments"]):
+        if not speakable(clean_narration(s["narration"])):
+            line, col = pos.find(("segments", i, "narration")) or (None, None)
+            raise ScriptError(Where(path, line, col), f"segments[{i}].narration",
+                              "no words to speak: only markup or punctuation")
     segs = tuple(
-        Segment(index=i, name=s["name"], narration=" ".join(s["narration"].split()), one_liner=s["one_liner"],
+        Segment(index=i, name=s["name"], narration=clean_narration(s["narration"]), one_liner=s["one_liner"],
                 reference=s["reference"], rate=s["rate"] or settings.rate, pos=pos.find(("segments", i)) or (1, 1),
                 fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values})
         for i, s in enumerate(m["segments"])
@@ -268,11 +339,16 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
 
 
 def expand_targets(paths: list[Path]) -> list[Path]:
-    """Directories -> their YAML files; series files -> their parts. Order kept, duplicates dropped."""
+    """Directories -> their YAML files; series files -> their parts. Order kept, duplicates dropped.
+    Finding no script at all is an error (a CI gate pointed at the wrong folder must fail), and so are
+    two scripts of the same part number (both would render into one folder)."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            for f in sorted(p.glob("*.y*ml")):
+            found = sorted(p.glob("*.y*ml"))
+            if not found:
+                raise ScriptError(Where(p), "", "no episode or series scripts (*.yaml) in this folder")
+            for f in found:
                 out.extend(expand_targets([f]) if is_series_file(f) else [f])
         elif p.suffix in (".yaml", ".yml") and p.is_file() and is_series_file(p):
             out.extend(load_series(p).parts)
@@ -284,4 +360,25 @@ def expand_targets(paths: list[Path]) -> list[Path]:
         if key not in seen:
             seen.add(key)
             uniq.append(p)
+    if not uniq:
+        raise ScriptError(Where(", ".join(map(str, paths)) or "."), "", "no scripts to work on")
+    if len(uniq) > 1:
+        _unique_parts(uniq)
     return uniq
+
+
+def _unique_parts(paths: list[Path]) -> None:
+    first: dict[int, Path] = {}
+    for p in paths:
+        try:
+            data, pos = _read_yaml(p)
+        except ScriptError:
+            continue                       # reported when the script itself is loaded
+        part = data.get("part")
+        if isinstance(part, int) and not isinstance(part, bool):
+            if part in first:
+                line, col = pos.find(("part",)) or (None, None)
+                raise ScriptError(Where(p, line, col), "part",
+                                  f"part {part} again: {first[part]} is part {part} too (both would render "
+                                  f"into part{part}/); give each part its own number")
+            first[part] = p

@@ -222,7 +222,7 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
                 inputs={"script": str(ep.path), "script_sha256": ep.source_sha256,
                         "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
                         "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, keyed)},
-                        "audio": audio_key, "fonts": fonts, "tts_engine": engine.id},
+                        "audio": audio_key, "fonts": fonts, "tts_engine": m.engine_id},
                 final_key=final_key, thumbs_key=thumbs_key,
             ))
             # the unchanged pictures, and whatever else the user keeps in the folder, go along

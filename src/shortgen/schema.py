@@ -46,6 +46,7 @@ SETTINGS = {
     "width": Rule("int", ge=16, le=4096, multiple_of=2),
     "height": Rule("int", ge=16, le=4096, multiple_of=2),
     "voice": Rule("str", min_len=1),
+    "speech_library": Rule("str", min_len=1),      # "wheel" (default), "system", or a path
     "rate": Rule("int", ge=80, le=450),
     "theme": Rule("model", of=THEME),
     "lead_in_frames": Rule("int", ge=0, le=300),

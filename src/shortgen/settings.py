@@ -45,6 +45,7 @@ class Settings:
     fonts_dir: Path = ASSETS / "fonts"
     # voice
     voice: str = "gmw/en-us"
+    speech_library: str = "wheel"   # libespeak-ng: the wheel's (same speech everywhere), "system", or a path
     rate: int = 175                 # words per minute, espeak's unit
     # timing, in frames at fps
     lead_in_frames: int = 24        # the title card alone before narration starts
