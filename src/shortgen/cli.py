@@ -197,7 +197,7 @@ def _check(a) -> ExitStatus:
         else:
             scripts.append(p)
     try:
-        targets = expand_targets(scripts) if scripts or not rendered else []
+        targets = expand_targets(scripts, rendering=False) if scripts or not rendered else []
     except ShortgenError as e:
         targets, status = [], _status_of(e)
         rows.append(check.error_row("-", str(e)))

@@ -338,10 +338,11 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     )
 
 
-def expand_targets(paths: list[Path]) -> list[Path]:
+def expand_targets(paths: list[Path], rendering: bool = True) -> list[Path]:
     """Directories -> their YAML files; series files -> their parts. Order kept, duplicates dropped.
     Finding no script at all is an error (a CI gate pointed at the wrong folder must fail), and so are
-    two scripts of the same part number (both would render into one folder)."""
+    two parts of one number in a series, or among the scripts to render (both would render into one
+    folder)."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -351,7 +352,9 @@ def expand_targets(paths: list[Path]) -> list[Path]:
             for f in found:
                 out.extend(expand_targets([f]) if is_series_file(f) else [f])
         elif p.suffix in (".yaml", ".yml") and p.is_file() and is_series_file(p):
-            out.extend(load_series(p).parts)
+            parts = list(load_series(p).parts)
+            _unique_parts(parts)
+            out.extend(parts)
         else:
             out.append(p)
     seen, uniq = set(), []
@@ -362,7 +365,7 @@ def expand_targets(paths: list[Path]) -> list[Path]:
             uniq.append(p)
     if not uniq:
         raise ScriptError(Where(", ".join(map(str, paths)) or "."), "", "no scripts to work on")
-    if len(uniq) > 1:
+    if rendering and len(uniq) > 1:
         _unique_parts(uniq)
     return uniq
 
