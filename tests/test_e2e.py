@@ -231,3 +231,58 @@ def test_runs_stand_alone_and_follow_one_another_in_any_order(tmp_path):
         for i, frame in enumerate(want):
             assert np.abs(got[i] - frame).mean() < 3, (order, i)
 
+
+
+def test_the_file_streams_constant_rate_and_interleaved(rendered):
+    """Read from the MP4's own sample tables, not ffmpeg's summary: one stts entry (every frame 1/30 s),
+    moov before mdat, and audio and video never more than half a second apart along the file."""
+    from shortgen.mp4 import interleave_gap, read_tracks
+    tracks, mdat = read_tracks(rendered["dir"] / "part9.mp4")
+    video = next(t for t in tracks if t.kind == "vide")
+    audio = next(t for t in tracks if t.kind == "soun")
+    assert video.stts == [(rendered["plan"].total_frames, video.timescale // 30)]
+    assert len(audio.stts) == 1 and audio.stts[0][1] == 1024
+    assert interleave_gap(tracks) <= 0.5
+    assert 0 < mdat <= min(off for t in tracks for off, _, _ in t.chunks)   # moov first: the index up front
+
+
+def test_consecutive_idr_pictures_never_share_an_idr_pic_id(tmp_path):
+    """Runs of one picture shown one frame each are IDR after IDR, from separate x264 calls; segments
+    joined in any order meet IDR to IDR too. Every such pair differs, and the stream decodes strictly."""
+    from shortgen import h264
+    enc = FfmpegEncoder()
+    v = VideoSettings(64, 64, 30, "veryfast", 20, keyint=60)
+    rng = np.random.default_rng(1)
+    pics = [(rng.integers(16, 235, 64 * 64 * 3 // 2, dtype=np.uint8).tobytes(),) for _ in range(6)]
+    segs = []
+    for half in (pics[:3], pics[3:]):
+        runs = [enc.encode_runs([p], [(1, ())], v, tmp_path / "scratch.h264")[0] for p in half]
+        out = tmp_path / f"seg{len(segs)}.h264"
+        enc.assemble(runs, [[1]] * len(runs), out)
+        segs.append(out.read_bytes())
+    stream = segs[0] + segs[1] + segs[0]          # segment after segment, as the join puts them
+
+    def idr_ids(data):
+        sps = pps = None
+        out = []
+        for nal in h264.split_nals(data):
+            t = nal[0] & 0x1F
+            if t == 7:
+                sps = h264.parse_sps(h264.unescape(nal))
+            elif t == 8:
+                pps = h264.parse_pps(h264.unescape(nal))
+            elif t in (1, 5):
+                r = h264.BitReader(h264.unescape(nal))
+                r.pos = 8
+                r.ue(), r.ue(), r.ue()
+                r.pos += sps["log2_max_frame_num"]
+                out.append(r.ue() if t == 5 else None)
+        return out
+    ids = idr_ids(stream)
+    assert len(ids) == 9 and all(i is not None for i in ids)
+    assert all(a != b for a, b in zip(ids, ids[1:])), ids
+    path = tmp_path / "all.h264"
+    path.write_bytes(stream)
+    strict = subprocess.run([ffmpeg_exe(), "-v", "error", "-xerror", "-err_detect", "explode", "-f", "h264",
+                             "-i", str(path), "-f", "null", "-"], capture_output=True)
+    assert strict.returncode == 0 and not strict.stderr, strict.stderr[-300:]

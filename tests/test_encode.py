@@ -40,7 +40,9 @@ def test_distinct_args_feed_raw_yuv_and_ask_x264_for_a_skippable_stream():
 
 def test_join_copies_video_at_a_constant_rate_with_bt709_tags_and_moves_the_index_up_front():
     a = join_args("ff", 30, Path("a.aac"), Path("final.mp4"))
-    assert (after(a, "-f"), after(a, "-framerate"), after(a, "-i")) == ("h264", "30", "-")   # segments on stdin
+    assert (after(a, "-f"), after(a, "-r"), after(a, "-i")) == ("h264", "30", "-")   # segments on stdin
+    assert a.index("-r") < a.index("-i")          # an input option: every frame stamped at 1/30 s
+    assert after(a, "-max_interleave_delta") == "0"   # the muxer interleaves the two tracks
     assert after(a, "-c") == "copy" and "-nostdin" not in a
     assert "-bsf:v" not in a         # the colour tags are already in each segment's SPS (see test_e2e)
     assert after(a, "-video_track_timescale") == "15360"

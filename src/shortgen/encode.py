@@ -178,11 +178,16 @@ def join_args(ffmpeg: str, fps: int, audio: Path, out: Path) -> list[str]:
 
     The audio's first frame is the encoder's priming frame; starting the stream one frame early makes
     the MP4 muxer write an edit list that skips it, so sample 0 plays with video frame 0.
+
+    `-r` as an input option stamps every frame at exactly 1/fps (`-framerate` left the raw stream's
+    timestamps unset, and the muxer invented 39999/40000-tick ones: 33 stts entries, a variable frame
+    rate); `-max_interleave_delta 0` makes the muxer wait for both tracks and interleave them (without
+    it the first 95 s of video were stored before any audio, and a browser on a slow link waited 37 s).
     """
     return [ffmpeg, "-hide_banner", "-v", "error", "-y",
-            "-f", "h264", "-framerate", str(fps), "-i", "-",
+            "-f", "h264", "-r", str(fps), "-i", "-",
             "-itsoffset", f"-{AAC_FRAME / AAC_RATE:.9f}", "-f", "aac", "-i", str(audio),
-            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy",
+            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-max_interleave_delta", "0",
             "-video_track_timescale", str(fps * 512), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
@@ -353,7 +358,8 @@ class FfmpegEncoder:
 
     def assemble(self, runs, repeats, out):
         try:
-            out.write_bytes(b"".join(h264.expand(run, list(reps)) for run, reps in zip(runs, repeats)))
+            # one pass over the segment, so that IDR pictures from different runs are numbered apart
+            out.write_bytes(h264.expand(b"".join(runs), [n for reps in repeats for n in reps]))
         except h264.H264Error as e:
             raise EncodeError(f"assembling {out.name}: {e}") from None
 

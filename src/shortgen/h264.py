@@ -68,13 +68,6 @@ class BitWriter:
         return bytes(int("".join(map(str, self.bits[i:i + 8])), 2) for i in range(0, len(self.bits), 8))
 
 
-def _set_bits(buf: bytearray, pos: int, n: int, value: int) -> None:
-    for i in range(n):
-        bit = (value >> (n - 1 - i)) & 1
-        byte, off = (pos + i) >> 3, 7 - ((pos + i) & 7)
-        buf[byte] = (buf[byte] & ~(1 << off)) | (bit << off)
-
-
 # ---- NAL units ----------------------------------------------------------------------------------
 
 def split_nals(stream: bytes) -> list[bytes]:
@@ -192,28 +185,48 @@ def skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
     return escape(data)
 
 
-def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int) -> tuple[bytes, bool, int]:
-    """Set frame_num (and POC lsb) of an x264 slice; returns (nal, is_idr, first_mb)."""
-    rbsp = bytearray(unescape(nal))
+def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int, idr_pic_id: int = 0) -> tuple[bytes, bool, int]:
+    """Set frame_num, the POC lsb and (in an IDR slice) idr_pic_id of an x264 slice; returns (nal,
+    is_idr, first_mb). The header up to the POC lsb is written afresh (idr_pic_id is exp-Golomb coded,
+    so its length may change) and the rest of the slice follows bit for bit, up to its stop bit."""
+    rbsp = unescape(nal)
     nal_type = rbsp[0] & 0x1F
-    r = BitReader(bytes(rbsp))
+    r = BitReader(rbsp)
     r.pos = 8
     first_mb = r.ue()
-    slice_type = r.ue() % 5
-    if slice_type not in (0, 2):
+    slice_type = r.ue()
+    if slice_type % 5 not in (0, 2):
         raise H264Error("only I and P slices are supported (encode with bframes=0)")
-    r.ue()
-    fn_pos = r.pos
+    pps_id = r.ue()
+    r.pos += p.log2_max_frame_num
     is_idr = nal_type == 5
-    if is_idr:
-        frame_num = 0
-    _set_bits(rbsp, fn_pos, p.log2_max_frame_num, frame_num % (1 << p.log2_max_frame_num))
-    r.pos = fn_pos + p.log2_max_frame_num
     if is_idr:
         r.ue()
     if p.poc_type == 0:
-        _set_bits(rbsp, r.pos, p.log2_max_poc_lsb, poc_lsb % (1 << p.log2_max_poc_lsb))
-    return escape(bytes(rbsp)), is_idr, first_mb
+        r.pos += p.log2_max_poc_lsb
+    w = BitWriter()
+    w.u(8, rbsp[0])
+    w.ue(first_mb)
+    w.ue(slice_type)
+    w.ue(pps_id)
+    w.u(p.log2_max_frame_num, 0 if is_idr else frame_num % (1 << p.log2_max_frame_num))
+    if is_idr:
+        w.ue(idr_pic_id)
+    if p.poc_type == 0:
+        w.u(p.log2_max_poc_lsb, poc_lsb % (1 << p.log2_max_poc_lsb))
+    # the rest, from r.pos to the stop bit (the last 1), moved as one integer: fast for big I slices
+    total = len(rbsp) * 8
+    value = int.from_bytes(rbsp, "big")
+    trailing = (value & -value).bit_length() - 1          # zero bits after the stop bit
+    if value == 0 or total - 1 - trailing < r.pos:
+        raise H264Error("a slice without its stop bit")
+    tail_len = total - trailing - r.pos
+    tail = (value >> trailing) & ((1 << tail_len) - 1)
+    head = int("".join(map(str, w.bits)), 2)
+    bits = len(w.bits) + tail_len
+    pad = -bits % 8
+    out = (((head << tail_len) | tail) << pad).to_bytes((bits + pad) // 8, "big")
+    return escape(out), is_idr, first_mb
 
 
 def _coded_pictures(nals: list[bytes]) -> list[list[bytes]]:
@@ -253,22 +266,22 @@ def split_runs(stream: bytes, lengths: list[int]) -> list[bytes]:
     return runs
 
 
+def _params(sps_nal: bytes, pps_nal: bytes, nal_ref_idc: int = 2) -> Params:
+    sps, pps = parse_sps(unescape(sps_nal)), parse_pps(unescape(pps_nal))
+    return Params(sps["log2_max_frame_num"], sps["poc_type"], sps["log2_max_poc_lsb"], sps["mbs"],
+                  pps["pps_id"], pps["deblocking_control"], nal_ref_idc)
+
+
 def expand(stream: bytes, repeats: list[int]) -> bytes:
-    """Show picture k of an x264 stream `repeats[k]` times, by inserting P-skip frames after it."""
+    """Show picture k of an x264 stream `repeats[k]` times, by inserting P-skip frames after it.
+    `stream` may be several runs back to back (a segment), each with its own parameter sets."""
     nals = split_nals(stream)
-    p: Params | None = None
-    sps: dict = {}
-    for nal in nals:
-        t = nal[0] & 0x1F
-        if t == 7:
-            sps = parse_sps(unescape(nal))
-        elif t == 8:
-            pps = parse_pps(unescape(nal))
-            p = Params(sps["log2_max_frame_num"], sps["poc_type"], sps["log2_max_poc_lsb"], sps["mbs"],
-                       pps["pps_id"], pps["deblocking_control"])
-            break
-    if p is None:
+    sps_nal = next((n for n in nals if n[0] & 0x1F == 7), None)
+    pps_nal = next((n for n in nals if n[0] & 0x1F == 8), None)
+    if sps_nal is None or pps_nal is None:
         raise H264Error("the stream has no SPS/PPS")
+    p = _params(sps_nal, pps_nal)
+    used = (sps_nal, pps_nal)
     pictures = _coded_pictures(nals)
     if len(pictures) != len(repeats):
         raise H264Error(f"expected {len(repeats)} pictures, the stream has {len(pictures)}")
@@ -276,20 +289,36 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
     out = bytearray()
     frame_num = 0
     poc = 0
-    for pic, count in zip(pictures, repeats):
+    prev_idr: int | None = None      # the previous access unit's idr_pic_id, if it was an IDR picture
+    for k, (pic, count) in enumerate(zip(pictures, repeats)):
         if count < 1:
             raise H264Error("every picture must be shown at least once")
+        is_idr = any(nal[0] & 0x1F == 5 for nal in pic)
+        idr_id = 0
+        if is_idr:
+            # Two IDR pictures in a row must differ in idr_pic_id (7.4.3). x264 numbers each call's IDRs
+            # from 0, and runs from different calls meet here; so number them afresh: never the previous
+            # one's, and never 0 for a last picture shown once, since the segment after this one opens
+            # with an IDR numbered 0 (segments are cached apart and joined in any order).
+            last = k == len(repeats) - 1 and count == 1
+            idr_id = next(i for i in (0, 1, 2) if i != prev_idr and not (last and i == 0))
         for nal in pic:
             t = nal[0] & 0x1F
+            if t == 7:
+                sps_nal = nal
+            elif t == 8 and (sps_nal, nal) != used:    # a run from another encode: read its parameters
+                used = (sps_nal, nal)
+                p = _params(sps_nal, nal, p.nal_ref_idc)
             if t in (1, 5):
                 if t == 5:
                     frame_num, poc = 0, 0
                 ref_idc = nal[0] >> 5
                 if ref_idc == 0:     # a skip frame must be able to refer back to this picture
                     raise H264Error("a picture is not a reference frame (encode with bframes=0)")
-                nal, _, _ = _rewrite_slice(nal, p, frame_num, 2 * poc)
+                nal, _, _ = _rewrite_slice(nal, p, frame_num, 2 * poc, idr_id)
                 p = Params(**{**p.__dict__, "nal_ref_idc": ref_idc})
             out += b"\x00\x00\x00\x01" + nal
+        prev_idr = idr_id if is_idr and count == 1 else None
         frame_num, poc = frame_num + 1, poc + 1
         for _ in range(count - 1):
             # only frame_num and the POC lsb change between skip slices, and both wrap: keep the few made
