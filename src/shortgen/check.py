@@ -279,6 +279,13 @@ def check_rendered(out_dir: Path, encoder, engine: Engine, cache: Cache, layer: 
         facts.append(f"{p.frames} video frames, the manifest says {total}")
     if abs(p.duration - total / fps) > 1 / fps + 1e-6:
         facts.append(f"lasts {p.duration:.3f} s, the manifest says {total / fps:.3f} s")
+    # what a player streaming the file meets (read from the MP4's sample tables)
+    if p.frame_lengths != 1:
+        facts.append(f"frames of {p.frame_lengths} different lengths (a variable frame rate)")
+    if not p.index_first:
+        facts.append("the index (moov) comes after the media: nothing plays until the whole file is loaded")
+    if p.interleave_s > 0.5:
+        facts.append(f"audio and video are stored up to {p.interleave_s:.1f} s apart (not interleaved: it streams badly)")
     msgs = [f"{mp4}: {f}" for f in facts]
     out = [Row(label, "(rendered file)", p.frames, total, fps, not facts, "; ".join(facts), failure="BAD")]
 

@@ -15,8 +15,10 @@ files drifts: each carries its own priming and padding).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
+import struct
 import json
 import re
 import subprocess
@@ -220,11 +222,9 @@ class Probe:
     audio: str | None
     audio_rate: int | None
     audio_channels: str | None
-
-    def as_dict(self) -> dict:
-        d = self.__dict__.copy()
-        d["fps"] = float(self.fps)
-        return d
+    frame_lengths: int = 1          # distinct video frame durations (stts entries): 1 is a constant rate
+    index_first: bool = True        # moov before mdat
+    interleave_s: float = 0.0       # how far apart along the file the tracks' times run (see mp4.py)
 
 
 _DUR = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -395,7 +395,17 @@ class FfmpegEncoder:
         if not Path(path).is_file():
             raise ProbeError(f"{path}: no such file")
         proc = subprocess.run(probe_args(self.ffmpeg, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
-        return parse_probe(proc.stderr.decode(errors="replace"), path)
+        probe = parse_probe(proc.stderr.decode(errors="replace"), path)
+        from . import mp4
+        try:
+            tracks, mdat = mp4.read_tracks(path)
+        except (OSError, ValueError, IndexError, struct.error) as e:
+            raise ProbeError(f"{path}: unreadable MP4 sample tables ({e})") from None
+        video = next((t for t in tracks if t.kind == "vide"), None)
+        offsets = [off for t in tracks for off, _, _ in t.chunks]
+        return dataclasses.replace(probe, frame_lengths=len(video.stts) if video else 0,
+                                   index_first=not offsets or 0 <= mdat <= min(offsets),
+                                   interleave_s=mp4.interleave_gap(tracks))
 
     def loudness(self, path, skip=0):
         proc = subprocess.run(loudness_args(self.ffmpeg, path, skip), stdout=subprocess.DEVNULL,
