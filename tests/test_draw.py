@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageDraw
 
 from shortgen import check, draw
 from shortgen.errors import FontError, TextOverflowError
@@ -203,3 +203,101 @@ def test_thumbnail_and_cover(series_plans):
         assert all(0 <= b.x0 and b.x1 <= 1280 and 0 <= b.y0 and b.y1 <= 720 for b in t.boxes)
         c = draw.draw_cover(plan, s)
         assert c.image.size == (1080, 1920) and all(inside(b) for b in c.boxes)
+
+
+# ---- emoji, symbols and scripts the theme's font lacks: drawn from the chain, or refused by name ---------
+
+def _tiny_cjk_font(path: Path) -> Path:
+    """A font made here with one glyph, 中 (U+4E2D), a filled box: a stand-in for a creator's CJK font."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+    fb = FontBuilder(1000, isTTF=True)
+    fb.setupGlyphOrder([".notdef", "zhong"])
+    fb.setupCharacterMap({0x4E2D: "zhong"})
+    glyphs = {}
+    for name, box in ((".notdef", (100, 0, 500, 700)), ("zhong", (80, -50, 920, 800))):
+        pen = TTGlyphPen(None)
+        x0, y0, x1, y1 = box
+        pen.moveTo((x0, y0)); pen.lineTo((x0, y1)); pen.lineTo((x1, y1)); pen.lineTo((x1, y0)); pen.closePath()
+        glyphs[name] = pen.glyph()
+    fb.setupGlyf(glyphs)
+    fb.setupHorizontalMetrics({".notdef": (600, 100), "zhong": (1000, 80)})
+    fb.setupHorizontalHeader(ascent=880, descent=-120)
+    fb.setupNameTable({"familyName": "TestCJK", "styleName": "Regular"})
+    fb.setupOS2(sTypoAscender=880, sTypoDescender=-120, usWinAscent=880, usWinDescent=120)
+    fb.setupPost()
+    fb.save(str(path))
+    return path
+
+
+def _tofu(settings, text: str, size: int = 80) -> Image.Image:
+    """What Roboto alone draws for text it lacks: its .notdef box."""
+    f = draw._freetype(draw.font_path(settings, "bold").primary, size)
+    im = Image.new("L", (400, 200))
+    ImageDraw.Draw(im).text((10, 10), text, font=f, fill=255)
+    return im
+
+
+def test_emoji_and_symbols_are_drawn_from_the_fallback_fonts_not_as_tofu():
+    from shortgen.settings import Settings
+    s = Settings()
+    chain = draw._font(draw.font_path(s, "bold"), 80)
+    for ch in "🚀🤖✓★→":
+        (run, font), = chain.runs(ch)
+        assert font is not chain.primary and run == ch
+        im = Image.new("L", (400, 200))
+        draw.draw_runs(ImageDraw.Draw(im), (10, 10), ch, chain, 255)
+        assert im.getbbox() and ImageChops.difference(im, _tofu(s, ch)).getbbox(), ch
+    # joiners and variation selectors are part of an emoji, not characters of their own
+    assert [t for t, _ in chain.runs("A\u2764\ufe0f B")] == ["A", "\u2764", " B"]
+
+
+def test_a_character_no_font_has_is_refused_naming_it_and_its_field(tmp_path):
+    from shortgen.cache import Cache
+    from shortgen.narrate import FakeEngine
+    p = tmp_path / "ep.yaml"
+    p.write_text("series: S\npart: 1\nsegments:\n  - name: Attention 中\n    narration: Attention. Look here.\n"
+                 "    one_liner: one\n    reference: ref\n")
+    m = check.measure(load_episode(p), FakeEngine(), Cache(tmp_path / "c"))
+    problems = check.fit_problems(m)
+    assert problems and problems[0].startswith(f"{p}:4:11: segments[0].name: no font has the character '中' (U+4E2D)")
+    # the creator names a font that has it, relative to the script: then it is drawn
+    _tiny_cjk_font(tmp_path / "cjk.ttf")
+    p.write_text(p.read_text().replace("segments:", "settings:\n  fonts: [cjk.ttf]\nsegments:"))
+    ep = load_episode(p)
+    m = check.measure(ep, FakeEngine(), Cache(tmp_path / "c"))
+    assert check.fit_problems(m) == []
+    card = draw.draw_card(m.plan.segments[1], m.plan, ep.settings)
+    name_box = next(b for b in card.boxes if b.what == "name")
+    assert name_box.x1 - name_box.x0 > 300
+
+
+def test_a_missing_fonts_entry_is_a_schema_style_error(tmp_path):
+    p = tmp_path / "ep.yaml"
+    p.write_text("series: S\npart: 1\nsettings:\n  fonts: [nope.ttf]\nsegments:\n  - name: A\n"
+                 "    narration: Hello.\n    one_liner: one\n    reference: ref\n")
+    with pytest.raises(Exception) as e:
+        load_episode(p)
+    assert str(e.value) == f"{p}:4:11: settings.fonts[0]: no such font file: nope.ttf"
+
+
+def test_captions_with_emoji_paint_as_they_draw(tmp_path):
+    from shortgen.cache import Cache
+    from shortgen.narrate import FakeEngine
+    p = tmp_path / "ep.yaml"
+    p.write_text("series: S\npart: 1\nsegments:\n  - name: Rockets 🚀\n"
+                 "    narration: Launch 🚀 fast, check ✓ twice. Done ★ now.\n    one_liner: one ✨\n    reference: ref\n")
+    ep = load_episode(p)
+    m = check.measure(ep, FakeEngine(), Cache(tmp_path / "c"))
+    assert check.fit_problems(m) == []
+    s, seg = ep.settings, m.plan.segments[1]
+    x0, y0, _, y1 = draw.caption_origin(s)
+    card = draw.draw_card(seg, m.plan, s).image.convert("RGB")
+    band = card.crop((0, y0, card.width, y1))
+    painter = draw.CaptionPainter(seg, s)
+    for st in seg.states:
+        if st.cue is None:
+            continue
+        hl = None if st.word is None else st.word - seg.cues[st.cue].first
+        full = draw.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
+        assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, st

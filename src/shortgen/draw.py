@@ -6,6 +6,7 @@ then fails with TextOverflowError naming the segment and field; it never overflo
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -48,21 +49,145 @@ def safe_zone(width: int, height: int) -> tuple[int, int, int, int]:
 
 # ---- fonts and text fitting ---------------------------------------------------------------------
 
+# Fallbacks after the theme's fonts (and the creator's `fonts:`), chosen by size against coverage: Noto
+# Emoji (2.0 MB, 1,489 code points: nearly every single-code-point emoji, monochrome, so it takes the
+# text colour and outline) and DejaVu Sans Bold (0.7 MB, 5,898: arrows, check marks, stars, maths,
+# Greek, Cyrillic, Hebrew and more). CJK is not bundled (Noto Sans CJK is 16 to 20 MB a weight): name a
+# font that has it under `fonts:`, or shortgen refuses the character by name, never drawing tofu.
+BUNDLED_FALLBACKS = ("NotoEmoji.ttf", "DejaVuSans-Bold.ttf")
+
+
+class MissingGlyphError(TextOverflowError):
+    """No font in the chain has a character of the text."""
+
+
+@dataclass(frozen=True)
+class FontSpec:
+    """A font and the fonts that stand in for characters it lacks, in order."""
+
+    primary: str
+    fallbacks: tuple[str, ...] = ()
+
+    def files(self) -> tuple[str, ...]:
+        return (self.primary, *self.fallbacks)
+
+
 @lru_cache(maxsize=64)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+def _freetype(path: str, size: int, heavy: bool = False) -> ImageFont.FreeTypeFont:
     try:
-        return ImageFont.truetype(path, size)
+        font = ImageFont.truetype(path, size)
     except OSError:
         raise FontError(f"font not found or unreadable: {path}") from None
+    if heavy:       # a variable fallback (Noto Emoji) at its boldest, to sit beside our heavy type
+        try:
+            axes = font.get_variation_axes()
+            font.set_variation_by_axes([a["maximum"] if a.get("name") in (b"Weight", "Weight") else a["default"]
+                                        for a in axes])
+        except (OSError, AttributeError, ValueError):
+            pass
+    return font
 
 
-def font_path(settings: Settings, role: str) -> str:
+@lru_cache(maxsize=16)
+def _coverage(path: str) -> frozenset[int]:
+    """The code points a font maps to glyphs (its cmap): what it can draw without tofu."""
+    from fontTools.ttLib import TTFont, TTLibError     # only text beyond ASCII needs it
+    try:
+        with TTFont(path, lazy=True, fontNumber=0) as f:
+            return frozenset(f.getBestCmap() or ())
+    except (OSError, TTLibError, AssertionError) as e:
+        raise FontError(f"font unreadable: {path} ({e})") from None
+
+
+def _invisible(ch: str) -> bool:
+    """Joiners, variation selectors and combining marks attached to emoji: drawn as nothing."""
+    import unicodedata
+    return unicodedata.category(ch) in ("Mn", "Me", "Cf") or 0xFE00 <= ord(ch) <= 0xFE0F \
+        or 0xE0100 <= ord(ch) <= 0xE01EF or 0x1F3FB <= ord(ch) <= 0x1F3FF
+
+
+class ChainFont:
+    """A FontSpec at one size: measures and splits text into runs, each in the first font that has
+    its characters. ASCII text takes the primary font alone, as before (the fast, common path)."""
+
+    def __init__(self, spec: FontSpec, size: int):
+        self.spec, self.size = spec, size
+        self.primary = _freetype(spec.primary, size)
+
+    def runs(self, text: str) -> list[tuple[str, ImageFont.FreeTypeFont]]:
+        if text.isascii():
+            return [(text, self.primary)]
+        out: list[tuple[str, ImageFont.FreeTypeFont]] = []
+        files = self.spec.files()
+        for ch in text:
+            if _invisible(ch):
+                continue
+            i = next((i for i, f in enumerate(files) if ord(ch) in _coverage(f)), None)
+            if i is None:
+                raise MissingGlyphError(f"no font has the character {ch!r} (U+{ord(ch):04X})",
+                                        detail=f"no font has the character {ch!r} (U+{ord(ch):04X}); "
+                                               "name a font that has it under settings.fonts")
+            font = self.primary if i == 0 else _freetype(files[i], self.size, True)
+            if out and out[-1][1] is font:
+                out[-1] = (out[-1][0] + ch, font)
+            else:
+                out.append((ch, font))
+        return out
+
+    def getlength(self, text: str) -> float:
+        if text.isascii():
+            return self.primary.getlength(text)
+        return sum(f.getlength(t) for t, f in self.runs(text))
+
+    def getmetrics(self) -> tuple[int, int]:
+        return self.primary.getmetrics()
+
+
+@lru_cache(maxsize=128)
+def _font(spec: FontSpec | str, size: int) -> ChainFont:
+    return ChainFont(spec if isinstance(spec, FontSpec) else FontSpec(spec), size)
+
+
+def font_path(settings: Settings, role: str) -> FontSpec:
+    """The theme's font for a role, with the creator's `fonts:` and then the bundled fallbacks."""
     name = getattr(settings.theme, f"font_{role}")
     p = Path(name)
     p = p if p.is_absolute() else settings.fonts_dir / p
     if not p.is_file():
         raise FontError(f"font not found: {p} (theme.font_{role})")
-    return str(p)
+    bundled = [settings.fonts_dir / n for n in BUNDLED_FALLBACKS]
+    return FontSpec(str(p), tuple(str(f) for f in (*settings.fonts, *bundled) if Path(f).is_file()))
+
+
+def _baseline(font: ChainFont, xy, anchor: str, length: float) -> tuple[float, float]:
+    """The left end of the baseline for text of `length` placed at xy with a Pillow anchor."""
+    ascent, descent = font.getmetrics()
+    x, y = xy
+    x -= {"l": 0, "m": length / 2, "r": length}[anchor[0]]
+    y += {"a": ascent, "t": ascent, "m": (ascent - descent) / 2, "s": 0, "d": -descent, "b": -descent}[anchor[1]]
+    return x, y
+
+
+def draw_runs(draw, xy, text: str, font: ChainFont, fill, anchor: str = "la", stroke: int = 0,
+              stroke_fill=None, measure=None) -> tuple[int, int, int, int]:
+    """Draw text through its font chain, run after run on one baseline; returns the inked box. A text
+    in one font is drawn as ImageDraw draws it (the same pixels); `draw` may be None to only measure."""
+    runs = font.runs(text)
+    measure = measure or draw
+    if len(runs) == 1:
+        t, f = runs[0]
+        if draw is not None:
+            draw.text(xy, t, font=f, fill=fill, stroke_width=stroke, stroke_fill=stroke_fill, anchor=anchor)
+        return tuple(measure.textbbox(xy, t, font=f, stroke_width=stroke, anchor=anchor))
+    x, y = _baseline(font, xy, anchor, sum(f.getlength(t) for t, f in runs))
+    box = None
+    for t, f in runs:
+        if draw is not None:
+            draw.text((x, y), t, font=f, fill=fill, stroke_width=stroke, stroke_fill=stroke_fill, anchor="ls")
+        b = measure.textbbox((x, y), t, font=f, stroke_width=stroke, anchor="ls")
+        box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+        x += f.getlength(t)
+    return tuple(int(v) for v in box)
 
 
 def _break_points(word: str) -> list[tuple[str, str]]:
@@ -146,6 +271,10 @@ def fit_tokens(text: str, path: str, sizes: tuple[int, int], width: int, max_lin
     """The largest size in [min, max] at which text wraps into max_lines within width: with whole words
     if any size allows it (a smaller type reads better than a broken word), else with long words broken."""
     hi, lo = sizes
+    try:
+        _font(path, hi).runs(text)
+    except MissingGlyphError as e:
+        raise MissingGlyphError(f"{what}: {e.detail}", source, e.detail) from None
     for breaks in (False, True):
         for size in range(hi, lo - 1, -2):
             f = _font(path, size)
@@ -184,9 +313,10 @@ class _Canvas:
         self._measure = ImageDraw.Draw(image) if image is not None else ImageDraw.Draw(Image.new("L", (1, 1)))
         self.boxes: list[Box] = []
 
-    def text(self, xy, text: str, font, fill, what: str, stroke: int = 0, stroke_fill=None, anchor="la") -> Box:
-        self.draw.text(xy, text, font=font, fill=fill, stroke_width=stroke, stroke_fill=stroke_fill, anchor=anchor)
-        b = self._measure.textbbox(xy, text, font=font, stroke_width=stroke, anchor=anchor)
+    def text(self, xy, text: str, font: ChainFont, fill, what: str, stroke: int = 0, stroke_fill=None,
+             anchor="la") -> Box:
+        b = draw_runs(self.draw if self.image is not None else None, xy, text, font, fill, anchor, stroke,
+                      stroke_fill, self._measure)
         box = Box(what, *b)
         self.boxes.append(box)
         return box
@@ -304,6 +434,8 @@ def layout_caption(text: str, settings: Settings, what: str, source: tuple = ())
     """Place the cue's words on at most two centred lines; fixed positions, so the highlight never jiggles."""
     try:
         return _layout_caption(text, settings, CAPTION_STROKE)
+    except MissingGlyphError as e:
+        raise MissingGlyphError(f"{what}: caption: {e.detail}", source, e.detail) from None
     except TextOverflowError as e:
         # the cached layout knows no names
         raise TextOverflowError(f"{what}: caption{e}", source, f"caption {e.detail}") from None
@@ -370,7 +502,7 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
     placed = []
     for w, x, y, k in layout.words:
         xy = (x, y - y0)        # the band spans the frame's full width
-        b = [int(v) for v in probe.textbbox(xy, w, font=f, stroke_width=CAPTION_STROKE, anchor="la")]
+        b = list(draw_runs(None, xy, w, f, None, "la", CAPTION_STROKE, measure=probe))
         placed.append((w, xy, b, k))
     for i, (_, _, a, _) in enumerate(placed):
         for _, _, b, _ in placed[i + 1:]:
@@ -384,14 +516,19 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
     for w, (x, y), b, k in placed:
         pair = words.get((w, f.size))
         if pair is None:
-            masks = [f.getmask2(w, "L", stroke_width=sw, stroke_filled=True, anchor="la", start=(0.0, 0.0))
-                     for sw in (CAPTION_STROKE, 0)]
+            runs = f.runs(w)
             pair = []
-            for colours in inks:
+            if len(runs) == 1:
+                masks = [runs[0][1].getmask2(runs[0][0], "L", stroke_width=sw, stroke_filled=True, anchor="la",
+                                             start=(0.0, 0.0)) for sw in (CAPTION_STROKE, 0)]
+            for outline, colour in inks:
                 tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
-                d = ImageDraw.Draw(tile).draw
-                for (mask, (ox, oy)), colour in zip(masks, colours):
-                    d.draw_bitmap((x - b[0] + ox, y - b[1] + oy), mask, d.draw_ink(colour))
+                if len(runs) == 1:
+                    d = ImageDraw.Draw(tile).draw
+                    for (mask, (ox, oy)), ink in zip(masks, (outline, colour)):
+                        d.draw_bitmap((x - b[0] + ox, y - b[1] + oy), mask, d.draw_ink(ink))
+                else:       # a word in several fonts (an emoji, say): drawn as draw_caption draws it
+                    draw_runs(ImageDraw.Draw(tile), (x - b[0], y - b[1]), w, f, colour, "la", CAPTION_STROKE, outline)
                 pair.append(tile_map(tile))
             words[(w, f.size)] = pair
         tiles.append(((b[0], b[1]), *pair, k))
@@ -600,6 +737,17 @@ def overlay_key_inputs(seg: SegmentPlan, state: State, settings: Settings, fonts
 
 
 def font_digests(settings: Settings) -> dict:
+    """Every font file a picture may draw with, by role (the theme's, then the fallback chain)."""
+    return {role: [_digest(f) for f in font_path(settings, role).files()] for role in ("bold", "medium", "regular")}
+
+
+def _digest(path: str) -> str:
+    st = os.stat(path)
+    return _digest_of(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:
     from .cache import file_digest
-    return {role: file_digest(Path(font_path(settings, role)))[:16] for role in ("bold", "medium", "regular")}
+    return file_digest(Path(path))[:16]
 

@@ -243,9 +243,33 @@ def load_series(path: Path) -> Series:
             line, col = pos.find(("parts", i)) or (None, None)
             raise ScriptError(Where(path, line, col), f"parts[{i}]", f"no such episode file: {p}")
         parts.append(full)
-    layer = _present(m["settings"])
+    layer = _resolve_fonts(_present(m["settings"]), pos, path)
     return Series(path=path, name=m["series"], parts=tuple(parts), settings_layer=layer,
                   origins=_origins(layer, pos, path), name_where=Where(path, *(pos.find(("series",)) or (None, None))))
+
+
+def _resolve_fonts(layer: dict, pos: _Positions, path: Path) -> dict:
+    """`fonts:` entries are relative to the file that names them; each must be a font FreeType reads."""
+    if not layer.get("fonts"):
+        return layer
+    out = []
+    for i, name in enumerate(layer["fonts"]):
+        f = Path(name).expanduser()
+        f = f if f.is_absolute() else (path.parent / f)
+        problem = None
+        if not f.is_file():
+            problem = f"no such font file: {name}"
+        else:
+            from PIL import ImageFont
+            try:
+                ImageFont.truetype(str(f), 12)
+            except OSError:
+                problem = f"not a font FreeType can read: {name}"
+        if problem:
+            line, col = pos.find(("settings", "fonts", i)) or (None, None)
+            raise ScriptError(Where(path, line, col), f"settings.fonts[{i}]", problem)
+        out.append(str(f.resolve()))
+    return {**layer, "fonts": out}
 
 
 def _origins(layer: dict, pos: _Positions, path: Path) -> dict:
@@ -308,7 +332,7 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     if not series_name:
         line, col = pos.find(()) or (1, 1)
         raise ScriptError(Where(path, line, col), "series", "field required (or list this file in a series file beside it)")
-    episode_layer = _present(m["settings"])
+    episode_layer = _resolve_fonts(_present(m["settings"]), pos, path)
     origins.update(_origins(episode_layer, pos, path))
     origins.update({k: Where("command line") for k in (cli or {})})
     settings = resolve(series_layer, episode_layer, cli, base=base)

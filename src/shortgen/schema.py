@@ -49,6 +49,7 @@ SETTINGS = {
     "speech_library": Rule("str", min_len=1),      # "wheel" (default), "system", or a path
     "rate": Rule("int", ge=80, le=450),
     "theme": Rule("model", of=THEME),
+    "fonts": Rule("list", max_len=20, of=Rule("str", min_len=1)),   # font files, relative to the file
     "lead_in_frames": Rule("int", ge=0, le=300),
     "tail_frames": Rule("int", ge=0, le=300),
     "intro": Rule("bool"),

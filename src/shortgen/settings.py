@@ -43,6 +43,7 @@ class Settings:
     fps: int = 30
     theme: Theme = field(default_factory=Theme)
     fonts_dir: Path = ASSETS / "fonts"
+    fonts: tuple[Path, ...] = ()    # the creator's fonts for characters the theme's lack (CJK, say)
     # voice
     voice: str = "gmw/en-us"
     speech_library: str = "wheel"   # libespeak-ng: the wheel's (same speech everywhere), "system", or a path
@@ -100,5 +101,7 @@ def resolve(*layers: Mapping[str, Any] | None, base: Settings | None = None) -> 
         for k in ("cache_dir", "output_dir", "fonts_dir"):
             if k in changes:
                 changes[k] = Path(changes[k])
+        if "fonts" in changes:
+            changes["fonts"] = tuple(Path(f) for f in changes["fonts"])
         s = dataclasses.replace(s, **changes)
     return s
