@@ -191,3 +191,24 @@ def test_files_the_user_put_in_the_folder_survive_a_render(first_render):
     note.write_text("mine")
     assert main(["render", "-q", "--cache-dir", str(r["cache"]), "--output-dir", str(r["out"]), str(r["script"])]) == 0
     assert note.read_text() == "mine"
+
+
+def test_a_full_disk_while_speaking_is_reported_promptly_as_disk_full(tmp_path, capsys):
+    """A cache on a full file system: exit 7 within seconds, naming the path (it once took two minutes
+    and ended as 'timed out', exit 4). Needs a tiny tmpfs, so root."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        t0 = time.monotonic()
+        code = main(["render", "-q", "--cache-dir", str(mnt), "--output-dir", str(tmp_path / "out"),
+                     str(FIX / "short.yaml")])
+        took = time.monotonic() - t0
+        err = capsys.readouterr().err
+        assert code == 7 and took < 20, (code, took, err)
+        assert "disk full" in err and str(mnt) in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "out" / "part9").exists()
+        assert not [p for p in mnt.rglob("*") if p.is_file() and p.stat().st_size and p.suffix != ".lock"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

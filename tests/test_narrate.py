@@ -227,3 +227,45 @@ def test_worker_sets_the_rate_for_every_utterance_whatever_happened_before(tmp_p
     assert all(rates == [175] for _, rates in res)
     lengths = [n for n, _ in res]
     assert max(lengths) - min(lengths) <= 0.008 * max(lengths)     # the same speech each time
+
+
+# ---- the same voice on every machine -------------------------------------------------------------
+
+SYSTEM_LIB = [p for p in ("/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1", "/usr/lib/aarch64-linux-gnu/libespeak-ng.so.1",
+                          "/usr/lib/libespeak-ng.so.1") if __import__("os").path.exists(p)]
+
+
+@pytest.mark.e2e
+def test_the_wheels_engine_speaks_by_default_even_beside_a_system_espeak(cache):
+    import espeakng_loader
+
+    from shortgen.narrate import EspeakEngine
+    eng = EspeakEngine()
+    wheel = str(__import__("pathlib").Path(espeakng_loader.get_library_path()).resolve())
+    assert eng.library == "wheel" and eng.lib_path == wheel
+    res = eng.speak([{"text": "Hello there.", "voice": "gmw/en-us", "rate": 175, "wav": str(cache.root / "a.wav"),
+                      "events": str(cache.root / "a.json")}], cache.root / "w")
+    assert res["lib"] == wheel and res["ok"] == [0]
+    if SYSTEM_LIB:
+        assert EspeakEngine("system").id != eng.id      # the cache key names the engine actually loaded
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not SYSTEM_LIB, reason="no system espeak-ng installed (CI installs Debian's espeak-ng)")
+def test_every_shipped_script_speaks_with_a_system_espeak(tmp_path):
+    """Debian's espeak-ng 1.51 once failed every cold render of part5 ('audio shorter than its word
+    events': it repeats a stale word event at the end of some utterances)."""
+    from pathlib import Path
+
+    from shortgen.cache import Cache
+    from shortgen.check import measure
+    from shortgen.load import expand_targets, load_episode
+    from shortgen.narrate import EspeakEngine
+    root = Path(__file__).parent.parent
+    cache = Cache(tmp_path / "cache")
+    engine = EspeakEngine("system")
+    for part in expand_targets([root / "scripts" / "series.yaml"]):
+        m = measure(load_episode(part, {"speech_library": "system"}), engine, cache)
+        assert m.engine_id == engine.id
+        for seg, n in zip(m.plan.segments, m.narrations):
+            assert [w.text for w in n.words] == n.text.split() and seg.frames > 0

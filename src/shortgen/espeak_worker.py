@@ -120,7 +120,10 @@ class Speaker:
             except Exception as e:        # the driver could not save the WAV (disk full, ...)
                 cause = e.__cause__ or e.__context__
                 self.write_error = cause if isinstance(cause, OSError) else OSError(str(e))
+                # end the driver's run loop as its own end-of-message would (it raised before doing so)
                 self.driver._speaking = False
+                self.driver.endLoop()
+                engine.proxy.setBusy(False)
                 self.done.set()
                 return 1                  # abort this synthesis
 

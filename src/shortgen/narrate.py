@@ -426,7 +426,10 @@ def _check_audio(wav: str, events: str, req: Request) -> str | None:
         return "empty WAV"
     if not evs:
         return "no word events"
-    if max(e["sample"] for e in evs) >= n:
+    # an event past the audio's end means audio is missing, unless the speech had already passed its
+    # position (espeak-ng 1.51 repeats a stale event at the end of some utterances, at a space)
+    reached = max((e["pos"] for e in evs if e["sample"] < n), default=0)
+    if any(e["sample"] >= n and e["pos"] > reached for e in evs):
         return "audio shorter than its word events"
     # a cut-short utterance can end cleanly: its word events then stop before the text does (the last
     # word may share an event with the one before it, so the second-last is the bar)
