@@ -249,22 +249,42 @@ def plan_key(m: Measured) -> str:
 def check_rendered(out_dir: Path, encoder, engine: Engine, cache: Cache, layer: dict | None = None
                    ) -> tuple[list[Row], list[str]]:
     """Check a rendered episode: probe its MP4, then hold each segment's span in the manifest to the budget
-    and to a fresh plan of the script, each within one frame. `encoder` is anything with `probe(path)`."""
+    and to a fresh plan of the script, each within one frame. `encoder` is anything with `probe(path)`.
+    The folder is opened once and every file read through that handle, so a render that replaces the
+    set meanwhile cannot make the check read a manifest of one set and the video of another."""
+    import os
+
     from .errors import ProbeError
     from .load import load_episode
 
-    out_dir = Path(out_dir)
+    shown = Path(out_dir)
+    try:
+        fd = os.open(shown, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise ProbeError(f"{shown}: {e.strerror or e}") from None
+    handle = f"/proc/{os.getpid()}/fd/{fd}"       # a path ffmpeg, another process, can open too
+    try:
+        rows, msgs = _check_rendered(Path(handle) if Path(handle).is_dir() else shown,
+                                     shown, encoder, engine, cache, layer, ProbeError, load_episode)
+    except ProbeError as e:
+        raise ProbeError(str(e).replace(handle, str(shown))) from None
+    finally:
+        os.close(fd)
+    return rows, [m.replace(handle, str(shown)) for m in msgs]
+
+
+def _check_rendered(out_dir: Path, shown: Path, encoder, engine, cache, layer, ProbeError, load_episode):
     try:
         man = json.loads((out_dir / "manifest.json").read_text())
         fps, total, width, height = man["fps"], man["total_frames"], man["width"], man["height"]
         spans = [(s["kind"], s.get("number"), s["name"], s["start_frame"], s["end_frame"]) for s in man["segments"]]
         script = Path(man["inputs"]["script"])
-        mp4 = out_dir / f"{out_dir.name}.mp4"
+        mp4 = out_dir / f"{shown.name}.mp4"
         mp4 = mp4 if mp4.exists() else next(iter(sorted(out_dir.glob("*.mp4"))), mp4)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ProbeError(f"{out_dir / 'manifest.json'}: unreadable manifest ({type(e).__name__}: {e})") from None
+        raise ProbeError(f"{shown / 'manifest.json'}: unreadable manifest ({type(e).__name__}: {e})") from None
 
-    label = str(out_dir)
+    label = str(shown)
     p = encoder.probe(mp4)
     facts = []
     if (p.width, p.height) != (width, height):
@@ -311,6 +331,6 @@ def check_rendered(out_dir: Path, encoder, engine: Engine, cache: Cache, layer: 
             notes.append(f"spans frames {start}-{end}, the plan says {want[0]}-{want[1]}")
         out.append(Row(label, f"{num}. {name}", end - start, budget, fps, not notes, "; ".join(notes),
                        failure="OVER" if end - start > budget else "BAD"))
-        msgs += [f"{out_dir}: segment {num} {name!r}: {n}" for n in notes]
+        msgs += [f"{shown}: segment {num} {name!r}: {n}" for n in notes]
     out.append(Row(label, "(episode total)", total, cap, fps, total <= cap))
     return out, msgs

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_dispatch(args))
     except KeyboardInterrupt:
-        print("shortgen: interrupted; finished files are intact and nothing half-written was kept", file=sys.stderr)
+        print("shortgen: interrupted; each output folder holds one complete set of files (the previous one where "
+              "its render had not finished); nothing half-written was kept", file=sys.stderr)
         return ExitStatus.INTERRUPTED
     except ShortgenError as e:
         print(f"shortgen: {e}", file=sys.stderr)
