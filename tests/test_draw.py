@@ -301,3 +301,10 @@ def test_captions_with_emoji_paint_as_they_draw(tmp_path):
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
         full = draw.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
         assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, st
+
+
+def test_the_cmap_reader_agrees_with_fonttools(tmp_path):
+    from fontTools.ttLib import TTFont
+    fonts = [*sorted((ROOT / "assets" / "fonts").glob("*.ttf")), _tiny_cjk_font(tmp_path / "cjk.ttf")]
+    for f in fonts:
+        assert draw._read_cmap(f.read_bytes()) == set(TTFont(str(f), lazy=True).getBestCmap()), f

@@ -212,3 +212,25 @@ def test_a_full_disk_while_speaking_is_reported_promptly_as_disk_full(tmp_path, 
         assert not [p for p in mnt.rglob("*") if p.is_file() and p.stat().st_size and p.suffix != ".lock"]
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_ctrl_c_mid_render_exits_130_keeps_the_old_set_and_cleans_up(first_render):
+    r = first_render
+    shutil.rmtree(r["cache"])                      # cold: there is encoding to interrupt
+    proc = _cli(r["script"], r["cache"], r["out"])
+    segs = r["cache"] / "segments"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if segs.exists() and any(p.suffix == ".h264" for p in segs.rglob("*")):
+            break
+        time.sleep(0.003)
+    os.killpg(proc.pid, signal.SIGINT)             # what Ctrl-C sends: the whole foreground group
+    code = proc.wait(60)
+    err = proc.stderr.read().decode()
+    assert code == 130, (code, err[-500:])
+    assert "interrupted" in err and "Traceback" not in err
+    assert _assert_one_whole_set(r["out"] / "part9", r["cache"], r["shas"]) == "old"
+    time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-f", f"shortgen.espeak_worker.*{r['cache']}"], capture_output=True).stdout
+    assert not workers.strip()
+    assert not [p for p in (r["cache"] / "tmp").iterdir()] if (r["cache"] / "tmp").exists() else True
