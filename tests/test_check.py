@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shortgen.rendered import check_rendered
+from shortgen.timeline import speak_and_plan
 from shortgen import check
 from shortgen.cli import main
 from shortgen.encode import FakeEncoder, FfmpegEncoder
@@ -20,7 +22,7 @@ UNDER, OVER = FIX / "budget_just_under.yaml", FIX / "budget_just_over.yaml"
 
 
 def measure(path, layer, cache, **extra):
-    return check.measure(load_episode(path, {**layer, **extra}), FakeEngine(), cache)
+    return speak_and_plan(load_episode(path, {**layer, **extra}), FakeEngine(), cache)
 
 
 def test_exactly_900_frames_passes(layer, cache):
@@ -107,14 +109,14 @@ def test_render_refuses_over_budget_and_writes_nothing(layer, cache):
 def test_rendered_check_against_manifest_and_plan(layer, cache):
     ep = load_episode(UNDER, layer)
     res = render_episode(ep, FakeEngine(), FakeEncoder(), cache)
-    rows, msgs = check.check_rendered(res.out_dir, FakeEncoder(), FakeEngine(), cache, layer)
+    rows, msgs = check_rendered(res.out_dir, FakeEncoder(), FakeEngine(), cache, layer)
     assert all(r.ok for r in rows) and msgs == []
     assert [r.segment for r in rows] == ["(rendered file)", "1. Regularization", "(episode total)"]
     # a manifest whose span disagrees with the plan by more than a frame is caught
     man = json.loads((res.out_dir / "manifest.json").read_text())
     man["segments"][0]["end_frame"] += 2
     (res.out_dir / "manifest.json").write_text(json.dumps(man))
-    rows, msgs = check.check_rendered(res.out_dir, FakeEncoder(), FakeEngine(), cache, layer)
+    rows, msgs = check_rendered(res.out_dir, FakeEncoder(), FakeEngine(), cache, layer)
     bad = [r for r in rows if not r.ok]
     assert [(r.segment, r.frames, r.failure) for r in bad] == [("1. Regularization", 902, "OVER")]
     assert any("over budget by 0.07 s" in m for m in msgs)
@@ -128,12 +130,12 @@ def test_corrupt_or_truncated_mp4_is_a_clear_error(tmp_path):
                                                  "segments": [], "inputs": {"script": "nope.yaml"}}))
     (d / "part1.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
     with pytest.raises(ProbeError) as e:
-        check.check_rendered(d, FfmpegEncoder(), FakeEngine(), None)
+        check_rendered(d, FfmpegEncoder(), FakeEngine(), None)
     assert str(e.value).startswith(f"{d / 'part1.mp4'}: not a readable video (")
     assert "\n" not in str(e.value)
     (d / "manifest.json").write_text("{trunc")
     with pytest.raises(ProbeError, match="unreadable manifest"):
-        check.check_rendered(d, FfmpegEncoder(), FakeEngine(), None)
+        check_rendered(d, FfmpegEncoder(), FakeEngine(), None)
 
 
 def test_cli_rendered_check_of_a_broken_file_exits_6(tmp_path, capsys):

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
+from shortgen.timeline import speak_and_plan
 from shortgen import check, draw
 from shortgen.errors import FontError, TextOverflowError
 from shortgen.load import expand_targets, load_episode
+import helpers
 
 ROOT = Path(__file__).parent.parent
 SAFE = (96, 240, 984, 1480)
@@ -29,7 +31,7 @@ def series_plans(tmp_path_factory):
     from shortgen.cache import Cache
     from shortgen.narrate import FakeEngine
     cache = Cache(tmp_path_factory.mktemp("cache"))
-    return [check.measure(load_episode(p), FakeEngine(), cache).plan
+    return [speak_and_plan(load_episode(p), FakeEngine(), cache).plan
             for p in expand_targets([ROOT / "scripts" / "series.yaml"])]
 
 
@@ -74,7 +76,7 @@ def test_caption_pixels_are_inside_the_safe_zone_and_highlight_follows_the_word(
     seg = plan.concepts()[0]
     card = draw.draw_card(seg, plan, s)
     n = len(seg.cues[0].text.split())
-    pics = [draw.compose(card.image, draw.draw_overlay(seg, 0, k, s).image, s) for k in range(n)]
+    pics = [helpers.compose(card.image, draw.draw_overlay(seg, 0, k, s).image, s) for k in range(n)]
     for pic in pics:
         x0, y0, x1, y1 = changed_bbox(pic, card.image)
         assert SAFE[0] <= x0 and x1 <= SAFE[2] and SAFE[1] <= y0 and y1 <= SAFE[3]
@@ -95,7 +97,7 @@ def test_composited_overlay_equals_direct_drawing(series_plans):
     seg = plan.concepts()[1]
     card = draw.draw_card(seg, plan, s)
     st = next(st for st in seg.states if st.cue is not None and st.word is not None)
-    via_overlay = draw.draw_state(card, seg, st, s).image
+    via_overlay = helpers.draw_state(card, seg, st, s).image
     direct = draw._Canvas(card.image.copy())
     cue = seg.cues[st.cue]
     draw.draw_caption(direct, draw.layout_caption(cue.text, s, "t"), st.word - cue.first, s)
@@ -116,7 +118,7 @@ def test_painted_caption_states_equal_full_drawing(series_plans):
                 if st.cue is None:
                     continue
                 hl = None if st.word is None else st.word - seg.cues[st.cue].first
-                full = draw.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
+                full = helpers.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
                 assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, (seg.name, st)
             assert painter.cues_drawn == len(seg.cues) and None not in painter._tiles.values()
 
@@ -131,7 +133,7 @@ def test_painter_falls_back_to_full_drawing_where_word_boxes_touch(series_plans,
     painter = draw.CaptionPainter(seg, s)
     got = painter.paint(card.crop((0, y0, card.width, y1)), 0, 1)
     assert painter._tiles[0] is None
-    full = draw.compose(card, draw.draw_overlay(seg, 0, 1, s).image, s).crop((0, y0, card.width, y1))
+    full = helpers.compose(card, draw.draw_overlay(seg, 0, 1, s).image, s).crop((0, y0, card.width, y1))
     assert changed_bbox(got, full) is None
 
 
@@ -139,7 +141,8 @@ def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, m
     """The renderer paints captions onto the card's converted band with converted tiles. Blending
     commutes with the affine colour conversion, so the planes match converting the RGB picture, up to
     rounding (one level); the fallback path (touching word boxes) too."""
-    from shortgen.encode import planes420, ycc, yuv420
+    from shortgen.frames import planes420, ycc
+    from helpers import yuv420
     plan = series_plans[3]
     s = load_episode(ROOT / "scripts" / "part4.yaml").settings
     _, y0, _, y1 = draw.caption_origin(s)
@@ -258,14 +261,14 @@ def test_a_character_no_font_has_is_refused_naming_it_and_its_field(tmp_path):
     p = tmp_path / "ep.yaml"
     p.write_text("series: S\npart: 1\nsegments:\n  - name: Attention 中\n    narration: Attention. Look here.\n"
                  "    one_liner: one\n    reference: ref\n")
-    m = check.measure(load_episode(p), FakeEngine(), Cache(tmp_path / "c"))
+    m = speak_and_plan(load_episode(p), FakeEngine(), Cache(tmp_path / "c"))
     problems = check.fit_problems(m)
     assert problems and problems[0].startswith(f"{p}:4:11: segments[0].name: no font has the character '中' (U+4E2D)")
     # the creator names a font that has it, relative to the script: then it is drawn
     _tiny_cjk_font(tmp_path / "cjk.ttf")
     p.write_text(p.read_text().replace("segments:", "settings:\n  fonts: [cjk.ttf]\nsegments:"))
     ep = load_episode(p)
-    m = check.measure(ep, FakeEngine(), Cache(tmp_path / "c"))
+    m = speak_and_plan(ep, FakeEngine(), Cache(tmp_path / "c"))
     assert check.fit_problems(m) == []
     card = draw.draw_card(m.plan.segments[1], m.plan, ep.settings)
     name_box = next(b for b in card.boxes if b.what == "name")
@@ -288,7 +291,7 @@ def test_captions_with_emoji_paint_as_they_draw(tmp_path):
     p.write_text("series: S\npart: 1\nsegments:\n  - name: Rockets 🚀\n"
                  "    narration: Launch 🚀 fast, check ✓ twice. Done ★ now.\n    one_liner: one ✨\n    reference: ref\n")
     ep = load_episode(p)
-    m = check.measure(ep, FakeEngine(), Cache(tmp_path / "c"))
+    m = speak_and_plan(ep, FakeEngine(), Cache(tmp_path / "c"))
     assert check.fit_problems(m) == []
     s, seg = ep.settings, m.plan.segments[1]
     x0, y0, _, y1 = draw.caption_origin(s)
@@ -299,7 +302,7 @@ def test_captions_with_emoji_paint_as_they_draw(tmp_path):
         if st.cue is None:
             continue
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
-        full = draw.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
+        full = helpers.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
         assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, st
 
 

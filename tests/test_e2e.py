@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shortgen.timeline import speak_and_plan
 from shortgen import check, draw, outputs
 from shortgen.cache import Cache
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, VideoSettings, ffmpeg_exe, yuv420
+from shortgen.encode import FfmpegEncoder, VideoSettings, ffmpeg_exe
+from helpers import yuv420
 from shortgen.load import load_episode
 from shortgen.narrate import EspeakEngine
+import helpers
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
@@ -31,7 +34,7 @@ def rendered(tmp_path_factory):
     args = ["--cache-dir", str(layer["cache_dir"]), "--output-dir", str(layer["output_dir"])]
     assert main(["render", "-q", *args, str(FIX / "short.yaml")]) == 0
     ep = load_episode(FIX / "short.yaml", layer)
-    plan = check.measure(ep, EspeakEngine(), Cache(layer["cache_dir"])).plan
+    plan = speak_and_plan(ep, EspeakEngine(), Cache(layer["cache_dir"])).plan
     return {"dir": layer["output_dir"] / "part9", "plan": plan, "ep": ep, "args": args, "layer": layer}
 
 
@@ -86,7 +89,7 @@ def test_each_narration_plays_where_the_plan_puts_it_and_the_splices_are_silent(
                           "-af", "pan=mono|c0=c0", "-f", "f32le", "-"], capture_output=True, check=True)
     pad = 2048
     track = np.concatenate([np.zeros(pad, np.float32), np.frombuffer(out.stdout, np.float32)])
-    m = check.measure(rendered["ep"], EspeakEngine(), Cache(rendered["layer"]["cache_dir"]))
+    m = speak_and_plan(rendered["ep"], EspeakEngine(), Cache(rendered["layer"]["cache_dir"]))
     for seg, narration, ch in zip(plan.segments, m.narrations, sound.chunks(plan)):
         y = sound.master(sound.load_speech(narration.wav), s.loudness_lufs, s.true_peak_dbtp).samples
         y48 = np.frombuffer(subprocess.run([ff, "-v", "error", "-f", "f32le", "-ar", str(sound.RATE), "-ac", "1",
@@ -109,7 +112,7 @@ def test_srt_and_vtt_match_the_plan(rendered):
     plan = rendered["plan"]
     want = [(outputs.frames_to_ms(c.start, 30), outputs.frames_to_ms(c.end, 30), c.text)
             for s in plan.segments for c in s.cues]
-    assert outputs.parse_srt((rendered["dir"] / "part9.srt").read_text()) == want
+    assert helpers.parse_srt((rendered["dir"] / "part9.srt").read_text()) == want
     assert (rendered["dir"] / "part9.vtt").read_text().count(" --> ") == len(want)
 
 
@@ -123,8 +126,8 @@ def test_frames_show_the_planned_state_from_its_first_frame(rendered):
     for prev, cur in zip(seg.states, seg.states[1:]):
         if cur.cue is None or prev.cue is None or checked >= 3:
             continue
-        want_prev = np.asarray(draw.draw_state(card, seg, prev, s).image)[y0:y1, x0:x1].astype(int)
-        want_cur = np.asarray(draw.draw_state(card, seg, cur, s).image)[y0:y1, x0:x1].astype(int)
+        want_prev = np.asarray(helpers.draw_state(card, seg, prev, s).image)[y0:y1, x0:x1].astype(int)
+        want_cur = np.asarray(helpers.draw_state(card, seg, cur, s).image)[y0:y1, x0:x1].astype(int)
         for n, want, other in ((cur.start, want_cur, want_prev), (cur.start - 1, want_prev, want_cur)):
             got = frame_rgb(rendered["dir"] / "part9.mp4", n)[y0:y1, x0:x1].astype(int)
             assert np.abs(got - want).mean() < np.abs(got - other).mean(), f"frame {n}"

@@ -11,7 +11,8 @@ from shortgen import h264
 from PIL import Image
 
 from shortgen.encode import (VideoSettings, adts_frames, distinct_args, join_args,
-                             loudness_args, parse_loudness, parse_probe, run_args, splice, voice_args, yuv420)
+                             loudness_args, parse_loudness, parse_probe, run_args, splice, voice_args)
+from helpers import yuv420
 from shortgen.errors import ProbeError
 
 V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)

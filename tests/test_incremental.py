@@ -12,7 +12,8 @@ from shortgen.encode import FakeEncoder
 from shortgen.errors import EncodeError
 from shortgen.load import load_episode
 from shortgen.narrate import FakeEngine
-from shortgen.render import render_episode, render_many
+from shortgen.batch import render_many
+from shortgen.render import render_episode
 
 
 def render(path, layer, cache, engine=None, encoder=None, **extra):
@@ -161,13 +162,12 @@ def test_a_cached_card_gives_the_same_pictures_and_a_damaged_one_is_redrawn(shor
 
 @pytest.mark.parametrize("keyint", [60, 12, 4])
 def test_runs_keep_keyframes_within_the_interval(short_script, layer, cache, keyint):
-    from shortgen import check, draw
-    from shortgen.render import _runs, _segment_keys
+    from shortgen.plan import runs as plan_runs
+    from shortgen.timeline import speak_and_plan
     ep = load_episode(short_script, {**layer, "keyint_frames": keyint})
-    plan, s = check.measure(ep, FakeEngine(), cache).plan, ep.settings
-    fonts = draw.font_digests(s)
+    plan, s = speak_and_plan(ep, FakeEngine(), cache).plan, ep.settings
     for seg in plan.segments:
-        runs = _runs(seg, _segment_keys(plan, seg, s, fonts), s)
+        runs = [(None, idx, inner) for idx, inner in plan_runs(seg, s.keyint_frames)]
         assert [i for _, idx, _ in runs for i in idx] == list(range(len(seg.states)))
         assert all(len({seg.states[i].cue for i in idx}) == 1 for _, idx, _ in runs)   # one cue per run
         key_idx = [idx[k] for _, idx, inner in runs for k in (0, *inner)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shortgen.rendered import check_rendered
 from shortgen import check, outputs
 from shortgen.cache import Cache
 from shortgen.cli import main
@@ -80,7 +81,7 @@ def test_killed_at_any_point_the_folder_holds_one_whole_set(first_render, point,
     d = r["out"] / "part9"
     assert _assert_one_whole_set(d, r["cache"], r["shas"]) == expect
     assert not list(r["out"].glob(".*"))          # no staging or lock in the user's output folder
-    rows, msgs = check.check_rendered(d, FfmpegEncoder(), EspeakEngine(), Cache(r["cache"]),
+    rows, msgs = check_rendered(d, FfmpegEncoder(), EspeakEngine(), Cache(r["cache"]),
                                       {"cache_dir": r["cache"]}) if expect == "new" else ([], [])
     assert all(row.ok for row in rows), msgs
     # the next run finishes the job and removes what the killed one left in the cache

@@ -258,7 +258,7 @@ def test_every_shipped_script_speaks_with_a_system_espeak(tmp_path):
     from pathlib import Path
 
     from shortgen.cache import Cache
-    from shortgen.check import measure
+    from shortgen.timeline import speak_and_plan as measure
     from shortgen.load import expand_targets, load_episode
     from shortgen.narrate import EspeakEngine
     root = Path(__file__).parent.parent

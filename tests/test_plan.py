@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from shortgen import check, outputs
+import helpers
+from shortgen import outputs
 from shortgen.load import load_episode
 from shortgen.plan import (CUE_MAX_CHARS, SENTENCE_END, SegmentInput, TimedWord, build_plan, frames_to_ms,
                            group_cues, samples_to_frames)
+from shortgen.timeline import speak_and_plan
 
 ROOT = Path(__file__).parent.parent
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_plan_short.json"
@@ -19,7 +21,7 @@ GOLDEN = Path(__file__).parent / "fixtures" / "golden_plan_short.json"
 @pytest.fixture
 def measured(monkeypatch, layer, engine, cache):
     monkeypatch.chdir(ROOT)              # relative source paths, so the golden file is machine-independent
-    return check.measure(load_episode(Path("tests/fixtures/short.yaml"), layer), engine, cache)
+    return speak_and_plan(load_episode(Path("tests/fixtures/short.yaml"), layer), engine, cache)
 
 
 def test_plan_matches_golden_json(measured):
@@ -94,7 +96,7 @@ def test_srt_and_vtt_hold_the_plan_cues(measured):
     plan = measured.plan
     want = [(frames_to_ms(c.start, plan.fps), frames_to_ms(c.end, plan.fps), c.text)
             for s in plan.segments for c in s.cues]
-    assert outputs.parse_srt(outputs.srt(plan)) == want
+    assert helpers.parse_srt(outputs.srt(plan)) == want
     vtt = outputs.vtt(plan)
     assert vtt.startswith("WEBVTT")
     assert vtt.count(" --> ") == len(want)

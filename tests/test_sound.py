@@ -9,6 +9,7 @@ from scipy.signal import resample_poly
 
 from shortgen import sound
 from shortgen.errors import TTSError
+import helpers
 
 RATE = sound.RATE
 
@@ -59,7 +60,7 @@ def test_filters_match_the_reference_implementations():
 def test_master_hits_target_and_ceiling(tmp_path, level):
     x = speechlike() * level
     m = sound.master(x, -14.0, -1.0)
-    sound.write_wav(tmp_path / "m.wav", m.samples)
+    helpers.write_wav(tmp_path / "m.wav", m.samples)
     sr, mono = wavfile.read(tmp_path / "m.wav")
     assert sr == RATE and mono.shape == (len(x),)
     mono = mono / 32767

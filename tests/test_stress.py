@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shortgen.cache import Cache, Stats
-from shortgen.check import _request, _texts
+from shortgen.timeline import _request, _texts
 from shortgen.load import load_episode
 from shortgen.narrate import RATE_SLACK_SAMPLES, RATE_TOLERANCE, EspeakEngine, narrate
 

@@ -82,6 +82,17 @@ class Cache:
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{hashlib.sha256(str(Path(what).resolve()).encode()).hexdigest()[:24]}.lock"
 
+    @contextmanager
+    def locked(self, what: Path | str) -> Iterator[None]:
+        """Hold the lock for `what` (a second render of the same part waits, then finds it done)."""
+        import fcntl
+        with open(self.lock_path(what), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def sweep(self) -> int:
         """Remove temporaries left by processes that are gone (or that are very old). Returns how many."""
         n = 0

@@ -12,95 +12,14 @@ from pathlib import Path
 from typing import Callable
 
 from . import draw
-from .cache import Cache, Stats, key_of
 from .errors import BudgetError, TextOverflowError
-from .load import Episode
-from .narrate import Engine, Narration, Request, narrate, tokens
-from .plan import Plan, SegmentInput, TimedWord, build_plan
-
-
-@dataclass(frozen=True)
-class Fit:
-    segment: int
-    from_rate: int
-    to_rate: int
-
-
-@dataclass
-class Measured:
-    episode: Episode
-    plan: Plan
-    narrations: list[Narration]
-    fits: list[Fit] = field(default_factory=list)
-    engine_id: str = ""
-
-
-def _texts(ep: Episode) -> list[tuple[str, str, int | None, object]]:
-    """(kind, text, concept number, segment) for intro, concepts and outro, in order."""
-    s = ep.settings
-    out: list = []
-    if s.intro:
-        out.append(("intro", f"{ep.series}. Part {ep.part}.", None, None))
-    out += [("concept", seg.narration, seg.index + 1, seg) for seg in ep.segments]
-    if s.outro:
-        tail = f" Next: {ep.next}." if ep.next else ""
-        out.append(("outro", s.outro_text + tail, None, None))
-    return out
-
-
-def _request(ep: Episode, text: str, seg, rate: int) -> Request:
-    label = f"{ep.segment_where(seg)}: segments[{seg.index}]" if seg else str(ep.path)
-    return Request(text=text, voice=ep.settings.voice, rate=rate, label=label, voice_where=ep.where("voice"))
-
-
-def measure(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None = None,
-            on_progress: Callable | None = None, on_speak: Callable | None = None) -> Measured:
-    """Speak every segment (cached), plan the timeline and, where the script allows, fit the rate."""
-    s = ep.settings
-    if hasattr(engine, "with_library"):          # the speech library the settings name
-        engine = engine.with_library(s.speech_library)
-    texts = _texts(ep)
-    rates = [seg.rate if seg else s.rate for _, _, _, seg in texts]
-    reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
-    narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
-    fits: list[Fit] = []
-
-    if s.fit == "rate":
-        available = s.segment_budget_frames - s.lead_in_frames - s.tail_frames
-        for i, ((kind, text, _, seg), n) in enumerate(zip(texts, narrs)):
-            if kind != "concept" or _narr_frames(n, s.fps) <= available:
-                continue
-            ceiling = int(seg.rate * s.fit_max_rate_factor)
-            rate = seg.rate
-            while _narr_frames(n, s.fps) > available and rate < ceiling:
-                # speech time scales roughly inversely with rate; aim 2% past the need, then verify
-                rate = min(ceiling, max(rate + 1, math.ceil(rate * _narr_frames(n, s.fps) / available * 1.02)))
-                n = narrate([_request(ep, text, seg, rate)], engine, cache, stats)[0]
-            narrs[i] = n
-            if rate != seg.rate:
-                fits.append(Fit(seg.index, seg.rate, rate))
-
-    inputs = [
-        SegmentInput(kind=kind, name=seg.name if seg else ("Intro" if kind == "intro" else "Outro"),
-                     one_liner=seg.one_liner if seg else "", reference=seg.reference if seg else "",
-                     number=num, samples=n.samples, sample_rate=n.sample_rate,
-                     words=tuple(TimedWord(w.text, w.start, w.end) for w in n.words), rate=n.rate,
-                     voice=n.voice, audio_key=n.wav.stem,
-                     source=str(ep.segment_where(seg)) if seg else str(ep.path))
-        for (kind, _, num, seg), n in zip(texts, narrs)
-    ]
-    plan = build_plan(ep.series, ep.part, ep.title, s.fps, s.width, s.height, inputs, s.lead_in_frames, s.tail_frames,
-                      extra={"next": ep.next})
-    return Measured(ep, plan, narrs, fits, engine.id)
-
-
-def _narr_frames(n: Narration, fps: int) -> int:
-    return -(-n.samples * fps // n.sample_rate)
+from .narrate import tokens
+from .timeline import Timeline
 
 
 # ---- rules --------------------------------------------------------------------------------------
 
-def rule_segment_budget(m: Measured) -> list[str]:
+def rule_segment_budget(m: Timeline) -> list[str]:
     s = m.episode.settings
     out = []
     for sp, n in zip(m.plan.segments, m.narrations):
@@ -121,7 +40,7 @@ def rule_segment_budget(m: Measured) -> list[str]:
     return out
 
 
-def rule_episode_budget(m: Measured) -> list[str]:
+def rule_episode_budget(m: Timeline) -> list[str]:
     s = m.episode.settings
     if m.plan.total_frames <= s.episode_budget_frames:
         return []
@@ -132,7 +51,7 @@ def rule_episode_budget(m: Measured) -> list[str]:
 RULES = (rule_segment_budget, rule_episode_budget)
 
 
-def fit_problems(m: Measured, captions: list | None = None) -> list[str]:
+def fit_problems(m: Timeline, captions: list | None = None) -> list[str]:
     """Every text box of the episode held to the fit rules a render draws with (cards, captions of
     `captions`, default all, thumbnail, cover), each problem placed at its field: file:line:col: field."""
     ep = m.episode
@@ -143,18 +62,18 @@ def fit_problems(m: Measured, captions: list | None = None) -> list[str]:
     return out
 
 
-def enforce_fits(m: Measured, captions: list | None = None) -> None:
+def enforce_fits(m: Timeline, captions: list | None = None) -> None:
     found = fit_problems(m, captions)
     if found:
         raise TextOverflowError(found[0] if len(found) == 1 else
                                 f"{len(found)} texts do not fit:\n  " + "\n  ".join(found))
 
 
-def problems(m: Measured) -> list[str]:
+def problems(m: Timeline) -> list[str]:
     return [p for rule in RULES for p in rule(m)]
 
 
-def enforce(m: Measured) -> None:
+def enforce(m: Timeline) -> None:
     found = problems(m)
     if found:
         raise BudgetError(found)
@@ -178,7 +97,7 @@ class Row:
         return self.frames / self.fps
 
 
-def rows(m: Measured) -> list[Row]:
+def rows(m: Timeline) -> list[Row]:
     s = m.episode.settings
     fits = {f.segment: f for f in m.fits}
     out = []
@@ -238,99 +157,3 @@ def format_junit(all_rows: list[Row], messages: list[str]) -> str:
         out.append("  </testsuite>")
     out.append("</testsuites>")
     return "\n".join(out)
-
-
-def plan_key(m: Measured) -> str:
-    return key_of(m.plan.to_dict())
-
-
-# ---- the rendered file --------------------------------------------------------------------------
-
-def check_rendered(out_dir: Path, encoder, engine: Engine, cache: Cache, layer: dict | None = None
-                   ) -> tuple[list[Row], list[str]]:
-    """Check a rendered episode: probe its MP4, then hold each segment's span in the manifest to the budget
-    and to a fresh plan of the script, each within one frame. `encoder` is anything with `probe(path)`.
-    The folder is opened once and every file read through that handle, so a render that replaces the
-    set meanwhile cannot make the check read a manifest of one set and the video of another."""
-    import os
-
-    from .errors import ProbeError
-    from .load import load_episode
-
-    shown = Path(out_dir)
-    try:
-        fd = os.open(shown, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as e:
-        raise ProbeError(f"{shown}: {e.strerror or e}") from None
-    handle = f"/proc/{os.getpid()}/fd/{fd}"       # a path ffmpeg, another process, can open too
-    try:
-        rows, msgs = _check_rendered(Path(handle) if Path(handle).is_dir() else shown,
-                                     shown, encoder, engine, cache, layer, ProbeError, load_episode)
-    except ProbeError as e:
-        raise ProbeError(str(e).replace(handle, str(shown))) from None
-    finally:
-        os.close(fd)
-    return rows, [m.replace(handle, str(shown)) for m in msgs]
-
-
-def _check_rendered(out_dir: Path, shown: Path, encoder, engine, cache, layer, ProbeError, load_episode):
-    try:
-        man = json.loads((out_dir / "manifest.json").read_text())
-        fps, total, width, height = man["fps"], man["total_frames"], man["width"], man["height"]
-        spans = [(s["kind"], s.get("number"), s["name"], s["start_frame"], s["end_frame"]) for s in man["segments"]]
-        script = Path(man["inputs"]["script"])
-        mp4 = out_dir / f"{shown.name}.mp4"
-        mp4 = mp4 if mp4.exists() else next(iter(sorted(out_dir.glob("*.mp4"))), mp4)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ProbeError(f"{shown / 'manifest.json'}: unreadable manifest ({type(e).__name__}: {e})") from None
-
-    label = str(shown)
-    p = encoder.probe(mp4)
-    facts = []
-    if (p.width, p.height) != (width, height):
-        facts.append(f"size {p.width}x{p.height}, expected {width}x{height}")
-    if p.fps != fps:
-        facts.append(f"{float(p.fps):g} fps, expected {fps}")
-    if p.codec != "h264":
-        facts.append(f"video codec {p.codec}, expected h264")
-    if not p.audio:
-        facts.append("no audio stream")
-    if abs(p.frames - total) > 1:
-        facts.append(f"{p.frames} video frames, the manifest says {total}")
-    if abs(p.duration - total / fps) > 1 / fps + 1e-6:
-        facts.append(f"lasts {p.duration:.3f} s, the manifest says {total / fps:.3f} s")
-    # what a player streaming the file meets (read from the MP4's sample tables)
-    if p.frame_lengths != 1:
-        facts.append(f"frames of {p.frame_lengths} different lengths (a variable frame rate)")
-    if not p.index_first:
-        facts.append("the index (moov) comes after the media: nothing plays until the whole file is loaded")
-    if p.interleave_s > 0.5:
-        facts.append(f"audio and video are stored up to {p.interleave_s:.1f} s apart (not interleaved: it streams badly)")
-    msgs = [f"{mp4}: {f}" for f in facts]
-    out = [Row(label, "(rendered file)", p.frames, total, fps, not facts, "; ".join(facts), failure="BAD")]
-
-    plan = None
-    if script.is_file():
-        ep = load_episode(script, layer or {})
-        if ep.settings.fps == fps:
-            plan = measure(ep, engine, cache).plan
-        budget, cap = ep.settings.segment_budget_frames, ep.settings.episode_budget_frames
-    else:
-        budget, cap = 30 * fps, 180 * fps
-    planned = {(sp.kind, sp.number, sp.name): (sp.start, sp.end) for sp in plan.segments} if plan else {}
-    for kind, num, name, start, end in spans:
-        if kind != "concept":
-            continue
-        notes = []
-        if end - start > budget:
-            notes.append(f"over budget by {(end - start - budget) / fps:.2f} s")
-        want = planned.get((kind, num, name))
-        if plan and want is None:
-            notes.append("not in the current plan of the script (re-render?)")
-        elif want and (abs(want[0] - start) > 1 or abs(want[1] - end) > 1):
-            notes.append(f"spans frames {start}-{end}, the plan says {want[0]}-{want[1]}")
-        out.append(Row(label, f"{num}. {name}", end - start, budget, fps, not notes, "; ".join(notes),
-                       failure="OVER" if end - start > budget else "BAD"))
-        msgs += [f"{shown}: segment {num} {name!r}: {n}" for n in notes]
-    out.append(Row(label, "(episode total)", total, cap, fps, total <= cap))
-    return out, msgs

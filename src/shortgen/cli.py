@@ -2,37 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import enum
 import json
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
-from .errors import (BudgetError, DiskFullError, EncodeError, Interrupted, ProbeError, ScriptError, ShortgenError,
-                     TextOverflowError, TTSError)
-
-
-class ExitStatus(enum.IntEnum):
-    OK = 0
-    ERROR = 1
-    BAD_INPUT = 2
-    OVER_BUDGET = 3
-    TTS_FAILED = 4
-    ENCODE_FAILED = 5
-    BAD_RENDER = 6
-    DISK_FULL = 7
-    INTERRUPTED = 130
-
-
-def _status_of(err: BaseException) -> ExitStatus:
-    for cls, st in ((BudgetError, ExitStatus.OVER_BUDGET), (ScriptError, ExitStatus.BAD_INPUT),
-                    (TextOverflowError, ExitStatus.BAD_INPUT), (TTSError, ExitStatus.TTS_FAILED),
-                    (EncodeError, ExitStatus.ENCODE_FAILED), (ProbeError, ExitStatus.BAD_RENDER),
-                    (DiskFullError, ExitStatus.DISK_FULL), (Interrupted, ExitStatus.INTERRUPTED)):
-        if isinstance(err, cls):
-            return st
-    return ExitStatus.BAD_INPUT if getattr(err, "exit_code", 1) == 2 else ExitStatus.ERROR
+from .errors import ExitStatus, ShortgenError, describe, status_of
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,19 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         print("shortgen: interrupted; each output folder holds one complete set of files (the previous one where "
               "its render had not finished); nothing half-written was kept", file=sys.stderr)
         return ExitStatus.INTERRUPTED
-    except ShortgenError as e:
-        print(f"shortgen: {e}", file=sys.stderr)
-        return _status_of(e)
-    except OSError as e:
-        if e.errno == 28:
-            print(f"shortgen: disk full: {e.filename or ''}", file=sys.stderr)
-            return ExitStatus.DISK_FULL
-        print(f"shortgen: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
-        return ExitStatus.ERROR
+    except (ShortgenError, OSError) as e:
+        print(f"shortgen: {describe(e)}", file=sys.stderr)
+        return status_of(e)
 
 
 def _dispatch(a: argparse.Namespace) -> ExitStatus:
-    from . import render as R
     from .cache import Cache
     from .settings import Settings
 
@@ -150,7 +119,7 @@ def _dispatch(a: argparse.Namespace) -> ExitStatus:
         return _plan(a)
     if a.cmd == "check":
         return _check(a)
-    return _render(a, R)
+    return _render(a)
 
 
 def _engine_cache(layer: dict):
@@ -161,12 +130,12 @@ def _engine_cache(layer: dict):
 
 
 def _plan(a) -> ExitStatus:
-    from . import check
     from .load import load_episode
+    from .timeline import speak_and_plan
     layer = _cli_layer(a)
     ep = load_episode(a.path, layer)
     engine, cache = _engine_cache(layer)
-    m = check.measure(ep, engine, cache)
+    m = speak_and_plan(ep, engine, cache)
     if a.json:
         print(json.dumps(m.plan.to_dict(), indent=2))
     else:
@@ -181,6 +150,8 @@ def _check(a) -> ExitStatus:
     from . import check
     from .encode import FfmpegEncoder
     from .load import expand_targets, load_episode
+    from .rendered import check_rendered
+    from .timeline import speak_and_plan
 
     layer = _cli_layer(a)
     engine, cache = _engine_cache(layer)
@@ -200,12 +171,12 @@ def _check(a) -> ExitStatus:
     try:
         targets = expand_targets(scripts, rendering=False) if scripts or not rendered else []
     except ShortgenError as e:
-        targets, status = [], _status_of(e)
+        targets, status = [], status_of(e)
         rows.append(check.error_row("-", str(e)))
         messages.append(str(e))
     for path in targets:
         try:
-            m = check.measure(load_episode(path, layer), engine, cache)
+            m = speak_and_plan(load_episode(path, layer), engine, cache)
             rows += check.rows(m)
             messages += check.problems(m)
             for msg in check.fit_problems(m):      # what render would refuse, check refuses too
@@ -215,16 +186,16 @@ def _check(a) -> ExitStatus:
         except ShortgenError as e:
             rows.append(check.error_row(path, str(e)))
             messages.append(str(e))
-            status = max(status, _status_of(e)) if status != ExitStatus.OVER_BUDGET else status
+            status = max(status, status_of(e)) if status != ExitStatus.OVER_BUDGET else status
     for d in rendered:
         try:
-            r, msgs = check.check_rendered(d, FfmpegEncoder(), engine, cache, layer)
+            r, msgs = check_rendered(d, FfmpegEncoder(), engine, cache, layer)
             rows += r
             messages += msgs
         except ShortgenError as e:
             rows.append(check.error_row(d, str(e), "(rendered file)", "BAD"))
             messages.append(str(e))
-            status = _status_of(e)
+            status = status_of(e)
     if any(not r.ok and r.failure == "BAD" for r in rows):
         status = max(status, ExitStatus.BAD_RENDER) if status != ExitStatus.OVER_BUDGET else status
     if any(not r.ok for r in rows) and status == ExitStatus.OK:
@@ -243,8 +214,10 @@ def _check(a) -> ExitStatus:
     return status
 
 
-def _render(a, R) -> ExitStatus:
+def _render(a) -> ExitStatus:
+    from .batch import render_many
     from .load import expand_targets
+    from .render import render_episode
 
     layer = _cli_layer(a)
     targets = expand_targets(a.paths)
@@ -254,11 +227,11 @@ def _render(a, R) -> ExitStatus:
         from .load import load_episode
         ep = load_episode(targets[0], layer)
         engine, cache = _engine_cache(layer)
-        res = R.render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer)
+        res = render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer)
         _print_result(res)
         return ExitStatus.OK
     t0 = time.monotonic()
-    outcomes = R.render_many(targets, layer, jobs=a.jobs, sink=printer)
+    outcomes = render_many(targets, layer, jobs=a.jobs, sink=printer)
     print(_summary(outcomes, time.monotonic() - t0))
     bad = [o for o in outcomes if not o.ok]
     for o in bad:

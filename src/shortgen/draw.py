@@ -670,24 +670,6 @@ class CaptionPainter:
         return out
 
 
-def compose(card: Image.Image, overlay: Image.Image | None, settings: Settings) -> Image.Image:
-    if overlay is None:
-        return card
-    out = card.copy()
-    x0, y0, _, _ = caption_origin(settings)
-    out.paste(overlay, (x0, y0), overlay)
-    return out
-
-
-def draw_state(card: Drawn, seg: SegmentPlan, state: State, settings: Settings) -> Drawn:
-    """One distinct picture of a segment: its card, plus the current cue with the spoken word highlighted."""
-    if state.cue is None:
-        return Drawn(card.image, list(card.boxes))
-    cue = seg.cues[state.cue]
-    ov = draw_overlay(seg, state.cue, None if state.word is None else state.word - cue.first, settings)
-    return Drawn(compose(card.image, ov.image, settings), card.boxes + ov.boxes)
-
-
 def check_captions(plan: Plan, settings: Settings, segments: list[SegmentPlan] | None = None) -> None:
     """Lay out every cue (of these segments) without drawing: a cue that cannot fit fails before any
     rendering starts."""

@@ -97,40 +97,6 @@ def run_args(ffmpeg: str, v: VideoSettings, keyframes: Sequence[int], out: Path)
                        "-forced-idr", "1"] + args[i:]
 
 
-# BT.709 in limited ("tv") range, as rows of (r, g, b, offset) for Pillow's matrix conversion: the
-# output's "R, G, B" bands are Y, Cb, Cr.
-def _bt709_rows() -> tuple[float, ...]:
-    kr, kb = 0.2126, 0.0722
-    kg = 1 - kr - kb
-    ys, cs = 219 / 255, 224 / 255
-    return (ys * kr, ys * kg, ys * kb, 16.0,
-            -cs * kr / (2 - 2 * kb), -cs * kg / (2 - 2 * kb), cs / 2, 128.0,
-            cs / 2, -cs * kg / (2 - 2 * kr), -cs * kb / (2 - 2 * kr), 128.0)
-
-
-BT709 = _bt709_rows()
-
-
-def ycc(img: Image.Image) -> Image.Image:
-    """An RGB or RGBA picture with its colour bands turned into BT.709 tv-range Y, Cb, Cr (alpha kept).
-    Pillow's C loops do it; the matrix conversion rounds each sample."""
-    out = img.convert("RGB").convert("RGB", BT709)
-    return Image.merge("RGBA", (*out.split(), img.getchannel("A"))) if img.mode == "RGBA" else out
-
-
-def planes420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
-    """A YCbCr picture (see `ycc`; even width and height) as the Y, Cb and Cr planes of yuv420p: each
-    chroma sample the mean of its 2x2 block (centre siting, as ffmpeg's own rgb24 -> yuv420p)."""
-    y, cb, cr = img.split()[:3]
-    return y.tobytes(), cb.reduce(2).tobytes(), cr.reduce(2).tobytes()
-
-
-def yuv420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
-    """An RGB picture as yuv420p planes, BT.709 tv range. The renderer converts a card once; captions are
-    painted in YCbCr onto its converted band, so only that band's planes are made per picture."""
-    return planes420(ycc(img))
-
-
 # ffmpeg's AAC encoder spends most of its time in the trellis coder and in tools that speech at 160 kb/s
 # does not need: measured 4.8 s -> 1.2 s for 105 s of narration, loudness and true peak unchanged.
 AAC_FAST = ["-aac_coder", "fast", "-aac_pns", "0", "-aac_tns", "0", "-aac_is", "0", "-aac_ms", "0"]

@@ -1,14 +1,50 @@
-"""Typed errors. The library raises these; only the CLI turns them into messages and exit codes."""
+"""Typed errors and the exit-status table. The library raises these; each class carries its status,
+and `status_of` maps any exception to one (the CLI and the batch both use it); only the CLI prints."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    BAD_INPUT = 2          # schema, voice, font, text that does not fit, no scripts found
+    OVER_BUDGET = 3
+    TTS_FAILED = 4
+    ENCODE_FAILED = 5
+    BAD_RENDER = 6         # a rendered file is broken or disagrees with its plan
+    DISK_FULL = 7
+    INTERRUPTED = 130
 
 
 class ShortgenError(Exception):
     """Base class: str(error) is the one-line message a user sees."""
 
-    exit_code = 1
+    exit_code = ExitStatus.ERROR
+
+
+def status_of(err: BaseException) -> ExitStatus:
+    """The exit status for an exception: its class's, disk full for ENOSPC, interrupted for Ctrl-C."""
+    if isinstance(err, ShortgenError):
+        return ExitStatus(err.exit_code)
+    if isinstance(err, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED
+    if isinstance(err, OSError) and err.errno == 28:
+        return ExitStatus.DISK_FULL
+    return ExitStatus.ERROR
+
+
+def describe(err: BaseException) -> str:
+    """The one line a user sees for an exception (an OSError names its file)."""
+    if isinstance(err, ShortgenError):
+        return str(err)
+    if isinstance(err, OSError):
+        if err.errno == 28:
+            return f"disk full: {err.filename or ''}"
+        return f"{err.strerror or err}: {err.filename or ''}"
+    return str(err)
 
 
 @dataclass
@@ -31,7 +67,7 @@ class Where:
 class ScriptError(ShortgenError):
     """The episode or series file is malformed or fails validation."""
 
-    exit_code = 2
+    exit_code = ExitStatus.BAD_INPUT
 
     def __init__(self, where: Where, field: str, message: str):
         self.where, self.field, self.message = where, field, message
@@ -43,7 +79,7 @@ class VoiceError(ScriptError):
 
 
 class FontError(ShortgenError):
-    exit_code = 2
+    exit_code = ExitStatus.BAD_INPUT
 
 
 class TextOverflowError(ShortgenError):
@@ -52,7 +88,7 @@ class TextOverflowError(ShortgenError):
     `source` says which script field the text came from, for the stage that knows the file to name its
     line and column: ("segment", plan index, field), ("series",), ("next",) or ("outro_text",)."""
 
-    exit_code = 2
+    exit_code = ExitStatus.BAD_INPUT
 
     def __init__(self, message: str, source: tuple = (), detail: str = ""):
         super().__init__(message)
@@ -62,7 +98,7 @@ class TextOverflowError(ShortgenError):
 class BudgetError(ShortgenError):
     """One or more segments run over the series' time budget."""
 
-    exit_code = 3
+    exit_code = ExitStatus.OVER_BUDGET
 
     def __init__(self, problems: list[str]):
         self.problems = problems
@@ -71,22 +107,19 @@ class BudgetError(ShortgenError):
 
 
 class TTSError(ShortgenError):
-    exit_code = 4
+    exit_code = ExitStatus.TTS_FAILED
 
 
 class EncodeError(ShortgenError):
-    exit_code = 5
+    exit_code = ExitStatus.ENCODE_FAILED
 
 
 class ProbeError(ShortgenError):
     """A rendered file is missing, truncated or not what the plan says."""
 
-    exit_code = 6
+    exit_code = ExitStatus.BAD_RENDER
 
 
 class DiskFullError(ShortgenError):
-    exit_code = 7
+    exit_code = ExitStatus.DISK_FULL
 
-
-class Interrupted(ShortgenError):
-    exit_code = 130

@@ -8,11 +8,12 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 from PIL import Image
 
-from .cache import atomic_write_bytes
+from .cache import _alive, atomic_write_bytes
 from .plan import Plan, frames_to_ms
 
 
@@ -42,24 +43,6 @@ def vtt(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def parse_srt(text: str) -> list[tuple[int, int, str]]:
-    """(start ms, end ms, text) of each cue; used by `check` and the tests to read back what we wrote."""
-    out = []
-    for block in text.strip().split("\n\n"):
-        lines = block.strip().splitlines()
-        if len(lines) < 3:
-            continue
-        a, b = (x.strip() for x in lines[1].split("-->"))
-        out.append((_ms(a), _ms(b), " ".join(lines[2:])))
-    return out
-
-
-def _ms(stamp: str) -> int:
-    hms, ms = stamp.replace(",", ".").split(".")
-    h, m, s = (int(x) for x in hms.split(":"))
-    return ((h * 60 + m) * 60 + s) * 1000 + int(ms)
-
-
 def save_jpeg(image: Image.Image, path: Path, max_bytes: int = 2_000_000) -> None:
     for q in (92, 85, 75, 60):
         buf = io.BytesIO()
@@ -71,6 +54,34 @@ def save_jpeg(image: Image.Image, path: Path, max_bytes: int = 2_000_000) -> Non
 
 def write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def episode_manifest(plan: Plan, settings, probe, loudness: tuple[float, float], fits: list, inputs: dict,
+                     **keys: str) -> dict:
+    """The manifest of a rendered episode: the plan's spans, what the file probes as, its measured
+    loudness, the rate fits, the inputs' hashes and the keys that say whether it is up to date."""
+    from . import __version__
+    lufs, tp = loudness
+    return manifest(
+        plan,
+        tool={"name": "shortgen", "version": __version__},
+        video={"codec": probe.codec, "profile": probe.profile, "pix_fmt": probe.pix_fmt, "colour": probe.colour,
+               "preset": settings.preset, "crf": settings.crf, "frames": probe.frames, "fps": float(probe.fps),
+               "width": probe.width, "height": probe.height},
+        audio={"codec": probe.audio, "sample_rate": probe.audio_rate, "channels": probe.audio_channels,
+               "bitrate": settings.audio_bitrate},
+        loudness={"integrated_lufs": lufs, "true_peak_dbtp": tp, "target_lufs": settings.loudness_lufs,
+                  "ceiling_dbtp": settings.true_peak_dbtp,
+                  "meter": "BS.1770-4: integrated over the mastered narration; true peak by ffmpeg ebur128 "
+                           "on each encoded AAC chunk"},
+        fits=[f.__dict__ for f in fits], inputs=inputs, **keys)
 
 
 def manifest(plan: Plan, **extra) -> dict:
@@ -163,6 +174,30 @@ def publish(staging: Path, final: Path, exchange: bool = True) -> None:
         old = prev
     fault("publish:after")
     shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(tmp_dir: Path, out_dir: Path) -> Path:
+    """A private folder for the new set, on the output's file system (the set moves in by rename): in
+    `tmp_dir` (the cache's tmp/, swept when its process is gone) where it shares that file system, else
+    a hidden folder beside the output, cleared by the next render of it (see `clear_staging`)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        same = os.stat(tmp_dir).st_dev == os.stat(out_dir.parent).st_dev
+    except OSError:
+        same = False
+    name = f"{os.getpid()}-{time.monotonic_ns()}"
+    path = tmp_dir / f"{name}-staging-{out_dir.name}" if same else out_dir.parent / f".{out_dir.name}.staging-{name}"
+    path.mkdir()
+    return path
+
+
+def clear_staging(out_dir: Path) -> None:
+    """Staging folders beside the output left by renders that were killed (the caller holds the lock)."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.staging-*"):
+        pid = p.name.rsplit(".staging-", 1)[1].split("-")[0]
+        if not (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def file_names(slug: str) -> dict[str, str]:

@@ -125,6 +125,12 @@ def samples_to_frames(samples: int, sample_rate: int, fps: int) -> int:
     return (2 * samples * fps + sample_rate) // (2 * sample_rate)
 
 
+def narration_frames(samples: int, sample_rate: int, fps: int) -> int:
+    """Frames a narration occupies: rounded up, so the audio never gets cut. Rate fitting and the
+    planner both use this one figure."""
+    return -(-samples * fps // sample_rate)
+
+
 def frames_to_ms(frames: int, fps: int) -> int:
     return (2 * frames * 1000 + fps) // (2 * fps)
 
@@ -171,8 +177,8 @@ def _best_phrase_cut(words: list[str], first: int, i: int, min_chars: int) -> in
 
 def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: int, tail: int) -> SegmentPlan:
     narration_start = start + lead_in
-    narration_frames = -(-inp.samples * fps // inp.sample_rate)     # ceil: the audio never gets cut
-    end = narration_start + narration_frames + tail
+    n_frames = narration_frames(inp.samples, inp.sample_rate, fps)
+    end = narration_start + n_frames + tail
     words = tuple(
         Word(w.text, narration_start + samples_to_frames(w.start, inp.sample_rate, fps),
              max(narration_start + samples_to_frames(w.end, inp.sample_rate, fps),
@@ -192,7 +198,7 @@ def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: i
     return SegmentPlan(
         index=index, kind=inp.kind, name=inp.name, one_liner=inp.one_liner, reference=inp.reference,
         number=inp.number, start=start, end=end, lead_in=lead_in, narration_start=narration_start,
-        narration_frames=narration_frames, samples=inp.samples, sample_rate=inp.sample_rate, rate=inp.rate,
+        narration_frames=n_frames, samples=inp.samples, sample_rate=inp.sample_rate, rate=inp.rate,
         voice=inp.voice, audio_key=inp.audio_key, source=inp.source, words=words, cues=tuple(cues),
         states=tuple(states),
     )
@@ -235,3 +241,27 @@ def build_plan(series: str, part: int, title: str, fps: int, width: int, height:
         t = sp.end
     return Plan(series=series, part=part, title=title, fps=fps, width=width, height=height,
                 total_frames=t, segments=tuple(segs), extra=dict(extra or {}))
+
+
+def runs(seg: SegmentPlan, keyint: int) -> list[tuple[list[int], tuple[int, ...]]]:
+    """A segment's states in runs, one per cue (and one per stretch without a caption): (state indices,
+    keyframes inside the run, counted from its first picture). Every run opens with a keyframe; only a
+    run longer than the keyframe interval gets keyframes inside it."""
+    groups: list[list[int]] = []
+    for i, st in enumerate(seg.states):
+        if groups and seg.states[groups[-1][-1]].cue == st.cue:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    out = []
+    for idx in groups:
+        # as late as possible: picture k must be a keyframe if the next chance (the next picture, or
+        # the next run's first) comes more than keyint frames after the last keyframe
+        inner, last = [], seg.states[idx[0]].start
+        for k, i in enumerate(idx[1:], 1):
+            nxt = seg.states[idx[k + 1]].start if k + 1 < len(idx) else seg.states[idx[-1]].end
+            if nxt - last > keyint:
+                inner.append(k)
+                last = seg.states[i].start
+        out.append((idx, tuple(inner)))
+    return out

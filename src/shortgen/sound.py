@@ -325,25 +325,3 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     k = (kx * g)[:n].astype(np.float64)
     energy = np.bincount(np.arange(n) // BIN, weights=k * k)
     return Mastered((x * g).astype(np.float32)[:n], lufs, tp, gain_db, energy)
-
-
-def episode_track(plan: Plan, wavs: dict, target_lufs: float, ceiling_dbtp: float) -> np.ndarray:
-    """The whole episode's mastered narration at RATE, each at its planned frame (for baselines and tests;
-    renders encode per chunk)."""
-    track = np.zeros(-(-plan.total_frames * RATE // plan.fps), dtype=np.float32)
-    for seg in plan.segments:
-        y = master(load_speech(wavs[seg.audio_key]), target_lufs, ceiling_dbtp).samples
-        at = seg.narration_start * RATE // plan.fps
-        track[at:at + len(y)] = y[:len(track) - at]
-    return track
-
-
-def write_wav(path, x: np.ndarray, rate: int = RATE) -> None:
-    """Mono float samples as a 16-bit WAV (the stdlib writer: no scipy)."""
-    import wave
-    pcm = (np.clip(x, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())

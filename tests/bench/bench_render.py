@@ -40,14 +40,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from shortgen import check, draw, render, sound  # noqa: E402
+from shortgen import draw, plan as planning  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
 from shortgen.encode import (AAC_RATE, COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args,  # noqa: E402
-                             voice_args, yuv420)
+                             voice_args)
 from shortgen.load import load_episode  # noqa: E402
 from shortgen.narrate import EspeakEngine  # noqa: E402
 from shortgen.settings import Settings  # noqa: E402
+from shortgen.timeline import speak_and_plan  # noqa: E402
+
+import helpers  # noqa: E402
 
 
 # ---- process-tree memory --------------------------------------------------------------------------
@@ -116,12 +120,10 @@ def episode_pictures(plan, s):
     """Per segment: the distinct pictures (PIL images), how many frames each is held, and which are
     keyframes (the first of each cue's run, and any inside a long run), as the renderer places them."""
     out = []
-    fonts = draw.font_digests(s)
     for seg in plan.segments:
         card = draw.draw_card(seg, plan, s)
-        pics = [draw.draw_state(card, seg, st, s).image.convert("RGB") for st in seg.states]
-        runs = render._runs(seg, render._segment_keys(plan, seg, s, fonts), s)
-        keyframes = [idx[k] for _, idx, inner in runs for k in (0, *inner)]
+        pics = [helpers.draw_state(card, seg, st, s).image.convert("RGB") for st in seg.states]
+        keyframes = [idx[k] for idx, inner in planning.runs(seg, s.keyint_frames) for k in (0, *inner)]
         out.append((pics, [st.end - st.start for st in seg.states], keyframes))
     return out
 
@@ -143,7 +145,7 @@ def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool, 
     if rgb:
         raws = [([p.tobytes() for p in pics], reps) for pics, reps, _ in segments]
     else:
-        raws = [([b"".join(yuv420(p)) for p in pics], reps) for pics, reps, _ in segments]
+        raws = [([b"".join(helpers.yuv420(p)) for p in pics], reps) for pics, reps, _ in segments]
     vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=0, mode=s.encoder, keyint=s.keyint_frames)
     if every_frame:
         args = distinct_args(ffmpeg_exe(), vs, s.keyint_frames, tmp / "bare.h264")
@@ -183,7 +185,7 @@ def moviepy_baseline(plan, s: Settings, track, tmp: Path, n_segments: int) -> tu
 
     x0, y0, _, _ = draw.caption_origin(s)
     master = tmp / "master.wav"
-    sound.write_wav(master, track)
+    helpers.write_wav(master, track)
     total_s, frames = 0.0, 0
     for seg in plan.concepts()[:n_segments]:
         card_path = tmp / f"card{seg.index}.png"
@@ -262,13 +264,13 @@ def main() -> int:
             edits.append(run_cli(args, env)[0])
             script.write_text(original)
 
-        m = check.measure(load_episode(script, {"cache_dir": cache}), EspeakEngine(), Cache(cache))
+        m = speak_and_plan(load_episode(script, {"cache_dir": cache}), EspeakEngine(), Cache(cache))
         plan = m.plan
         video_s = plan.total_frames / plan.fps
 
         segments = episode_pictures(plan, s)
         wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
-        track = sound.episode_track(plan, wavs, s.loudness_lufs, s.true_peak_dbtp)
+        track = helpers.episode_track(plan, wavs, s.loudness_lufs, s.true_peak_dbtp)
         bare_distinct = statistics.median(bare_encode(segments, s, work, False, rgb=False) for _ in range(a.runs))
         bare_av = statistics.median(bare_encode(segments, s, work, False, rgb=False, track=track)
                                     for _ in range(a.runs))

@@ -1,0 +1,80 @@
+"""Every cache key, in one place: what invalidates what.
+
+A key is a hash of everything its entry's bytes depend on, and a version string that is bumped when
+the code that makes the entry changes. Reading down this file answers "what does an edit redo?":
+
+  narration  text, voice, rate, speech engine (pyttsx3 version and the espeak library's digest)
+  card       the card's texts, layout, theme, fonts, drawing version (draw.card_key_inputs)
+  overlay    a caption state's cue, highlighted word, theme, fonts (draw.overlay_key_inputs)
+  run        one cue's pictures (card + overlays) and its inner keyframes, encoder settings
+  segment    the card, every overlay and how long each shows, encoder settings
+  voice      one segment's narration, mastering settings and its place on the AAC grid
+  audio      every narration and where it starts, the episode's length, mastering settings
+  final      every segment and the audio track: the whole MP4
+  thumbs     the intro card's inputs, the concept names, the theme and fonts
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import draw
+from .cache import key_of
+from .plan import Plan, SegmentPlan
+from .settings import Settings
+
+NARRATION = "narration-v1"
+CARD = "card"
+OVERLAY = "overlay"
+RUN = "run-v1"
+SEGMENT = "segment-v4"
+VOICE = "voice-v5"
+AUDIO = "audio-v5"
+FINAL = "final-v1"
+THUMBS = "thumbs-v1"
+
+
+def narration(engine_id: str, text: str, voice: str, rate: int) -> str:
+    return key_of(NARRATION, engine_id, text, voice, rate)
+
+
+@dataclass(frozen=True)
+class SegmentKeys:
+    card: str
+    overlays: list          # per state: the caption picture's identity (a hash), or None where none shows
+    segment: str            # the encoded segment: its pictures, their durations, the encoder settings
+
+
+def segment(plan: Plan, seg: SegmentPlan, settings: Settings, fonts: dict) -> SegmentKeys:
+    card = key_of(CARD, draw.card_key_inputs(seg, plan, settings, fonts))
+    overlays = [key_of(OVERLAY, k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None
+                for st in seg.states]
+    whole = key_of(SEGMENT, card, overlays, [st.end - st.start for st in seg.states], settings.encoder_key())
+    return SegmentKeys(card, overlays, whole)
+
+
+def run(keys: SegmentKeys, states: list[int], inner: tuple[int, ...], settings: Settings) -> str:
+    """A run's key names its pictures, not how long each shows: an edit that retimes a segment or
+    rewords one cue finds every other cue's run already encoded."""
+    return key_of(RUN, keys.card, [keys.overlays[i] for i in states], list(inner), settings.encoder_key())
+
+
+def voice(seg: SegmentPlan, settings: Settings, lead: int, encoded: int) -> str:
+    return key_of(VOICE, seg.audio_key, settings.loudness_lufs, settings.true_peak_dbtp, settings.audio_bitrate,
+                  lead, encoded)
+
+
+def audio(plan: Plan, settings: Settings) -> str:
+    """Everything the spliced track depends on (the chunk geometry is a function of these)."""
+    return key_of(AUDIO, [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate) for seg in plan.segments],
+                  plan.total_frames, settings.fps, settings.loudness_lufs, settings.true_peak_dbtp,
+                  settings.audio_bitrate)
+
+
+def final(segments: list[SegmentKeys], audio_key: str) -> str:
+    return key_of(FINAL, [k.segment for k in segments], audio_key)
+
+
+def thumbs(plan: Plan, settings: Settings, fonts: dict) -> str:
+    """The pictures depend on the names and the look only: an edit to a narration keeps them."""
+    return key_of(THUMBS, [draw.card_key_inputs(g, plan, settings, fonts) for g in plan.segments if g.kind == "intro"],
+                  [g.name for g in plan.concepts()], plan.series, plan.part, settings.theme.__dict__, fonts)

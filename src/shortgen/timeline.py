@@ -1,0 +1,95 @@
+"""Stage 2 and 3 together: speak an episode (narrate) and plan its timeline on the measured speech,
+fitting the speaking rate where the script allows. `check`, `plan --json` and `render` all start here,
+so they agree by construction."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .cache import Cache, Stats
+from .load import Episode
+from .narrate import Engine, Narration, Request, narrate
+from .plan import SegmentInput, TimedWord, build_plan, narration_frames
+
+
+@dataclass(frozen=True)
+class Fit:
+    segment: int
+    from_rate: int
+    to_rate: int
+
+
+@dataclass
+class Timeline:
+    """An episode measured from its speech: the narrations, the plan built on them, the rate fits."""
+
+    episode: Episode
+    plan: Plan
+    narrations: list[Narration]
+    fits: list[Fit] = field(default_factory=list)
+    engine_id: str = ""
+
+
+def _texts(ep: Episode) -> list[tuple[str, str, int | None, object]]:
+    """(kind, text, concept number, segment) for intro, concepts and outro, in order."""
+    s = ep.settings
+    out: list = []
+    if s.intro:
+        out.append(("intro", f"{ep.series}. Part {ep.part}.", None, None))
+    out += [("concept", seg.narration, seg.index + 1, seg) for seg in ep.segments]
+    if s.outro:
+        tail = f" Next: {ep.next}." if ep.next else ""
+        out.append(("outro", s.outro_text + tail, None, None))
+    return out
+
+
+def _request(ep: Episode, text: str, seg, rate: int) -> Request:
+    label = f"{ep.segment_where(seg)}: segments[{seg.index}]" if seg else str(ep.path)
+    return Request(text=text, voice=ep.settings.voice, rate=rate, label=label, voice_where=ep.where("voice"))
+
+
+def speak_and_plan(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None = None,
+                   on_progress: Callable | None = None, on_speak: Callable | None = None) -> Timeline:
+    """Speak every segment (cached), plan the timeline on the measured speech and, where the script
+    allows, fit the rate: durations always come from the audio."""
+    s = ep.settings
+    if hasattr(engine, "with_library"):          # the speech library the settings name
+        engine = engine.with_library(s.speech_library)
+    texts = _texts(ep)
+    rates = [seg.rate if seg else s.rate for _, _, _, seg in texts]
+    reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
+    narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
+    fits: list[Fit] = []
+
+    if s.fit == "rate":
+        available = s.segment_budget_frames - s.lead_in_frames - s.tail_frames
+        for i, ((kind, text, _, seg), n) in enumerate(zip(texts, narrs)):
+            if kind != "concept" or _narr_frames(n, s.fps) <= available:
+                continue
+            ceiling = int(seg.rate * s.fit_max_rate_factor)
+            rate = seg.rate
+            while _narr_frames(n, s.fps) > available and rate < ceiling:
+                # speech time scales roughly inversely with rate; aim 2% past the need, then verify
+                rate = min(ceiling, max(rate + 1, math.ceil(rate * _narr_frames(n, s.fps) / available * 1.02)))
+                n = narrate([_request(ep, text, seg, rate)], engine, cache, stats)[0]
+            narrs[i] = n
+            if rate != seg.rate:
+                fits.append(Fit(seg.index, seg.rate, rate))
+
+    inputs = [
+        SegmentInput(kind=kind, name=seg.name if seg else ("Intro" if kind == "intro" else "Outro"),
+                     one_liner=seg.one_liner if seg else "", reference=seg.reference if seg else "",
+                     number=num, samples=n.samples, sample_rate=n.sample_rate,
+                     words=tuple(TimedWord(w.text, w.start, w.end) for w in n.words), rate=n.rate,
+                     voice=n.voice, audio_key=n.wav.stem,
+                     source=str(ep.segment_where(seg)) if seg else str(ep.path))
+        for (kind, _, num, seg), n in zip(texts, narrs)
+    ]
+    plan = build_plan(ep.series, ep.part, ep.title, s.fps, s.width, s.height, inputs, s.lead_in_frames, s.tail_frames,
+                      extra={"next": ep.next})
+    return Timeline(ep, plan, narrs, fits, engine.id)
+
+
+def _narr_frames(n: Narration, fps: int) -> int:
+    return narration_frames(n.samples, n.sample_rate, fps)

@@ -1,0 +1,72 @@
+"""Test and benchmark helpers: references the library itself does not need."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from shortgen import draw
+from shortgen.frames import planes420, ycc
+from shortgen.plan import Plan, SegmentPlan, State
+from shortgen.settings import Settings
+from shortgen.sound import RATE, load_speech, master
+
+
+def yuv420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
+    """An RGB picture as yuv420p planes, BT.709 tv range: what the renderer makes in pieces."""
+    return planes420(ycc(img))
+
+
+def compose(card: Image.Image, overlay: Image.Image | None, settings: Settings) -> Image.Image:
+    """A card with a caption overlay pasted into its band."""
+    if overlay is None:
+        return card
+    out = card.copy()
+    x0, y0, _, _ = draw.caption_origin(settings)
+    out.paste(overlay, (x0, y0), overlay)
+    return out
+
+
+def draw_state(card: draw.Drawn, seg: SegmentPlan, state: State, settings: Settings) -> draw.Drawn:
+    """One distinct picture drawn in full: the card plus the cue with the spoken word highlighted."""
+    if state.cue is None:
+        return draw.Drawn(card.image, list(card.boxes))
+    cue = seg.cues[state.cue]
+    ov = draw.draw_overlay(seg, state.cue, None if state.word is None else state.word - cue.first, settings)
+    return draw.Drawn(compose(card.image, ov.image, settings), card.boxes + ov.boxes)
+
+
+def episode_track(plan: Plan, wavs: dict, target_lufs: float, ceiling_dbtp: float) -> np.ndarray:
+    """The whole episode's mastered narration at the mastering rate, each at its planned frame."""
+    track = np.zeros(-(-plan.total_frames * RATE // plan.fps), dtype=np.float32)
+    for seg in plan.segments:
+        y = master(load_speech(wavs[seg.audio_key]), target_lufs, ceiling_dbtp).samples
+        at = seg.narration_start * RATE // plan.fps
+        track[at:at + len(y)] = y[:len(track) - at]
+    return track
+
+
+def write_wav(path, x: np.ndarray, rate: int = RATE) -> None:
+    """Mono float samples as a 16-bit WAV."""
+    import wave
+    pcm = (np.clip(x, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def parse_srt(text: str) -> list[tuple[int, int, str]]:
+    """(start ms, end ms, text) of each cue of an SRT file."""
+    def ms(stamp: str) -> int:
+        hms, frac = stamp.replace(",", ".").split(".")
+        h, m, s = (int(x) for x in hms.split(":"))
+        return ((h * 60 + m) * 60 + s) * 1000 + int(frac)
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = block.strip().splitlines()
+        if len(lines) < 3:
+            continue
+        a, b = (x.strip() for x in lines[1].split("-->"))
+        out.append((ms(a), ms(b), " ".join(lines[2:])))
+    return out
