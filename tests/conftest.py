@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from shortgen.cache import Cache
-from shortgen.encode import FakeEncoder
-from shortgen.narrate import FakeEngine
+from shortgen.testing import FakeEncoder
+from shortgen.testing import FakeEngine
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent

@@ -11,10 +11,11 @@ from shortgen.rendered import check_rendered
 from shortgen.timeline import speak_and_plan
 from shortgen import check
 from shortgen.cli import main
-from shortgen.encode import FakeEncoder, FfmpegEncoder
+from shortgen.encode import FfmpegEncoder
+from shortgen.testing import FakeEncoder
 from shortgen.errors import BudgetError, ProbeError
 from shortgen.load import load_episode
-from shortgen.narrate import FakeEngine
+from shortgen.testing import FakeEngine
 from shortgen.render import render_episode
 
 FIX = Path(__file__).parent / "fixtures"

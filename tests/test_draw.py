@@ -29,7 +29,7 @@ def changed_bbox(img: Image.Image, base: Image.Image):
 def series_plans(tmp_path_factory):
     """Plans of every shipped part, timed by the fake engine: drawing depends on text, not on real speech."""
     from shortgen.cache import Cache
-    from shortgen.narrate import FakeEngine
+    from shortgen.testing import FakeEngine
     cache = Cache(tmp_path_factory.mktemp("cache"))
     return [speak_and_plan(load_episode(p), FakeEngine(), cache).plan
             for p in expand_targets([ROOT / "scripts" / "series.yaml"])]
@@ -257,7 +257,7 @@ def test_emoji_and_symbols_are_drawn_from_the_fallback_fonts_not_as_tofu():
 
 def test_a_character_no_font_has_is_refused_naming_it_and_its_field(tmp_path):
     from shortgen.cache import Cache
-    from shortgen.narrate import FakeEngine
+    from shortgen.testing import FakeEngine
     p = tmp_path / "ep.yaml"
     p.write_text("series: S\npart: 1\nsegments:\n  - name: Attention 中\n    narration: Attention. Look here.\n"
                  "    one_liner: one\n    reference: ref\n")
@@ -286,7 +286,7 @@ def test_a_missing_fonts_entry_is_a_schema_style_error(tmp_path):
 
 def test_captions_with_emoji_paint_as_they_draw(tmp_path):
     from shortgen.cache import Cache
-    from shortgen.narrate import FakeEngine
+    from shortgen.testing import FakeEngine
     p = tmp_path / "ep.yaml"
     p.write_text("series: S\npart: 1\nsegments:\n  - name: Rockets 🚀\n"
                  "    narration: Launch 🚀 fast, check ✓ twice. Done ★ now.\n    one_liner: one ✨\n    reference: ref\n")

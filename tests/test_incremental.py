@@ -8,10 +8,10 @@ import pytest
 
 from shortgen.cache import Stats
 from shortgen.cli import main
-from shortgen.encode import FakeEncoder
+from shortgen.testing import FakeEncoder
 from shortgen.errors import EncodeError
 from shortgen.load import load_episode
-from shortgen.narrate import FakeEngine
+from shortgen.testing import FakeEngine
 from shortgen.batch import render_many
 from shortgen.render import render_episode
 

@@ -6,7 +6,8 @@ import pytest
 
 from shortgen.cache import Stats
 from shortgen.errors import TTSError, VoiceError, Where
-from shortgen.narrate import FakeEngine, Request, align, narrate
+from shortgen.narrate import Request, align, narrate
+from shortgen.testing import FakeEngine
 
 
 def req(text="Gradient descent. Step downhill.", voice="gmw/en-us", rate=175):

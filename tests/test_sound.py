@@ -113,3 +113,14 @@ def test_running_minimum_equals_the_sliding_window_definition(n, size):
     lo = size // 2
     windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, (lo, size - 1 - lo), mode="edge"), size)
     assert np.array_equal(sound._min_filter(x, size), windows.min(axis=1))
+
+
+def test_resampling_keeps_a_tone_and_its_level():
+    from shortgen.sound import resample
+    t = np.arange(16000) / 16000
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    y = resample(x, 16000, 22050)
+    assert len(y) == 22050
+    spectrum = np.abs(np.fft.rfft(y))
+    assert abs(np.argmax(spectrum) - 440) <= 1                  # the tone stays at 440 Hz (1 Hz bins)
+    assert abs(np.sqrt(np.mean(y[2000:-2000] ** 2)) - 0.5 / np.sqrt(2)) < 0.01

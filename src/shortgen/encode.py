@@ -1,5 +1,5 @@
 """Stage 5: ffmpeg. Command lines are built by pure functions returning list[str] (tested without ffmpeg);
-`FfmpegEncoder` runs them, `FakeEncoder` stands in for fast unit tests.
+`FfmpegEncoder` runs them; testing.FakeEncoder stands in for fast unit tests.
 
 Why this shape (measured on 2 cores): x264 costs ~4 ms per 1080x1920 frame even when the frame repeats
 the last one, and a short is ~250 distinct pictures over ~3,100 frames. So by default x264 sees each
@@ -377,71 +377,3 @@ class FfmpegEncoder:
         proc = subprocess.run(loudness_args(self.ffmpeg, path, skip), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, timeout=600)
         return parse_loudness(proc.stderr.decode(errors="replace"))
-
-
-class FakeEncoder:
-    """Writes JSON descriptions instead of video: fast, and it records every call for tests."""
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.fail_after = fail_after       # pictures to consume before failing: a crash mid-encode
-
-    def encode_frames(self, pictures, repeats, v, out):
-        self.calls.append(("frames", out.name))
-        digests = []
-        for i, pic in enumerate(pictures):
-            if self.fail_after is not None and i >= self.fail_after:
-                out.write_text("half-written")       # what a killed encoder leaves behind
-                raise EncodeError(f"encoding {out.name}: simulated failure")
-            data = b"".join(pic)
-            assert len(data) == v.width * v.height * 3 // 2, "a picture of the wrong size (yuv420p)"
-            digests.append(hashlib.sha256(data).hexdigest()[:12])
-        out.write_text(json.dumps({"frames": sum(repeats), "fps": v.fps, "w": v.width, "h": v.height,
-                                   "pictures": digests, "repeats": list(repeats)}))
-
-    def encode_runs(self, pictures, runs, v, scratch):
-        lengths = [n for n, _ in runs]
-        self.calls.append(("runs", lengths))
-        digests = []
-        for i, pic in enumerate(pictures):
-            if self.fail_after is not None and i >= self.fail_after:
-                scratch.write_text("half-written")   # what a killed encoder leaves behind
-                raise EncodeError(f"encoding {scratch.name}: simulated failure")
-            data = b"".join(pic)
-            assert len(data) == v.width * v.height * 3 // 2, "a picture of the wrong size (yuv420p)"
-            digests.append(hashlib.sha256(data).hexdigest()[:12])
-        assert len(digests) == sum(lengths), "as many pictures as the runs hold"
-        at = list(itertools.accumulate([0, *lengths]))
-        return [json.dumps({"pictures": digests[a:b], "w": v.width, "h": v.height, "fps": v.fps}).encode()
-                for a, b in zip(at, at[1:])]
-
-    def assemble(self, runs, repeats, out):
-        parts = [json.loads(r) for r in runs]
-        for p, reps in zip(parts, repeats):
-            assert len(p["pictures"]) == len(reps), "a repeat count for every picture of a run"
-        out.write_text(json.dumps({"frames": sum(map(sum, repeats)), "fps": parts[0]["fps"], "w": parts[0]["w"],
-                                   "h": parts[0]["h"], "pictures": [d for p in parts for d in p["pictures"]],
-                                   "repeats": [n for reps in repeats for n in reps]}))
-
-    def encode_voice(self, pcm, rate, lead, frames, bitrate, out):
-        self.calls.append(("audio", out.name))
-        out.write_text(json.dumps({"samples": len(pcm) // 4, "rate": rate, "lead": lead, "frames": frames}))
-
-    def splice_audio(self, pieces, out):
-        self.calls.append(("splice", out.name))
-        out.write_text(json.dumps([[str(p), a, n] for p, a, n in pieces]))
-
-    def join(self, segments, audio, fps, out):
-        self.calls.append(("join", out.name))
-        parts = [json.loads(Path(p).read_text()) for p in segments]
-        out.write_text(json.dumps({"frames": sum(p["frames"] for p in parts), "fps": parts[0]["fps"],
-                                   "w": parts[0]["w"], "h": parts[0]["h"], "audio": str(audio)}))
-
-    def probe(self, path):
-        d = json.loads(Path(path).read_text())
-        return Probe(duration=d["frames"] / d["fps"], width=d["w"], height=d["h"], fps=Fraction(d["fps"]),
-                     codec="h264", profile="fake", pix_fmt="yuv420p", colour="tv, bt709", frames=d["frames"],
-                     audio="aac", audio_rate=48000, audio_channels="stereo")
-
-    def loudness(self, path, skip=0):
-        return (-14.0, -1.5)

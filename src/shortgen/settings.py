@@ -83,11 +83,6 @@ class Settings:
                 "mode": self.encoder, "keyint": self.keyint_frames}
 
 
-# Keys a series or episode file may set under `settings:`; theme is a nested mapping.
-FILE_KEYS = {f.name for f in fields(Settings)} - {"cache_dir", "output_dir", "fonts_dir", "jobs"}
-THEME_KEYS = {f.name for f in fields(Theme)}
-
-
 def resolve(*layers: Mapping[str, Any] | None, base: Settings | None = None) -> Settings:
     """Apply layers in order (later wins). Each layer is a plain mapping of already-validated values."""
     s = base or Settings()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from math import gcd
 
 import numpy as np
 
@@ -61,10 +60,20 @@ def load_speech(wav) -> np.ndarray:
     seg = seg.fade_in(FADE_MS).fade_out(FADE_MS)
     x = np.array(seg.get_array_of_samples(), dtype=np.float32) / 32768.0
     if seg.frame_rate != RATE:            # espeak always speaks at 22050 Hz; other engines may not
-        from scipy.signal import resample_poly
-        g = gcd(RATE, seg.frame_rate)
-        x = resample_poly(x, RATE // g, seg.frame_rate // g).astype(np.float32)
+        x = resample(x, seg.frame_rate, RATE)
     return x
+
+
+def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
+    """Band-limited resampling of a whole utterance by the FFT (numpy only: scipy cost a dependency for
+    a path espeak never takes). Content above the lower Nyquist frequency is dropped, as it must be."""
+    n = len(x)
+    m = max(1, round(n * to / rate))
+    spectrum = np.fft.rfft(x)
+    keep = min(len(spectrum), m // 2 + 1)
+    out = np.zeros(m // 2 + 1, dtype=spectrum.dtype)
+    out[:keep] = spectrum[:keep]
+    return (np.fft.irfft(out, m) * (m / n)).astype(np.float32)
 
 
 # ---- where each segment's audio sits on the AAC grid (pure) -------------------------------------
