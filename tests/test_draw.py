@@ -308,6 +308,6 @@ def test_captions_with_emoji_paint_as_they_draw(tmp_path):
 
 def test_the_cmap_reader_agrees_with_fonttools(tmp_path):
     from fontTools.ttLib import TTFont
-    fonts = [*sorted((ROOT / "assets" / "fonts").glob("*.ttf")), _tiny_cjk_font(tmp_path / "cjk.ttf")]
+    fonts = [*sorted((ROOT / "src" / "shortgen" / "assets" / "fonts").glob("*.ttf")), _tiny_cjk_font(tmp_path / "cjk.ttf")]
     for f in fonts:
         assert draw._read_cmap(f.read_bytes()) == set(TTFont(str(f), lazy=True).getBestCmap()), f

@@ -240,3 +240,47 @@ def test_flags_are_held_to_the_same_rules_as_the_file(capsys, flag, value, messa
     assert main(cmd) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("shortgen: command line: ") and message in err and len(err.splitlines()) == 1
+
+
+# ---- the JSON Schema editors use --------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["episode", "series"])
+def test_shipped_schema_files_are_what_shortgen_schema_prints(kind, capsys):
+    assert main(["schema", kind]) == 0
+    printed = capsys.readouterr().out
+    shipped = (ROOT / "scripts" / "schema" / f"{kind}.schema.json").read_text()
+    assert printed == shipped, "run `shortgen schema KIND > scripts/schema/KIND.schema.json`"
+
+
+def test_every_shipped_script_names_its_schema_and_validates_against_it():
+    import json
+
+    import jsonschema
+    import yaml
+    schemas = {k: json.loads((ROOT / "scripts" / "schema" / f"{k}.schema.json").read_text())
+               for k in ("episode", "series")}
+    for script in sorted((ROOT / "scripts").glob("*.yaml")):
+        kind = "series" if script.name == "series.yaml" else "episode"
+        first = script.read_text().splitlines()[0]
+        assert first == f"# yaml-language-server: $schema=schema/{kind}.schema.json", script
+        jsonschema.validate(yaml.safe_load(script.read_text()), schemas[kind])
+
+
+def test_the_json_schema_refuses_what_the_loader_refuses(tmp_path):
+    """The same declarations: an unknown key, a rate out of range, a missing field."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    from shortgen import schema
+    js = schema.json_schema(schema.EPISODE, "t")
+    good = yaml.safe_load((ROOT / "scripts" / "part4.yaml").read_text())
+    for broken in ({**good, "colour": "red"}, {**good, "settings": {"rate": 10}},
+                   {k: v for k, v in good.items() if k != "part"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, js)
+        p = tmp_path / "ep.yaml"
+        p.write_text(json.dumps(broken))
+        with pytest.raises(ScriptError):
+            load_episode(p)

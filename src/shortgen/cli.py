@@ -17,17 +17,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def settings_flags(sp):
-        sp.add_argument("--voice", help="espeak voice, e.g. gmw/en-us")
-        sp.add_argument("--rate", type=int, help="speaking rate in words per minute")
-        sp.add_argument("--fps", type=int)
-        sp.add_argument("--preset", help="x264 preset (ultrafast ... medium)")
-        sp.add_argument("--crf", type=int)
-        sp.add_argument("--no-intro", dest="intro", action="store_false", default=None)
-        sp.add_argument("--no-outro", dest="outro", action="store_false", default=None)
-        sp.add_argument("--speech-library", help="libespeak-ng to speak with: wheel (default, the same on "
-                        "every machine), system, or a path")
-        sp.add_argument("--cache-dir", type=Path, help="default: $SHORTGEN_CACHE_DIR or ~/.cache/shortgen")
-        sp.add_argument("--output-dir", type=Path, help="default: output/")
+        # derived from the settings' own declarations (settings.py), held to the same rules as a file
+        from .settings import flags
+        for name, flag, text, rule in flags():
+            if rule is not None and rule.kind == "bool":
+                sp.add_argument(flag, dest=name, action="store_false", default=None, help=text)
+            else:
+                kind = {"int": int, "float": float}.get(rule.kind, str) if rule is not None else Path
+                sp.add_argument(flag, dest=name, type=kind, help=text)
 
     r = sub.add_parser("render", help="render episodes (files, series files or directories)")
     r.add_argument("paths", nargs="+", type=Path)
@@ -50,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     cl.add_argument("--older-than", type=float, metavar="DAYS", help="only entries unused for this many days")
     cl.add_argument("--cache-dir", type=Path)
 
+    sc = sub.add_parser("schema", help="print the JSON Schema of episode (or series) files, for editors")
+    sc.add_argument("kind", nargs="?", choices=("episode", "series"), default="episode")
+
     v = sub.add_parser("voices", help="list the voices the speech engine has")
     v.add_argument("filter", nargs="?", default="")
     return p
@@ -57,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cli_layer(a: argparse.Namespace) -> dict:
     from .load import check_cli_layer
-    keys = ("voice", "rate", "fps", "preset", "crf", "intro", "outro", "cache_dir", "output_dir", "jobs",
-            "speech_library")
+    from .settings import flags
+    keys = [name for name, _, _, _ in flags()] + ["jobs"]
     return check_cli_layer({k: getattr(a, k) for k in keys if getattr(a, k, None) is not None})
 
 
@@ -114,6 +114,11 @@ def _dispatch(a: argparse.Namespace) -> ExitStatus:
         for v in EspeakEngine().voices():
             if a.filter.lower() in v.lower():
                 print(v)
+        return ExitStatus.OK
+    if a.cmd == "schema":
+        from . import schema
+        model, title = (schema.EPISODE, "shortgen episode") if a.kind == "episode" else (schema.SERIES, "shortgen series")
+        print(json.dumps(schema.json_schema(model, title), indent=2))
         return ExitStatus.OK
     if a.cmd == "plan":
         return _plan(a)

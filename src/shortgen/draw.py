@@ -1,4 +1,4 @@
-"""Stage 4: every picture, drawn with Pillow from fonts shipped in assets/fonts.
+"""Stage 4: every picture, drawn with Pillow from fonts shipped in the package (assets/fonts).
 
 All text goes through `_Canvas.text`, which records its bounding box, so tests can prove every text
 element lies inside the platform safe zone. Text that does not fit its box shrinks down to a floor,

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from . import schema
+from .rules import check_value
 from .errors import ScriptError, Where
 from .settings import Settings, resolve
 
@@ -303,7 +304,7 @@ def check_cli_layer(layer: dict) -> dict:
         if rule is None:
             continue
         try:
-            out[key] = schema._value(rule, value, (key,))
+            out[key] = check_value(rule, value, (key,))
         except schema.SchemaError as e:
             raise ScriptError(Where("command line"), f"--{key.replace('_', '-')}", e.msg) from None
     if "jobs" in layer and (not isinstance(layer["jobs"], int) or layer["jobs"] < 1):
