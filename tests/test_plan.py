@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,37 @@ def test_build_plan_is_pure():
     a = build_plan("S", 1, "T", 30, 1080, 1920, [inp], 24, 12)
     b = build_plan("S", 1, "T", 30, 1080, 1920, [inp], 24, 12)
     assert a == b and a.total_frames == 24 + 30 + 12
+
+
+def _two_cue_plan():
+    """A plan with three cues at known frames (30 fps), built from words with known sample times. By hand:
+    narration starts at frame 30 (1.000 s); "descent." ends at 57, held to 65, and the 10-frame gap to
+    "Step" (75) is bridged; "downhill," (a phrase end) ends at 96, held to 104, but "a" starts at 97; the
+    segment ends at 30 + 105 + 12 = 147 (4.900 s), and "time." held to 137 is bridged to it."""
+    sr = 22050
+    words = tuple(TimedWord(t, s * sr // 1000, e * sr // 1000) for t, s, e in (
+        ("Gradient", 0, 400), ("descent.", 450, 900), ("Step", 1500, 1700), ("downhill,", 1750, 2200),
+        ("a", 2250, 2300), ("little", 2350, 2600), ("at", 2650, 2700), ("a", 2750, 2800), ("time.", 2850, 3300)))
+    inp = SegmentInput("concept", "Gradient Descent", "o", "r", 1, 3500 * sr // 1000, sr, words, 175, "v", "k", "s:1:1")
+    return build_plan("S", 1, "T", 30, 1080, 1920, [inp], lead_in=30, tail=12)
+
+
+def test_srt_is_exactly_the_golden_text():
+    assert outputs.srt(_two_cue_plan()) == (
+        "1\n00:00:01,000 --> 00:00:02,500\nGradient descent.\n\n"
+        "2\n00:00:02,500 --> 00:00:03,233\nStep downhill,\n\n"
+        "3\n00:00:03,233 --> 00:00:04,900\na little at a time.\n")
+
+
+def test_vtt_is_exactly_the_golden_text():
+    vtt = outputs.vtt(_two_cue_plan())
+    assert vtt == ("WEBVTT\n\n"
+                   "00:00:01.000 --> 00:00:02.500\nGradient descent.\n\n"
+                   "00:00:02.500 --> 00:00:03.233\nStep downhill,\n\n"
+                   "00:00:03.233 --> 00:00:04.900\na little at a time.\n")
+    lines = vtt.split("\n")
+    assert lines[0] == "WEBVTT" and lines[1] == ""                      # the header, then a blank line
+    stamps = [ln for ln in lines if "-->" in ln]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", ln) for ln in stamps)
+    assert "," not in "".join(stamps)                                  # VTT's decimal mark is a full stop
+    assert vtt.endswith("\n") and "\n\n\n" not in vtt
