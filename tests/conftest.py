@@ -1,4 +1,5 @@
 """Shared fixtures: a private cache and output dir per test, the fake engine and the fake encoder."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from shortgen.cache import Cache
-from shortgen.testing import FakeEncoder
-from shortgen.testing import FakeEngine
+from shortgen.testing import FakeEncoder, FakeEngine
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent

@@ -1,4 +1,5 @@
 """Test and benchmark helpers: references the library itself does not need."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,13 +42,14 @@ def episode_track(plan: Plan, wavs: dict, target_lufs: float, ceiling_dbtp: floa
     for seg in plan.segments:
         y = master(load_speech(wavs[seg.audio_key]), target_lufs, ceiling_dbtp).samples
         at = seg.narration_start * RATE // plan.fps
-        track[at:at + len(y)] = y[:len(track) - at]
+        track[at : at + len(y)] = y[: len(track) - at]
     return track
 
 
 def write_wav(path, x: np.ndarray, rate: int = RATE) -> None:
     """Mono float samples as a 16-bit WAV."""
     import wave
+
     pcm = (np.clip(x, -1.0, 1.0) * 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -58,10 +60,12 @@ def write_wav(path, x: np.ndarray, rate: int = RATE) -> None:
 
 def parse_srt(text: str) -> list[tuple[int, int, str]]:
     """(start ms, end ms, text) of each cue of an SRT file."""
+
     def ms(stamp: str) -> int:
         hms, frac = stamp.replace(",", ".").split(".")
         h, m, s = (int(x) for x in hms.split(":"))
         return ((h * 60 + m) * 60 + s) * 1000 + int(frac)
+
     out = []
     for block in text.strip().split("\n\n"):
         lines = block.strip().splitlines()

@@ -1,4 +1,5 @@
 """The 30-second promise: the budget at its frame boundary, the reports, and the rendered-file check."""
+
 from __future__ import annotations
 
 import json
@@ -7,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from shortgen.rendered import check_rendered
-from shortgen.timeline import speak_and_plan
 from shortgen import check
 from shortgen.cli import main
 from shortgen.encode import FfmpegEncoder
-from shortgen.testing import FakeEncoder
 from shortgen.errors import BudgetError, ProbeError
 from shortgen.load import load_episode
-from shortgen.testing import FakeEngine
 from shortgen.render import render_episode
+from shortgen.rendered import check_rendered
+from shortgen.testing import FakeEncoder, FakeEngine
+from shortgen.timeline import speak_and_plan
 
 FIX = Path(__file__).parent / "fixtures"
 UNDER, OVER = FIX / "budget_just_under.yaml", FIX / "budget_just_over.yaml"
@@ -87,7 +87,8 @@ def test_json_and_junit_reports(layer, cache):
 
 def test_cli_check_exit_codes_and_junit_file(layer, tmp_path, monkeypatch, capsys):
     import shortgen.narrate
-    monkeypatch.setattr(shortgen.narrate, "EspeakEngine", FakeEngine)     # budget fixtures are tuned to it
+
+    monkeypatch.setattr(shortgen.narrate, "EspeakEngine", FakeEngine)  # budget fixtures are tuned to it
     cache = ["--cache-dir", str(layer["cache_dir"])]
     assert main(["check", *cache, str(UNDER)]) == 0
     out = tmp_path / "report.xml"
@@ -127,8 +128,11 @@ def test_rendered_check_against_manifest_and_plan(layer, cache):
 def test_corrupt_or_truncated_mp4_is_a_clear_error(tmp_path):
     d = tmp_path / "part1"
     d.mkdir()
-    (d / "manifest.json").write_text(json.dumps({"fps": 30, "total_frames": 30, "width": 1080, "height": 1920,
-                                                 "segments": [], "inputs": {"script": "nope.yaml"}}))
+    (d / "manifest.json").write_text(
+        json.dumps(
+            {"fps": 30, "total_frames": 30, "width": 1080, "height": 1920, "segments": [], "inputs": {"script": "nope.yaml"}}
+        )
+    )
     (d / "part1.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
     with pytest.raises(ProbeError) as e:
         check_rendered(d, FfmpegEncoder(), FakeEngine(), None)
@@ -142,8 +146,11 @@ def test_corrupt_or_truncated_mp4_is_a_clear_error(tmp_path):
 def test_cli_rendered_check_of_a_broken_file_exits_6(tmp_path, capsys):
     d = tmp_path / "part1"
     d.mkdir()
-    (d / "manifest.json").write_text(json.dumps({"fps": 30, "total_frames": 30, "width": 1080, "height": 1920,
-                                                 "segments": [], "inputs": {"script": "nope.yaml"}}))
+    (d / "manifest.json").write_text(
+        json.dumps(
+            {"fps": 30, "total_frames": 30, "width": 1080, "height": 1920, "segments": [], "inputs": {"script": "nope.yaml"}}
+        )
+    )
     (d / "part1.mp4").write_bytes(b"garbage")
     assert main(["check", "--cache-dir", str(tmp_path / "c"), str(d)]) == 6
     err = capsys.readouterr().err
@@ -152,35 +159,48 @@ def test_cli_rendered_check_of_a_broken_file_exits_6(tmp_path, capsys):
 
 # ---- check and render agree on what fits ------------------------------------------------------------
 
+
 def _edited(short_script, old, new):
     short_script.write_text(short_script.read_text().replace(old, new))
     return short_script
 
 
-@pytest.mark.parametrize("old, new, field", [
-    # fits the schema and the card, not the thumbnail's one-line concept list
-    ("name: Overfitting", "name: Overfitting Versus Underfitting In Models", "segments[1].name"),
-    # within the schema's limit, but of wide letters: the box, not the character count, decides
-    ("reference: Deep Learning (Goodfellow et al. 2016), Chapter 5", "reference: " + "MMMMMMMMMMMM " * 11,
-     "segments[1].reference"),
-    # over the schema's limit (the old one allowed 300 characters; the box holds about 140)
-    ("reference: Deep Learning (Goodfellow et al. 2016), Chapter 5",
-     "reference: " + "Goodfellow, Bengio and Courville, Deep Learning, MIT Press, 2016; " * 3, "segments[1].reference"),
-    # a caption word that cannot be shown in two lines even broken
-    ("Memorising the noise", "Memorising the " + "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3,
-     "segments[1].narration"),
-])
+@pytest.mark.parametrize(
+    "old, new, field",
+    [
+        # fits the schema and the card, not the thumbnail's one-line concept list
+        ("name: Overfitting", "name: Overfitting Versus Underfitting In Models", "segments[1].name"),
+        # within the schema's limit, but of wide letters: the box, not the character count, decides
+        (
+            "reference: Deep Learning (Goodfellow et al. 2016), Chapter 5",
+            "reference: " + "MMMMMMMMMMMM " * 11,
+            "segments[1].reference",
+        ),
+        # over the schema's limit (the old one allowed 300 characters; the box holds about 140)
+        (
+            "reference: Deep Learning (Goodfellow et al. 2016), Chapter 5",
+            "reference: " + "Goodfellow, Bengio and Courville, Deep Learning, MIT Press, 2016; " * 3,
+            "segments[1].reference",
+        ),
+        # a caption word that cannot be shown in two lines even broken
+        (
+            "Memorising the noise",
+            "Memorising the " + "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3,
+            "segments[1].narration",
+        ),
+    ],
+)
 def test_check_refuses_what_render_refuses_naming_the_field(short_script, layer, cache, old, new, field):
     script = _edited(short_script, old, new)
     try:
         m = measure(script, layer, cache)
         problems = check.fit_problems(m)
-    except Exception as e:                      # the schema's own limit: the same file:line:col: field
+    except Exception as e:  # the schema's own limit: the same file:line:col: field
         problems = [str(e)]
     assert problems and all(field in p for p in problems), problems
     line = next(i for i, ln in enumerate(script.read_text().splitlines(), 1) if new.strip()[:20] in ln)
     if field.endswith("narration"):
-        line -= 1                       # a folded block: its value starts at the `>` on the key's line
+        line -= 1  # a folded block: its value starts at the `>` on the key's line
     assert f"{script}:{line}:" in problems[0]
     with pytest.raises(Exception) as e:
         render_episode(load_episode(script, layer), FakeEngine(), FakeEncoder(), cache)
@@ -190,6 +210,7 @@ def test_check_refuses_what_render_refuses_naming_the_field(short_script, layer,
 
 def test_cli_check_exits_2_for_text_that_does_not_fit(short_script, layer, monkeypatch, capsys):
     import shortgen.narrate
+
     monkeypatch.setattr(shortgen.narrate, "EspeakEngine", lambda *a, **k: FakeEngine())
     script = _edited(short_script, "name: Overfitting", "name: Overfitting Versus Underfitting In Models")
     code = main(["check", "--cache-dir", str(layer["cache_dir"]), str(script)])
@@ -197,10 +218,17 @@ def test_cli_check_exits_2_for_text_that_does_not_fit(short_script, layer, monke
     assert code == 2 and "segments[1].name" in out.err and "(text fit)" in out.out
 
 
-@pytest.mark.parametrize("word", ["https://arxiv.org/abs/1706.03762/attention-is-all-you-need",
-                                  "Supercalifragilisticexpialidociousness", "HyperparameterOptimizationFramework"])
+@pytest.mark.parametrize(
+    "word",
+    [
+        "https://arxiv.org/abs/1706.03762/attention-is-all-you-need",
+        "Supercalifragilisticexpialidociousness",
+        "HyperparameterOptimizationFramework",
+    ],
+)
 def test_a_long_caption_word_is_broken_where_a_reader_would(short_script, layer, cache, word):
     from shortgen import draw
+
     script = _edited(short_script, "Memorising the noise", f"Memorising {word}")
     m = measure(script, layer, cache)
     assert check.fit_problems(m) == []
@@ -210,13 +238,13 @@ def test_a_long_caption_word_is_broken_where_a_reader_would(short_script, layer,
     k, token = next((i, t) for i, t in enumerate(cue.text.split()) if word in t)
     pieces = [p for p, _, _, i in layout.words if i == k]
     assert len(pieces) == 2
-    rest = token                       # the pieces spell the word, with at most a hyphen added at a break
+    rest = token  # the pieces spell the word, with at most a hyphen added at a break
     for p in pieces:
         q = p if rest.startswith(p) else p[:-1]
         assert p == q or p.endswith("-")
         assert rest.startswith(q), (pieces, token)
-        rest = rest[len(q):]
+        rest = rest[len(q) :]
     assert rest == ""
     if "/" in word:
-        assert pieces[0].endswith("/")          # a URL breaks after a slash, with no hyphen added
-    render_episode(load_episode(script, layer), FakeEngine(), FakeEncoder(), cache)   # and it renders
+        assert pieces[0].endswith("/")  # a URL breaks after a slash, with no hyphen added
+    render_episode(load_episode(script, layer), FakeEngine(), FakeEncoder(), cache)  # and it renders

@@ -1,4 +1,5 @@
 """Stage 4: every text element lies in the platform safe zone, checked by box and by pixel."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
-from shortgen.timeline import speak_and_plan
+import helpers
 from shortgen import check, draw
 from shortgen.errors import FontError, TextOverflowError
 from shortgen.load import expand_targets, load_episode
-import helpers
+from shortgen.timeline import speak_and_plan
 
 ROOT = Path(__file__).parent.parent
 SAFE = (96, 240, 984, 1480)
@@ -30,9 +31,9 @@ def series_plans(tmp_path_factory):
     """Plans of every shipped part, timed by the fake engine: drawing depends on text, not on real speech."""
     from shortgen.cache import Cache
     from shortgen.testing import FakeEngine
+
     cache = Cache(tmp_path_factory.mktemp("cache"))
-    return [speak_and_plan(load_episode(p), FakeEngine(), cache).plan
-            for p in expand_targets([ROOT / "scripts" / "series.yaml"])]
+    return [speak_and_plan(load_episode(p), FakeEngine(), cache).plan for p in expand_targets([ROOT / "scripts" / "series.yaml"])]
 
 
 def test_every_card_text_box_is_in_the_safe_zone(series_plans):
@@ -67,7 +68,7 @@ def test_every_caption_state_is_in_the_safe_zone_and_at_most_two_lines(series_pl
                 assert all(inside(b) for b in d.boxes), (seg.name, cue.text)
                 lines = {b.y0 for b in d.boxes} and {y for _, _, y, _ in draw.layout_caption(cue.text, s, "t").words}
                 assert 1 <= len(lines) <= 2, cue.text
-                assert len(d.boxes) == len(cue.text.split())      # one box per whole word: none is split
+                assert len(d.boxes) == len(cue.text.split())  # one box per whole word: none is split
 
 
 def test_caption_pixels_are_inside_the_safe_zone_and_highlight_follows_the_word(series_plans):
@@ -86,7 +87,7 @@ def test_caption_pixels_are_inside_the_safe_zone_and_highlight_follows_the_word(
     for k, pic in enumerate(pics):
         a = np.asarray(pic)
         for j, b in enumerate(layout):
-            region = a[b.y0:b.y1, b.x0:b.x1].reshape(-1, 3)
+            region = a[b.y0 : b.y1, b.x0 : b.x1].reshape(-1, 3)
             has = bool((np.abs(region.astype(int) - hl).sum(axis=1) < 30).any())
             assert has == (j == k), (k, j)
 
@@ -127,7 +128,7 @@ def test_painter_falls_back_to_full_drawing_where_word_boxes_touch(series_plans,
     plan = series_plans[3]
     s = load_episode(ROOT / "scripts" / "part4.yaml").settings
     seg = plan.concepts()[0]
-    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)        # strokes wider than the spaces: neighbours overlap
+    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)  # strokes wider than the spaces: neighbours overlap
     _, y0, _, y1 = draw.caption_origin(s)
     card = draw.draw_card(seg, plan, s).image.convert("RGB")
     painter = draw.CaptionPainter(seg, s)
@@ -141,8 +142,9 @@ def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, m
     """The renderer paints captions onto the card's converted band with converted tiles. Blending
     commutes with the affine colour conversion, so the planes match converting the RGB picture, up to
     rounding (one level); the fallback path (touching word boxes) too."""
-    from shortgen.frames import planes420, ycc
     from helpers import yuv420
+    from shortgen.frames import planes420, ycc
+
     plan = series_plans[3]
     s = load_episode(ROOT / "scripts" / "part4.yaml").settings
     _, y0, _, y1 = draw.caption_origin(s)
@@ -159,9 +161,10 @@ def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, m
                 assert len(w) == len(g)
                 worst = max(worst, int(np.abs(np.frombuffer(w, np.uint8).astype(int) - np.frombuffer(g, np.uint8)).max()))
         assert worst <= 1
+
     states = [(st.cue, None if st.word is None else st.word - seg.cues[st.cue].first) for st in seg.states if st.cue is not None]
     compare(draw.CaptionPainter(seg, s), draw.CaptionPainter(seg, s, tile_map=ycc), states)
-    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)          # the fallback: each state drawn in full
+    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)  # the fallback: each state drawn in full
     painter = draw.CaptionPainter(seg, s, tile_map=ycc)
     compare(draw.CaptionPainter(seg, s), painter, states[:3])
     assert painter._tiles[states[0][0]] is None
@@ -169,7 +172,7 @@ def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, m
 
 def test_a_caption_too_long_for_the_band_names_the_segment_every_time(series_plans):
     s = load_episode(ROOT / "scripts" / "part4.yaml").settings
-    for where in ("a.yaml:3:5: 'One'", "b.yaml:9:5: 'Two'"):      # the layout is cached; the message is not
+    for where in ("a.yaml:3:5: 'One'", "b.yaml:9:5: 'Two'"):  # the layout is cached; the message is not
         with pytest.raises(TextOverflowError) as e:
             draw.layout_caption("Pneumonoultramicroscopicsilicovolcanoconiosis" * 3, s, where)
         assert str(e.value).startswith(f"{where}: caption: text too long for its box")
@@ -177,6 +180,7 @@ def test_a_caption_too_long_for_the_band_names_the_segment_every_time(series_pla
 
 def test_long_name_shrinks_and_too_long_fails_naming_the_segment(series_plans):
     import dataclasses
+
     plan = series_plans[0]
     s = load_episode(ROOT / "scripts" / "part1.yaml").settings
     seg = plan.concepts()[0]
@@ -202,7 +206,7 @@ def test_thumbnail_and_cover(series_plans):
         s = load_episode(ROOT / "scripts" / f"part{plan.part}.yaml").settings
         t = draw.draw_thumbnail(plan, s)
         assert t.image.size == (1280, 720)
-        assert sum(b.what == "list" for b in t.boxes) == 10           # five numbers, five names
+        assert sum(b.what == "list" for b in t.boxes) == 10  # five numbers, five names
         assert all(0 <= b.x0 and b.x1 <= 1280 and 0 <= b.y0 and b.y1 <= 720 for b in t.boxes)
         c = draw.draw_cover(plan, s)
         assert c.image.size == (1080, 1920) and all(inside(b) for b in c.boxes)
@@ -210,10 +214,12 @@ def test_thumbnail_and_cover(series_plans):
 
 # ---- emoji, symbols and scripts the theme's font lacks: drawn from the chain, or refused by name ---------
 
+
 def _tiny_cjk_font(path: Path) -> Path:
     """A font made here with one glyph, 中 (U+4E2D), a filled box: a stand-in for a creator's CJK font."""
     from fontTools.fontBuilder import FontBuilder
     from fontTools.pens.ttGlyphPen import TTGlyphPen
+
     fb = FontBuilder(1000, isTTF=True)
     fb.setupGlyphOrder([".notdef", "zhong"])
     fb.setupCharacterMap({0x4E2D: "zhong"})
@@ -221,7 +227,10 @@ def _tiny_cjk_font(path: Path) -> Path:
     for name, box in ((".notdef", (100, 0, 500, 700)), ("zhong", (80, -50, 920, 800))):
         pen = TTGlyphPen(None)
         x0, y0, x1, y1 = box
-        pen.moveTo((x0, y0)); pen.lineTo((x0, y1)); pen.lineTo((x1, y1)); pen.lineTo((x1, y0)); pen.closePath()
+        pen.moveTo((x0, y0))
+        for corner in ((x0, y1), (x1, y1), (x1, y0)):
+            pen.lineTo(corner)
+        pen.closePath()
         glyphs[name] = pen.glyph()
     fb.setupGlyf(glyphs)
     fb.setupHorizontalMetrics({".notdef": (600, 100), "zhong": (1000, 80)})
@@ -243,10 +252,11 @@ def _tofu(settings, text: str, size: int = 80) -> Image.Image:
 
 def test_emoji_and_symbols_are_drawn_from_the_fallback_fonts_not_as_tofu():
     from shortgen.settings import Settings
+
     s = Settings()
     chain = draw._font(draw.font_path(s, "bold"), 80)
     for ch in "🚀🤖✓★→":
-        (run, font), = chain.runs(ch)
+        ((run, font),) = chain.runs(ch)
         assert font is not chain.primary and run == ch
         im = Image.new("L", (400, 200))
         draw.draw_runs(ImageDraw.Draw(im), (10, 10), ch, chain, 255)
@@ -258,9 +268,12 @@ def test_emoji_and_symbols_are_drawn_from_the_fallback_fonts_not_as_tofu():
 def test_a_character_no_font_has_is_refused_naming_it_and_its_field(tmp_path):
     from shortgen.cache import Cache
     from shortgen.testing import FakeEngine
+
     p = tmp_path / "ep.yaml"
-    p.write_text("series: S\npart: 1\nsegments:\n  - name: Attention 中\n    narration: Attention. Look here.\n"
-                 "    one_liner: one\n    reference: ref\n")
+    p.write_text(
+        "series: S\npart: 1\nsegments:\n  - name: Attention 中\n    narration: Attention. Look here.\n"
+        "    one_liner: one\n    reference: ref\n"
+    )
     m = speak_and_plan(load_episode(p), FakeEngine(), Cache(tmp_path / "c"))
     problems = check.fit_problems(m)
     assert problems and problems[0].startswith(f"{p}:4:11: segments[0].name: no font has the character '中' (U+4E2D)")
@@ -277,8 +290,10 @@ def test_a_character_no_font_has_is_refused_naming_it_and_its_field(tmp_path):
 
 def test_a_missing_fonts_entry_is_a_schema_style_error(tmp_path):
     p = tmp_path / "ep.yaml"
-    p.write_text("series: S\npart: 1\nsettings:\n  fonts: [nope.ttf]\nsegments:\n  - name: A\n"
-                 "    narration: Hello.\n    one_liner: one\n    reference: ref\n")
+    p.write_text(
+        "series: S\npart: 1\nsettings:\n  fonts: [nope.ttf]\nsegments:\n  - name: A\n"
+        "    narration: Hello.\n    one_liner: one\n    reference: ref\n"
+    )
     with pytest.raises(Exception) as e:
         load_episode(p)
     assert str(e.value) == f"{p}:4:11: settings.fonts[0]: no such font file: nope.ttf"
@@ -287,9 +302,12 @@ def test_a_missing_fonts_entry_is_a_schema_style_error(tmp_path):
 def test_captions_with_emoji_paint_as_they_draw(tmp_path):
     from shortgen.cache import Cache
     from shortgen.testing import FakeEngine
+
     p = tmp_path / "ep.yaml"
-    p.write_text("series: S\npart: 1\nsegments:\n  - name: Rockets 🚀\n"
-                 "    narration: Launch 🚀 fast, check ✓ twice. Done ★ now.\n    one_liner: one ✨\n    reference: ref\n")
+    p.write_text(
+        "series: S\npart: 1\nsegments:\n  - name: Rockets 🚀\n"
+        "    narration: Launch 🚀 fast, check ✓ twice. Done ★ now.\n    one_liner: one ✨\n    reference: ref\n"
+    )
     ep = load_episode(p)
     m = speak_and_plan(ep, FakeEngine(), Cache(tmp_path / "c"))
     assert check.fit_problems(m) == []
@@ -308,6 +326,7 @@ def test_captions_with_emoji_paint_as_they_draw(tmp_path):
 
 def test_the_cmap_reader_agrees_with_fonttools(tmp_path):
     from fontTools.ttLib import TTFont
+
     fonts = [*sorted((ROOT / "src" / "shortgen" / "assets" / "fonts").glob("*.ttf")), _tiny_cjk_font(tmp_path / "cjk.ttf")]
     for f in fonts:
         assert draw._read_cmap(f.read_bytes()) == set(TTFont(str(f), lazy=True).getBestCmap()), f

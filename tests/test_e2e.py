@@ -1,27 +1,24 @@
 """End to end with the real engine and the real ffmpeg: render the short fixture and probe what came out."""
+
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from shortgen.timeline import speak_and_plan
-from shortgen import check, draw, outputs
+import helpers
+from helpers import yuv420
+from shortgen import draw, outputs
 from shortgen.cache import Cache
 from shortgen.cli import main
 from shortgen.encode import FfmpegEncoder, VideoSettings, ffmpeg_exe
-from helpers import yuv420
 from shortgen.load import load_episode
 from shortgen.narrate import EspeakEngine
-import helpers
+from shortgen.timeline import speak_and_plan
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
@@ -39,8 +36,28 @@ def rendered(tmp_path_factory):
 
 
 def frame_rgb(video: Path, n: int, w=1080, h=1920) -> np.ndarray:
-    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-vf", f"select=eq(n\\,{n})", "-fps_mode", "passthrough",
-                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
+    out = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(video),
+            "-vf",
+            f"select=eq(n\\,{n})",
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    )
     return np.frombuffer(out.stdout, np.uint8).reshape(h, w, 3)
 
 
@@ -56,6 +73,7 @@ def test_video_facts(rendered):
 
 def test_an_independent_reader_agrees(rendered):
     from moviepy import VideoFileClip
+
     with VideoFileClip(str(rendered["dir"] / "part9.mp4")) as clip:
         assert tuple(clip.size) == (1080, 1920) and clip.fps == 30
         assert abs(clip.duration - rendered["plan"].total_frames / 30) <= 1 / 30
@@ -63,8 +81,26 @@ def test_an_independent_reader_agrees(rendered):
 
 
 def test_audio_and_video_end_together(rendered):
-    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(rendered["dir"] / "part9.mp4"), "-map", "0:a",
-                          "-f", "s16le", "-ac", "1", "-ar", "48000", "-"], capture_output=True, check=True)
+    out = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(rendered["dir"] / "part9.mp4"),
+            "-map",
+            "0:a",
+            "-f",
+            "s16le",
+            "-ac",
+            "1",
+            "-ar",
+            "48000",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    )
     audio_s = len(out.stdout) / 2 / 48000
     assert abs(audio_s - rendered["plan"].total_frames / 30) <= 1 / 30
 
@@ -78,40 +114,66 @@ def test_loudness_and_true_peak(rendered):
     assert man["loudness"]["true_peak_dbtp"] == pytest.approx(tp, abs=0.1)
 
 
-
 def test_each_narration_plays_where_the_plan_puts_it_and_the_splices_are_silent(rendered):
     """The spliced AAC track, decoded: every narration sits within half an AAC frame (512 samples) of
     its planned frame, matches its mastered speech, and the chunk joins are digital silence."""
     from shortgen import sound
+
     plan, s = rendered["plan"], rendered["ep"].settings
     ff = ffmpeg_exe()
-    out = subprocess.run([ff, "-v", "error", "-i", str(rendered["dir"] / "part9.mp4"), "-map", "0:a",
-                          "-af", "pan=mono|c0=c0", "-f", "f32le", "-"], capture_output=True, check=True)
+    out = subprocess.run(
+        [ff, "-v", "error", "-i", str(rendered["dir"] / "part9.mp4"), "-map", "0:a", "-af", "pan=mono|c0=c0", "-f", "f32le", "-"],
+        capture_output=True,
+        check=True,
+    )
     pad = 2048
     track = np.concatenate([np.zeros(pad, np.float32), np.frombuffer(out.stdout, np.float32)])
     m = speak_and_plan(rendered["ep"], EspeakEngine(), Cache(rendered["layer"]["cache_dir"]))
     for seg, narration, ch in zip(plan.segments, m.narrations, sound.chunks(plan)):
         y = sound.master(sound.load_speech(narration.wav), s.loudness_lufs, s.true_peak_dbtp).samples
-        y48 = np.frombuffer(subprocess.run([ff, "-v", "error", "-f", "f32le", "-ar", str(sound.RATE), "-ac", "1",
-                                            "-i", "-", "-af", "aresample=48000", "-f", "f32le", "-"],
-                                           input=y.tobytes(), capture_output=True, check=True).stdout, np.float32)
+        y48 = np.frombuffer(
+            subprocess.run(
+                [
+                    ff,
+                    "-v",
+                    "error",
+                    "-f",
+                    "f32le",
+                    "-ar",
+                    str(sound.RATE),
+                    "-ac",
+                    "1",
+                    "-i",
+                    "-",
+                    "-af",
+                    "aresample=48000",
+                    "-f",
+                    "f32le",
+                    "-",
+                ],
+                input=y.tobytes(),
+                capture_output=True,
+                check=True,
+            ).stdout,
+            np.float32,
+        )
         at = pad + seg.narration_start * 1600
-        window = track[at - 1024:at + len(y48) + 1024]
+        window = track[at - 1024 : at + len(y48) + 1024]
         n = 1 << (len(window) + len(y48)).bit_length()
         xc = np.fft.irfft(np.fft.rfft(window, n) * np.conj(np.fft.rfft(y48, n)), n)[:2049]
         lag = int(np.argmax(xc)) - 1024
         assert abs(lag) <= 512, (seg.name, lag)
-        got = track[at + lag:at + lag + len(y48)]
+        got = track[at + lag : at + lag + len(y48)]
         # 160 kb/s AAC keeps the speech to within a few percent (signal-to-noise over 20 dB)
-        assert 10 * np.log10(np.sum(y48 ** 2) / np.sum((got - y48) ** 2)) > 20, seg.name
+        assert 10 * np.log10(np.sum(y48**2) / np.sum((got - y48) ** 2)) > 20, seg.name
         if ch.first:
             join = pad + ch.first * 1024
-            assert np.abs(track[join - 1024:join + 1024]).max() < 1e-4, seg.name
+            assert np.abs(track[join - 1024 : join + 1024]).max() < 1e-4, seg.name
+
 
 def test_srt_and_vtt_match_the_plan(rendered):
     plan = rendered["plan"]
-    want = [(outputs.frames_to_ms(c.start, 30), outputs.frames_to_ms(c.end, 30), c.text)
-            for s in plan.segments for c in s.cues]
+    want = [(outputs.frames_to_ms(c.start, 30), outputs.frames_to_ms(c.end, 30), c.text) for s in plan.segments for c in s.cues]
     assert helpers.parse_srt((rendered["dir"] / "part9.srt").read_text()) == want
     assert (rendered["dir"] / "part9.vtt").read_text().count(" --> ") == len(want)
 
@@ -163,8 +225,9 @@ def test_plan_json_command(rendered, capsys):
 
 
 def _decode(path: Path, w: int, h: int, fmt: str = "rgb24") -> np.ndarray:
-    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", fmt, "-"],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", fmt, "-"], capture_output=True, check=True
+    ).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, h * 3 // 2 if fmt == "yuv420p" else h, w, *(() if fmt == "yuv420p" else (3,)))
 
 
@@ -174,15 +237,28 @@ def test_our_yuv_conversion_agrees_with_ffmpegs(rendered, tmp_path):
     card = draw.draw_card(plan.concepts()[0], plan, s).image.convert("RGB")
     png = tmp_path / "card.png"
     card.save(png)
-    theirs = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(png), "-vf",
-                             "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", "-f", "rawvideo", "-"],
-                            capture_output=True, check=True).stdout
+    theirs = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(png),
+            "-vf",
+            "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+            "-f",
+            "rawvideo",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     ours = b"".join(yuv420(card))
     assert len(ours) == len(theirs) == 1080 * 1920 * 3 // 2
     a, b = np.frombuffer(ours, np.uint8).astype(int), np.frombuffer(theirs, np.uint8).astype(int)
     n = 1080 * 1920
-    assert np.abs(a[:n] - b[:n]).max() <= 1                   # luma: the same up to rounding
-    assert np.abs(a[n:] - b[n:]).mean() < 0.5                # chroma: their filter is softer at sharp edges
+    assert np.abs(a[:n] - b[:n]).max() <= 1  # luma: the same up to rounding
+    assert np.abs(a[n:] - b[n:]).mean() < 0.5  # chroma: their filter is softer at sharp edges
 
 
 def test_skip_and_full_modes_encode_the_same_frames(tmp_path):
@@ -220,39 +296,38 @@ def test_runs_stand_alone_and_follow_one_another_in_any_order(tmp_path):
         img.paste((255, 255, 255), (8 * i, 8, 8 * i + 12, 30))
         pics.append(img)
     v = VideoSettings(w, h, 30, "veryfast", 18, threads=1, keyint=60)
-    runs = FfmpegEncoder().encode_runs([yuv420(p) for p in pics], [(1, ()), (3, (2,)), (2, ())], v,
-                                       tmp_path / "scratch.h264")
+    runs = FfmpegEncoder().encode_runs([yuv420(p) for p in pics], [(1, ()), (3, (2,)), (2, ())], v, tmp_path / "scratch.h264")
     assert len(runs) == 3 and not (tmp_path / "scratch.h264").exists()
     members = [pics[0:1], pics[1:4], pics[4:6]]
     for order, repeats in (([0, 1, 2], [[2], [1, 1, 1], [3, 1]]), ([2, 0, 1], [[1, 2], [4], [2, 1, 2]])):
         out = tmp_path / "seg.h264"
         FfmpegEncoder().assemble([runs[k] for k in order], repeats, out)
-        want = [np.asarray(p).astype(int) for k, reps in zip(order, repeats) for p, n in zip(members[k], reps)
-                for _ in range(n)]
+        want = [np.asarray(p).astype(int) for k, reps in zip(order, repeats) for p, n in zip(members[k], reps) for _ in range(n)]
         got = _decode(out, w, h).astype(int)
         assert len(got) == len(want)
         for i, frame in enumerate(want):
             assert np.abs(got[i] - frame).mean() < 3, (order, i)
 
 
-
 def test_the_file_streams_constant_rate_and_interleaved(rendered):
     """Read from the MP4's own sample tables, not ffmpeg's summary: one stts entry (every frame 1/30 s),
     moov before mdat, and audio and video never more than half a second apart along the file."""
     from shortgen.mp4 import interleave_gap, read_tracks
+
     tracks, mdat = read_tracks(rendered["dir"] / "part9.mp4")
     video = next(t for t in tracks if t.kind == "vide")
     audio = next(t for t in tracks if t.kind == "soun")
     assert video.stts == [(rendered["plan"].total_frames, video.timescale // 30)]
     assert len(audio.stts) == 1 and audio.stts[0][1] == 1024
     assert interleave_gap(tracks) <= 0.5
-    assert 0 < mdat <= min(off for t in tracks for off, _, _ in t.chunks)   # moov first: the index up front
+    assert 0 < mdat <= min(off for t in tracks for off, _, _ in t.chunks)  # moov first: the index up front
 
 
 def test_consecutive_idr_pictures_never_share_an_idr_pic_id(tmp_path):
     """Runs of one picture shown one frame each are IDR after IDR, from separate x264 calls; segments
     joined in any order meet IDR to IDR too. Every such pair differs, and the stream decodes strictly."""
     from shortgen import h264
+
     enc = FfmpegEncoder()
     v = VideoSettings(64, 64, 30, "veryfast", 20, keyint=60)
     rng = np.random.default_rng(1)
@@ -263,17 +338,17 @@ def test_consecutive_idr_pictures_never_share_an_idr_pic_id(tmp_path):
         out = tmp_path / f"seg{len(segs)}.h264"
         enc.assemble(runs, [[1]] * len(runs), out)
         segs.append(out.read_bytes())
-    stream = segs[0] + segs[1] + segs[0]          # segment after segment, as the join puts them
+    stream = segs[0] + segs[1] + segs[0]  # segment after segment, as the join puts them
 
     def idr_ids(data):
-        sps = pps = None
+        sps = None
         out = []
         for nal in h264.split_nals(data):
             t = nal[0] & 0x1F
             if t == 7:
                 sps = h264.parse_sps(h264.unescape(nal))
             elif t == 8:
-                pps = h264.parse_pps(h264.unescape(nal))
+                h264.parse_pps(h264.unescape(nal))  # refused if the stream breaks expand's rules
             elif t in (1, 5):
                 r = h264.BitReader(h264.unescape(nal))
                 r.pos = 8
@@ -281,11 +356,14 @@ def test_consecutive_idr_pictures_never_share_an_idr_pic_id(tmp_path):
                 r.pos += sps["log2_max_frame_num"]
                 out.append(r.ue() if t == 5 else None)
         return out
+
     ids = idr_ids(stream)
     assert len(ids) == 9 and all(i is not None for i in ids)
     assert all(a != b for a, b in zip(ids, ids[1:])), ids
     path = tmp_path / "all.h264"
     path.write_bytes(stream)
-    strict = subprocess.run([ffmpeg_exe(), "-v", "error", "-xerror", "-err_detect", "explode", "-f", "h264",
-                             "-i", str(path), "-f", "null", "-"], capture_output=True)
+    strict = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-xerror", "-err_detect", "explode", "-f", "h264", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+    )
     assert strict.returncode == 0 and not strict.stderr, strict.stderr[-300:]

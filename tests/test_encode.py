@@ -1,4 +1,5 @@
 """Stage 5: ffmpeg command lines are pure functions, tested without running ffmpeg; plus the H.264 rewriter."""
+
 from __future__ import annotations
 
 import random
@@ -6,13 +7,22 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-
-from shortgen import h264
 from PIL import Image
 
-from shortgen.encode import (VideoSettings, adts_frames, distinct_args, join_args,
-                             loudness_args, parse_loudness, parse_probe, run_args, splice, voice_args)
 from helpers import yuv420
+from shortgen import h264
+from shortgen.encode import (
+    VideoSettings,
+    adts_frames,
+    distinct_args,
+    join_args,
+    loudness_args,
+    parse_loudness,
+    parse_probe,
+    run_args,
+    splice,
+    voice_args,
+)
 from shortgen.errors import ProbeError
 
 V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)
@@ -26,9 +36,9 @@ def test_distinct_args_feed_raw_yuv_and_ask_x264_for_a_skippable_stream():
     a = distinct_args("ffmpeg", V, 17, Path("o.h264"))
     assert a[0] == "ffmpeg" and a[-1] == "o.h264"
     assert after(a, "-f") == "rawvideo" and after(a, "-pix_fmt") == "yuv420p" and after(a, "-s") == "1080x1920"
-    assert "-vf" not in a            # the pictures arrive converted: ffmpeg does no per-frame scaling
+    assert "-vf" not in a  # the pictures arrive converted: ffmpeg does no per-frame scaling
     # ... and labelled as BT.709 tv range, or ffmpeg would insert a BT.601 -> BT.709 conversion of its own
-    head = a[:a.index("-i")]
+    head = a[: a.index("-i")]
     assert after(head, "-colorspace") == "bt709" and after(head, "-color_range") == "tv"
     assert after(a, "-i") == "-"
     params = dict(kv.split("=") for kv in after(a, "-x264-params").split(":"))
@@ -41,11 +51,11 @@ def test_distinct_args_feed_raw_yuv_and_ask_x264_for_a_skippable_stream():
 
 def test_join_copies_video_at_a_constant_rate_with_bt709_tags_and_moves_the_index_up_front():
     a = join_args("ff", 30, Path("a.aac"), Path("final.mp4"))
-    assert (after(a, "-f"), after(a, "-r"), after(a, "-i")) == ("h264", "30", "-")   # segments on stdin
-    assert a.index("-r") < a.index("-i")          # an input option: every frame stamped at 1/30 s
-    assert after(a, "-max_interleave_delta") == "0"   # the muxer interleaves the two tracks
+    assert (after(a, "-f"), after(a, "-r"), after(a, "-i")) == ("h264", "30", "-")  # segments on stdin
+    assert a.index("-r") < a.index("-i")  # an input option: every frame stamped at 1/30 s
+    assert after(a, "-max_interleave_delta") == "0"  # the muxer interleaves the two tracks
     assert after(a, "-c") == "copy" and "-nostdin" not in a
-    assert "-bsf:v" not in a         # the colour tags are already in each segment's SPS (see test_e2e)
+    assert "-bsf:v" not in a  # the colour tags are already in each segment's SPS (see test_e2e)
     assert after(a, "-video_track_timescale") == "15360"
     assert a.count("-map") == 2 and "0:v:0" in a and "1:a:0" in a
     assert after(a, "-movflags") == "+faststart" and a[-1] == "final.mp4"
@@ -60,9 +70,9 @@ def test_voice_chunk_is_aac_48k_stereo_placed_and_cut_to_the_sample():
     af = after(a, "-af").split(",")
     assert af[0] == "aresample=48000" and af[1] == "adelay=delays=3072S:all=1"
     assert "apad=whole_len=40960" in af and "atrim=end_sample=40960" in af
-    assert af[-1] == "pan=stereo|c0=c0|c1=c0"                 # both channels at full level (not -ac 2's -3 dB)
+    assert af[-1] == "pan=stereo|c0=c0|c1=c0"  # both channels at full level (not -ac 2's -3 dB)
     assert (after(a, "-c:a"), after(a, "-b:a"), after(a, "-aac_coder")) == ("aac", "160k", "fast")
-    assert a[a.index("-c:a"):].count("-f") == 1 and a[-3:] == ["-f", "adts", "v.aac"]
+    assert a[a.index("-c:a") :].count("-f") == 1 and a[-3:] == ["-f", "adts", "v.aac"]
 
 
 def _adts(payload: bytes) -> bytes:
@@ -91,9 +101,15 @@ def test_yuv420_is_bt709_tv_range_with_chroma_averaged_per_2x2_block():
         img = Image.new("RGB", (w, h))
         img.putdata(colours)
         return [list(p) for p in yuv420(img)]
+
     # white, black and the primaries land on BT.709's limited-range values (ITU-R BT.709-6 table 3)
-    for rgb, want in (((255, 255, 255), (235, 128, 128)), ((0, 0, 0), (16, 128, 128)),
-                      ((255, 0, 0), (63, 102, 240)), ((0, 255, 0), (173, 42, 26)), ((0, 0, 255), (32, 240, 118))):
+    for rgb, want in (
+        ((255, 255, 255), (235, 128, 128)),
+        ((0, 0, 0), (16, 128, 128)),
+        ((255, 0, 0), (63, 102, 240)),
+        ((0, 255, 0), (173, 42, 26)),
+        ((0, 0, 255), (32, 240, 118)),
+    ):
         y, cb, cr = planes([rgb] * 8)
         assert (y, cb, cr) == ([want[0]] * 8, [want[1]] * 2, [want[2]] * 2), rgb
     # a 2x2 block of half red, half blue gives the mean of their chroma; luma stays per pixel
@@ -105,13 +121,13 @@ def test_yuv420_is_bt709_tv_range_with_chroma_averaged_per_2x2_block():
 def test_run_args_open_every_run_with_an_idr_picture_and_its_parameter_sets():
     a = run_args("ffmpeg", V, [0, 3, 4, 7], Path("o.h264"))
     assert after(a, "-force_key_frames") == "expr:eq(n,0)+eq(n,3)+eq(n,4)+eq(n,7)"
-    assert after(a, "-forced-idr") == "1"                                        # IDR, not a mere I picture
+    assert after(a, "-forced-idr") == "1"  # IDR, not a mere I picture
     params = dict(kv.split("=") for kv in after(a, "-x264-params").split(":"))
     assert params["repeat-headers"] == "1" and params["scenecut"] == "0"
-    assert params["keyint"] == "infinite"                # keyframes where we force them, and nowhere else
-    assert params["rc-lookahead"] == "5"                 # memory: see run_args
-    assert a.index("-force_key_frames") > a.index("-c:v")                       # an output option
-    assert a[:a.index("-c:v")] == distinct_args("ffmpeg", V, 60, Path("o.h264"))[:a.index("-c:v")]
+    assert params["keyint"] == "infinite"  # keyframes where we force them, and nowhere else
+    assert params["rc-lookahead"] == "5"  # memory: see run_args
+    assert a.index("-force_key_frames") > a.index("-c:v")  # an output option
+    assert a[: a.index("-c:v")] == distinct_args("ffmpeg", V, 60, Path("o.h264"))[: a.index("-c:v")]
 
 
 def test_loudness_meter_asks_for_true_peak():
@@ -121,7 +137,8 @@ def test_loudness_meter_asks_for_true_peak():
 
 PROBE = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'out.mp4':
   Duration: 00:01:44.90, start: 0.000000, bitrate: 1200 kb/s
-  Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 1080x1920, 1000 kb/s, 30 fps, 30 tbr, 15360 tbn (default)
+  Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 1080x1920, 1000 kb/s, \
+30 fps, 30 tbr, 15360 tbn (default)
   Stream #0:1[0x2](und): Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, stereo, fltp, 160 kb/s (default)
 frame= 3147 fps=0.0 q=-1.0 Lsize=N/A time=00:01:44.86 bitrate=N/A speed= 4e+03x
 """
@@ -149,6 +166,7 @@ def test_parse_loudness_summary():
 
 # ---- the bitstream rewriter --------------------------------------------------------------------
 
+
 def test_exp_golomb_round_trip():
     rnd = random.Random(1)
     vals = [rnd.randrange(0, 5000) for _ in range(200)]
@@ -171,7 +189,7 @@ def test_emulation_prevention_round_trip():
 
 
 def test_escape_matches_the_standards_byte_by_byte_rule():
-    def reference(rbsp: bytes) -> bytes:          # H.264 7.4.1: after two zeros, a byte <= 3 is escaped
+    def reference(rbsp: bytes) -> bytes:  # H.264 7.4.1: after two zeros, a byte <= 3 is escaped
         out, zeros = bytearray(), 0
         for b in rbsp:
             if zeros >= 2 and b <= 3:
@@ -180,6 +198,7 @@ def test_escape_matches_the_standards_byte_by_byte_rule():
             out.append(b)
             zeros = zeros + 1 if b == 0 else 0
         return bytes(out)
+
     rng = random.Random(7)
     for _ in range(2000):
         raw = bytes(rng.choice((0, 0, 0, 1, 2, 3, 4, 255)) for _ in range(rng.randrange(1, 40)))

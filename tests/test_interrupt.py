@@ -1,5 +1,6 @@
 """Interrupted work: a render killed at any moment leaves either the whole old set of files or the whole
 new one, every cache entry complete, and temporaries the next run removes; late errors come first."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from shortgen.rendered import check_rendered
-from shortgen import check, outputs
+from shortgen import outputs
 from shortgen.cache import Cache
 from shortgen.cli import main
 from shortgen.encode import FfmpegEncoder, ffmpeg_exe
 from shortgen.narrate import EspeakEngine
+from shortgen.rendered import check_rendered
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
@@ -30,15 +31,27 @@ def _cli(script: Path, cache: Path, out: Path, fault: str | None = None) -> subp
     env.pop(outputs.FAULT_ENV, None)
     if fault:
         env[outputs.FAULT_ENV] = fault
-    cmd = [sys.executable, "-c", "from shortgen.cli import run; run()", "render", "-q", "--jobs", "1",
-           "--cache-dir", str(cache), "--output-dir", str(out), str(script)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from shortgen.cli import run; run()",
+        "render",
+        "-q",
+        "--jobs",
+        "1",
+        "--cache-dir",
+        str(cache),
+        "--output-dir",
+        str(out),
+        str(script),
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
 
 
 def _assert_one_whole_set(d: Path, cache: Path, scripts: dict[str, str]) -> str:
     """The folder holds exactly one complete, consistent set; returns which script version made it."""
     names = {p.name for p in d.iterdir()}
-    assert names == SET, names                     # nothing missing, nothing half-written, no lock
+    assert names == SET, names  # nothing missing, nothing half-written, no lock
     man = json.loads((d / "manifest.json").read_text())
     version = next(k for k, sha in scripts.items() if sha == man["inputs"]["script_sha256"])
     p = FfmpegEncoder().probe(d / "part9.mp4")
@@ -51,6 +64,7 @@ def _assert_one_whole_set(d: Path, cache: Path, scripts: dict[str, str]) -> str:
 
 def _sha(path: Path) -> str:
     import hashlib
+
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -67,12 +81,15 @@ def first_render(tmp_path):
     return {"script": script, "cache": cache, "out": out, "shas": {"old": old, "new": _sha(script)}}
 
 
-@pytest.mark.parametrize("point, expect", [
-    ("join:after", "old"),                 # the new video is made; nothing replaced yet
-    ("publish:before", "old"),             # every new file is staged; still nothing replaced
-    ("publish:after-exchange", "new"),     # the one step that replaces the set has happened
-    ("publish:after", "new"),
-])
+@pytest.mark.parametrize(
+    "point, expect",
+    [
+        ("join:after", "old"),  # the new video is made; nothing replaced yet
+        ("publish:before", "old"),  # every new file is staged; still nothing replaced
+        ("publish:after-exchange", "new"),  # the one step that replaces the set has happened
+        ("publish:after", "new"),
+    ],
+)
 def test_killed_at_any_point_the_folder_holds_one_whole_set(first_render, point, expect):
     r = first_render
     proc = _cli(r["script"], r["cache"], r["out"], fault=point)
@@ -80,9 +97,12 @@ def test_killed_at_any_point_the_folder_holds_one_whole_set(first_render, point,
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-500:]
     d = r["out"] / "part9"
     assert _assert_one_whole_set(d, r["cache"], r["shas"]) == expect
-    assert not list(r["out"].glob(".*"))          # no staging or lock in the user's output folder
-    rows, msgs = check_rendered(d, FfmpegEncoder(), EspeakEngine(), Cache(r["cache"]),
-                                      {"cache_dir": r["cache"]}) if expect == "new" else ([], [])
+    assert not list(r["out"].glob(".*"))  # no staging or lock in the user's output folder
+    rows, msgs = (
+        check_rendered(d, FfmpegEncoder(), EspeakEngine(), Cache(r["cache"]), {"cache_dir": r["cache"]})
+        if expect == "new"
+        else ([], [])
+    )
     assert all(row.ok for row in rows), msgs
     # the next run finishes the job and removes what the killed one left in the cache
     proc = _cli(r["script"], r["cache"], r["out"])
@@ -103,21 +123,21 @@ def test_sigkill_mid_encode_leaves_complete_entries_and_the_old_set(first_render
         writing = tmp.exists() and any(p.suffix in (".h264", ".run") for p in tmp.iterdir())
         done = segs.exists() and any(p.suffix == ".h264" for p in segs.rglob("*"))
         return writing, done
+
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         writing, done = state()
-        if writing and done:        # one video segment finished, another being written
+        if writing and done:  # one video segment finished, another being written
             break
         time.sleep(0.003)
-    os.killpg(proc.pid, signal.SIGKILL)           # the render and its children, mid-encode
+    os.killpg(proc.pid, signal.SIGKILL)  # the render and its children, mid-encode
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the render finished before it could be killed"
     entries = [p for p in segs.rglob("*") if p.suffix in (".h264", ".run", ".aac")]
     assert {p.suffix for p in entries} >= {".h264", ".run"}
-    for entry in entries:                            # every entry that exists is complete and decodes
+    for entry in entries:  # every entry that exists is complete and decodes
         fmt = ["-f", "aac"] if entry.suffix == ".aac" else ["-f", "h264"]
-        whole = subprocess.run([ffmpeg_exe(), "-v", "error", *fmt, "-i", str(entry), "-f", "null", "-"],
-                               capture_output=True)
+        whole = subprocess.run([ffmpeg_exe(), "-v", "error", *fmt, "-i", str(entry), "-f", "null", "-"], capture_output=True)
         assert whole.returncode == 0 and not whole.stderr, (entry, whole.stderr[-300:])
     assert _assert_one_whole_set(r["out"] / "part9", r["cache"], r["shas"]) == "old"
     proc = _cli(r["script"], r["cache"], r["out"])
@@ -136,7 +156,7 @@ def test_sigkill_during_speech_leaves_no_speaker_and_no_temporaries(tmp_path):
         worker = int(kids[0]) if kids else None
         time.sleep(0.002)
     assert worker, "no speech worker was seen"
-    os.kill(proc.pid, signal.SIGKILL)              # the render only: its worker must notice and go
+    os.kill(proc.pid, signal.SIGKILL)  # the render only: its worker must notice and go
     proc.wait()
     for _ in range(200):
         if subprocess.run(["kill", "-0", str(worker)], capture_output=True).returncode != 0:
@@ -153,8 +173,9 @@ def test_sigkill_during_speech_leaves_no_speaker_and_no_temporaries(tmp_path):
 def test_a_late_error_is_found_before_anything_is_replaced(first_render, capsys):
     """A concept name that fits its card but not the thumbnail's list fails before any encoding."""
     r = first_render
-    r["script"].write_text(r["script"].read_text().replace(
-        "name: Overfitting", "name: Overfitting Versus Underfitting In Models"))
+    r["script"].write_text(
+        r["script"].read_text().replace("name: Overfitting", "name: Overfitting Versus Underfitting In Models")
+    )
     before = {p.name: p.stat().st_mtime_ns for p in (r["out"] / "part9").iterdir()}
     code = main(["render", "-q", "--cache-dir", str(r["cache"]), "--output-dir", str(r["out"]), str(r["script"])])
     assert code == 2
@@ -171,15 +192,21 @@ def test_publish_without_exchange_recovers_after_a_crash_between_renames(tmp_pat
     (final / "a.txt").write_text("old")
     staging.mkdir()
     (staging / "a.txt").write_text("new")
-    code = subprocess.run([sys.executable, "-c", f"""
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import os
 os.environ["{outputs.FAULT_ENV}"] = "publish:between-renames"
 from pathlib import Path
 from shortgen.outputs import publish
 publish(Path({str(staging)!r}), Path({str(final)!r}), exchange=False)
-"""]).returncode
+""",
+        ]
+    ).returncode
     assert code == -signal.SIGKILL
-    assert not final.exists()                     # absent for an instant, never mixed
+    assert not final.exists()  # absent for an instant, never mixed
     outputs.recover(final)
     assert (final / "a.txt").read_text() == "old"
     outputs.publish(staging, final, exchange=False)
@@ -203,8 +230,7 @@ def test_a_full_disk_while_speaking_is_reported_promptly_as_disk_full(tmp_path, 
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         t0 = time.monotonic()
-        code = main(["render", "-q", "--cache-dir", str(mnt), "--output-dir", str(tmp_path / "out"),
-                     str(FIX / "short.yaml")])
+        code = main(["render", "-q", "--cache-dir", str(mnt), "--output-dir", str(tmp_path / "out"), str(FIX / "short.yaml")])
         took = time.monotonic() - t0
         err = capsys.readouterr().err
         assert code == 7 and took < 20, (code, took, err)
@@ -217,7 +243,7 @@ def test_a_full_disk_while_speaking_is_reported_promptly_as_disk_full(tmp_path, 
 
 def test_ctrl_c_mid_render_exits_130_keeps_the_old_set_and_cleans_up(first_render):
     r = first_render
-    shutil.rmtree(r["cache"])                      # cold: there is encoding to interrupt
+    shutil.rmtree(r["cache"])  # cold: there is encoding to interrupt
     proc = _cli(r["script"], r["cache"], r["out"])
     segs = r["cache"] / "segments"
     deadline = time.monotonic() + 60
@@ -225,7 +251,7 @@ def test_ctrl_c_mid_render_exits_130_keeps_the_old_set_and_cleans_up(first_rende
         if segs.exists() and any(p.suffix == ".h264" for p in segs.rglob("*")):
             break
         time.sleep(0.003)
-    os.killpg(proc.pid, signal.SIGINT)             # what Ctrl-C sends: the whole foreground group
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
     code = proc.wait(60)
     err = proc.stderr.read().decode()
     assert code == 130, (code, err[-500:])

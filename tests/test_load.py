@@ -1,4 +1,5 @@
 """Stage 1: schema validation with file:line:col: field messages, and settings precedence."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,14 @@ def error_of(path: Path, **kw) -> str:
 
 
 def test_missing_field_names_file_line_column_and_field(tmp_path):
-    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n" + GOOD_SEG.format(n="A") + GOOD_SEG.format(n="B")
-              + "  - name: C\n    one_liner: c\n    reference: r\n")
+    p = write(
+        tmp_path,
+        "ep.yaml",
+        "series: S\npart: 1\nsegments:\n"
+        + GOOD_SEG.format(n="A")
+        + GOOD_SEG.format(n="B")
+        + "  - name: C\n    one_liner: c\n    reference: r\n",
+    )
     assert error_of(p) == f"{p}:12:5: segments[2].narration: field required"
 
 
@@ -55,8 +62,11 @@ def test_wrong_type(tmp_path):
 
 
 def test_bad_setting_value_points_at_the_setting(tmp_path):
-    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsettings:\n  theme:\n    accent: notacolour\nsegments:\n"
-              + GOOD_SEG.format(n="A"))
+    p = write(
+        tmp_path,
+        "ep.yaml",
+        "series: S\npart: 1\nsettings:\n  theme:\n    accent: notacolour\nsegments:\n" + GOOD_SEG.format(n="A"),
+    )
     assert error_of(p) == f"{p}:5:13: settings.theme.accent: not a colour: 'notacolour'"
 
 
@@ -76,20 +86,26 @@ def test_segment_count_is_checked_against_the_series(tmp_path):
     assert error_of(p) == f"{p}:3:3: segments: expected 2 segments, found 1"
 
 
-@pytest.mark.parametrize("line, where, message", [
-    ("part: 1000", "2:7: part", "input should be less than or equal to 999"),
-    ("part: 2.5", "2:7: part", "input should be a valid integer"),
-    ("part: true", "2:7: part", "input should be a valid integer"),
-    ("part:", "2:1: part", "a value is required"),
-    ("title: [a, b]", "3:8: title", "input should be a valid string"),
-    ("settings: {width: 1081}", "3:19: settings.width", "input should be a multiple of 2"),
-    ("settings: {preset: slow}", "3:20: settings.preset",
-     "input should be 'ultrafast', 'superfast', 'veryfast', 'faster', 'fast' or 'medium'"),
-    ("settings: {intro: 'no'}", "3:19: settings.intro", "input should be a valid boolean"),
-    ("settings: {loudness_lufs: .nan}", "3:27: settings.loudness_lufs", "input should be a valid finite number"),
-    ("settings: {theme: red}", "3:19: settings.theme", "input should be a mapping"),
-    ("settings: {voice: '  '}", "3:19: settings.voice", "string should have at least 1 character"),
-])
+@pytest.mark.parametrize(
+    "line, where, message",
+    [
+        ("part: 1000", "2:7: part", "input should be less than or equal to 999"),
+        ("part: 2.5", "2:7: part", "input should be a valid integer"),
+        ("part: true", "2:7: part", "input should be a valid integer"),
+        ("part:", "2:1: part", "a value is required"),
+        ("title: [a, b]", "3:8: title", "input should be a valid string"),
+        ("settings: {width: 1081}", "3:19: settings.width", "input should be a multiple of 2"),
+        (
+            "settings: {preset: slow}",
+            "3:20: settings.preset",
+            "input should be 'ultrafast', 'superfast', 'veryfast', 'faster', 'fast' or 'medium'",
+        ),
+        ("settings: {intro: 'no'}", "3:19: settings.intro", "input should be a valid boolean"),
+        ("settings: {loudness_lufs: .nan}", "3:27: settings.loudness_lufs", "input should be a valid finite number"),
+        ("settings: {theme: red}", "3:19: settings.theme", "input should be a mapping"),
+        ("settings: {voice: '  '}", "3:19: settings.voice", "string should have at least 1 character"),
+    ],
+)
 def test_each_rule_names_the_value_and_what_it_should_be(tmp_path, line, where, message):
     head = "series: S\npart: 1\n" if not line.startswith("part") else "series: S\n"
     p = write(tmp_path, "ep.yaml", head + line + "\nsegments:\n" + GOOD_SEG.format(n="A"))
@@ -97,8 +113,11 @@ def test_each_rule_names_the_value_and_what_it_should_be(tmp_path, line, where, 
 
 
 def test_a_valid_file_gives_every_field_stripped_and_typed(tmp_path):
-    p = write(tmp_path, "ep.yaml", "series: '  S  '\npart: 2.0\nsettings: {fit_max_rate_factor: 1, intro: false}\n"
-              "segments:\n" + GOOD_SEG.format(n="A"))
+    p = write(
+        tmp_path,
+        "ep.yaml",
+        "series: '  S  '\npart: 2.0\nsettings: {fit_max_rate_factor: 1, intro: false}\nsegments:\n" + GOOD_SEG.format(n="A"),
+    )
     ep = load_episode(p)
     assert (ep.series, ep.part, ep.title) == ("S", 2, "S #2") and isinstance(ep.part, int)
     assert ep.settings.fit_max_rate_factor == 1.0 and isinstance(ep.settings.fit_max_rate_factor, float)
@@ -108,16 +127,23 @@ def test_a_valid_file_gives_every_field_stripped_and_typed(tmp_path):
 
 
 def test_settings_precedence_defaults_series_episode_cli(tmp_path):
-    write(tmp_path, "series.yaml", "series: S\nparts: [ep.yaml]\nsettings:\n  rate: 160\n  fps: 25\n"
-          "  theme:\n    accent: '#112233'\n    highlight: '#445566'\n")
-    p = write(tmp_path, "ep.yaml", "part: 1\nsettings:\n  rate: 170\n  theme:\n    accent: '#abcdef'\n"
-              "segments:\n" + GOOD_SEG.format(n="A"))
+    write(
+        tmp_path,
+        "series.yaml",
+        "series: S\nparts: [ep.yaml]\nsettings:\n  rate: 160\n  fps: 25\n"
+        "  theme:\n    accent: '#112233'\n    highlight: '#445566'\n",
+    )
+    p = write(
+        tmp_path,
+        "ep.yaml",
+        "part: 1\nsettings:\n  rate: 170\n  theme:\n    accent: '#abcdef'\nsegments:\n" + GOOD_SEG.format(n="A"),
+    )
     s = load_episode(p, {"rate": 190}).settings
-    assert s.rate == 190                     # CLI beats the episode
-    assert s.fps == 25                       # series beats defaults
-    assert s.theme.accent == "#abcdef"       # episode beats series ...
-    assert s.theme.highlight == "#445566"    # ... key by key inside the theme
-    assert s.lead_in_frames == 24            # untouched default
+    assert s.rate == 190  # CLI beats the episode
+    assert s.fps == 25  # series beats defaults
+    assert s.theme.accent == "#abcdef"  # episode beats series ...
+    assert s.theme.highlight == "#445566"  # ... key by key inside the theme
+    assert s.lead_in_frames == 24  # untouched default
     assert load_episode(p).settings.rate == 170
     ep = load_episode(p, {"rate": 190})
     assert str(ep.where("rate")) == "command line"
@@ -135,7 +161,7 @@ def test_expand_targets_series_and_directories():
     scripts = ROOT / "scripts"
     parts = expand_targets([scripts / "series.yaml"])
     assert [p.name for p in parts] == [f"part{i}.yaml" for i in range(1, 6)]
-    assert expand_targets([scripts]) == parts          # the directory: its series, deduplicated
+    assert expand_targets([scripts]) == parts  # the directory: its series, deduplicated
 
 
 def test_shipped_scripts_are_valid_and_concepts_do_not_repeat():
@@ -151,14 +177,14 @@ def test_shipped_scripts_are_valid_and_concepts_do_not_repeat():
 
 
 def test_part4_follows_the_published_article():
-    seed = (ROOT.parent / "shared" / "seed" / "five-ml-concepts-part4.txt")
+    seed = ROOT.parent / "shared" / "seed" / "five-ml-concepts-part4.txt"
     if not seed.exists():
         pytest.skip("the seed article is not beside the repository")
-    text = " ".join(seed.read_text().replace("\u2019", "'").split())   # the script uses straight quotes
+    text = " ".join(seed.read_text().replace("\u2019", "'").split())  # the script uses straight quotes
     ep = load_episode(ROOT / "scripts" / "part4.yaml")
     for seg in ep.segments:
         assert seg.name in text and seg.one_liner in text and seg.reference in text
-        for sentence in seg.narration.split(". ")[1:]:          # all but the spoken name, verbatim
+        for sentence in seg.narration.split(". ")[1:]:  # all but the spoken name, verbatim
             assert sentence.rstrip(".") in text, sentence
 
 
@@ -173,24 +199,32 @@ def test_cli_reports_schema_errors_in_one_line_without_traceback(tmp_path, capsy
 
 # ---- text a creator may really write, and files that are not scripts -------------------------------
 
+
 def test_markup_is_not_narration(tmp_path):
-    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n  - name: A\n    narration: "
-              "\"## **Bias** -- the *gap* between [model](http://x.y) and <b>truth</b>. ---\"\n"
-              "    one_liner: one\n    reference: ref\n")
+    p = write(
+        tmp_path,
+        "ep.yaml",
+        "series: S\npart: 1\nsegments:\n  - name: A\n    narration: "
+        '"## **Bias** -- the *gap* between [model](http://x.y) and <b>truth</b>. ---"\n'
+        "    one_liner: one\n    reference: ref\n",
+    )
     ep = load_episode(p)
     assert ep.segments[0].narration == "Bias the gap between model and truth."
 
 
 @pytest.mark.parametrize("narration", ["'**'", "'#'", "'---'", "'** -- ##'", "'...'"])
 def test_a_narration_with_no_words_is_refused_at_its_field(tmp_path, narration):
-    p = write(tmp_path, "ep.yaml", f"series: S\npart: 1\nsegments:\n  - name: A\n    narration: {narration}\n"
-              "    one_liner: one\n    reference: ref\n")
+    p = write(
+        tmp_path,
+        "ep.yaml",
+        f"series: S\npart: 1\nsegments:\n  - name: A\n    narration: {narration}\n    one_liner: one\n    reference: ref\n",
+    )
     assert error_of(p) == f"{p}:5:16: segments[0].narration: no words to speak: only markup or punctuation"
 
 
 def test_not_utf8_names_the_line(tmp_path):
     p = tmp_path / "ep.yaml"
-    p.write_bytes("series: S\npart: 1\nsegments:\n  - name: Caf".encode() + b"\xe9\n")
+    p.write_bytes(b"series: S\npart: 1\nsegments:\n  - name: Caf" + b"\xe9\n")
     assert error_of(p) == f"{p}:4:14: not UTF-8 text (byte 0xe9); save the file as UTF-8"
 
 
@@ -225,16 +259,19 @@ def test_a_command_pointed_at_nothing_fails(tmp_path, capsys):
     assert "no episode or series scripts" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--rate", "0", "--rate: input should be greater than or equal to 80"),
-    ("--rate", "-5", "--rate: input should be greater than or equal to 80"),
-    ("--rate", "10000", "--rate: input should be less than or equal to 450"),
-    ("--fps", "0", "--fps: input should be greater than or equal to 1"),
-    ("--crf", "99", "--crf: input should be less than or equal to 51"),
-    ("--preset", "slow", "--preset: input should be"),
-    ("--voice", "", "--voice: string should have at least 1 character"),
-    ("--jobs", "0", "--jobs: input should be a whole number of at least 1"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--rate", "0", "--rate: input should be greater than or equal to 80"),
+        ("--rate", "-5", "--rate: input should be greater than or equal to 80"),
+        ("--rate", "10000", "--rate: input should be less than or equal to 450"),
+        ("--fps", "0", "--fps: input should be greater than or equal to 1"),
+        ("--crf", "99", "--crf: input should be less than or equal to 51"),
+        ("--preset", "slow", "--preset: input should be"),
+        ("--voice", "", "--voice: string should have at least 1 character"),
+        ("--jobs", "0", "--jobs: input should be a whole number of at least 1"),
+    ],
+)
 def test_flags_are_held_to_the_same_rules_as_the_file(capsys, flag, value, message):
     cmd = ["render", f"{flag}={value}", str(ROOT / "scripts" / "part4.yaml")]
     assert main(cmd) == 2
@@ -243,6 +280,7 @@ def test_flags_are_held_to_the_same_rules_as_the_file(capsys, flag, value, messa
 
 
 # ---- the JSON Schema editors use --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["episode", "series"])
 def test_shipped_schema_files_are_what_shortgen_schema_prints(kind, capsys):
@@ -257,8 +295,8 @@ def test_every_shipped_script_names_its_schema_and_validates_against_it():
 
     import jsonschema
     import yaml
-    schemas = {k: json.loads((ROOT / "scripts" / "schema" / f"{k}.schema.json").read_text())
-               for k in ("episode", "series")}
+
+    schemas = {k: json.loads((ROOT / "scripts" / "schema" / f"{k}.schema.json").read_text()) for k in ("episode", "series")}
     for script in sorted((ROOT / "scripts").glob("*.yaml")):
         kind = "series" if script.name == "series.yaml" else "episode"
         first = script.read_text().splitlines()[0]
@@ -274,10 +312,10 @@ def test_the_json_schema_refuses_what_the_loader_refuses(tmp_path):
     import yaml
 
     from shortgen import schema
+
     js = schema.json_schema(schema.EPISODE, "t")
     good = yaml.safe_load((ROOT / "scripts" / "part4.yaml").read_text())
-    for broken in ({**good, "colour": "red"}, {**good, "settings": {"rate": 10}},
-                   {k: v for k, v in good.items() if k != "part"}):
+    for broken in ({**good, "colour": "red"}, {**good, "settings": {"rate": 10}}, {k: v for k, v in good.items() if k != "part"}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, js)
         p = tmp_path / "ep.yaml"

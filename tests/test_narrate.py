@@ -1,4 +1,5 @@
 """Stage 2: speech through the engine protocol, its cache, retries and word alignment."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,14 +20,19 @@ def test_align_maps_events_by_character_offset():
     sr = 1000
     pcm = np.ones(10_000, dtype=np.int16) * 1000
     # 'in the' merged into one event; '2024' fires three events inside the word
-    events = [{"pos": 1, "len": 4, "sample": 0}, {"pos": 6, "len": 2, "sample": 1000},
-              {"pos": 13, "len": 4, "sample": 3000}, {"pos": 18, "len": 4, "sample": 4000},
-              {"pos": 19, "len": 2, "sample": 4500}, {"pos": 20, "len": 2, "sample": 4700},
-              {"pos": 23, "len": 6, "sample": 6000}]
+    events = [
+        {"pos": 1, "len": 4, "sample": 0},
+        {"pos": 6, "len": 2, "sample": 1000},
+        {"pos": 13, "len": 4, "sample": 3000},
+        {"pos": 18, "len": 4, "sample": 4000},
+        {"pos": 19, "len": 2, "sample": 4500},
+        {"pos": 20, "len": 2, "sample": 4700},
+        {"pos": 23, "len": 6, "sample": 6000},
+    ]
     words = align(text, events, pcm, sr)
     assert [w.text for w in words] == ["Look", "in", "the", "box,", "2024", "times."]
     assert [w.start for w in words][:2] == [0, 1000]
-    assert 1000 < words[2].start < 3000           # interpolated between its neighbours
+    assert 1000 < words[2].start < 3000  # interpolated between its neighbours
     assert words[4].start == 4000 and words[5].start == 6000
 
 
@@ -54,7 +60,7 @@ def test_key_covers_text_voice_rate_and_engine(cache):
         before = eng.calls
         narrate([r], eng, cache)
         assert eng.calls == before + 1
-    narrate([req()], FakeEngine(samples_per_letter=999), cache)   # another engine version: not a hit
+    narrate([req()], FakeEngine(samples_per_letter=999), cache)  # another engine version: not a hit
     assert len(list((cache.root / "narration").rglob("*.wav"))) == 5
 
 
@@ -68,7 +74,7 @@ def test_failing_twice_names_the_segment(cache):
     with pytest.raises(TTSError) as e:
         narrate([req()], FakeEngine(fail_with="engine hung"), cache)
     assert str(e.value) == "ep.yaml:7:5: segments[0]: speech synthesis failed twice: engine hung"
-    assert not list(cache.root.rglob("*.wav"))      # nothing half-made is cached
+    assert not list(cache.root.rglob("*.wav"))  # nothing half-made is cached
 
 
 class CutShort(FakeEngine):
@@ -102,8 +108,7 @@ def test_one_speech_engine_at_a_time_per_cache(cache):
             busy[0] -= 1
             return super().speak(jobs, workdir)
 
-    threads = [threading.Thread(target=narrate, args=([req(f"Word number {i}. And more.")], Slow(), cache))
-               for i in range(4)]
+    threads = [threading.Thread(target=narrate, args=([req(f"Word number {i}. And more.")], Slow(), cache)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -130,15 +135,15 @@ def test_parallel_renders_sharing_a_cache_speak_one_at_a_time_and_every_utteranc
 
     from shortgen.cache import Cache
     from shortgen.narrate import EspeakEngine
+
     cache = Cache(tmp_path / "cache")
-    text = ("A VLM can look at an image and answer questions about it, because it was trained on pictures "
-            "paired with text.")
+    text = "A VLM can look at an image and answer questions about it, because it was trained on pictures paired with text."
     results, errors = [], []
 
     def part(tag):
         try:
             results.extend(narrate([req(f"{text} Part {tag}, line {i}.") for i in range(4)], EspeakEngine(), cache))
-        except Exception as e:      # noqa: BLE001 - the assertion below reports it
+        except Exception as e:  # noqa: BLE001 - the assertion below reports it
             errors.append(e)
 
     threads = [threading.Thread(target=part, args=(t,)) for t in ("one", "two", "three")]
@@ -153,13 +158,14 @@ def test_parallel_renders_sharing_a_cache_speak_one_at_a_time_and_every_utteranc
 
 # ---- the speaking rate is verified before anything is cached ----------------------------------------
 
+
 def test_a_narration_spoken_at_a_stale_rate_is_rejected_and_spoken_again(cache):
     """The observed fault: a worker speaks at the driver's 200 wpm while 175 is asked for."""
     eng = FakeEngine(stale_rate=200, stale_jobs=2)
     stats = Stats()
     reqs = [req("Gradient descent. Step downhill, a little at a time."), req("Overfitting. Memorising noise.")]
     out = narrate(reqs, eng, cache, stats)
-    assert eng.calls == 2 and stats.tts == 2          # both re-spoken, in a second worker run
+    assert eng.calls == 2 and stats.tts == 2  # both re-spoken, in a second worker run
     right = [len(FakeEngine().synthesise(r.text, 175)[0]) for r in reqs]
     assert [n.samples for n in out] == right
 
@@ -185,6 +191,7 @@ def test_rate_tolerance_against_the_second_synthesis(tmp_path, reference_shift, 
     import wave as wavmod
 
     from shortgen.narrate import verify_rate
+
     path = tmp_path / "a.wav"
     n = 120_000
     with wavmod.open(str(path), "wb") as w:
@@ -203,6 +210,7 @@ def test_worker_sets_the_rate_for_every_utterance_whatever_happened_before(tmp_p
     import subprocess
     import sys
     import textwrap
+
     script = textwrap.dedent(f"""
         import json, os, sys
         from shortgen import espeak_worker as W
@@ -227,13 +235,20 @@ def test_worker_sets_the_rate_for_every_utterance_whatever_happened_before(tmp_p
     res = __import__("json").loads(proc.stderr.strip().splitlines()[-1])
     assert all(rates == [175] for _, rates in res)
     lengths = [n for n, _ in res]
-    assert max(lengths) - min(lengths) <= 0.008 * max(lengths)     # the same speech each time
+    assert max(lengths) - min(lengths) <= 0.008 * max(lengths)  # the same speech each time
 
 
 # ---- the same voice on every machine -------------------------------------------------------------
 
-SYSTEM_LIB = [p for p in ("/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1", "/usr/lib/aarch64-linux-gnu/libespeak-ng.so.1",
-                          "/usr/lib/libespeak-ng.so.1") if __import__("os").path.exists(p)]
+SYSTEM_LIB = [
+    p
+    for p in (
+        "/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1",
+        "/usr/lib/aarch64-linux-gnu/libespeak-ng.so.1",
+        "/usr/lib/libespeak-ng.so.1",
+    )
+    if __import__("os").path.exists(p)
+]
 
 
 @pytest.mark.e2e
@@ -241,14 +256,25 @@ def test_the_wheels_engine_speaks_by_default_even_beside_a_system_espeak(cache):
     import espeakng_loader
 
     from shortgen.narrate import EspeakEngine
+
     eng = EspeakEngine()
     wheel = str(__import__("pathlib").Path(espeakng_loader.get_library_path()).resolve())
     assert eng.library == "wheel" and eng.lib_path == wheel
-    res = eng.speak([{"text": "Hello there.", "voice": "gmw/en-us", "rate": 175, "wav": str(cache.root / "a.wav"),
-                      "events": str(cache.root / "a.json")}], cache.root / "w")
+    res = eng.speak(
+        [
+            {
+                "text": "Hello there.",
+                "voice": "gmw/en-us",
+                "rate": 175,
+                "wav": str(cache.root / "a.wav"),
+                "events": str(cache.root / "a.json"),
+            }
+        ],
+        cache.root / "w",
+    )
     assert res["lib"] == wheel and res["ok"] == [0]
     if SYSTEM_LIB:
-        assert EspeakEngine("system").id != eng.id      # the cache key names the engine actually loaded
+        assert EspeakEngine("system").id != eng.id  # the cache key names the engine actually loaded
 
 
 @pytest.mark.e2e
@@ -259,9 +285,10 @@ def test_every_shipped_script_speaks_with_a_system_espeak(tmp_path):
     from pathlib import Path
 
     from shortgen.cache import Cache
-    from shortgen.timeline import speak_and_plan as measure
     from shortgen.load import expand_targets, load_episode
     from shortgen.narrate import EspeakEngine
+    from shortgen.timeline import speak_and_plan as measure
+
     root = Path(__file__).parent.parent
     cache = Cache(tmp_path / "cache")
     engine = EspeakEngine("system")

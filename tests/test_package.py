@@ -1,5 +1,6 @@
 """It installs like a real tool: a built wheel carries everything a render needs (fonts included) and
 renders the short fixture from outside the checkout."""
+
 from __future__ import annotations
 
 import os
@@ -17,29 +18,47 @@ pytestmark = pytest.mark.e2e
 
 def test_the_wheel_renders_from_outside_the_checkout(tmp_path):
     dist, target, work = tmp_path / "dist", tmp_path / "site", tmp_path / "elsewhere"
-    src = tmp_path / "src"                       # a copy: building must not write into the checkout
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "output", "*.egg-info", "build",
-                                                             "__pycache__", ".pytest_cache"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
-                           capture_output=True, text=True)
+    src = tmp_path / "src"  # a copy: building must not write into the checkout
+    shutil.copytree(
+        ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "output", "*.egg-info", "build", "__pycache__", ".pytest_cache")
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)], capture_output=True, text=True
+    )
     if built.returncode and ("Could not find a version" in built.stderr or "connection" in built.stderr.lower()):
         pytest.skip(f"cannot fetch the build backend here: {built.stderr.strip().splitlines()[-1]}")
     assert built.returncode == 0, built.stderr[-800:]
-    wheel, = dist.glob("shortgen-*.whl")
+    (wheel,) = dist.glob("shortgen-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for font in ("Roboto-Black.ttf", "Roboto-Bold.ttf", "Roboto-Regular.ttf", "NotoEmoji.ttf", "DejaVuSans-Bold.ttf"):
         assert f"shortgen/assets/fonts/{font}" in names
     assert any(n.endswith("LICENSE-Roboto.txt") for n in names)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True)
     work.mkdir()
     shutil.copy(ROOT / "tests" / "fixtures" / "short.yaml", work / "short.yaml")
     env = {**os.environ, "PYTHONPATH": str(target), "SHORTGEN_CACHE_DIR": str(tmp_path / "cache")}
-    where = subprocess.run([sys.executable, "-c", "import shortgen.settings as s; print(s.__file__, s.ASSETS)"],
-                           capture_output=True, text=True, cwd=work, env=env, check=True).stdout
-    assert where.startswith(str(target)) and str(ROOT) not in where       # the wheel's code and fonts
-    run = subprocess.run([sys.executable, "-c", "from shortgen.cli import run; run()", "render", "-q", "short.yaml"],
-                         capture_output=True, text=True, cwd=work, env=env)
+    where = subprocess.run(
+        [sys.executable, "-c", "import shortgen.settings as s; print(s.__file__, s.ASSETS)"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        check=True,
+    ).stdout
+    assert where.startswith(str(target)) and str(ROOT) not in where  # the wheel's code and fonts
+    run = subprocess.run(
+        [sys.executable, "-c", "from shortgen.cli import run; run()", "render", "-q", "short.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-800:]
     assert {p.name for p in (work / "output" / "part9").iterdir()} == {
-        "part9.mp4", "part9.srt", "part9.vtt", "thumbnail.jpg", "cover.jpg", "manifest.json"}
+        "part9.mp4",
+        "part9.srt",
+        "part9.vtt",
+        "thumbnail.jpg",
+        "cover.jpg",
+        "manifest.json",
+    }

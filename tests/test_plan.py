@@ -1,4 +1,5 @@
 """Stage 3: the plan is pure data in integer frames; captions follow the engine's word timings."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,16 @@ import pytest
 import helpers
 from shortgen import outputs
 from shortgen.load import load_episode
-from shortgen.plan import (CUE_MAX_CHARS, SENTENCE_END, SegmentInput, TimedWord, build_plan, frames_to_ms,
-                           group_cues, samples_to_frames)
+from shortgen.plan import (
+    CUE_MAX_CHARS,
+    SENTENCE_END,
+    SegmentInput,
+    TimedWord,
+    build_plan,
+    frames_to_ms,
+    group_cues,
+    samples_to_frames,
+)
 from shortgen.timeline import speak_and_plan
 
 ROOT = Path(__file__).parent.parent
@@ -21,7 +30,7 @@ GOLDEN = Path(__file__).parent / "fixtures" / "golden_plan_short.json"
 
 @pytest.fixture
 def measured(monkeypatch, layer, engine, cache):
-    monkeypatch.chdir(ROOT)              # relative source paths, so the golden file is machine-independent
+    monkeypatch.chdir(ROOT)  # relative source paths, so the golden file is machine-independent
     return speak_and_plan(load_episode(Path("tests/fixtures/short.yaml"), layer), engine, cache)
 
 
@@ -62,12 +71,12 @@ def test_word_frames_come_from_the_engine_events(measured, engine):
 def test_cues_and_highlights_follow_word_timings(measured):
     for seg in measured.plan.segments:
         words = [w.text for w in seg.words]
-        assert " ".join(c.text for c in seg.cues) == " ".join(words)       # every word once, in order
+        assert " ".join(c.text for c in seg.cues) == " ".join(words)  # every word once, in order
         for ci, c in enumerate(seg.cues):
             assert c.start == seg.words[c.first].start
             assert c.end >= seg.words[c.last].end or ci + 1 < len(seg.cues) and c.end == seg.cues[ci + 1].start
             # a sentence end can only close a cue
-            assert not any(SENTENCE_END.search(w) for w in words[c.first:c.last])
+            assert not any(SENTENCE_END.search(w) for w in words[c.first : c.last])
         for st in seg.states:
             if st.word is not None:
                 # the highlighted word is on screen from its own start frame (or its cue's start)
@@ -78,16 +87,16 @@ def test_cues_and_highlights_follow_word_timings(measured):
 
 def test_group_cues_breaks_at_sentences_and_phrases():
     words = "Gradient descent. Step downhill, a little at a time, until the loss stops falling.".split()
-    cues = [" ".join(words[a:b + 1]) for a, b in group_cues(words)]
+    cues = [" ".join(words[a : b + 1]) for a, b in group_cues(words)]
     assert cues == ["Gradient descent.", "Step downhill,", "a little at a time,", "until the loss stops falling."]
     long = ("word " * 40).split()
     for a, b in group_cues(long):
-        assert len(" ".join(long[a:b + 1])) <= CUE_MAX_CHARS
+        assert len(" ".join(long[a : b + 1])) <= CUE_MAX_CHARS
 
 
 def test_integer_time_conversions_do_not_drift():
     assert samples_to_frames(22050, 22050, 30) == 30
-    assert samples_to_frames(22050 * 100 + 367, 22050, 30) == 3000       # 0.4983 frame rounds down
+    assert samples_to_frames(22050 * 100 + 367, 22050, 30) == 3000  # 0.4983 frame rounds down
     assert samples_to_frames(22050 * 100 + 368, 22050, 30) == 3001
     assert frames_to_ms(3147, 30) == 104900
     assert frames_to_ms(1, 30) == 33 and frames_to_ms(2, 30) == 67
@@ -95,8 +104,7 @@ def test_integer_time_conversions_do_not_drift():
 
 def test_srt_and_vtt_hold_the_plan_cues(measured):
     plan = measured.plan
-    want = [(frames_to_ms(c.start, plan.fps), frames_to_ms(c.end, plan.fps), c.text)
-            for s in plan.segments for c in s.cues]
+    want = [(frames_to_ms(c.start, plan.fps), frames_to_ms(c.end, plan.fps), c.text) for s in plan.segments for c in s.cues]
     assert helpers.parse_srt(outputs.srt(plan)) == want
     vtt = outputs.vtt(plan)
     assert vtt.startswith("WEBVTT")
@@ -116,9 +124,20 @@ def _two_cue_plan():
     "Step" (75) is bridged; "downhill," (a phrase end) ends at 96, held to 104, but "a" starts at 97; the
     segment ends at 30 + 105 + 12 = 147 (4.900 s), and "time." held to 137 is bridged to it."""
     sr = 22050
-    words = tuple(TimedWord(t, s * sr // 1000, e * sr // 1000) for t, s, e in (
-        ("Gradient", 0, 400), ("descent.", 450, 900), ("Step", 1500, 1700), ("downhill,", 1750, 2200),
-        ("a", 2250, 2300), ("little", 2350, 2600), ("at", 2650, 2700), ("a", 2750, 2800), ("time.", 2850, 3300)))
+    words = tuple(
+        TimedWord(t, s * sr // 1000, e * sr // 1000)
+        for t, s, e in (
+            ("Gradient", 0, 400),
+            ("descent.", 450, 900),
+            ("Step", 1500, 1700),
+            ("downhill,", 1750, 2200),
+            ("a", 2250, 2300),
+            ("little", 2350, 2600),
+            ("at", 2650, 2700),
+            ("a", 2750, 2800),
+            ("time.", 2850, 3300),
+        )
+    )
     inp = SegmentInput("concept", "Gradient Descent", "o", "r", 1, 3500 * sr // 1000, sr, words, 175, "v", "k", "s:1:1")
     return build_plan("S", 1, "T", 30, 1080, 1920, [inp], lead_in=30, tail=12)
 
@@ -127,18 +146,21 @@ def test_srt_is_exactly_the_golden_text():
     assert outputs.srt(_two_cue_plan()) == (
         "1\n00:00:01,000 --> 00:00:02,500\nGradient descent.\n\n"
         "2\n00:00:02,500 --> 00:00:03,233\nStep downhill,\n\n"
-        "3\n00:00:03,233 --> 00:00:04,900\na little at a time.\n")
+        "3\n00:00:03,233 --> 00:00:04,900\na little at a time.\n"
+    )
 
 
 def test_vtt_is_exactly_the_golden_text():
     vtt = outputs.vtt(_two_cue_plan())
-    assert vtt == ("WEBVTT\n\n"
-                   "00:00:01.000 --> 00:00:02.500\nGradient descent.\n\n"
-                   "00:00:02.500 --> 00:00:03.233\nStep downhill,\n\n"
-                   "00:00:03.233 --> 00:00:04.900\na little at a time.\n")
+    assert vtt == (
+        "WEBVTT\n\n"
+        "00:00:01.000 --> 00:00:02.500\nGradient descent.\n\n"
+        "00:00:02.500 --> 00:00:03.233\nStep downhill,\n\n"
+        "00:00:03.233 --> 00:00:04.900\na little at a time.\n"
+    )
     lines = vtt.split("\n")
-    assert lines[0] == "WEBVTT" and lines[1] == ""                      # the header, then a blank line
+    assert lines[0] == "WEBVTT" and lines[1] == ""  # the header, then a blank line
     stamps = [ln for ln in lines if "-->" in ln]
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", ln) for ln in stamps)
-    assert "," not in "".join(stamps)                                  # VTT's decimal mark is a full stop
+    assert "," not in "".join(stamps)  # VTT's decimal mark is a full stop
     assert vtt.endswith("\n") and "\n\n\n" not in vtt

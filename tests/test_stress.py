@@ -4,6 +4,7 @@ Not in the default run (`-m stress` selects it): it speaks the whole series many
 runs comes from SHORTGEN_STRESS_RUNS (default 25). Observed before the fix: 2 wrong-rate narrations in
 25 cold renders under load.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from shortgen.cache import Cache, Stats
-from shortgen.timeline import _request, _texts
 from shortgen.load import load_episode
 from shortgen.narrate import RATE_SLACK_SAMPLES, RATE_TOLERANCE, EspeakEngine, narrate
+from shortgen.timeline import _request, _texts
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.stress
@@ -68,6 +69,8 @@ def test_cold_narrations_under_load_are_never_cached_at_the_wrong_rate(tmp_path,
         for b in burners:
             b.join(5)
     with capsys.disabled():
-        print(f"\nstress: {runs} cold part narrations ({utterances} utterances) under CPU load: "
-              f"{len(wrong)} cached at the wrong rate, {respoken} worker runs re-spoke a rejected utterance")
+        print(
+            f"\nstress: {runs} cold part narrations ({utterances} utterances) under CPU load: "
+            f"{len(wrong)} cached at the wrong rate, {respoken} worker runs re-spoke a rejected utterance"
+        )
     assert not wrong

@@ -1,5 +1,6 @@
 """A whole series: one worker process per part, in parallel, each rendering its episode; progress
 events come back on a queue, and every part ends as an Outcome (a failing part stops no other)."""
+
 from __future__ import annotations
 
 import time
@@ -25,7 +26,7 @@ class Outcome:
     stats: dict = field(default_factory=dict)
 
 
-_events = None     # the progress queue, set in each worker process by _init_worker
+_events = None  # the progress queue, set in each worker process by _init_worker
 
 
 def _init_worker(queue) -> None:
@@ -45,8 +46,9 @@ def _render_one(path: str, layer: dict, engine_factory, encoder_factory) -> Outc
         ep = load_episode(path, layer)
         name = ep.slug
         res = render_episode(ep, engine_factory(), encoder_factory(), Cache(ep.settings.cache_dir), sink=sink)
-        return Outcome(path, name, True, res.plan.total_frames / res.plan.fps, res.seconds, res.rendered,
-                       stats=res.stats.as_dict())
+        return Outcome(
+            path, name, True, res.plan.total_frames / res.plan.fps, res.seconds, res.rendered, stats=res.stats.as_dict()
+        )
     except (ShortgenError, OSError) as e:
         message = describe(e) if isinstance(e, ShortgenError) else f"{path}: {describe(e)}"
         return Outcome(path, name, False, seconds=time.monotonic() - t0, error=message, exit_code=int(status_of(e)))
@@ -54,16 +56,24 @@ def _render_one(path: str, layer: dict, engine_factory, encoder_factory) -> Outc
 
 def _real_engine():
     from .narrate import EspeakEngine
+
     return EspeakEngine()
 
 
 def _real_encoder():
     from .encode import FfmpegEncoder
+
     return FfmpegEncoder()
 
 
-def render_many(paths: list[Path], layer: dict, jobs: int | None = None, sink: Sink | None = None,
-                engine_factory=_real_engine, encoder_factory=_real_encoder) -> list[Outcome]:
+def render_many(
+    paths: list[Path],
+    layer: dict,
+    jobs: int | None = None,
+    sink: Sink | None = None,
+    engine_factory=_real_engine,
+    encoder_factory=_real_encoder,
+) -> list[Outcome]:
     """Render parts in parallel worker processes (`jobs`, default the CPU count). A failing part is
     reported in its Outcome; the others still finish. Factories must be picklable (module-level)."""
     import multiprocessing as mp
@@ -78,7 +88,7 @@ def render_many(paths: list[Path], layer: dict, jobs: int | None = None, sink: S
     # The cores are shared: each part's own segment pool gets its share of them.
     layer = {**layer, "jobs": layer.get("jobs_per_part") or max(1, cpus // workers)}
     layer.pop("jobs_per_part", None)
-    ctx = mp.get_context("spawn")       # a clean interpreter per worker: espeak and threads do not survive fork
+    ctx = mp.get_context("spawn")  # a clean interpreter per worker: espeak and threads do not survive fork
     q = ctx.Queue()
     stop = threading.Event()
 
@@ -95,15 +105,13 @@ def render_many(paths: list[Path], layer: dict, jobs: int | None = None, sink: S
     t.start()
     outcomes: list[Outcome] = []
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(q,)) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(q,)) as pool:
             futs = [pool.submit(_render_one, str(p), layer, engine_factory, encoder_factory) for p in paths]
             for p, f in zip(paths, futs):
                 try:
                     outcomes.append(f.result())
                 except BrokenProcessPool:
-                    outcomes.append(Outcome(str(p), p.stem, False, error=f"{p}: the worker process died",
-                                            exit_code=1))
+                    outcomes.append(Outcome(str(p), p.stem, False, error=f"{p}: the worker process died", exit_code=1))
     finally:
         stop.set()
         t.join(timeout=2)

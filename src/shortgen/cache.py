@@ -6,6 +6,7 @@ run removes those whose process is gone (`sweep`), so an interrupted render clea
 Concurrent renders of the same entry both write complete files; the last rename wins. Locks live here
 too (`locks/`), never in the user's output folder.
 """
+
 from __future__ import annotations
 
 import errno
@@ -14,15 +15,15 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from .errors import DiskFullError
 
 KINDS = ("narration", "frames", "segments")
-STALE_TMP_S = 6 * 3600      # a temporary this old is removed even if a process with its pid runs
+STALE_TMP_S = 6 * 3600  # a temporary this old is removed even if a process with its pid runs
 
 
 def key_of(*parts) -> str:
@@ -52,12 +53,11 @@ class Stats:
     tts: int = 0
     draws: int = 0
     encodes: int = 0
-    pictures: int = 0       # distinct pictures through the video encoder
+    pictures: int = 0  # distinct pictures through the video encoder
     hits: dict = field(default_factory=lambda: {k: 0 for k in KINDS})
 
     def as_dict(self) -> dict:
-        return {"tts": self.tts, "draws": self.draws, "encodes": self.encodes, "pictures": self.pictures,
-                "hits": dict(self.hits)}
+        return {"tts": self.tts, "draws": self.draws, "encodes": self.encodes, "pictures": self.pictures, "hits": dict(self.hits)}
 
 
 class Cache:
@@ -86,6 +86,7 @@ class Cache:
     def locked(self, what: Path | str) -> Iterator[None]:
         """Hold the lock for `what` (a second render of the same part waits, then finds it done)."""
         import fcntl
+
         with open(self.lock_path(what), "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:

@@ -3,21 +3,21 @@
 One small function per rule. Durations always come from the audio (via the plan); a word-count figure
 appears only as a hint about how much to cut.
 """
+
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import draw
 from .errors import BudgetError, TextOverflowError
 from .narrate import tokens
 from .timeline import Timeline
 
-
 # ---- rules --------------------------------------------------------------------------------------
+
 
 def rule_segment_budget(m: Timeline) -> list[str]:
     s = m.episode.settings
@@ -36,7 +36,8 @@ def rule_segment_budget(m: Timeline) -> list[str]:
         out.append(
             f"{sp.source}: segments[{sp.number - 1}] {sp.name!r} runs {sp.frames / fps:.2f} s, "
             f"{over / fps:.2f} s over the {s.segment_budget_frames / fps:.2f} s budget at {sp.rate} wpm{note}; "
-            f"a rate of {fit_rate} wpm would fit, or cut about {cut} words")
+            f"a rate of {fit_rate} wpm would fit, or cut about {cut} words"
+        )
     return out
 
 
@@ -44,8 +45,10 @@ def rule_episode_budget(m: Timeline) -> list[str]:
     s = m.episode.settings
     if m.plan.total_frames <= s.episode_budget_frames:
         return []
-    return [f"{m.episode.path}: the episode runs {m.plan.total_frames / s.fps:.2f} s, over the "
-            f"{s.episode_budget_frames / s.fps:.0f} s cap by {(m.plan.total_frames - s.episode_budget_frames) / s.fps:.2f} s"]
+    return [
+        f"{m.episode.path}: the episode runs {m.plan.total_frames / s.fps:.2f} s, over the "
+        f"{s.episode_budget_frames / s.fps:.0f} s cap by {(m.plan.total_frames - s.episode_budget_frames) / s.fps:.2f} s"
+    ]
 
 
 RULES = (rule_segment_budget, rule_episode_budget)
@@ -65,8 +68,7 @@ def fit_problems(m: Timeline, captions: list | None = None) -> list[str]:
 def enforce_fits(m: Timeline, captions: list | None = None) -> None:
     found = fit_problems(m, captions)
     if found:
-        raise TextOverflowError(found[0] if len(found) == 1 else
-                                f"{len(found)} texts do not fit:\n  " + "\n  ".join(found))
+        raise TextOverflowError(found[0] if len(found) == 1 else f"{len(found)} texts do not fit:\n  " + "\n  ".join(found))
 
 
 def problems(m: Timeline) -> list[str]:
@@ -81,6 +83,7 @@ def enforce(m: Timeline) -> None:
 
 # ---- reports ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Row:
     episode: str
@@ -90,7 +93,7 @@ class Row:
     fps: int
     ok: bool
     note: str = ""
-    failure: str = "OVER"       # the status word when not ok: OVER, BAD (rendered file), ERROR (script)
+    failure: str = "OVER"  # the status word when not ok: OVER, BAD (rendered file), ERROR (script)
 
     @property
     def seconds(self) -> float:
@@ -106,10 +109,27 @@ def rows(m: Timeline) -> list[Row]:
             continue
         f = fits.get(sp.number - 1)
         note = f"rate fitted {f.from_rate}->{f.to_rate} wpm" if f else ""
-        out.append(Row(str(m.episode.path), f"{sp.number}. {sp.name}", sp.frames, s.segment_budget_frames, s.fps,
-                       sp.frames <= s.segment_budget_frames, note))
-    out.append(Row(str(m.episode.path), "(episode total)", m.plan.total_frames, s.episode_budget_frames, s.fps,
-                   m.plan.total_frames <= s.episode_budget_frames))
+        out.append(
+            Row(
+                str(m.episode.path),
+                f"{sp.number}. {sp.name}",
+                sp.frames,
+                s.segment_budget_frames,
+                s.fps,
+                sp.frames <= s.segment_budget_frames,
+                note,
+            )
+        )
+    out.append(
+        Row(
+            str(m.episode.path),
+            "(episode total)",
+            m.plan.total_frames,
+            s.episode_budget_frames,
+            s.fps,
+            m.plan.total_frames <= s.episode_budget_frames,
+        )
+    )
     return out
 
 
@@ -119,40 +139,63 @@ def error_row(path: Path | str, message: str, what: str = "(script)", failure: s
 
 def format_table(all_rows: list[Row]) -> str:
     head = ("episode", "segment", "measured", "budget", "status")
-    body = [(r.episode, r.segment, f"{r.seconds:6.2f} s" if r.budget else "-",
-             f"{r.budget / r.fps:6.2f} s" if r.budget else "-",
-             ("OK" if r.ok else r.failure) + (f"  {r.note}" if r.note else ""))
-            for r in all_rows]
+    body = [
+        (
+            r.episode,
+            r.segment,
+            f"{r.seconds:6.2f} s" if r.budget else "-",
+            f"{r.budget / r.fps:6.2f} s" if r.budget else "-",
+            ("OK" if r.ok else r.failure) + (f"  {r.note}" if r.note else ""),
+        )
+        for r in all_rows
+    ]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in [head, *body]]
     return "\n".join(lines)
 
 
 def format_json(all_rows: list[Row], messages: list[str]) -> str:
-    return json.dumps({
-        "ok": all(r.ok for r in all_rows),
-        "segments": [{"episode": r.episode, "segment": r.segment, "frames": r.frames, "seconds": round(r.seconds, 3),
-                      "budget_frames": r.budget, "fps": r.fps, "ok": r.ok,
-                      "status": "OK" if r.ok else r.failure, "note": r.note} for r in all_rows],
-        "problems": messages,
-    }, indent=2)
+    return json.dumps(
+        {
+            "ok": all(r.ok for r in all_rows),
+            "segments": [
+                {
+                    "episode": r.episode,
+                    "segment": r.segment,
+                    "frames": r.frames,
+                    "seconds": round(r.seconds, 3),
+                    "budget_frames": r.budget,
+                    "fps": r.fps,
+                    "ok": r.ok,
+                    "status": "OK" if r.ok else r.failure,
+                    "note": r.note,
+                }
+                for r in all_rows
+            ],
+            "problems": messages,
+        },
+        indent=2,
+    )
 
 
 def format_junit(all_rows: list[Row], messages: list[str]) -> str:
     """One test case per segment, so a CI page shows which segment broke the promise."""
-    from xml.sax.saxutils import escape, quoteattr    # only CI asks for JUnit
+    from xml.sax.saxutils import escape, quoteattr  # only CI asks for JUnit
+
     by_ep: dict[str, list[Row]] = {}
     for r in all_rows:
         by_ep.setdefault(r.episode, []).append(r)
-    out = ['<?xml version="1.0" encoding="UTF-8"?>',
-           f'<testsuites name="shortgen check" tests="{len(all_rows)}" failures="{sum(not r.ok for r in all_rows)}">']
+    out = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuites name="shortgen check" tests="{len(all_rows)}" failures="{sum(not r.ok for r in all_rows)}">',
+    ]
     for ep, rs in by_ep.items():
         out.append(f'  <testsuite name={quoteattr(ep)} tests="{len(rs)}" failures="{sum(not r.ok for r in rs)}">')
         for r in rs:
             out.append(f'    <testcase classname={quoteattr(ep)} name={quoteattr(r.segment)} time="{r.seconds:.3f}">')
             if not r.ok:
                 detail = next((m for m in messages if r.segment.split(". ", 1)[-1] in m and ep in m), r.note or "over budget")
-                out.append(f'      <failure message={quoteattr(detail)}>{escape(detail)}</failure>')
+                out.append(f"      <failure message={quoteattr(detail)}>{escape(detail)}</failure>")
             out.append("    </testcase>")
         out.append("  </testsuite>")
     out.append("</testsuites>")

@@ -1,4 +1,5 @@
 """The command line: a thin `main(argv) -> int`. Only this module prints or chooses exit codes."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     def settings_flags(sp):
         # derived from the settings' own declarations (settings.py), held to the same rules as a file
         from .settings import flags
+
         for name, flag, text, rule in flags():
             if rule is not None and rule.kind == "bool":
                 sp.add_argument(flag, dest=name, action="store_false", default=None, help=text)
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cli_layer(a: argparse.Namespace) -> dict:
     from .load import check_cli_layer
     from .settings import flags
+
     keys = [name for name, _, _, _ in flags()] + ["jobs"]
     return check_cli_layer({k: getattr(a, k) for k in keys if getattr(a, k, None) is not None})
 
@@ -92,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_dispatch(args))
     except KeyboardInterrupt:
-        print("shortgen: interrupted; each output folder holds one complete set of files (the previous one where "
-              "its render had not finished); nothing half-written was kept", file=sys.stderr)
+        print(
+            "shortgen: interrupted; each output folder holds one complete set of files (the previous one where "
+            "its render had not finished); nothing half-written was kept",
+            file=sys.stderr,
+        )
         return ExitStatus.INTERRUPTED
     except (ShortgenError, OSError) as e:
         print(f"shortgen: {describe(e)}", file=sys.stderr)
@@ -111,12 +117,14 @@ def _dispatch(a: argparse.Namespace) -> ExitStatus:
         return ExitStatus.OK
     if a.cmd == "voices":
         from .narrate import EspeakEngine
+
         for v in EspeakEngine().voices():
             if a.filter.lower() in v.lower():
                 print(v)
         return ExitStatus.OK
     if a.cmd == "schema":
         from . import schema
+
         model, title = (schema.EPISODE, "shortgen episode") if a.kind == "episode" else (schema.SERIES, "shortgen series")
         print(json.dumps(schema.json_schema(model, title), indent=2))
         return ExitStatus.OK
@@ -131,12 +139,14 @@ def _engine_cache(layer: dict):
     from .cache import Cache
     from .narrate import EspeakEngine
     from .settings import Settings
+
     return EspeakEngine(), Cache(layer.get("cache_dir") or Settings().cache_dir)
 
 
 def _plan(a) -> ExitStatus:
     from .load import load_episode
     from .timeline import speak_and_plan
+
     layer = _cli_layer(a)
     ep = load_episode(a.path, layer)
     engine, cache = _engine_cache(layer)
@@ -162,6 +172,7 @@ def _check(a) -> ExitStatus:
     engine, cache = _engine_cache(layer)
     rows, messages = [], []
     status = ExitStatus.OK
+
     def is_rendered(p: Path) -> bool:
         return p.is_dir() and (p / "manifest.json").exists()
 
@@ -170,7 +181,7 @@ def _check(a) -> ExitStatus:
         if is_rendered(p):
             rendered.append(p)
         elif p.is_dir() and not any(p.glob("*.y*ml")) and any(is_rendered(d) for d in p.iterdir()):
-            rendered += sorted(d for d in p.iterdir() if is_rendered(d))     # an output folder of parts
+            rendered += sorted(d for d in p.iterdir() if is_rendered(d))  # an output folder of parts
         else:
             scripts.append(p)
     try:
@@ -184,7 +195,7 @@ def _check(a) -> ExitStatus:
             m = speak_and_plan(load_episode(path, layer), engine, cache)
             rows += check.rows(m)
             messages += check.problems(m)
-            for msg in check.fit_problems(m):      # what render would refuse, check refuses too
+            for msg in check.fit_problems(m):  # what render would refuse, check refuses too
                 rows.append(check.error_row(path, msg, "(text fit)"))
                 messages.append(msg)
                 status = ExitStatus.BAD_INPUT if status == ExitStatus.OK else status
@@ -205,11 +216,14 @@ def _check(a) -> ExitStatus:
         status = max(status, ExitStatus.BAD_RENDER) if status != ExitStatus.OVER_BUDGET else status
     if any(not r.ok for r in rows) and status == ExitStatus.OK:
         status = ExitStatus.OVER_BUDGET
-    report = {"table": lambda: check.format_table(rows) + ("\n\n" + "\n".join(messages) if messages else ""),
-              "json": lambda: check.format_json(rows, messages),
-              "junit": lambda: check.format_junit(rows, messages)}[a.format]()
+    report = {
+        "table": lambda: check.format_table(rows) + ("\n\n" + "\n".join(messages) if messages else ""),
+        "json": lambda: check.format_json(rows, messages),
+        "junit": lambda: check.format_junit(rows, messages),
+    }[a.format]()
     if a.out:
         from .outputs import write_text
+
         write_text(a.out, report + "\n")
         print(f"wrote {a.out}", file=sys.stderr)
     else:
@@ -230,6 +244,7 @@ def _render(a) -> ExitStatus:
     if len(targets) == 1:
         from .encode import FfmpegEncoder
         from .load import load_episode
+
         ep = load_episode(targets[0], layer)
         engine, cache = _engine_cache(layer)
         res = render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer)
@@ -255,14 +270,23 @@ def _print_result(res) -> None:
         print(f"  {s.frames / fps:6.2f} s  {label}")
     for f in res.fits:
         print(f"  note: segment {f.segment + 1} speaks at {f.to_rate} wpm (fitted from {f.from_rate}) to stay in budget")
-    print(f"  total {res.plan.total_frames / fps:.2f} s; loudness {res.loudness[0]:.1f} LUFS, "
-          f"true peak {res.loudness[1]:.1f} dBTP")
+    print(
+        f"  total {res.plan.total_frames / fps:.2f} s; loudness {res.loudness[0]:.1f} LUFS, true peak {res.loudness[1]:.1f} dBTP"
+    )
 
 
 def _summary(outcomes, wall: float) -> str:
     head = ("part", "status", "duration", "render time", "work")
-    body = [(o.name, "ok" if o.ok else "FAILED", f"{o.duration:.2f} s" if o.ok else "-", f"{o.seconds:.1f} s",
-             ("rendered" if o.rendered else "cached") if o.ok else o.error.split(": ")[-1][:60]) for o in outcomes]
+    body = [
+        (
+            o.name,
+            "ok" if o.ok else "FAILED",
+            f"{o.duration:.2f} s" if o.ok else "-",
+            f"{o.seconds:.1f} s",
+            ("rendered" if o.rendered else "cached") if o.ok else o.error.split(": ")[-1][:60],
+        )
+        for o in outcomes
+    ]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *body]]
     return "\n".join(lines + [f"{sum(o.ok for o in outcomes)}/{len(outcomes)} parts ok in {wall:.1f} s"])

@@ -4,14 +4,15 @@ All text goes through `_Canvas.text`, which records its bounding box, so tests c
 element lies inside the platform safe zone. Text that does not fit its box shrinks down to a floor,
 then fails with TextOverflowError naming the segment and field; it never overflows.
 """
+
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
@@ -19,12 +20,12 @@ from .errors import FontError, TextOverflowError
 from .plan import Plan, SegmentPlan, State
 from .settings import Settings
 
-DRAW_VERSION = 2          # bump when the look changes: it is part of every frame's cache key
-SAFE = (96, 240, 984, 1480)   # x0, y0, x1, y1 for 1080x1920: the platforms' UI-free zone
+DRAW_VERSION = 2  # bump when the look changes: it is part of every frame's cache key
+SAFE = (96, 240, 984, 1480)  # x0, y0, x1, y1 for 1080x1920: the platforms' UI-free zone
 CAPTION_BOX = (96, 1130, 984, 1470)
-CAPTION_SIZES = (68, 52)      # largest and smallest caption type
+CAPTION_SIZES = (68, 52)  # largest and smallest caption type
 CAPTION_STROKE = 6
-INSET = 8                     # card text keeps this far inside the safe zone
+INSET = 8  # card text keeps this far inside the safe zone
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,10 @@ def _freetype(path: str, size: int, heavy: bool = False) -> ImageFont.FreeTypeFo
         font = ImageFont.truetype(path, size)
     except OSError:
         raise FontError(f"font not found or unreadable: {path}") from None
-    if heavy:       # a variable fallback (Noto Emoji) at its boldest, to sit beside our heavy type
+    if heavy:  # a variable fallback (Noto Emoji) at its boldest, to sit beside our heavy type
         try:
             axes = font.get_variation_axes()
-            font.set_variation_by_axes([a["maximum"] if a.get("name") in (b"Weight", "Weight") else a["default"]
-                                        for a in axes])
+            font.set_variation_by_axes([a["maximum"] if a.get("name") in (b"Weight", "Weight") else a["default"] for a in axes])
         except (OSError, AttributeError, ValueError):
             pass
     return font
@@ -98,7 +98,8 @@ def _coverage(path: str) -> frozenset[int]:
         return _read_cmap(Path(path).read_bytes())
     except (ValueError, IndexError, struct.error):
         pass
-    from fontTools.ttLib import TTFont, TTLibError     # other formats, collections
+    from fontTools.ttLib import TTFont, TTLibError  # other formats, collections
+
     try:
         with TTFont(path, lazy=True, fontNumber=0) as f:
             return frozenset(f.getBestCmap() or ())
@@ -109,8 +110,7 @@ def _coverage(path: str) -> frozenset[int]:
 def _read_cmap(data: bytes) -> frozenset[int]:
     """Code points of a TrueType/OpenType font's Unicode cmap subtable (format 12, else format 4)."""
     num = struct.unpack_from(">H", data, 4)[0]
-    cmap = next(off for tag, _, off, _ in (struct.unpack_from(">4sIII", data, 12 + 16 * i) for i in range(num))
-                if tag == b"cmap")
+    cmap = next(off for tag, _, off, _ in (struct.unpack_from(">4sIII", data, 12 + 16 * i) for i in range(num)) if tag == b"cmap")
     n = struct.unpack_from(">H", data, cmap + 2)[0]
     subtables = {}
     for i in range(n):
@@ -151,8 +151,13 @@ def _read_cmap(data: bytes) -> frozenset[int]:
 def _invisible(ch: str) -> bool:
     """Joiners, variation selectors and combining marks attached to emoji: drawn as nothing."""
     import unicodedata
-    return unicodedata.category(ch) in ("Mn", "Me", "Cf") or 0xFE00 <= ord(ch) <= 0xFE0F \
-        or 0xE0100 <= ord(ch) <= 0xE01EF or 0x1F3FB <= ord(ch) <= 0x1F3FF
+
+    return (
+        unicodedata.category(ch) in ("Mn", "Me", "Cf")
+        or 0xFE00 <= ord(ch) <= 0xFE0F
+        or 0xE0100 <= ord(ch) <= 0xE01EF
+        or 0x1F3FB <= ord(ch) <= 0x1F3FF
+    )
 
 
 class ChainFont:
@@ -173,9 +178,10 @@ class ChainFont:
                 continue
             i = next((i for i, f in enumerate(files) if ord(ch) in _coverage(f)), None)
             if i is None:
-                raise MissingGlyphError(f"no font has the character {ch!r} (U+{ord(ch):04X})",
-                                        detail=f"no font has the character {ch!r} (U+{ord(ch):04X}); "
-                                               "name a font that has it under settings.fonts")
+                raise MissingGlyphError(
+                    f"no font has the character {ch!r} (U+{ord(ch):04X})",
+                    detail=f"no font has the character {ch!r} (U+{ord(ch):04X}); name a font that has it under settings.fonts",
+                )
             font = self.primary if i == 0 else _freetype(files[i], self.size, True)
             if out and out[-1][1] is font:
                 out[-1] = (out[-1][0] + ch, font)
@@ -217,8 +223,9 @@ def _baseline(font: ChainFont, xy, anchor: str, length: float) -> tuple[float, f
     return x, y
 
 
-def draw_runs(draw, xy, text: str, font: ChainFont, fill, anchor: str = "la", stroke: int = 0,
-              stroke_fill=None, measure=None) -> tuple[int, int, int, int]:
+def draw_runs(
+    draw, xy, text: str, font: ChainFont, fill, anchor: str = "la", stroke: int = 0, stroke_fill=None, measure=None
+) -> tuple[int, int, int, int]:
     """Draw text through its font chain, run after run on one baseline; returns the inked box. A text
     in one font is drawn as ImageDraw draws it (the same pixels); `draw` may be None to only measure."""
     runs = font.runs(text)
@@ -250,7 +257,8 @@ def _break_points(word: str) -> list[tuple[str, str]]:
     for i in range(len(word) - 2, 1, -1):
         if word[i - 1].islower() and word[i].isupper():
             out.append((word[:i] + "-", word[i:]))
-    import pyphen       # only a word too long for a whole line needs it
+    import pyphen  # only a word too long for a whole line needs it
+
     for head, tail in pyphen.Pyphen(lang="en_US").iterate(word):
         out.append((head + "-", tail))
     return out
@@ -268,7 +276,7 @@ def break_word(word: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]
             while k > 2 and font.getlength(rest[:k] + "-") > width:
                 k -= 1
             if k <= 2:
-                return pieces + [rest]           # cannot be shown at this size: the caller refuses it
+                return pieces + [rest]  # cannot be shown at this size: the caller refuses it
             cut = (rest[:k] + "-", rest[k:])
         pieces.append(cut[0])
         rest = cut[1]
@@ -307,7 +315,7 @@ def balance(lines: list[list[tuple[str, int]]], font: ImageFont.FreeTypeFont, wi
     best = max(font.getlength(_line_text(lines[0])), font.getlength(_line_text(lines[1]))), lines
     for i in range(1, len(tokens)):
         if tokens[i][1] == tokens[i - 1][1]:
-            continue                       # the two pieces of one broken word
+            continue  # the two pieces of one broken word
         a, b = tokens[:i], tokens[i:]
         longer = max(font.getlength(_line_text(a)), font.getlength(_line_text(b)))
         if longer <= width and longer < best[0]:
@@ -315,8 +323,9 @@ def balance(lines: list[list[tuple[str, int]]], font: ImageFont.FreeTypeFont, wi
     return best[1]
 
 
-def fit_tokens(text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str,
-               stroke: int = 0, source: tuple = ()) -> tuple[ImageFont.FreeTypeFont, list[list[tuple[str, int]]]]:
+def fit_tokens(
+    text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str, stroke: int = 0, source: tuple = ()
+) -> tuple[ImageFont.FreeTypeFont, list[list[tuple[str, int]]]]:
     """The largest size in [min, max] at which text wraps into max_lines within width: with whole words
     if any size allows it (a smaller type reads better than a broken word), else with long words broken."""
     hi, lo = sizes
@@ -330,13 +339,13 @@ def fit_tokens(text: str, path: str, sizes: tuple[int, int], width: int, max_lin
             lines = wrap_tokens(text, f, width - 2 * stroke, breaks)
             if len(lines) <= max_lines and all(f.getlength(_line_text(ln)) + 2 * stroke <= width for ln in lines):
                 return f, lines
-    detail = (f"text too long for its box even at {lo}px "
-              f"({max_lines} line{'s' * (max_lines > 1)} of {width}px): {text!r}")
+    detail = f"text too long for its box even at {lo}px ({max_lines} line{'s' * (max_lines > 1)} of {width}px): {text!r}"
     raise TextOverflowError(f"{what}: {detail}", source, detail)
 
 
-def fit(text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str,
-        stroke: int = 0, source: tuple = ()) -> tuple[ImageFont.FreeTypeFont, list[str]]:
+def fit(
+    text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str, stroke: int = 0, source: tuple = ()
+) -> tuple[ImageFont.FreeTypeFont, list[str]]:
     f, lines = fit_tokens(text, path, sizes, width, max_lines, what, stroke, source)
     return f, [_line_text(ln) for ln in lines]
 
@@ -362,16 +371,17 @@ class _Canvas:
         self._measure = ImageDraw.Draw(image) if image is not None else ImageDraw.Draw(Image.new("L", (1, 1)))
         self.boxes: list[Box] = []
 
-    def text(self, xy, text: str, font: ChainFont, fill, what: str, stroke: int = 0, stroke_fill=None,
-             anchor="la") -> Box:
-        b = draw_runs(self.draw if self.image is not None else None, xy, text, font, fill, anchor, stroke,
-                      stroke_fill, self._measure)
+    def text(self, xy, text: str, font: ChainFont, fill, what: str, stroke: int = 0, stroke_fill=None, anchor="la") -> Box:
+        b = draw_runs(
+            self.draw if self.image is not None else None, xy, text, font, fill, anchor, stroke, stroke_fill, self._measure
+        )
         box = Box(what, *b)
         self.boxes.append(box)
         return box
 
-    def lines(self, x: int, y: int, lines: list[str], font, fill, what: str, spacing: float = 1.18,
-              center_width: int | None = None) -> int:
+    def lines(
+        self, x: int, y: int, lines: list[str], font, fill, what: str, spacing: float = 1.18, center_width: int | None = None
+    ) -> int:
         """Draw lines top-down from y; returns the y below the last line."""
         step = round(font.size * spacing)
         for i, ln in enumerate(lines):
@@ -401,6 +411,7 @@ def _base(settings: Settings, dry: bool = False) -> _Canvas:
 
 # ---- segment cards ------------------------------------------------------------------------------
 
+
 def _badge(c: _Canvas, settings: Settings, label: str, x: int, y: int, width: int) -> int:
     t = settings.theme
     pad = 18
@@ -417,7 +428,7 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
     c = _base(settings, dry)
     t = settings.theme
     x0, y0, x1, _ = safe_zone(settings.width, settings.height)
-    x0, x1 = x0 + INSET, x1 - INSET      # glyph side bearings can reach a few pixels outside the pen position
+    x0, x1 = x0 + INSET, x1 - INSET  # glyph side bearings can reach a few pixels outside the pen position
     width = x1 - x0
     where = f"{seg.source}: {seg.name!r}"
     src = ("segment", seg.index)
@@ -426,37 +437,47 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
         total = len(plan.concepts())
         f_num = _font(font_path(settings, "bold"), 110)
         box = c.text((x0, y), f"{seg.number}", f_num, _rgb(t.accent), "number")
-        c.text((box.x1 + 14, box.y1), f"/ {total}", _font(font_path(settings, "medium"), 54), _rgb(t.muted),
-               "number", anchor="ls")
+        c.text(
+            (box.x1 + 14, box.y1), f"/ {total}", _font(font_path(settings, "medium"), 54), _rgb(t.muted), "number", anchor="ls"
+        )
         y = box.y1 + 40
         f, lines = fit(seg.name, font_path(settings, "bold"), (92, 56), width, 2, f"{where}: name", source=src + ("name",))
         y = c.lines(x0, y, lines, f, _rgb(t.text), "name") + 24
         c.draw.rectangle((x0, y, x0 + 120, y + 8), fill=_rgb(t.accent))
         y += 40
-        f, lines = fit(seg.one_liner, font_path(settings, "medium"), (52, 38), width, 3, f"{where}: one_liner",
-                       source=src + ("one_liner",))
+        f, lines = fit(
+            seg.one_liner, font_path(settings, "medium"), (52, 38), width, 3, f"{where}: one_liner", source=src + ("one_liner",)
+        )
         y = c.lines(x0, y, lines, f, _rgb(t.text), "one_liner") + 24
-        f, lines = fit(seg.reference, font_path(settings, "regular"), (32, 26), width, 2, f"{where}: reference",
-                       source=src + ("reference",))
+        f, lines = fit(
+            seg.reference, font_path(settings, "regular"), (32, 26), width, 2, f"{where}: reference", source=src + ("reference",)
+        )
         y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
         blame = src + ("reference",)
     elif seg.kind == "intro":
-        f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series",
-                       source=("series",))
+        f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series", source=("series",))
         y = c.lines(x0, y + 20, lines, f, _rgb(t.text), "series") + 10
         y = c.lines(x0, y, [f"Part {plan.part}"], _font(font_path(settings, "bold"), 80), _rgb(t.accent), "part") + 30
         concepts = plan.concepts()
         longest = max(concepts, key=lambda g: len(g.name), default=None)
-        f, _ = fit(longest.name if longest else "-", font_path(settings, "medium"), (44, 30), width - 70, 1,
-                   f"{where}: concept list", source=("segment", longest.index, "name") if longest else ())
+        f, _ = fit(
+            longest.name if longest else "-",
+            font_path(settings, "medium"),
+            (44, 30),
+            width - 70,
+            1,
+            f"{where}: concept list",
+            source=("segment", longest.index, "name") if longest else (),
+        )
         for i, g in enumerate(concepts):
             c.text((x0, y), f"{i + 1}", _font(font_path(settings, "bold"), f.size), _rgb(t.accent), "list")
             c.text((x0 + 70, y), g.name, f, _rgb(t.text), "list")
             y += round(f.size * 1.45)
         blame = ("segment", longest.index, "name") if longest else ("series",)
     else:  # outro
-        f, lines = fit(settings.outro_text, font_path(settings, "bold"), (96, 60), width, 3, f"{where}: outro",
-                       source=("outro_text",))
+        f, lines = fit(
+            settings.outro_text, font_path(settings, "bold"), (96, 60), width, 3, f"{where}: outro", source=("outro_text",)
+        )
         y = c.lines(x0, y + 120, lines, f, _rgb(t.text), "outro") + 30
         blame = ("outro_text",)
         if plan.extra.get("next"):
@@ -472,11 +493,12 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
 
 # ---- captions -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CaptionLayout:
     size: int
-    words: tuple[tuple[str, int, int, int], ...]   # (text, x, y, word index) of each piece, top-left;
-                                                   # a word broken across lines is several pieces
+    words: tuple[tuple[str, int, int, int], ...]  # (text, x, y, word index) of each piece, top-left;
+    # a word broken across lines is several pieces
 
 
 def layout_caption(text: str, settings: Settings, what: str, source: tuple = ()) -> CaptionLayout:
@@ -490,7 +512,7 @@ def layout_caption(text: str, settings: Settings, what: str, source: tuple = ())
         raise TextOverflowError(f"{what}: caption{e}", source, f"caption {e.detail}") from None
 
 
-@lru_cache(maxsize=1024)       # the check before rendering, the tiles and the fallback all ask for it
+@lru_cache(maxsize=1024)  # the check before rendering, the tiles and the fallback all ask for it
 def _layout_caption(text: str, settings: Settings, stroke: int) -> CaptionLayout:
     x0, y0, x1, y1 = caption_origin(settings)
     path = font_path(settings, "bold")
@@ -521,8 +543,12 @@ def caption_origin(settings: Settings) -> tuple[int, int, int, int]:
     """The caption band in frame pixels. Its rows are even: yuv420p pairs rows for chroma, so the band
     converts on its own and the card's rows around it are reused as they are."""
     sx, sy = settings.width / 1080, settings.height / 1920
-    return (round(CAPTION_BOX[0] * sx), 2 * round(CAPTION_BOX[1] * sy / 2),
-            round(CAPTION_BOX[2] * sx), 2 * round(CAPTION_BOX[3] * sy / 2))
+    return (
+        round(CAPTION_BOX[0] * sx),
+        2 * round(CAPTION_BOX[1] * sy / 2),
+        round(CAPTION_BOX[2] * sx),
+        2 * round(CAPTION_BOX[3] * sy / 2),
+    )
 
 
 def draw_overlay(seg: SegmentPlan, cue_index: int, highlight: int | None, settings: Settings) -> Drawn:
@@ -550,11 +576,11 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
     probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
     placed = []
     for w, x, y, k in layout.words:
-        xy = (x, y - y0)        # the band spans the frame's full width
+        xy = (x, y - y0)  # the band spans the frame's full width
         b = list(draw_runs(None, xy, w, f, None, "la", CAPTION_STROKE, measure=probe))
         placed.append((w, xy, b, k))
     for i, (_, _, a, _) in enumerate(placed):
-        for _, _, b, _ in placed[i + 1:]:
+        for _, _, b, _ in placed[i + 1 :]:
             if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
                 return None
     # A word's two tiles share their masks: FreeType renders the stroked outline and the fill once, and
@@ -568,15 +594,17 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
             runs = f.runs(w)
             pair = []
             if len(runs) == 1:
-                masks = [runs[0][1].getmask2(runs[0][0], "L", stroke_width=sw, stroke_filled=True, anchor="la",
-                                             start=(0.0, 0.0)) for sw in (CAPTION_STROKE, 0)]
+                masks = [
+                    runs[0][1].getmask2(runs[0][0], "L", stroke_width=sw, stroke_filled=True, anchor="la", start=(0.0, 0.0))
+                    for sw in (CAPTION_STROKE, 0)
+                ]
             for outline, colour in inks:
                 tile = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
                 if len(runs) == 1:
                     d = ImageDraw.Draw(tile).draw
                     for (mask, (ox, oy)), ink in zip(masks, (outline, colour)):
                         d.draw_bitmap((x - b[0] + ox, y - b[1] + oy), mask, d.draw_ink(ink))
-                else:       # a word in several fonts (an emoji, say): drawn as draw_caption draws it
+                else:  # a word in several fonts (an emoji, say): drawn as draw_caption draws it
                     draw_runs(ImageDraw.Draw(tile), (x - b[0], y - b[1]), w, f, colour, "la", CAPTION_STROKE, outline)
                 pair.append(tile_map(tile))
             words[(w, f.size)] = pair
@@ -594,15 +622,17 @@ class TileCache:
 
     def __init__(self, settings: Settings, tile_map: Callable | None = None):
         import threading
+
         self.settings, self.tile_map = settings, tile_map or (lambda im: im)
         self._lock = threading.Lock()
-        self._made: dict = {}          # cue text -> Future of its tiles
-        self._words: dict = {}         # (word, size) -> its two tiles (read only); dict get/set are atomic
+        self._made: dict = {}  # cue text -> Future of its tiles
+        self._words: dict = {}  # (word, size) -> its two tiles (read only); dict get/set are atomic
 
     def warm(self, texts: list[str]) -> None:
         """Draw these cues' tiles now (meant for a background thread); a failure is left for `get` to
         meet again and report in its own words."""
         from concurrent.futures import Future
+
         for text in texts:
             with self._lock:
                 if text in self._made:
@@ -615,6 +645,7 @@ class TileCache:
 
     def get(self, text: str, what: str) -> list | None:
         from concurrent.futures import Future
+
         with self._lock:
             fut = self._made.get(text)
             mine = fut is None or (fut.done() and fut.result() is self._RETRY)
@@ -639,8 +670,7 @@ class CaptionPainter:
     tests prove; a cue whose boxes do touch falls back to drawing the state in full.
     """
 
-    def __init__(self, seg: SegmentPlan, settings: Settings, tile_map: Callable | None = None,
-                 tiles: TileCache | None = None):
+    def __init__(self, seg: SegmentPlan, settings: Settings, tile_map: Callable | None = None, tiles: TileCache | None = None):
         self.seg, self.settings = seg, settings
         self.x0, self.y0, _, self.y1 = caption_origin(settings)
         self._tiles: dict[int, list | None] = {}
@@ -690,6 +720,7 @@ def check_fits(plan: Plan, settings: Settings, captions: list[SegmentPlan] | Non
         except TextOverflowError as e:
             if not any(p.source == e.source and p.detail == e.detail for p in problems):
                 problems.append(e)
+
     for seg in plan.segments:
         run(draw_card, seg, plan, settings, True)
     for seg in plan.segments if captions is None else captions:
@@ -701,6 +732,7 @@ def check_fits(plan: Plan, settings: Settings, captions: list[SegmentPlan] | Non
 
 
 # ---- thumbnail and cover ------------------------------------------------------------------------
+
 
 def draw_thumbnail(plan: Plan, settings: Settings, dry: bool = False) -> Drawn:
     """1280x720: series name, part number and the five concept names, readable at phone size."""
@@ -718,15 +750,13 @@ def draw_thumbnail(plan: Plan, settings: Settings, dry: bool = False) -> Drawn:
     longest = max(range(len(names)), key=lambda i: len(names[i]), default=None)
     src = ("segment", concepts[longest].index, "name") if longest is not None else ()
     try:
-        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list",
-                   source=src)
+        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list", source=src)
     except TextOverflowError:
         # "GANs (Generative Adversarial Networks)" -> "GANs": the short form reads better than tiny type
         names = [n.split(" (")[0] for n in names]
         longest = max(range(len(names)), key=lambda i: len(names[i]), default=None)
         src = ("segment", concepts[longest].index, "name") if longest is not None else ()
-        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list",
-                   source=src)
+        f, _ = fit(max(names, key=len, default="-"), medium, (46, 30), 1220 - 680, 1, "thumbnail: concept list", source=src)
     step = round(f.size * 1.9)
     y = (h - step * len(names)) // 2 + (step - f.size) // 2
     for i, n in enumerate(names):
@@ -747,9 +777,17 @@ def draw_cover(plan: Plan, settings: Settings, dry: bool = False) -> Drawn:
 def card_key_inputs(seg: SegmentPlan, plan: Plan, settings: Settings, fonts: dict) -> dict:
     """Everything a card's pixels depend on: texts, layout, theme, fonts and the drawing code's version."""
     return {
-        "v": DRAW_VERSION, "size": [settings.width, settings.height], "theme": settings.theme.__dict__,
-        "fonts": fonts, "series": plan.series, "part": plan.part, "kind": seg.kind, "name": seg.name,
-        "one_liner": seg.one_liner, "reference": seg.reference, "number": seg.number,
+        "v": DRAW_VERSION,
+        "size": [settings.width, settings.height],
+        "theme": settings.theme.__dict__,
+        "fonts": fonts,
+        "series": plan.series,
+        "part": plan.part,
+        "kind": seg.kind,
+        "name": seg.name,
+        "one_liner": seg.one_liner,
+        "reference": seg.reference,
+        "number": seg.number,
         "concepts": [s.name for s in plan.concepts()] if seg.kind == "intro" else None,
         "outro": [settings.outro_text, plan.extra.get("next")] if seg.kind == "outro" else None,
         "total": len(plan.concepts()),
@@ -763,8 +801,14 @@ def overlay_key_inputs(seg: SegmentPlan, state: State, settings: Settings, fonts
     cue = seg.cues[state.cue]
     # The whole theme, not just the caption colours: a theme edit is a look change, and redrawing
     # everything is the predictable rule (it costs about a second of drawing per episode).
-    return {"v": DRAW_VERSION, "size": [settings.width, settings.height], "fonts": fonts, "cue": cue.text,
-            "hl": None if state.word is None else state.word - cue.first, "theme": settings.theme.__dict__}
+    return {
+        "v": DRAW_VERSION,
+        "size": [settings.width, settings.height],
+        "fonts": fonts,
+        "cue": cue.text,
+        "hl": None if state.word is None else state.word - cue.first,
+        "theme": settings.theme.__dict__,
+    }
 
 
 def font_digests(settings: Settings) -> dict:
@@ -780,5 +824,5 @@ def _digest(path: str) -> str:
 @lru_cache(maxsize=64)
 def _digest_of(path: str, mtime_ns: int, size: int) -> str:
     from .cache import file_digest
-    return file_digest(Path(path))[:16]
 
+    return file_digest(Path(path))[:16]

@@ -9,30 +9,27 @@ The distinct pictures go to x264 in runs, one per caption cue, each opening with
 is cached by its pictures alone, so an edit re-encodes only the cues it changes (see `run_args`).
 Pictures arrive already in yuv420p because converting a full RGB frame in ffmpeg costs about as much as
 x264's own work on a still, while only the caption band changes from one picture to the next.
-Segments encode one after another (x264 takes every core) into a cache; the final file joins them by stream copy and muxes one audio
-track, spliced from per-segment AAC frames on one 1024-sample grid (joining whole per-segment AAC
+Segments encode one after another (x264 takes every core) into a cache; the final file joins them by
+stream copy and muxes one audio track, spliced from per-segment AAC frames on one 1024-sample grid (joining whole per-segment AAC
 files drifts: each carries its own priming and padding).
 """
+
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import struct
-import json
 import re
+import struct
 import subprocess
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
-
-from PIL import Image
+from typing import Protocol
 
 from . import h264
 from .errors import DiskFullError, EncodeError, ProbeError
-
 
 _FINDING = threading.Lock()
 
@@ -40,7 +37,7 @@ _FINDING = threading.Lock()
 def ffmpeg_exe() -> str:
     import imageio_ffmpeg  # the static ffmpeg moviepy ships: no system ffmpeg needed
 
-    with _FINDING:          # it runs `ffmpeg -version` once per process; two lanes asking at once ran it twice
+    with _FINDING:  # it runs `ffmpeg -version` once per process; two lanes asking at once ran it twice
         return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -52,8 +49,8 @@ class VideoSettings:
     preset: str
     crf: int
     threads: int = 1
-    mode: str = "skip"          # "skip": distinct pictures + P-skip frames; "full": every frame encoded
-    keyint: int = 60            # frames between keyframes (at most), for seeking
+    mode: str = "skip"  # "skip": distinct pictures + P-skip frames; "full": every frame encoded
+    keyint: int = 60  # frames between keyframes (at most), for seeking
 
 
 # What h264.expand needs from x264: CAVLC, no B-frames, one reference, no weighted prediction.
@@ -65,20 +62,52 @@ COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc"
 
 # ---- pure argument builders ---------------------------------------------------------------------
 
+
 def _x264(v: VideoSettings, keyint: int | str) -> list[str]:
-    return ["-c:v", "libx264", "-preset", v.preset, "-crf", str(v.crf), "-threads", str(v.threads),
-            "-x264-params", f"{SKIP_X264}:keyint={keyint}:min-keyint=1", "-pix_fmt", "yuv420p", *COLOUR_TAGS]
+    return [
+        "-c:v",
+        "libx264",
+        "-preset",
+        v.preset,
+        "-crf",
+        str(v.crf),
+        "-threads",
+        str(v.threads),
+        "-x264-params",
+        f"{SKIP_X264}:keyint={keyint}:min-keyint=1",
+        "-pix_fmt",
+        "yuv420p",
+        *COLOUR_TAGS,
+    ]
 
 
 def distinct_args(ffmpeg: str, v: VideoSettings, keyint: int | str, out: Path) -> list[str]:
     """Raw yuv420p pictures on stdin, one frame each, to an Annex B H.264 stream. Skip mode sends each
     distinct picture once (see `run_args`); full mode sends every frame (keyint in frames)."""
     return [
-        ffmpeg, "-hide_banner", "-v", "error", "-y",
+        ffmpeg,
+        "-hide_banner",
+        "-v",
+        "error",
+        "-y",
         # the input's colour is declared too: unlabelled YUV would make ffmpeg insert a BT.601 -> BT.709
         # conversion through RGB, shifting every colour and costing a scaler pass per picture
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{v.width}x{v.height}", "-r", str(v.fps), *COLOUR_TAGS,
-        "-i", "-", "-an", *_x264(v, keyint), "-f", "h264", str(out),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        "-s",
+        f"{v.width}x{v.height}",
+        "-r",
+        str(v.fps),
+        *COLOUR_TAGS,
+        "-i",
+        "-",
+        "-an",
+        *_x264(v, keyint),
+        "-f",
+        "h264",
+        str(out),
     ]
 
 
@@ -93,27 +122,48 @@ def run_args(ffmpeg: str, v: VideoSettings, keyframes: Sequence[int], out: Path)
     # pictures it costs 30 MB more and crosses cue boundaries that the IDRs cut anyway (measured on
     # segment 3: 5 instead of 10 gives a 5% smaller run at 0.5 dB lower PSNR, 48.0 dB)
     args[i + 1] += ":repeat-headers=1:rc-lookahead=5"
-    return args[:i] + ["-force_key_frames", "expr:" + "+".join(f"eq(n,{k})" for k in keyframes),
-                       "-forced-idr", "1"] + args[i:]
+    return args[:i] + ["-force_key_frames", "expr:" + "+".join(f"eq(n,{k})" for k in keyframes), "-forced-idr", "1"] + args[i:]
 
 
 # ffmpeg's AAC encoder spends most of its time in the trellis coder and in tools that speech at 160 kb/s
 # does not need: measured 4.8 s -> 1.2 s for 105 s of narration, loudness and true peak unchanged.
 AAC_FAST = ["-aac_coder", "fast", "-aac_pns", "0", "-aac_tns", "0", "-aac_is", "0", "-aac_ms", "0"]
 AAC_RATE = 48000
-AAC_FRAME = 1024        # samples per AAC frame; the encoder's delay (priming) is one frame too
-PRE_ROLL, POST_ROLL = 2, 1   # silent frames fed around a voice chunk and dropped: the encoder starts settled
+AAC_FRAME = 1024  # samples per AAC frame; the encoder's delay (priming) is one frame too
+PRE_ROLL, POST_ROLL = 2, 1  # silent frames fed around a voice chunk and dropped: the encoder starts settled
 
 
 def voice_args(ffmpeg: str, rate: int, delay: int, total: int, bitrate: str, out: Path) -> list[str]:
     """One segment's audio chunk: mono float32 PCM at `rate` on stdin, resampled to 48 kHz, placed
     `delay` samples in, padded or cut to exactly `total` samples, to a raw AAC (ADTS) stream."""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(rate), "-ac", "1",
-            "-i", "-",
-            # pan, not -ac 2: ffmpeg's default mono->stereo downmix matrix lowers each channel by 3 dB
-            "-af", f"aresample={AAC_RATE},adelay=delays={delay}S:all=1,apad=whole_len={total},"
-                   f"atrim=end_sample={total},pan=stereo|c0=c0|c1=c0",
-            "-c:a", "aac", *AAC_FAST, "-b:a", bitrate, "-f", "adts", str(out)]
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "f32le",
+        "-ar",
+        str(rate),
+        "-ac",
+        "1",
+        "-i",
+        "-",
+        # pan, not -ac 2: ffmpeg's default mono->stereo downmix matrix lowers each channel by 3 dB
+        "-af",
+        f"aresample={AAC_RATE},adelay=delays={delay}S:all=1,apad=whole_len={total},"
+        f"atrim=end_sample={total},pan=stereo|c0=c0|c1=c0",
+        "-c:a",
+        "aac",
+        *AAC_FAST,
+        "-b:a",
+        bitrate,
+        "-f",
+        "adts",
+        str(out),
+    ]
 
 
 def adts_frames(data: bytes) -> list[bytes]:
@@ -125,7 +175,7 @@ def adts_frames(data: bytes) -> list[bytes]:
         n = ((data[i + 3] & 3) << 11) | (data[i + 4] << 3) | (data[i + 5] >> 5)
         if n < 7 or i + n > len(data):
             raise ValueError(f"truncated ADTS frame at byte {i}")
-        out.append(data[i:i + n])
+        out.append(data[i : i + n])
         i += n
     return out
 
@@ -135,7 +185,7 @@ def splice(pieces: Sequence[tuple[list[bytes], int, int]]) -> bytes:
     frame repeated where it runs short (a chunk's tail is silence, and so is that frame)."""
     out = []
     for frames, first, count in pieces:
-        take = frames[first:first + count]
+        take = frames[first : first + count]
         out += take + [frames[-1]] * (count - len(take))
     return b"".join(out)
 
@@ -152,11 +202,40 @@ def join_args(ffmpeg: str, fps: int, audio: Path, out: Path) -> list[str]:
     rate); `-max_interleave_delta 0` makes the muxer wait for both tracks and interleave them (without
     it the first 95 s of video were stored before any audio, and a browser on a slow link waited 37 s).
     """
-    return [ffmpeg, "-hide_banner", "-v", "error", "-y",
-            "-f", "h264", "-r", str(fps), "-i", "-",
-            "-itsoffset", f"-{AAC_FRAME / AAC_RATE:.9f}", "-f", "aac", "-i", str(audio),
-            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-max_interleave_delta", "0",
-            "-video_track_timescale", str(fps * 512), "-movflags", "+faststart", "-f", "mp4", str(out)]
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "h264",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+        "-itsoffset",
+        f"-{AAC_FRAME / AAC_RATE:.9f}",
+        "-f",
+        "aac",
+        "-i",
+        str(audio),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a:0",
+        "-c",
+        "copy",
+        "-max_interleave_delta",
+        "0",
+        "-video_track_timescale",
+        str(fps * 512),
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        str(out),
+    ]
 
 
 def probe_args(ffmpeg: str, path: Path) -> list[str]:
@@ -168,11 +247,25 @@ def loudness_args(ffmpeg: str, path: Path, skip: int = 0) -> list[str]:
     """ebur128 with true peak; `skip` samples at the start are left out (a raw AAC stream's priming
     frame, which an MP4's edit list hides): the 400 ms blocks then fall as they do in the final file."""
     trim = f"atrim=start_sample={skip}," if skip else ""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:a:0",
-            "-af", f"{trim}ebur128=peak=true", "-f", "null", "-"]
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-af",
+        f"{trim}ebur128=peak=true",
+        "-f",
+        "null",
+        "-",
+    ]
 
 
 # ---- parsing ffmpeg's reports -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -188,9 +281,9 @@ class Probe:
     audio: str | None
     audio_rate: int | None
     audio_channels: str | None
-    frame_lengths: int = 1          # distinct video frame durations (stts entries): 1 is a constant rate
-    index_first: bool = True        # moov before mdat
-    interleave_s: float = 0.0       # how far apart along the file the tracks' times run (see mp4.py)
+    frame_lengths: int = 1  # distinct video frame durations (stts entries): 1 is a constant rate
+    index_first: bool = True  # moov before mdat
+    interleave_s: float = 0.0  # how far apart along the file the tracks' times run (see mp4.py)
 
 
 _DUR = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -204,19 +297,31 @@ def parse_probe(text: str, path: Path | str = "?") -> Probe:
     """Read `ffmpeg -i` output. Raises ProbeError with ffmpeg's own reason when the file is unreadable."""
     d, v = _DUR.search(text), _VID.search(text)
     if not d or not v:
-        reason = next((ln.strip() for ln in text.splitlines() if "Invalid data" in ln or "moov atom" in ln
-                       or "No such file" in ln or "error" in ln.lower()), "no video stream found")
-        reason = re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", reason)       # drop ffmpeg's "[in#0 @ 0x...]" prefix
+        reason = next(
+            (
+                ln.strip()
+                for ln in text.splitlines()
+                if "Invalid data" in ln or "moov atom" in ln or "No such file" in ln or "error" in ln.lower()
+            ),
+            "no video stream found",
+        )
+        reason = re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", reason)  # drop ffmpeg's "[in#0 @ 0x...]" prefix
         raise ProbeError(f"{path}: not a readable video ({reason})")
-    fps_m = _FPS.search(text[v.start():])
+    fps_m = _FPS.search(text[v.start() :])
     a = _AUD.search(text)
     frames = [int(x) for x in _FRAMES.findall(text)]
     return Probe(
         duration=int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)),
-        width=int(v.group(5)), height=int(v.group(6)), fps=Fraction(fps_m.group(1)) if fps_m else Fraction(0),
-        codec=v.group(1), profile=v.group(2) or "", pix_fmt=v.group(3), colour=(v.group(4) or "").strip("()"),
+        width=int(v.group(5)),
+        height=int(v.group(6)),
+        fps=Fraction(fps_m.group(1)) if fps_m else Fraction(0),
+        codec=v.group(1),
+        profile=v.group(2) or "",
+        pix_fmt=v.group(3),
+        colour=(v.group(4) or "").strip("()"),
         frames=frames[-1] if frames else 0,
-        audio=a.group(1) if a else None, audio_rate=int(a.group(3)) if a else None,
+        audio=a.group(1) if a else None,
+        audio_rate=int(a.group(3)) if a else None,
         audio_channels=a.group(4) if a else None,
     )
 
@@ -238,20 +343,24 @@ Picture = Sequence[bytes | memoryview]
 
 
 class Encoder(Protocol):
-    def encode_frames(self, pictures: Iterable[Picture], repeats: Sequence[int], v: VideoSettings,
-                      out: Path) -> None:
+    def encode_frames(self, pictures: Iterable[Picture], repeats: Sequence[int], v: VideoSettings, out: Path) -> None:
         """Full mode: every frame through x264, picture k repeated repeats[k] times."""
-    def encode_runs(self, pictures: Iterable[Picture], runs: Sequence[tuple[int, Sequence[int]]], v: VideoSettings,
-                    scratch: Path) -> list[bytes]:
+
+    def encode_runs(
+        self, pictures: Iterable[Picture], runs: Sequence[tuple[int, Sequence[int]]], v: VideoSettings, scratch: Path
+    ) -> list[bytes]:
         """Skip mode: encode consecutive runs of distinct pictures in one go. runs[i] is (pictures in
         run i, the ones after its first that must be keyframes, counted from its start). Returns each run
         as a stream that stands alone (see `run_args`)."""
+
     def assemble(self, runs: Sequence[bytes], repeats: Sequence[Sequence[int]], out: Path) -> None:
         """A segment's stream from its runs, each picture shown repeats[run][k] frames."""
+
     def encode_voice(self, pcm: bytes, rate: int, lead: int, frames: int, bitrate: str, out: Path) -> None:
         """AAC (ADTS) for `frames` AAC frames: `lead` frames of silence, the mono float32 PCM at `rate`,
         then silence. Writes frames + 1 ADTS frames: the first codes the silent frame just before, which
         serves as the priming frame when this chunk opens the episode."""
+
     def splice_audio(self, pieces: Sequence[tuple[Path, int, int]], out: Path) -> None: ...
     def join(self, segments: Sequence[Path], audio: Path, fps: int, out: Path) -> None: ...
     def probe(self, path: Path) -> Probe: ...
@@ -272,7 +381,7 @@ def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
         proc.kill()
         proc.wait()
         raise
-    err = proc.stderr.read().decode(errors="replace")     # drain stderr before waiting: no pipe deadlock
+    err = proc.stderr.read().decode(errors="replace")  # drain stderr before waiting: no pipe deadlock
     _check_exit(proc.wait(), err, what)
 
 
@@ -342,7 +451,7 @@ class FfmpegEncoder:
             raw.unlink(missing_ok=True)
         # ADTS frame j codes input frame j - 1 (frame 0 is the priming frame), so input frame PRE_ROLL - 1,
         # the last silent pre-roll frame, is ADTS frame PRE_ROLL
-        keep = got[PRE_ROLL:PRE_ROLL + frames + 1]
+        keep = got[PRE_ROLL : PRE_ROLL + frames + 1]
         if len(keep) != frames + 1:
             raise EncodeError(f"{what}: the AAC encoder returned {len(got)} frames, expected at least {PRE_ROLL + frames + 1}")
         out.write_bytes(b"".join(keep))
@@ -363,17 +472,22 @@ class FfmpegEncoder:
         proc = subprocess.run(probe_args(self.ffmpeg, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
         probe = parse_probe(proc.stderr.decode(errors="replace"), path)
         from . import mp4
+
         try:
             tracks, mdat = mp4.read_tracks(path)
         except (OSError, ValueError, IndexError, struct.error) as e:
             raise ProbeError(f"{path}: unreadable MP4 sample tables ({e})") from None
         video = next((t for t in tracks if t.kind == "vide"), None)
         offsets = [off for t in tracks for off, _, _ in t.chunks]
-        return dataclasses.replace(probe, frame_lengths=len(video.stts) if video else 0,
-                                   index_first=not offsets or 0 <= mdat <= min(offsets),
-                                   interleave_s=mp4.interleave_gap(tracks))
+        return dataclasses.replace(
+            probe,
+            frame_lengths=len(video.stts) if video else 0,
+            index_first=not offsets or 0 <= mdat <= min(offsets),
+            interleave_s=mp4.interleave_gap(tracks),
+        )
 
     def loudness(self, path, skip=0):
-        proc = subprocess.run(loudness_args(self.ffmpeg, path, skip), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=600)
+        proc = subprocess.run(
+            loudness_args(self.ffmpeg, path, skip), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600
+        )
         return parse_loudness(proc.stderr.decode(errors="replace"))

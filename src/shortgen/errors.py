@@ -1,5 +1,6 @@
 """Typed errors and the exit-status table. The library raises these; each class carries its status,
 and `status_of` maps any exception to one (the CLI and the batch both use it); only the CLI prints."""
+
 from __future__ import annotations
 
 import enum
@@ -10,11 +11,11 @@ from pathlib import Path
 class ExitStatus(enum.IntEnum):
     OK = 0
     ERROR = 1
-    BAD_INPUT = 2          # schema, voice, font, text that does not fit, no scripts found
+    BAD_INPUT = 2  # schema, voice, font, text that does not fit, no scripts found
     OVER_BUDGET = 3
     TTS_FAILED = 4
     ENCODE_FAILED = 5
-    BAD_RENDER = 6         # a rendered file is broken or disagrees with its plan
+    BAD_RENDER = 6  # a rendered file is broken or disagrees with its plan
     DISK_FULL = 7
     INTERRUPTED = 130
 
@@ -102,8 +103,7 @@ class BudgetError(ShortgenError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(problems[0] if len(problems) == 1 else
-                         f"{len(problems)} budget problems:\n  " + "\n  ".join(problems))
+        super().__init__(problems[0] if len(problems) == 1 else f"{len(problems)} budget problems:\n  " + "\n  ".join(problems))
 
 
 class TTSError(ShortgenError):
@@ -122,4 +122,3 @@ class ProbeError(ShortgenError):
 
 class DiskFullError(ShortgenError):
     exit_code = ExitStatus.DISK_FULL
-

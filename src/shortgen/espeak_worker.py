@@ -17,6 +17,7 @@ driver's initial 200 wpm while we believe 175 is set. Setting the rate only when
 made every later utterance of such a worker inherit the fault. Now each utterance waits until espeak is
 idle, sets voice and rate, and waits until espeak's own parameter reads back the value before it speaks.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,8 +29,8 @@ import sys
 import threading
 import time
 
-IDLE_TIMEOUT_S = 10.0      # espeak idle before the next utterance; far above the ~1 ms it normally takes
-APPLY_TIMEOUT_S = 5.0      # a queued parameter change reaching espeak's thread
+IDLE_TIMEOUT_S = 10.0  # espeak idle before the next utterance; far above the ~1 ms it normally takes
+APPLY_TIMEOUT_S = 5.0  # a queued parameter change reaching espeak's thread
 
 
 def _die_with_parent() -> None:
@@ -37,7 +38,7 @@ def _die_with_parent() -> None:
     parent = os.environ.get("SHORTGEN_PARENT_PID")
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     if parent and os.getppid() != int(parent):  # the parent died before prctl took effect
@@ -117,7 +118,7 @@ class Speaker:
                 i += 1
             try:
                 return original(wav, numsamples, evs)
-            except Exception as e:        # the driver could not save the WAV (disk full, ...)
+            except Exception as e:  # the driver could not save the WAV (disk full, ...)
                 cause = e.__cause__ or e.__context__
                 self.write_error = cause if isinstance(cause, OSError) else OSError(str(e))
                 # end the driver's run loop as its own end-of-message would (it raised before doing so)
@@ -125,7 +126,7 @@ class Speaker:
                 self.driver.endLoop()
                 engine.proxy.setBusy(False)
                 self.done.set()
-                return 1                  # abort this synthesis
+                return 1  # abort this synthesis
 
         espeak.SetSynthCallback(on_synth)
 
@@ -183,6 +184,7 @@ def _describe(err: OSError, path: str) -> str:
 
 def _wav_frames(path: str) -> int:
     import wave
+
     with wave.open(path, "rb") as w:
         return w.getnframes()
 
@@ -215,8 +217,11 @@ def _speak_verified(sp: Speaker, voice: str, rate: int, text: str, wav: str) -> 
         problem, _ = sp.say(text, second)
         if problem:
             return problem, {}
-        info = {"samples": _wav_frames(first), "reference_samples": _wav_frames(second),
-                "rates_seen": sorted(rates | sp.rates_seen)}
+        info = {
+            "samples": _wav_frames(first),
+            "reference_samples": _wav_frames(second),
+            "rates_seen": sorted(rates | sp.rates_seen),
+        }
         os.replace(first, wav)
         return None, {"events": events, **info}
     finally:
@@ -239,8 +244,14 @@ def main(argv: list[str]) -> int:
 
     engine = pyttsx3.init("espeak")
     known = voice_ids(engine)
-    result: dict = {"lib": loaded_library() or lib, "ok": [], "failed": {}, "jobs": {}, "unknown_voice": None,
-                    "voices": sorted(set(known.values()))}
+    result: dict = {
+        "lib": loaded_library() or lib,
+        "ok": [],
+        "failed": {},
+        "jobs": {},
+        "unknown_voice": None,
+        "voices": sorted(set(known.values())),
+    }
     if spec.get("list_voices"):
         _write_json(spec["result"], result)
         return 0
@@ -255,7 +266,7 @@ def main(argv: list[str]) -> int:
         if problem:
             result["failed"][str(n)] = problem
             if problem.startswith("disk full"):
-                break                 # every later job would fail the same way: report it now
+                break  # every later job would fail the same way: report it now
             continue
         events = info.pop("events")
         try:

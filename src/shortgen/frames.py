@@ -6,11 +6,12 @@ as its yuv420p planes plus its caption band in full-resolution YCbCr (the painte
 picture is then, plane by plane, the card's rows above the band (a shared view), the band with the cue
 painted (in YCbCr: the painter's tiles are converted once), and the rows below.
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from PIL import Image
 
@@ -27,9 +28,20 @@ def _bt709_rows() -> tuple[float, ...]:
     kr, kb = 0.2126, 0.0722
     kg = 1 - kr - kb
     ys, cs = 219 / 255, 224 / 255
-    return (ys * kr, ys * kg, ys * kb, 16.0,
-            -cs * kr / (2 - 2 * kb), -cs * kg / (2 - 2 * kb), cs / 2, 128.0,
-            cs / 2, -cs * kg / (2 - 2 * kr), -cs * kb / (2 - 2 * kr), 128.0)
+    return (
+        ys * kr,
+        ys * kg,
+        ys * kb,
+        16.0,
+        -cs * kr / (2 - 2 * kb),
+        -cs * kg / (2 - 2 * kb),
+        cs / 2,
+        128.0,
+        cs / 2,
+        -cs * kg / (2 - 2 * kr),
+        -cs * kb / (2 - 2 * kr),
+        128.0,
+    )
 
 
 BT709 = _bt709_rows()
@@ -51,7 +63,7 @@ def planes420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
 
 def card_layout(settings: Settings) -> tuple[list[int], int, int]:
     """Where a cached card's parts end: Y, Cb, Cr planes, then the caption band in YCbCr; and the band's rows."""
-    _, y0, _, y1 = draw.caption_origin(settings)                        # even rows
+    _, y0, _, y1 = draw.caption_origin(settings)  # even rows
     w, h = settings.width, settings.height
     return list(itertools.accumulate((w * h, w * h // 4, w * h // 4, w * (y1 - y0) * 3))), y0, y1
 
@@ -78,11 +90,12 @@ def load_card(path: Path, settings: Settings) -> tuple:
     if len(mv) != ends[-1]:
         raise EncodeError(f"{path}: a card of {len(mv)} bytes, expected {ends[-1]}")
     planes = tuple(mv[a:b] for a, b in zip([0] + ends[:2], ends[:3]))
-    return planes, Image.frombytes("RGB", (settings.width, y1 - y0), mv[ends[2]:])
+    return planes, Image.frombytes("RGB", (settings.width, y1 - y0), mv[ends[2] :])
 
 
-def pictures(card: Path, seg: SegmentPlan, settings: Settings, painter: draw.CaptionPainter,
-             states: list[State] | tuple[State, ...]) -> Iterator[tuple]:
+def pictures(
+    card: Path, seg: SegmentPlan, settings: Settings, painter: draw.CaptionPainter, states: list[State] | tuple[State, ...]
+) -> Iterator[tuple]:
     """Raw yuv420p pictures of these states of a segment, each as pieces that concatenate to a frame."""
     planes, band = load_card(card, settings)
     w = settings.width

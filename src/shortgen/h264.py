@@ -8,11 +8,12 @@ To keep the stream valid we renumber `frame_num` (and the POC lsb, for POC type 
 both are fixed-width fields, so this is an in-place bit rewrite. Requirements on the x264 stream,
 checked here: CAVLC (cabac=0), no B-frames, one reference frame, no weighted prediction, progressive.
 """
+
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 class H264Error(ValueError):
@@ -20,6 +21,7 @@ class H264Error(ValueError):
 
 
 # ---- bit I/O ------------------------------------------------------------------------------------
+
 
 class BitReader:
     def __init__(self, data: bytes):
@@ -65,10 +67,11 @@ class BitWriter:
         self.bits.append(1)
         while len(self.bits) % 8:
             self.bits.append(0)
-        return bytes(int("".join(map(str, self.bits[i:i + 8])), 2) for i in range(0, len(self.bits), 8))
+        return bytes(int("".join(map(str, self.bits[i : i + 8])), 2) for i in range(0, len(self.bits), 8))
 
 
 # ---- NAL units ----------------------------------------------------------------------------------
+
 
 def split_nals(stream: bytes) -> list[bytes]:
     """Annex B byte stream -> NAL units (without start codes, still escaped)."""
@@ -83,7 +86,7 @@ def split_nals(stream: bytes) -> list[bytes]:
     for k, s in enumerate(starts):
         e = starts[k + 1] - 3 if k + 1 < len(starts) else n
         nal = stream[s:e]
-        while nal.endswith(b"\x00"):       # the zero of a following 4-byte start code
+        while nal.endswith(b"\x00"):  # the zero of a following 4-byte start code
             nal = nal[:-1]
         out.append(nal)
     return out
@@ -166,21 +169,21 @@ def _skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
 def skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
     """A P slice in which every macroblock is skipped: the previous picture, shown again."""
     w = BitWriter()
-    w.u(8, (p.nal_ref_idc << 5) | 1)        # nal header: non-IDR slice
-    w.ue(0)                                 # first_mb_in_slice
-    w.ue(5)                                 # slice_type P (all slices of the picture)
+    w.u(8, (p.nal_ref_idc << 5) | 1)  # nal header: non-IDR slice
+    w.ue(0)  # first_mb_in_slice
+    w.ue(5)  # slice_type P (all slices of the picture)
     w.ue(p.pps_id)
     w.u(p.log2_max_frame_num, frame_num % (1 << p.log2_max_frame_num))
     if p.poc_type == 0:
         w.u(p.log2_max_poc_lsb, poc_lsb % (1 << p.log2_max_poc_lsb))
-    w.u(1, 1)                               # num_ref_idx_active_override_flag
-    w.ue(0)                                 # one reference: the previous picture
-    w.u(1, 0)                               # ref_pic_list_modification_flag_l0
-    w.u(1, 0)                               # adaptive_ref_pic_marking_mode_flag: sliding window
-    w.se(0)                                 # slice_qp_delta
+    w.u(1, 1)  # num_ref_idx_active_override_flag
+    w.ue(0)  # one reference: the previous picture
+    w.u(1, 0)  # ref_pic_list_modification_flag_l0
+    w.u(1, 0)  # adaptive_ref_pic_marking_mode_flag: sliding window
+    w.se(0)  # slice_qp_delta
     if p.deblocking_control:
-        w.ue(1)                             # disable_deblocking_filter_idc: nothing to filter
-    w.ue(p.mbs)                             # mb_skip_run: the whole picture
+        w.ue(1)  # disable_deblocking_filter_idc: nothing to filter
+    w.ue(p.mbs)  # mb_skip_run: the whole picture
     data = w.trailing()
     return escape(data)
 
@@ -217,7 +220,7 @@ def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int, idr_pic_
     # the rest, from r.pos to the stop bit (the last 1), moved as one integer: fast for big I slices
     total = len(rbsp) * 8
     value = int.from_bytes(rbsp, "big")
-    trailing = (value & -value).bit_length() - 1          # zero bits after the stop bit
+    trailing = (value & -value).bit_length() - 1  # zero bits after the stop bit
     if value == 0 or total - 1 - trailing < r.pos:
         raise H264Error("a slice without its stop bit")
     tail_len = total - trailing - r.pos
@@ -236,7 +239,7 @@ def _coded_pictures(nals: list[bytes]) -> list[list[bytes]]:
     pending: list[bytes] = []
     for nal in nals:
         if nal[0] & 0x1F in (1, 5):
-            first_mb = BitReader(unescape(nal[:16])[1:6]).ue()     # the slice header's first field
+            first_mb = BitReader(unescape(nal[:16])[1:6]).ue()  # the slice header's first field
             if first_mb == 0 or not pictures:
                 pictures.append(pending + [nal])
                 pending = []
@@ -256,7 +259,7 @@ def split_runs(stream: bytes, lengths: list[int]) -> list[bytes]:
         raise H264Error(f"expected {sum(lengths)} pictures, the stream has {len(pictures)}")
     runs, at = [], 0
     for n in lengths:
-        nals = [nal for pic in pictures[at:at + n] for nal in pic]
+        nals = [nal for pic in pictures[at : at + n] for nal in pic]
         types = [nal[0] & 0x1F for nal in nals]
         first_slice = next(i for i, t in enumerate(types) if t in (1, 5))
         if types[first_slice] != 5 or not {7, 8} <= set(types[:first_slice]):
@@ -268,8 +271,15 @@ def split_runs(stream: bytes, lengths: list[int]) -> list[bytes]:
 
 def _params(sps_nal: bytes, pps_nal: bytes, nal_ref_idc: int = 2) -> Params:
     sps, pps = parse_sps(unescape(sps_nal)), parse_pps(unescape(pps_nal))
-    return Params(sps["log2_max_frame_num"], sps["poc_type"], sps["log2_max_poc_lsb"], sps["mbs"],
-                  pps["pps_id"], pps["deblocking_control"], nal_ref_idc)
+    return Params(
+        sps["log2_max_frame_num"],
+        sps["poc_type"],
+        sps["log2_max_poc_lsb"],
+        sps["mbs"],
+        pps["pps_id"],
+        pps["deblocking_control"],
+        nal_ref_idc,
+    )
 
 
 def expand(stream: bytes, repeats: list[int]) -> bytes:
@@ -289,7 +299,7 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
     out = bytearray()
     frame_num = 0
     poc = 0
-    prev_idr: int | None = None      # the previous access unit's idr_pic_id, if it was an IDR picture
+    prev_idr: int | None = None  # the previous access unit's idr_pic_id, if it was an IDR picture
     for k, (pic, count) in enumerate(zip(pictures, repeats)):
         if count < 1:
             raise H264Error("every picture must be shown at least once")
@@ -306,14 +316,14 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
             t = nal[0] & 0x1F
             if t == 7:
                 sps_nal = nal
-            elif t == 8 and (sps_nal, nal) != used:    # a run from another encode: read its parameters
+            elif t == 8 and (sps_nal, nal) != used:  # a run from another encode: read its parameters
                 used = (sps_nal, nal)
                 p = _params(sps_nal, nal, p.nal_ref_idc)
             if t in (1, 5):
                 if t == 5:
                     frame_num, poc = 0, 0
                 ref_idc = nal[0] >> 5
-                if ref_idc == 0:     # a skip frame must be able to refer back to this picture
+                if ref_idc == 0:  # a skip frame must be able to refer back to this picture
                     raise H264Error("a picture is not a reference frame (encode with bframes=0)")
                 nal, _, _ = _rewrite_slice(nal, p, frame_num, 2 * poc, idr_id)
                 p = Params(**{**p.__dict__, "nal_ref_idc": ref_idc})
@@ -322,7 +332,8 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
         frame_num, poc = frame_num + 1, poc + 1
         for _ in range(count - 1):
             # only frame_num and the POC lsb change between skip slices, and both wrap: keep the few made
-            out += b"\x00\x00\x00\x01" + _skip_slice(p, frame_num % (1 << p.log2_max_frame_num),
-                                                      2 * poc % (1 << p.log2_max_poc_lsb))
+            out += b"\x00\x00\x00\x01" + _skip_slice(
+                p, frame_num % (1 << p.log2_max_frame_num), 2 * poc % (1 << p.log2_max_poc_lsb)
+            )
             frame_num, poc = frame_num + 1, poc + 1
     return bytes(out)

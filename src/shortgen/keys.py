@@ -13,6 +13,7 @@ the code that makes the entry changes. Reading down this file answers "what does
   final      every segment and the audio track: the whole MP4
   thumbs     the intro card's inputs, the concept names, the theme and fonts
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,14 +41,13 @@ def narration(engine_id: str, text: str, voice: str, rate: int) -> str:
 @dataclass(frozen=True)
 class SegmentKeys:
     card: str
-    overlays: list          # per state: the caption picture's identity (a hash), or None where none shows
-    segment: str            # the encoded segment: its pictures, their durations, the encoder settings
+    overlays: list  # per state: the caption picture's identity (a hash), or None where none shows
+    segment: str  # the encoded segment: its pictures, their durations, the encoder settings
 
 
 def segment(plan: Plan, seg: SegmentPlan, settings: Settings, fonts: dict) -> SegmentKeys:
     card = key_of(CARD, draw.card_key_inputs(seg, plan, settings, fonts))
-    overlays = [key_of(OVERLAY, k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None
-                for st in seg.states]
+    overlays = [key_of(OVERLAY, k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None for st in seg.states]
     whole = key_of(SEGMENT, card, overlays, [st.end - st.start for st in seg.states], settings.encoder_key())
     return SegmentKeys(card, overlays, whole)
 
@@ -59,15 +59,20 @@ def run(keys: SegmentKeys, states: list[int], inner: tuple[int, ...], settings: 
 
 
 def voice(seg: SegmentPlan, settings: Settings, lead: int, encoded: int) -> str:
-    return key_of(VOICE, seg.audio_key, settings.loudness_lufs, settings.true_peak_dbtp, settings.audio_bitrate,
-                  lead, encoded)
+    return key_of(VOICE, seg.audio_key, settings.loudness_lufs, settings.true_peak_dbtp, settings.audio_bitrate, lead, encoded)
 
 
 def audio(plan: Plan, settings: Settings) -> str:
     """Everything the spliced track depends on (the chunk geometry is a function of these)."""
-    return key_of(AUDIO, [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate) for seg in plan.segments],
-                  plan.total_frames, settings.fps, settings.loudness_lufs, settings.true_peak_dbtp,
-                  settings.audio_bitrate)
+    return key_of(
+        AUDIO,
+        [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate) for seg in plan.segments],
+        plan.total_frames,
+        settings.fps,
+        settings.loudness_lufs,
+        settings.true_peak_dbtp,
+        settings.audio_bitrate,
+    )
 
 
 def final(segments: list[SegmentKeys], audio_key: str) -> str:
@@ -76,5 +81,12 @@ def final(segments: list[SegmentKeys], audio_key: str) -> str:
 
 def thumbs(plan: Plan, settings: Settings, fonts: dict) -> str:
     """The pictures depend on the names and the look only: an edit to a narration keeps them."""
-    return key_of(THUMBS, [draw.card_key_inputs(g, plan, settings, fonts) for g in plan.segments if g.kind == "intro"],
-                  [g.name for g in plan.concepts()], plan.series, plan.part, settings.theme.__dict__, fonts)
+    return key_of(
+        THUMBS,
+        [draw.card_key_inputs(g, plan, settings, fonts) for g in plan.segments if g.kind == "intro"],
+        [g.name for g in plan.concepts()],
+        plan.series,
+        plan.part,
+        settings.theme.__dict__,
+        fonts,
+    )

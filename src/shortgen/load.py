@@ -4,6 +4,7 @@ Every error names the file, line, column and field (`scripts/part4.yaml:14:7: se
 We compose the YAML node tree ourselves so each value keeps its position, then validate it against the
 rules in schema.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,8 @@ from typing import Any
 import yaml
 
 from . import schema
-from .rules import check_value
 from .errors import ScriptError, Where
+from .rules import check_value
 from .settings import Settings, resolve
 
 Pos = tuple[int, int]  # 1-based line, column
@@ -24,16 +25,17 @@ Pos = tuple[int, int]  # 1-based line, column
 
 # ---- results ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Segment:
-    index: int              # 0-based position in the episode
+    index: int  # 0-based position in the episode
     name: str
     narration: str
     one_liner: str
     reference: str
     rate: int
-    pos: Pos                # where the segment starts in the file
-    fields: dict = field(default_factory=dict, compare=False)   # field name -> Pos of its value
+    pos: Pos  # where the segment starts in the file
+    fields: dict = field(default_factory=dict, compare=False)  # field name -> Pos of its value
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ class Episode:
     segments: tuple[Segment, ...]
     settings: Settings
     source_sha256: str
-    origins: dict            # setting name -> Where it was set (series or episode file)
-    places: dict = field(default_factory=dict, compare=False)   # "series", "next", "title" -> Where
+    origins: dict  # setting name -> Where it was set (series or episode file)
+    places: dict = field(default_factory=dict, compare=False)  # "series", "next", "title" -> Where
 
     def where(self, setting: str) -> Where:
         return self.origins.get(setting) or Where(self.path)
@@ -65,7 +67,7 @@ class Episode:
             k = source[1] - (1 if self.settings.intro else 0)
             if 0 <= k < len(self.segments):
                 return self.field_where(self.segments[k], source[2]), f"segments[{k}].{source[2]}"
-            if source[2] == "name":      # the intro or outro card: its name is not from the script
+            if source[2] == "name":  # the intro or outro card: its name is not from the script
                 return Where(self.path), ""
         if source == ("outro_text",):
             return self.where("outro_text"), "settings.outro_text"
@@ -90,6 +92,7 @@ class Series:
 
 # ---- YAML with positions ------------------------------------------------------------------------
 
+
 class _Positions:
     """Maps a path like ('segments', 2, 'narration') to the line/col of its value or key."""
 
@@ -113,10 +116,11 @@ def _to_python(node: yaml.Node, path: tuple, pos: _Positions, file: Path, loader
         out: dict = {}
         for k, v in node.value:
             key = loader.construct_object(k) if isinstance(k, yaml.ScalarNode) else None
+            at = Where(file, k.start_mark.line + 1, k.start_mark.column + 1)
             if not isinstance(key, str):
-                raise ScriptError(Where(file, k.start_mark.line + 1, k.start_mark.column + 1), _fmt(path), "keys must be plain strings")
+                raise ScriptError(at, _fmt(path), "keys must be plain strings")
             if key in out:
-                raise ScriptError(Where(file, k.start_mark.line + 1, k.start_mark.column + 1), _fmt(path + (key,)), "duplicate key")
+                raise ScriptError(at, _fmt(path + (key,)), "duplicate key")
             pos.keys[path + (key,)] = (k.start_mark.line + 1, k.start_mark.column + 1)
             out[key] = _to_python(v, path + (key,), pos, file, loader)
         return out
@@ -152,16 +156,16 @@ def read_text(path: Path) -> str:
     if b"\0" in data:
         at = data.index(b"\0")
         line = data.count(b"\n", 0, at) + 1
-        raise ScriptError(Where(path, line, at - (data.rfind(b"\n", 0, at) + 1) + 1), "",
-                          "a binary file, not a YAML script")
+        raise ScriptError(Where(path, line, at - (data.rfind(b"\n", 0, at) + 1) + 1), "", "a binary file, not a YAML script")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        col = len(data[data.rfind(b"\n", 0, e.start) + 1:e.start].decode("utf-8", errors="replace")) + 1
-        raise ScriptError(Where(path, line, col), "",
-                          f"not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
-    return text[1:] if text.startswith("\ufeff") else text      # a byte-order mark is fine
+        col = len(data[data.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8", errors="replace")) + 1
+        raise ScriptError(
+            Where(path, line, col), "", f"not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is fine
 
 
 def _read_yaml(path: Path) -> tuple[Any, _Positions]:
@@ -199,12 +203,12 @@ def _validate(model: dict, data: dict, pos: _Positions, path: Path) -> dict:
 
 # ---- narration text ------------------------------------------------------------------------------
 
-_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")           # [text](url) -> text (images too)
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")  # [text](url) -> text (images too)
 _INLINE_TAG = re.compile(r"</?(?:b|i|u|s|em|strong|span|a|code|mark|small|sub|sup)(?:\s[^<>]*)?>", re.I)
-_TAG = re.compile(r"</?[A-Za-z][^<>]*>")                    # <br/>, <p>: a word boundary
-_MARKS = re.compile(r"\*\*|__|~~|`+")                      # bold, strike-through, code
-_EDGE_STARS = re.compile(r"(?<!\S)[*_]+(?=\S)|(?<=\S)[*_]+(?!\S)")   # *em*, _em_ at a word's edges
-_ONLY_MARKUP = re.compile(r"[#*_~`]+|-{2,}|={2,}")   # a heading mark, a rule, a bullet (not "+", "=", ">": said)
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>")  # <br/>, <p>: a word boundary
+_MARKS = re.compile(r"\*\*|__|~~|`+")  # bold, strike-through, code
+_EDGE_STARS = re.compile(r"(?<!\S)[*_]+(?=\S)|(?<=\S)[*_]+(?!\S)")  # *em*, _em_ at a word's edges
+_ONLY_MARKUP = re.compile(r"[#*_~`]+|-{2,}|={2,}")  # a heading mark, a rule, a bullet (not "+", "=", ">": said)
 
 
 def clean_narration(text: str) -> str:
@@ -226,6 +230,7 @@ def _present(d: dict | None) -> dict:
 
 # ---- public -------------------------------------------------------------------------------------
 
+
 def is_series_file(path: Path) -> bool:
     try:
         data, _ = _read_yaml(path)
@@ -239,14 +244,20 @@ def load_series(path: Path) -> Series:
     m = _validate(schema.SERIES, data, pos, path)
     parts = []
     for i, p in enumerate(m["parts"]):
-        full = (path.parent / p)
+        full = path.parent / p
         if not full.is_file():
             line, col = pos.find(("parts", i)) or (None, None)
             raise ScriptError(Where(path, line, col), f"parts[{i}]", f"no such episode file: {p}")
         parts.append(full)
     layer = _resolve_fonts(_present(m["settings"]), pos, path)
-    return Series(path=path, name=m["series"], parts=tuple(parts), settings_layer=layer,
-                  origins=_origins(layer, pos, path), name_where=Where(path, *(pos.find(("series",)) or (None, None))))
+    return Series(
+        path=path,
+        name=m["series"],
+        parts=tuple(parts),
+        settings_layer=layer,
+        origins=_origins(layer, pos, path),
+        name_where=Where(path, *(pos.find(("series",)) or (None, None))),
+    )
 
 
 def _resolve_fonts(layer: dict, pos: _Positions, path: Path) -> dict:
@@ -262,6 +273,7 @@ def _resolve_fonts(layer: dict, pos: _Positions, path: Path) -> dict:
             problem = f"no such font file: {name}"
         else:
             from PIL import ImageFont
+
             try:
                 ImageFont.truetype(str(f), 12)
             except OSError:
@@ -285,8 +297,7 @@ def find_series_for(episode_path: Path) -> Path | None:
             head = cand.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        if cand == episode_path or "parts" not in head \
-                or not is_series_file(cand):
+        if cand == episode_path or "parts" not in head or not is_series_file(cand):
             continue
         data, _ = _read_yaml(cand)
         names = {Path(p).name for p in data.get("parts", []) if isinstance(p, str)}
@@ -340,26 +351,40 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
 
     if settings.segments_per_part and len(m["segments"]) != settings.segments_per_part:
         line, col = pos.find(("segments",)) or (None, None)
-        raise ScriptError(Where(path, line, col), "segments",
-                          f"expected {settings.segments_per_part} segments, found {len(m['segments'])}")
+        raise ScriptError(
+            Where(path, line, col), "segments", f"expected {settings.segments_per_part} segments, found {len(m['segments'])}"
+        )
     for i, s in enumerate(m["segments"]):
         if not speakable(clean_narration(s["narration"])):
             line, col = pos.find(("segments", i, "narration")) or (None, None)
-            raise ScriptError(Where(path, line, col), f"segments[{i}].narration",
-                              "no words to speak: only markup or punctuation")
+            raise ScriptError(Where(path, line, col), f"segments[{i}].narration", "no words to speak: only markup or punctuation")
     segs = tuple(
-        Segment(index=i, name=s["name"], narration=clean_narration(s["narration"]), one_liner=s["one_liner"],
-                reference=s["reference"], rate=s["rate"] or settings.rate, pos=pos.find(("segments", i)) or (1, 1),
-                fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values})
+        Segment(
+            index=i,
+            name=s["name"],
+            narration=clean_narration(s["narration"]),
+            one_liner=s["one_liner"],
+            reference=s["reference"],
+            rate=s["rate"] or settings.rate,
+            pos=pos.find(("segments", i)) or (1, 1),
+            fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values},
+        )
         for i, s in enumerate(m["segments"])
     )
     places = {k: Where(path, *pos.values[(k,)]) for k in ("series", "next", "title") if (k,) in pos.values}
     if "series" not in places and series_path:
         places["series"] = series_where
     return Episode(
-        path=path, series=series_name, part=m["part"], title=m["title"] or f"{series_name} #{m['part']}",
-        next=m["next"], segments=segs, settings=settings,
-        source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), origins=origins, places=places,
+        path=path,
+        series=series_name,
+        part=m["part"],
+        title=m["title"] or f"{series_name} #{m['part']}",
+        next=m["next"],
+        segments=segs,
+        settings=settings,
+        source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        origins=origins,
+        places=places,
     )
 
 
@@ -401,12 +426,15 @@ def _unique_parts(paths: list[Path]) -> None:
         try:
             data, pos = _read_yaml(p)
         except ScriptError:
-            continue                       # reported when the script itself is loaded
+            continue  # reported when the script itself is loaded
         part = data.get("part")
         if isinstance(part, int) and not isinstance(part, bool):
             if part in first:
                 line, col = pos.find(("part",)) or (None, None)
-                raise ScriptError(Where(p, line, col), "part",
-                                  f"part {part} again: {first[part]} is part {part} too (both would render "
-                                  f"into part{part}/); give each part its own number")
+                raise ScriptError(
+                    Where(p, line, col),
+                    "part",
+                    f"part {part} again: {first[part]} is part {part} too (both would render "
+                    f"into part{part}/); give each part its own number",
+                )
             first[part] = p

@@ -5,6 +5,7 @@ constant frame rate), and audio and video are interleaved along the file (a brow
 both tracks from the first bytes, not 95 s of video before any audio). ffmpeg's own summary shows
 neither, so `check` and the tests read the boxes.
 """
+
 from __future__ import annotations
 
 import struct
@@ -16,10 +17,10 @@ _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 
 @dataclass(frozen=True)
 class Track:
-    kind: str                         # "vide", "soun", ...
+    kind: str  # "vide", "soun", ...
     timescale: int
-    stts: list[tuple[int, int]]       # (sample count, sample duration)
-    chunks: list[tuple[int, int, int]]   # (file offset, first sample, samples in chunk), in file order
+    stts: list[tuple[int, int]]  # (sample count, sample duration)
+    chunks: list[tuple[int, int, int]]  # (file offset, first sample, samples in chunk), in file order
 
     def sample_times(self) -> list[int]:
         """Each sample's decode time, in the track's timescale."""
@@ -34,10 +35,10 @@ class Track:
 def _boxes(data: bytes, start: int, end: int):
     i = start
     while i + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[i:i + 8])
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
         head = 8
         if size == 1:
-            size = struct.unpack(">Q", data[i + 8:i + 16])[0]
+            size = struct.unpack(">Q", data[i + 8 : i + 16])[0]
             head = 16
         elif size == 0:
             size = end - i
@@ -63,24 +64,23 @@ def read_tracks(path: Path) -> tuple[list[Track], int]:
     tracks = []
     for moov_a, moov_b in _find(data, 0, len(data), [b"moov"]):
         for ta, tb in _find(data, moov_a, moov_b, [b"trak"]):
-            (ma, mb), = _find(data, ta, tb, [b"mdia", b"mdhd"])
+            ((ma, mb),) = _find(data, ta, tb, [b"mdia", b"mdhd"])
             version = data[ma]
-            timescale = struct.unpack(">I", data[ma + (20 if version == 1 else 12):][:4])[0]
-            (ha, _), = _find(data, ta, tb, [b"mdia", b"hdlr"])
-            kind = data[ha + 8:ha + 12].decode("latin-1")
+            timescale = struct.unpack(">I", data[ma + (20 if version == 1 else 12) :][:4])[0]
+            ((ha, _),) = _find(data, ta, tb, [b"mdia", b"hdlr"])
+            kind = data[ha + 8 : ha + 12].decode("latin-1")
             stbl = [b"mdia", b"minf", b"stbl"]
-            (sa, _), = _find(data, ta, tb, stbl + [b"stts"])
-            n = struct.unpack(">I", data[sa + 4:sa + 8])[0]
-            stts = [struct.unpack(">II", data[sa + 8 + 8 * k:sa + 16 + 8 * k]) for k in range(n)]
-            (ca, _), = _find(data, ta, tb, stbl + [b"stsc"])
-            n = struct.unpack(">I", data[ca + 4:ca + 8])[0]
-            stsc = [struct.unpack(">III", data[ca + 8 + 12 * k:ca + 20 + 12 * k]) for k in range(n)]
+            ((sa, _),) = _find(data, ta, tb, stbl + [b"stts"])
+            n = struct.unpack(">I", data[sa + 4 : sa + 8])[0]
+            stts = [struct.unpack(">II", data[sa + 8 + 8 * k : sa + 16 + 8 * k]) for k in range(n)]
+            ((ca, _),) = _find(data, ta, tb, stbl + [b"stsc"])
+            n = struct.unpack(">I", data[ca + 4 : ca + 8])[0]
+            stsc = [struct.unpack(">III", data[ca + 8 + 12 * k : ca + 20 + 12 * k]) for k in range(n)]
             offsets: list[int] = []
             for name, fmt, width in ((b"stco", ">I", 4), (b"co64", ">Q", 8)):
                 for oa, _ in _find(data, ta, tb, stbl + [name]):
-                    n = struct.unpack(">I", data[oa + 4:oa + 8])[0]
-                    offsets = [struct.unpack(fmt, data[oa + 8 + width * k:oa + 8 + width * (k + 1)])[0]
-                               for k in range(n)]
+                    n = struct.unpack(">I", data[oa + 4 : oa + 8])[0]
+                    offsets = [struct.unpack(fmt, data[oa + 8 + width * k : oa + 8 + width * (k + 1)])[0] for k in range(n)]
             chunks, sample = [], 0
             for c, off in enumerate(offsets, 1):
                 per = next(spc for first, spc, _ in reversed(stsc) if first <= c)

@@ -3,6 +3,7 @@
 Timings come from espeak's word events (their sample positions), never from spreading the duration
 over characters. Word ends come from the audio: the last voiced 10 ms window before the next word.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,32 +14,36 @@ import sys
 import tempfile
 import wave
 from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .cache import Cache, Stats, file_digest, key_of
 from .errors import DiskFullError, TTSError, VoiceError, Where
 
+if TYPE_CHECKING:
+    import numpy as np
+
 WORKER_TIMEOUT_S = 60
-ALIGN_VERSION = 1        # bump when align() changes: cached word timings are keyed by it
+ALIGN_VERSION = 1  # bump when align() changes: cached word timings are keyed by it
 # How far an utterance's length may stray from the engine's second, independent synthesis of the same
 # text at the same rate (see espeak_worker._speak_verified). Measured: the two differ by at most 0.16%
 # (233 samples in 144,000) within one worker and not at all between fresh workers, while a rate off
 # by even 5 wpm in 175 changes the length by about 2.5%, and the observed fault (200 for 175) by 12.5%.
 RATE_TOLERANCE = 0.008
-RATE_SLACK_SAMPLES = 400   # ... plus this much (18 ms at 22.05 kHz), for the shortest utterances
+RATE_SLACK_SAMPLES = 400  # ... plus this much (18 ms at 22.05 kHz), for the shortest utterances
 
 
 @dataclass(frozen=True)
 class Word:
     text: str
-    char_start: int      # 0-based, in the narration text
-    start: int           # sample where the word starts
-    end: int             # sample where its voiced part ends
+    char_start: int  # 0-based, in the narration text
+    start: int  # sample where the word starts
+    end: int  # sample where its voiced part ends
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,8 @@ class Request:
     text: str
     voice: str
     rate: int
-    label: str                 # for errors: "scripts/part4.yaml:7:5: segments[0]"
-    voice_where: Where | None = None   # where the voice was configured
+    label: str  # for errors: "scripts/part4.yaml:7:5: segments[0]"
+    voice_where: Where | None = None  # where the voice was configured
 
 
 class Engine(Protocol):
@@ -79,6 +84,7 @@ class Engine(Protocol):
 
 # ---- tokens and timing --------------------------------------------------------------------------
 
+
 def tokens(text: str) -> list[tuple[str, int]]:
     """Whitespace-separated words with their 0-based character offsets."""
     return [(m.group(), m.start()) for m in re.finditer(r"\S+", text)]
@@ -91,7 +97,6 @@ def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> t
     previous one ("in the"); the first event inside a word's span starts it, and a word with no event
     gets a start interpolated by characters between its neighbours that have one.
     """
-    import numpy as np  # lazily: a fully cached run never needs it
     toks = tokens(text)
     starts: list[int | None] = [None] * len(toks)
     spans = [(off, off + len(w)) for w, off in toks]
@@ -102,7 +107,7 @@ def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> t
         if pos in seen_pos:
             continue
         seen_pos.add(pos)
-        k = bisect_right(ends, pos)   # the word holding this character, or the next one after a space
+        k = bisect_right(ends, pos)  # the word holding this character, or the next one after a space
         if k < len(toks) and (starts[k] is None or ev["sample"] < starts[k]):
             starts[k] = ev["sample"]
     total = len(pcm)
@@ -136,18 +141,20 @@ def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> t
 
 def _voiced_windows(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     import numpy as np  # lazily: a fully cached run never needs it
+
     win = sample_rate // 100
     n = len(pcm) // win
     if n == 0:
         return np.zeros(0, dtype=bool)
     frames = pcm[: n * win].astype(np.float32).reshape(n, win)
-    rms = np.sqrt((frames ** 2).mean(axis=1))
+    rms = np.sqrt((frames**2).mean(axis=1))
     peak = float(rms.max()) or 1.0
-    return rms > peak * 0.03          # -30 dB below the loudest window
+    return rms > peak * 0.03  # -30 dB below the loudest window
 
 
 def _last_voiced_end(voiced: np.ndarray, win: int, start: int, limit: int) -> int:
     import numpy as np  # lazily: a fully cached run never needs it
+
     a, b = start // win, min(len(voiced), -(-limit // win))
     idx = np.flatnonzero(voiced[a:b])
     return min(limit, (a + int(idx[-1]) + 1) * win) if len(idx) else start
@@ -156,6 +163,7 @@ def _last_voiced_end(voiced: np.ndarray, win: int, start: int, limit: int) -> in
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """Mono 16-bit PCM samples and their rate. espeak writes plain PCM WAV, so the stdlib reader suffices."""
     import numpy as np  # lazily: a fully cached run never needs it
+
     try:
         with wave.open(str(path), "rb") as w:
             if w.getsampwidth() != 2:
@@ -170,6 +178,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 # ---- the real engine ----------------------------------------------------------------------------
 
+
 class EspeakEngine:
     """pyttsx3 + espeak-ng, run in a worker process with a timeout.
 
@@ -183,7 +192,7 @@ class EspeakEngine:
         self.lib_path = _library_file(library)
         self.id = _espeak_engine_id(self.lib_path)
 
-    def with_library(self, library: str) -> "EspeakEngine":
+    def with_library(self, library: str) -> EspeakEngine:
         return self if library == self.library else EspeakEngine(library)
 
     def _run(self, spec: dict, workdir: Path, timeout: float) -> tuple[dict | None, str]:
@@ -196,8 +205,13 @@ class EspeakEngine:
                 raise DiskFullError(f"disk full while writing {spec_path}") from None
             raise
         env = {**_worker_env(), "SHORTGEN_PARENT_PID": str(os.getpid())}
-        proc = subprocess.run([sys.executable, "-m", "shortgen.espeak_worker", str(spec_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "shortgen.espeak_worker", str(spec_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            env=env,
+        )
         err = proc.stderr.decode(errors="replace")
         if "No space left on device" in err:
             raise DiskFullError(f"disk full while the speech engine wrote into {workdir}")
@@ -213,8 +227,10 @@ class EspeakEngine:
             if res is None:
                 return {"ok": [], "failed": {str(i): tail for i in range(len(jobs))}, "crashed": True}
             if self.lib_path and res.get("lib") and Path(res["lib"]).resolve() != Path(self.lib_path).resolve():
-                return {"ok": [], "failed": {str(i): f"the worker loaded {res['lib']}, not {self.lib_path}"
-                                             for i in range(len(jobs))}}
+                return {
+                    "ok": [],
+                    "failed": {str(i): f"the worker loaded {res['lib']}, not {self.lib_path}" for i in range(len(jobs))},
+                }
             return res
 
     def voices(self) -> list[str]:
@@ -231,6 +247,7 @@ def _workdir(given: Path | None) -> Iterator[Path]:
             yield given
         finally:
             import shutil
+
             shutil.rmtree(given, ignore_errors=True)
         return
     with tempfile.TemporaryDirectory(prefix="shortgen-tts-") as tmp:
@@ -248,17 +265,25 @@ def _library_file(library: str) -> str:
     """The libespeak-ng file a worker asked for `library` will map."""
     if library == "wheel":
         import espeakng_loader
+
         return str(Path(espeakng_loader.get_library_path()).resolve())
     if library == "system":
         # where the dynamic loader finds the soname (without ctypes.util.find_library, which runs
         # ldconfig and gcc: 30 ms on every render)
         import glob
-        for pat in ("/usr/lib/*/libespeak-ng.so.1", "/usr/lib64/libespeak-ng.so.1", "/usr/lib/libespeak-ng.so.1",
-                    "/usr/local/lib/libespeak-ng.so.1"):
+
+        for pat in (
+            "/usr/lib/*/libespeak-ng.so.1",
+            "/usr/lib64/libespeak-ng.so.1",
+            "/usr/lib/libespeak-ng.so.1",
+            "/usr/local/lib/libespeak-ng.so.1",
+        ):
             for p in sorted(glob.glob(pat)):
                 return str(Path(p).resolve())
-        raise TTSError("speech_library is 'system', but no libespeak-ng.so.1 is installed "
-                       "(apt-get install libespeak-ng1), or use the default, 'wheel'")
+        raise TTSError(
+            "speech_library is 'system', but no libespeak-ng.so.1 is installed "
+            "(apt-get install libespeak-ng1), or use the default, 'wheel'"
+        )
     p = Path(library).expanduser()
     if not p.is_file():
         raise TTSError(f"speech_library: no such file: {library}")
@@ -274,15 +299,18 @@ def _espeak_engine_id(lib: str) -> str:
 def _pyttsx3_version() -> str:
     """From the installed dist-info's name: importlib.metadata scans every package (35 ms per render)."""
     import importlib.util
+
     spec = importlib.util.find_spec("pyttsx3")
     if spec and spec.origin:
         for info in Path(spec.origin).parent.parent.glob("pyttsx3-*.dist-info"):
-            return info.name[len("pyttsx3-"):-len(".dist-info")]
+            return info.name[len("pyttsx3-") : -len(".dist-info")]
     from importlib.metadata import version
+
     return version("pyttsx3")
 
 
 # ---- the stage ----------------------------------------------------------------------------------
+
 
 @contextmanager
 def _one_speaker(cache: Cache) -> Iterator[None]:
@@ -290,6 +318,7 @@ def _one_speaker(cache: Cache) -> Iterator[None]:
     two espeak workers side by side sometimes cut an utterance short or cancelled it, and a cut one
     can pass for complete; speech is a fraction of a second per part, so queueing costs nothing."""
     import fcntl
+
     cache.root.mkdir(parents=True, exist_ok=True)
     with open(cache.root / "tts.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -299,8 +328,9 @@ def _one_speaker(cache: Cache) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: Stats | None = None,
-            on_progress=None, on_speak=None) -> list[Narration]:
+def narrate(
+    requests: Sequence[Request], engine: Engine, cache: Cache, stats: Stats | None = None, on_progress=None, on_speak=None
+) -> list[Narration]:
     """Speak every request, from the cache where possible. Raises TTSError/VoiceError naming the segment.
     `on_speak(texts)` hears which texts are about to be spoken: work that needs only the words can start
     while the engine speaks. Nothing enters the cache before `verify` accepts it."""
@@ -311,23 +341,31 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
     stats.hits["narration"] += len(requests) - len(todo)
 
     if todo:
-        cache.sweep()                 # what an interrupted run left behind
+        cache.sweep()  # what an interrupted run left behind
     if todo and on_speak:
         on_speak([requests[i].text for i in todo])
     if todo:
         # new speech is aligned with numpy afterwards: import it while the engine's process speaks
         import importlib
         import threading
+
         threading.Thread(target=importlib.import_module, args=("numpy",), daemon=True).start()
     failed: dict[int, str] = {}
-    for attempt in (1, 2):  # a rare utterance fails (an empty WAV, a wrong rate): speak it again, alone
+    for _attempt in (1, 2):  # a rare utterance fails (an empty WAV, a wrong rate): speak it again, alone
         if not todo:
             break
         jobs = []
         for i in todo:
             paths[i][0].parent.mkdir(parents=True, exist_ok=True)
-            jobs.append({"text": requests[i].text, "voice": requests[i].voice, "rate": requests[i].rate,
-                         "wav": str(cache.tmp_path("speech.wav")), "events": str(cache.tmp_path("events.json"))})
+            jobs.append(
+                {
+                    "text": requests[i].text,
+                    "voice": requests[i].voice,
+                    "rate": requests[i].rate,
+                    "wav": str(cache.tmp_path("speech.wav")),
+                    "events": str(cache.tmp_path("events.json")),
+                }
+            )
         if on_progress:
             on_progress(len(requests) - len(todo), len(requests))
         try:
@@ -340,8 +378,11 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
             bad = res["unknown_voice"]
             req = next(r for r in requests if r.voice == bad)
             hint = get_close_matches(bad, res.get("voices", []), n=3)
-            raise VoiceError(req.voice_where or Where(req.label), "settings.voice",
-                             f"unknown voice {bad!r}" + (f"; did you mean {', '.join(hint)}?" if hint else ""))
+            raise VoiceError(
+                req.voice_where or Where(req.label),
+                "settings.voice",
+                f"unknown voice {bad!r}" + (f"; did you mean {', '.join(hint)}?" if hint else ""),
+            )
         failed = {}
         for n, i in enumerate(todo):
             job = jobs[n]
@@ -349,8 +390,11 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
             if problem and problem.startswith("disk full"):
                 _remove_jobs(jobs)
                 raise DiskFullError(f"{requests[i].label}: {problem}")
-            problem = problem or _check_audio(job["wav"], job["events"], requests[i]) \
+            problem = (
+                problem
+                or _check_audio(job["wav"], job["events"], requests[i])
                 or verify_rate(res.get("jobs", {}).get(str(n)), job["wav"], requests[i])
+            )
             if problem:
                 failed[i] = problem
                 _remove_jobs([job])
@@ -377,10 +421,12 @@ def narrate(requests: Sequence[Request], engine: Engine, cache: Cache, stats: St
             samples = len(pcm)
             words = align(r.text, json.loads(js.read_text()), pcm, sr)
             with cache.writing(aligned) as tmp:
-                tmp.write_text(json.dumps({"sample_rate": sr, "samples": samples,
-                                           "words": [[w.text, w.char_start, w.start, w.end] for w in words]}))
-        out.append(Narration(text=r.text, voice=r.voice, rate=r.rate, wav=wav, sample_rate=sr,
-                             samples=samples, words=words))
+                tmp.write_text(
+                    json.dumps(
+                        {"sample_rate": sr, "samples": samples, "words": [[w.text, w.char_start, w.start, w.end] for w in words]}
+                    )
+                )
+        out.append(Narration(text=r.text, voice=r.voice, rate=r.rate, wav=wav, sample_rate=sr, samples=samples, words=words))
     return out
 
 
@@ -418,7 +464,7 @@ def _check_audio(wav: str, events: str, req: Request) -> str | None:
     """Non-empty, voiced, and long enough to hold every word the engine said it spoke."""
     try:
         with wave.open(wav) as w:
-            n, sr = w.getnframes(), w.getframerate()
+            n = w.getnframes()
         evs = json.loads(Path(events).read_text())
     except (OSError, wave.Error, EOFError, json.JSONDecodeError) as e:
         return f"unreadable output ({e.__class__.__name__})"

@@ -1,4 +1,5 @@
 """Stage 6: the files a user gets. Seconds appear here, at the edge, converted from frames once."""
+
 from __future__ import annotations
 
 import ctypes
@@ -63,37 +64,72 @@ def read_manifest(path: Path) -> dict:
         return {}
 
 
-def episode_manifest(plan: Plan, settings, probe, loudness: tuple[float, float], fits: list, inputs: dict,
-                     **keys: str) -> dict:
+def episode_manifest(plan: Plan, settings, probe, loudness: tuple[float, float], fits: list, inputs: dict, **keys: str) -> dict:
     """The manifest of a rendered episode: the plan's spans, what the file probes as, its measured
     loudness, the rate fits, the inputs' hashes and the keys that say whether it is up to date."""
     from . import __version__
+
     lufs, tp = loudness
     return manifest(
         plan,
         tool={"name": "shortgen", "version": __version__},
-        video={"codec": probe.codec, "profile": probe.profile, "pix_fmt": probe.pix_fmt, "colour": probe.colour,
-               "preset": settings.preset, "crf": settings.crf, "frames": probe.frames, "fps": float(probe.fps),
-               "width": probe.width, "height": probe.height},
-        audio={"codec": probe.audio, "sample_rate": probe.audio_rate, "channels": probe.audio_channels,
-               "bitrate": settings.audio_bitrate},
-        loudness={"integrated_lufs": lufs, "true_peak_dbtp": tp, "target_lufs": settings.loudness_lufs,
-                  "ceiling_dbtp": settings.true_peak_dbtp,
-                  "meter": "BS.1770-4: integrated over the mastered narration; true peak by ffmpeg ebur128 "
-                           "on each encoded AAC chunk"},
-        fits=[f.__dict__ for f in fits], inputs=inputs, **keys)
+        video={
+            "codec": probe.codec,
+            "profile": probe.profile,
+            "pix_fmt": probe.pix_fmt,
+            "colour": probe.colour,
+            "preset": settings.preset,
+            "crf": settings.crf,
+            "frames": probe.frames,
+            "fps": float(probe.fps),
+            "width": probe.width,
+            "height": probe.height,
+        },
+        audio={
+            "codec": probe.audio,
+            "sample_rate": probe.audio_rate,
+            "channels": probe.audio_channels,
+            "bitrate": settings.audio_bitrate,
+        },
+        loudness={
+            "integrated_lufs": lufs,
+            "true_peak_dbtp": tp,
+            "target_lufs": settings.loudness_lufs,
+            "ceiling_dbtp": settings.true_peak_dbtp,
+            "meter": "BS.1770-4: integrated over the mastered narration; true peak by ffmpeg ebur128 on each encoded AAC chunk",
+        },
+        fits=[f.__dict__ for f in fits],
+        inputs=inputs,
+        **keys,
+    )
 
 
 def manifest(plan: Plan, **extra) -> dict:
     fps = plan.fps
     return {
-        "series": plan.series, "part": plan.part, "title": plan.title, "fps": fps,
-        "width": plan.width, "height": plan.height, "total_frames": plan.total_frames,
+        "series": plan.series,
+        "part": plan.part,
+        "title": plan.title,
+        "fps": fps,
+        "width": plan.width,
+        "height": plan.height,
+        "total_frames": plan.total_frames,
         "duration_s": round(plan.total_frames / fps, 3),
-        "segments": [{"index": s.index, "kind": s.kind, "name": s.name, "number": s.number,
-                      "start_frame": s.start, "end_frame": s.end, "frames": s.frames,
-                      "duration_s": round(s.frames / fps, 3), "rate_wpm": s.rate, "source": s.source}
-                     for s in plan.segments],
+        "segments": [
+            {
+                "index": s.index,
+                "kind": s.kind,
+                "name": s.name,
+                "number": s.number,
+                "start_frame": s.start,
+                "end_frame": s.end,
+                "frames": s.frames,
+                "duration_s": round(s.frames / fps, 3),
+                "rate_wpm": s.rate,
+                "source": s.source,
+            }
+            for s in plan.segments
+        ],
         **extra,
     }
 
@@ -104,8 +140,8 @@ def write_json(path: Path, data: dict) -> None:
 
 # ---- one set of files, replaced at once ---------------------------------------------------------
 
-RENAME_EXCHANGE = 2           # renameat2 flag (Linux 3.15+): swap two paths atomically
-FAULT_ENV = "SHORTGEN_FAULT"   # tests name a point here to have the render SIGKILL itself at it
+RENAME_EXCHANGE = 2  # renameat2 flag (Linux 3.15+): swap two paths atomically
+FAULT_ENV = "SHORTGEN_FAULT"  # tests name a point here to have the render SIGKILL itself at it
 
 
 def fault(point: str) -> None:
@@ -202,8 +238,14 @@ def clear_staging(out_dir: Path) -> None:
 
 def file_names(slug: str) -> dict[str, str]:
     """Every file a render writes into an episode's folder, by role: the set that is replaced at once."""
-    return {"video": f"{slug}.mp4", "srt": f"{slug}.srt", "vtt": f"{slug}.vtt", "thumbnail": "thumbnail.jpg",
-            "cover": "cover.jpg", "manifest": "manifest.json"}
+    return {
+        "video": f"{slug}.mp4",
+        "srt": f"{slug}.srt",
+        "vtt": f"{slug}.vtt",
+        "thumbnail": "thumbnail.jpg",
+        "cover": "cover.jpg",
+        "manifest": "manifest.json",
+    }
 
 
 def carry_over(old: Path, new: Path, keep: set[str], ours: set[str]) -> None:
@@ -216,7 +258,7 @@ def carry_over(old: Path, new: Path, keep: set[str], ours: set[str]) -> None:
     for e in entries:
         target = new / e.name
         if target.exists() or (e.name in ours and e.name not in keep):
-            continue                       # the new set has its own
+            continue  # the new set has its own
         if e.is_dir(follow_symlinks=False):
             shutil.copytree(e.path, target, symlinks=True, copy_function=_link_or_copy)
         else:
@@ -228,4 +270,3 @@ def _link_or_copy(src, dst) -> None:
         os.link(src, dst, follow_symlinks=False)
     except OSError:
         shutil.copy2(src, dst, follow_symlinks=False)
-

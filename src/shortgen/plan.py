@@ -4,6 +4,7 @@ Nothing here touches files, engines or clocks: the same inputs always give the s
 `shortgen check` and `shortgen plan --json` can work from it with no video rendering.
 Seconds appear only at the edges (SRT/VTT, ffmpeg arguments), via `frames_to_ms`.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,16 +13,16 @@ from dataclasses import asdict, dataclass, field
 PLAN_VERSION = 1
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 PHRASE_END = re.compile(r"([,;:]|—|–)[\"')\]]*$|—")
-CUE_MAX_CHARS = 34        # two caption lines of about 17-20 characters at the caption size
-CUE_MIN_CHARS = 12        # do not end a cue at a comma before it holds this much
-CUE_HOLD_FRAMES = 8       # keep a cue up this long after its last word ...
-CUE_BRIDGE_FRAMES = 12    # ... and bridge a gap this short to the next cue rather than flash off
+CUE_MAX_CHARS = 34  # two caption lines of about 17-20 characters at the caption size
+CUE_MIN_CHARS = 12  # do not end a cue at a comma before it holds this much
+CUE_HOLD_FRAMES = 8  # keep a cue up this long after its last word ...
+CUE_BRIDGE_FRAMES = 12  # ... and bridge a gap this short to the next cue rather than flash off
 
 
 @dataclass(frozen=True)
 class TimedWord:
     text: str
-    start: int      # sample offset inside the segment's narration
+    start: int  # sample offset inside the segment's narration
     end: int
 
 
@@ -29,24 +30,24 @@ class TimedWord:
 class SegmentInput:
     """What the planner needs about one segment: its text and its measured narration."""
 
-    kind: str                  # "intro" | "concept" | "outro"
+    kind: str  # "intro" | "concept" | "outro"
     name: str
     one_liner: str
     reference: str
-    number: int | None         # 1-based concept number, None for intro/outro
+    number: int | None  # 1-based concept number, None for intro/outro
     samples: int
     sample_rate: int
     words: tuple[TimedWord, ...]
     rate: int
     voice: str
-    audio_key: str             # which narration file (cache key)
-    source: str = ""           # file:line:col of the segment, for messages
+    audio_key: str  # which narration file (cache key)
+    source: str = ""  # file:line:col of the segment, for messages
 
 
 @dataclass(frozen=True)
 class Word:
     text: str
-    start: int      # absolute frames
+    start: int  # absolute frames
     end: int
 
 
@@ -54,8 +55,8 @@ class Word:
 class Cue:
     start: int
     end: int
-    first: int      # index of its first word in the segment's words
-    last: int       # index of its last word (inclusive)
+    first: int  # index of its first word in the segment's words
+    last: int  # index of its last word (inclusive)
     text: str
 
 
@@ -150,7 +151,7 @@ def group_cues(words: list[str], max_chars: int = CUE_MAX_CHARS, min_chars: int 
             cut = _best_phrase_cut(words, first, i, min_chars)
             cues.append((first, cut))
             first = cut + 1
-            length = len(" ".join(words[first:i + 1]))
+            length = len(" ".join(words[first : i + 1]))
         else:
             length = added
         if SENTENCE_END.search(w) or (length >= min_chars and PHRASE_END.search(w)):
@@ -164,13 +165,13 @@ def group_cues(words: list[str], max_chars: int = CUE_MAX_CHARS, min_chars: int 
 def cue_texts(narration: str) -> list[str]:
     """The caption cues a narration will have: they follow from its words alone, not their timing."""
     words = narration.split()
-    return [" ".join(words[a:b + 1]) for a, b in group_cues(words)]
+    return [" ".join(words[a : b + 1]) for a, b in group_cues(words)]
 
 
 def _best_phrase_cut(words: list[str], first: int, i: int, min_chars: int) -> int:
     """Where to end a cue that would overflow at word i: the last phrase boundary if one is late enough."""
     for k in range(i - 1, first, -1):
-        if PHRASE_END.search(words[k]) and len(" ".join(words[first:k + 1])) >= min_chars:
+        if PHRASE_END.search(words[k]) and len(" ".join(words[first : k + 1])) >= min_chars:
             return k
     return i - 1
 
@@ -180,9 +181,14 @@ def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: i
     n_frames = narration_frames(inp.samples, inp.sample_rate, fps)
     end = narration_start + n_frames + tail
     words = tuple(
-        Word(w.text, narration_start + samples_to_frames(w.start, inp.sample_rate, fps),
-             max(narration_start + samples_to_frames(w.end, inp.sample_rate, fps),
-                 narration_start + samples_to_frames(w.start, inp.sample_rate, fps) + 1))
+        Word(
+            w.text,
+            narration_start + samples_to_frames(w.start, inp.sample_rate, fps),
+            max(
+                narration_start + samples_to_frames(w.end, inp.sample_rate, fps),
+                narration_start + samples_to_frames(w.start, inp.sample_rate, fps) + 1,
+            ),
+        )
         for w in inp.words
     )
     groups = group_cues([w.text for w in words])
@@ -193,13 +199,28 @@ def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: i
         c_end = min(nxt, words[b].end + CUE_HOLD_FRAMES)
         if nxt - c_end <= CUE_BRIDGE_FRAMES:
             c_end = nxt
-        cues.append(Cue(c_start, max(c_end, c_start + 1), a, b, " ".join(w.text for w in words[a:b + 1])))
+        cues.append(Cue(c_start, max(c_end, c_start + 1), a, b, " ".join(w.text for w in words[a : b + 1])))
     states = _states(start, end, words, cues)
     return SegmentPlan(
-        index=index, kind=inp.kind, name=inp.name, one_liner=inp.one_liner, reference=inp.reference,
-        number=inp.number, start=start, end=end, lead_in=lead_in, narration_start=narration_start,
-        narration_frames=n_frames, samples=inp.samples, sample_rate=inp.sample_rate, rate=inp.rate,
-        voice=inp.voice, audio_key=inp.audio_key, source=inp.source, words=words, cues=tuple(cues),
+        index=index,
+        kind=inp.kind,
+        name=inp.name,
+        one_liner=inp.one_liner,
+        reference=inp.reference,
+        number=inp.number,
+        start=start,
+        end=end,
+        lead_in=lead_in,
+        narration_start=narration_start,
+        narration_frames=n_frames,
+        samples=inp.samples,
+        sample_rate=inp.sample_rate,
+        rate=inp.rate,
+        voice=inp.voice,
+        audio_key=inp.audio_key,
+        source=inp.source,
+        words=words,
+        cues=tuple(cues),
         states=tuple(states),
     )
 
@@ -230,8 +251,18 @@ def _states(start: int, end: int, words: tuple[Word, ...], cues: list[Cue]) -> l
     return fixed
 
 
-def build_plan(series: str, part: int, title: str, fps: int, width: int, height: int,
-               inputs: list[SegmentInput], lead_in: int, tail: int, extra: dict | None = None) -> Plan:
+def build_plan(
+    series: str,
+    part: int,
+    title: str,
+    fps: int,
+    width: int,
+    height: int,
+    inputs: list[SegmentInput],
+    lead_in: int,
+    tail: int,
+    extra: dict | None = None,
+) -> Plan:
     segs = []
     t = 0
     for i, inp in enumerate(inputs):
@@ -239,8 +270,17 @@ def build_plan(series: str, part: int, title: str, fps: int, width: int, height:
         sp = plan_segment(inp, i, t, fps, lead, tail)
         segs.append(sp)
         t = sp.end
-    return Plan(series=series, part=part, title=title, fps=fps, width=width, height=height,
-                total_frames=t, segments=tuple(segs), extra=dict(extra or {}))
+    return Plan(
+        series=series,
+        part=part,
+        title=title,
+        fps=fps,
+        width=width,
+        height=height,
+        total_frames=t,
+        segments=tuple(segs),
+        extra=dict(extra or {}),
+    )
 
 
 def runs(seg: SegmentPlan, keyint: int) -> list[tuple[list[int], tuple[int, ...]]]:

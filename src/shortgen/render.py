@@ -6,15 +6,16 @@ encoding, and editing one segment redraws and re-encodes only that segment befor
 The new files are staged privately and swapped into place in one step (outputs.publish); a lock in the
 cache serialises two renders of the same part. A whole series is batch.py.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import check, draw, frames, keys, outputs, track
 from .cache import Cache, Stats
@@ -46,8 +47,7 @@ class Progress:
         if self.total_frames and self.done_frames:
             elapsed = time.monotonic() - self.started
             eta = elapsed / self.done_frames * (self.total_frames - self.done_frames)
-        self.sink({"episode": self.episode, "stage": stage, "segment": segment, "done": done, "total": total,
-                   "eta": eta})
+        self.sink({"episode": self.episode, "stage": stage, "segment": segment, "done": done, "total": total, "eta": eta})
 
 
 @dataclass
@@ -60,22 +60,29 @@ class RenderResult:
     seconds: float
     fits: list
     loudness: tuple[float, float]
-    rendered: bool          # False when the final file was already up to date
+    rendered: bool  # False when the final file was already up to date
 
 
-def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
-                   sink: Sink | None = None, stats: Stats | None = None) -> RenderResult:
+def render_episode(
+    ep: Episode, engine: Engine, encoder: Encoder, cache: Cache, sink: Sink | None = None, stats: Stats | None = None
+) -> RenderResult:
     t0 = time.monotonic()
     settings, stats, progress = ep.settings, stats or Stats(), Progress(sink, ep.slug)
     out_dir = settings.output_dir / ep.slug
     names = outputs.file_names(ep.slug)
-    cache.sweep()                                       # temporaries of runs that were killed
+    cache.sweep()  # temporaries of runs that were killed
 
     progress("narrate")
     tiles = draw.TileCache(settings, tile_map=frames.ycc)
-    timed = speak_and_plan(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
-                           on_speak=lambda texts: _warm_captions(tiles, texts))
-    check.enforce(timed)                                # refuse over-budget scripts before writing anything
+    timed = speak_and_plan(
+        ep,
+        engine,
+        cache,
+        stats,
+        on_progress=lambda d, n: progress("narrate", "", d, n),
+        on_speak=lambda texts: _warm_captions(tiles, texts),
+    )
+    check.enforce(timed)  # refuse over-budget scripts before writing anything
     plan = timed.plan
     progress.total_frames = plan.total_frames
 
@@ -92,19 +99,25 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
             stats.hits["segments"] += len(plan.segments)
             progress("done")
             loud = previous.get("loudness", {})
-            return RenderResult(ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0,
-                                timed.fits, (loud.get("integrated_lufs", 0.0), loud.get("true_peak_dbtp", 0.0)),
-                                rendered=False)
+            return RenderResult(
+                ep,
+                out_dir,
+                _files(out_dir, ep.slug),
+                plan,
+                stats,
+                time.monotonic() - t0,
+                timed.fits,
+                (loud.get("integrated_lufs", 0.0), loud.get("true_peak_dbtp", 0.0)),
+                rendered=False,
+            )
 
         # Everything that can fail on the text fails now, before any encoding and long before the set is
         # replaced: the rules `check` runs, for every card, the thumbnail, the cover and each caption still
         # to be encoded (an encoded segment's captions passed them when it was made).
-        todo = [(seg, k) for seg, k in zip(plan.segments, seg_keys)
-                if not cache.has(cache.path("segments", k.segment, ".h264"))]
+        todo = [(seg, k) for seg, k in zip(plan.segments, seg_keys) if not cache.has(cache.path("segments", k.segment, ".h264"))]
         check.enforce_fits(timed, [seg for seg, _ in todo])
         pictures = None
-        if previous.get("thumbs_key") != thumbs_key or not all(
-                (out_dir / names[k]).is_file() for k in ("thumbnail", "cover")):
+        if previous.get("thumbs_key") != thumbs_key or not all((out_dir / names[k]).is_file() for k in ("thumbnail", "cover")):
             pictures = draw.draw_thumbnail(plan, settings).image, draw.draw_cover(plan, settings).image
 
         staging = outputs.staging_dir(cache.tmp_dir, out_dir)
@@ -117,44 +130,73 @@ def render_episode(ep: Episode, engine: Engine, encoder: Encoder, cache: Cache,
             if pictures:
                 outputs.save_jpeg(pictures[0], staging / names["thumbnail"])
                 outputs.save_jpeg(pictures[1], staging / names["cover"])
-            inputs = {"script": str(ep.path), "script_sha256": ep.source_sha256,
-                      "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
-                      "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, seg_keys)},
-                      "audio": audio_key, "fonts": fonts, "tts_engine": timed.engine_id}
-            outputs.write_json(staging / names["manifest"], outputs.episode_manifest(
-                plan, settings, probe, loudness, timed.fits, inputs, final_key=final_key, thumbs_key=thumbs_key))
+            inputs = {
+                "script": str(ep.path),
+                "script_sha256": ep.source_sha256,
+                "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
+                "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, seg_keys)},
+                "audio": audio_key,
+                "fonts": fonts,
+                "tts_engine": timed.engine_id,
+            }
+            outputs.write_json(
+                staging / names["manifest"],
+                outputs.episode_manifest(
+                    plan, settings, probe, loudness, timed.fits, inputs, final_key=final_key, thumbs_key=thumbs_key
+                ),
+            )
             # the unchanged pictures, and whatever else the user keeps in the folder, go along
-            outputs.carry_over(out_dir, staging, set() if pictures else {names["thumbnail"], names["cover"]},
-                               {*names.values(), ".lock"})
+            outputs.carry_over(
+                out_dir, staging, set() if pictures else {names["thumbnail"], names["cover"]}, {*names.values(), ".lock"}
+            )
             outputs.fault("publish:before")
             progress("publish")
             outputs.publish(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     progress("done")
-    return RenderResult(ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0, timed.fits,
-                        loudness, rendered=True)
+    return RenderResult(
+        ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0, timed.fits, loudness, rendered=True
+    )
 
 
 def _warm_captions(tiles: draw.TileCache, texts: list[str]) -> None:
     """New narrations mean new pictures: draw their caption tiles while the engine speaks."""
     import threading
+
     cues = [c for t in texts for c in cue_texts(t)]
     threading.Thread(target=tiles.warm, args=(cues,), daemon=True, name="warm-captions").start()
 
 
-def _encode(timed, seg_keys: list[keys.SegmentKeys], audio_key: str, encoder: Encoder, cache: Cache,
-            stats: Stats, progress: Progress, tiles: draw.TileCache, mp4: Path) -> tuple:
+def _encode(
+    timed,
+    seg_keys: list[keys.SegmentKeys],
+    audio_key: str,
+    encoder: Encoder,
+    cache: Cache,
+    stats: Stats,
+    progress: Progress,
+    tiles: draw.TileCache,
+    mp4: Path,
+) -> tuple:
     """Two lanes: the video segments one after another, and the audio track (master, AAC, loudness)
     beside them; then the join into `mp4`. Returns (its probe, (integrated LUFS, true peak))."""
     import json
+
     plan, settings = timed.plan, timed.episode.settings
     # One x264 at a time, with a thread per core this render may use: measured as fast as two
     # single-threaded encoders side by side in half the memory, and as fast as x264's own choice (1.5
     # threads per core) in 20 MB less.
-    vs = VideoSettings(settings.width, settings.height, settings.fps, settings.preset, settings.crf,
-                       threads=min(settings.jobs, os.cpu_count() or 1), mode=settings.encoder,
-                       keyint=settings.keyint_frames)
+    vs = VideoSettings(
+        settings.width,
+        settings.height,
+        settings.fps,
+        settings.preset,
+        settings.crf,
+        threads=min(settings.jobs, os.cpu_count() or 1),
+        mode=settings.encoder,
+        keyint=settings.keyint_frames,
+    )
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, timed.narrations)}
     audio_path = cache.path("segments", audio_key, ".aac")
     figures = cache.path("segments", audio_key, ".json")
@@ -178,11 +220,12 @@ def _encode(timed, seg_keys: list[keys.SegmentKeys], audio_key: str, encoder: En
                 continue
             progress("draw", label)
             card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
-            futures.append(video.submit(_encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path,
-                                        progress, label, stats, tiles))
+            futures.append(
+                video.submit(_encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
+            )
         try:
             for f in futures:
-                f.result()              # re-raise the first failure ...
+                f.result()  # re-raise the first failure ...
             progress("join")
             encoder.join(seg_paths, audio_path, plan.fps, mp4)
             outputs.fault("join:after")
@@ -193,16 +236,27 @@ def _encode(timed, seg_keys: list[keys.SegmentKeys], audio_key: str, encoder: En
         except BaseException:
             for f in futures + [measuring]:
                 if f:
-                    f.cancel()          # ... without starting queued work; `with` waits for the rest
+                    f.cancel()  # ... without starting queued work; `with` waits for the rest
             raise
     # the final file carries the audio track by stream copy: its figures were taken with the chunks
     measured = json.loads(figures.read_text())
     return probe, (measured["integrated_lufs"], measured["true_peak"])
 
 
-def _encode_segment(encoder: Encoder, cache: Cache, card: Path, plan: Plan, seg: SegmentPlan,
-                    k: keys.SegmentKeys, vs: VideoSettings, out: Path, progress: Progress, label: str,
-                    stats: Stats, tiles: draw.TileCache) -> None:
+def _encode_segment(
+    encoder: Encoder,
+    cache: Cache,
+    card: Path,
+    plan: Plan,
+    seg: SegmentPlan,
+    k: keys.SegmentKeys,
+    vs: VideoSettings,
+    out: Path,
+    progress: Progress,
+    label: str,
+    stats: Stats,
+    tiles: draw.TileCache,
+) -> None:
     settings: Settings = tiles.settings
     progress("encode", label)
     painter = draw.CaptionPainter(seg, settings, tiles=tiles)
@@ -214,21 +268,26 @@ def _encode_segment(encoder: Encoder, cache: Cache, card: Path, plan: Plan, seg:
         else:
             runs = [(keys.run(k, idx, inner, settings), idx, inner) for idx, inner in plan_runs(seg, settings.keyint_frames)]
             paths = {key: cache.path("segments", key, ".run") for key, _, _ in runs}
-            todo = {key: (idx, inner) for key, idx, inner in runs if not cache.has(paths[key])}   # met twice: once
+            todo = {key: (idx, inner) for key, idx, inner in runs if not cache.has(paths[key])}  # met twice: once
             if todo:
                 scratch = tmp.with_name(tmp.name + ".runs.h264")
                 states = [seg.states[i] for idx, _ in todo.values() for i in idx]
                 try:
-                    made = encoder.encode_runs(frames.pictures(card, seg, settings, painter, states),
-                                               [(len(idx), inner) for idx, inner in todo.values()], vs, scratch)
+                    made = encoder.encode_runs(
+                        frames.pictures(card, seg, settings, painter, states),
+                        [(len(idx), inner) for idx, inner in todo.values()],
+                        vs,
+                        scratch,
+                    )
                 finally:
                     scratch.unlink(missing_ok=True)
                 for key, data in zip(todo, made):
                     with cache.writing(paths[key]) as part:
                         part.write_bytes(data)
                 stats.pictures += len(states)
-            encoder.assemble([paths[key].read_bytes() for key, _, _ in runs],
-                             [[repeats[i] for i in idx] for _, idx, _ in runs], tmp)
+            encoder.assemble(
+                [paths[key].read_bytes() for key, _, _ in runs], [[repeats[i] for i in idx] for _, idx, _ in runs], tmp
+            )
     stats.draws += painter.cues_drawn
     stats.encodes += 1
     progress.done_frames += seg.frames

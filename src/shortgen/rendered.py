@@ -1,5 +1,6 @@
 """Check a rendered episode's folder: probe its MP4 and hold the manifest to the budget and to a fresh
 plan of its script."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ from .narrate import Engine
 from .timeline import speak_and_plan
 
 
-def check_rendered(out_dir: Path, encoder, engine: Engine, cache: Cache, layer: dict | None = None
-                   ) -> tuple[list[Row], list[str]]:
+def check_rendered(
+    out_dir: Path, encoder, engine: Engine, cache: Cache, layer: dict | None = None
+) -> tuple[list[Row], list[str]]:
     """Check a rendered episode: probe its MP4, then hold each segment's span in the manifest to the budget
     and to a fresh plan of the script, each within one frame. `encoder` is anything with `probe(path)`.
     The folder is opened once and every file read through that handle, so a render that replaces the
@@ -27,10 +29,11 @@ def check_rendered(out_dir: Path, encoder, engine: Engine, cache: Cache, layer: 
         fd = os.open(shown, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
         raise ProbeError(f"{shown}: {e.strerror or e}") from None
-    handle = f"/proc/{os.getpid()}/fd/{fd}"       # a path ffmpeg, another process, can open too
+    handle = f"/proc/{os.getpid()}/fd/{fd}"  # a path ffmpeg, another process, can open too
     try:
-        rows, msgs = _check_rendered(Path(handle) if Path(handle).is_dir() else shown,
-                                     shown, encoder, engine, cache, layer, ProbeError, load_episode)
+        rows, msgs = _check_rendered(
+            Path(handle) if Path(handle).is_dir() else shown, shown, encoder, engine, cache, layer, ProbeError, load_episode
+        )
     except ProbeError as e:
         raise ProbeError(str(e).replace(handle, str(shown))) from None
     finally:
@@ -94,8 +97,18 @@ def _check_rendered(out_dir: Path, shown: Path, encoder, engine, cache, layer, P
             notes.append("not in the current plan of the script (re-render?)")
         elif want and (abs(want[0] - start) > 1 or abs(want[1] - end) > 1):
             notes.append(f"spans frames {start}-{end}, the plan says {want[0]}-{want[1]}")
-        out.append(Row(label, f"{num}. {name}", end - start, budget, fps, not notes, "; ".join(notes),
-                       failure="OVER" if end - start > budget else "BAD"))
+        out.append(
+            Row(
+                label,
+                f"{num}. {name}",
+                end - start,
+                budget,
+                fps,
+                not notes,
+                "; ".join(notes),
+                failure="OVER" if end - start > budget else "BAD",
+            )
+        )
         msgs += [f"{shown}: segment {num} {name!r}: {n}" for n in notes]
     out.append(Row(label, "(episode total)", total, cap, fps, total <= cap))
     return out, msgs

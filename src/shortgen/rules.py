@@ -2,9 +2,11 @@
 import cost more than a whole no-op render). `validate` returns a plain dict with every field present
 (None where unset), strings stripped, and raises SchemaError(location, kind, message) at the first
 problem, fields in the order declared and unknown keys last."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class SchemaError(ValueError):
@@ -19,15 +21,26 @@ class Rule:
 
     __slots__ = ("kind", "required", "ge", "le", "multiple_of", "min_len", "max_len", "choices", "of", "check")
 
-    def __init__(self, kind: str, required: bool = False, ge: float | None = None, le: float | None = None,
-                 multiple_of: int | None = None, min_len: int | None = None, max_len: int | None = None,
-                 choices: tuple = (), of: Any = None, check: Callable | None = None):
+    def __init__(
+        self,
+        kind: str,
+        required: bool = False,
+        ge: float | None = None,
+        le: float | None = None,
+        multiple_of: int | None = None,
+        min_len: int | None = None,
+        max_len: int | None = None,
+        choices: tuple = (),
+        of: Any = None,
+        check: Callable | None = None,
+    ):
         self.kind, self.required, self.ge, self.le, self.multiple_of = kind, required, ge, le, multiple_of
         self.min_len, self.max_len, self.choices, self.of, self.check = min_len, max_len, choices, of, check
 
 
 def _colour(v: str) -> None:
     from PIL import ImageColor
+
     try:
         ImageColor.getrgb(v)
     except ValueError:
@@ -42,7 +55,7 @@ def validate(model: dict, data: Any, loc: tuple = ()) -> dict:
         if name in data and data[name] is not None:
             out[name] = _value(rule, data[name], loc + (name,))
         elif rule.required:
-            if name in data:            # `name:` with nothing after it
+            if name in data:  # `name:` with nothing after it
                 raise SchemaError(loc + (name,), "empty", "a value is required")
             raise SchemaError(loc + (name,), "missing", "field required")
         else:
@@ -80,8 +93,11 @@ def _value(rule: Rule, v: Any, loc: tuple) -> Any:
             raise SchemaError(loc, "type", "input should be a valid boolean")
     else:
         # YAML gives real numbers; 2.0 is accepted as an integer, True is not a number, nor are .inf and .nan
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not (
-                v.is_integer() if k == "int" else abs(v) < float("inf"))):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or (isinstance(v, float) and not (v.is_integer() if k == "int" else abs(v) < float("inf")))
+        ):
             raise SchemaError(loc, "type", f"input should be a valid {'integer' if k == 'int' else 'finite number'}")
         v = int(v) if k == "int" else float(v)
         if rule.ge is not None and v < rule.ge:

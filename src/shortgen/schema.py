@@ -2,6 +2,7 @@
 from their declarations in settings.py. `json_schema` turns the same rules into a JSON Schema for
 editors (the YAML language server), printed by `shortgen schema`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,14 +21,14 @@ SEGMENT = {
     "narration": Rule("str", required=True, min_len=1, max_len=2000),
     "one_liner": Rule("str", required=True, min_len=1, max_len=150),
     "reference": Rule("str", required=True, min_len=1, max_len=150),
-    "rate": Rule("int", ge=80, le=450),            # per-segment speaking rate override
+    "rate": Rule("int", ge=80, le=450),  # per-segment speaking rate override
 }
 
 EPISODE = {
     "series": Rule("str", min_len=1),
     "part": Rule("int", required=True, ge=1, le=999),
     "title": Rule("str"),
-    "next": Rule("str"),                           # teaser for the outro, e.g. "Part 5"
+    "next": Rule("str"),  # teaser for the outro, e.g. "Part 5"
     "settings": Rule("model", of=SETTINGS),
     "segments": Rule("list", required=True, min_len=1, max_len=20, of=Rule("model", of=SEGMENT)),
 }
@@ -45,9 +46,12 @@ def json_schema(model: dict, title: str) -> dict:
 
 
 def _object(model: dict) -> dict:
-    return {"type": "object", "additionalProperties": False,
-            "properties": {name: _json(rule) for name, rule in model.items()},
-            "required": [name for name, rule in model.items() if rule.required]}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _json(rule) for name, rule in model.items()},
+        "required": [name for name, rule in model.items() if rule.required],
+    }
 
 
 def _json(rule: Rule) -> dict[str, Any]:

@@ -5,18 +5,20 @@ declared here once: its default, the rule a file's (or a flag's) value must meet
 command-line flag. The file schema (schema.py), its JSON Schema (`shortgen schema`) and the CLI's flags
 (cli.py) are all derived from these declarations.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .rules import Rule, _colour
 
-ASSETS = Path(str(resources.files(__package__))) / "assets"     # fonts ship inside the package
+ASSETS = Path(str(resources.files(__package__))) / "assets"  # fonts ship inside the package
 
 
 def _default_cache_dir() -> Path:
@@ -26,8 +28,13 @@ def _default_cache_dir() -> Path:
     return Path(base) / "shortgen"
 
 
-def setting(default: Any = dataclasses.MISSING, rule: Rule | None = None, flag: str | None = None,
-            help: str = "", factory: Any = dataclasses.MISSING) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    rule: Rule | None = None,
+    flag: str | None = None,
+    help: str = "",
+    factory: Any = dataclasses.MISSING,
+) -> Any:
     """One setting: its default, the rule a script's value must meet (None: not settable in a file),
     and its command-line flag with the flag's help (None: no flag)."""
     meta = {"rule": rule, "flag": flag, "help": help}
@@ -43,7 +50,7 @@ def _colour_setting(default: str) -> Any:
 @dataclass(frozen=True)
 class Theme:
     background: str = _colour_setting("#101426")
-    background2: str = _colour_setting("#1d2450")   # gradient end
+    background2: str = _colour_setting("#1d2450")  # gradient end
     accent: str = _colour_setting("#ffb000")
     text: str = _colour_setting("#ffffff")
     muted: str = _colour_setting("#b8c0e0")
@@ -61,25 +68,28 @@ class Settings:
     width: int = setting(1080, Rule("int", ge=16, le=4096, multiple_of=2))
     height: int = setting(1920, Rule("int", ge=16, le=4096, multiple_of=2))
     fps: int = setting(30, Rule("int", ge=1, le=120), "--fps", "frames per second")
-    theme: Theme = setting(rule=None, factory=Theme)        # a nested model: see rules_of
+    theme: Theme = setting(rule=None, factory=Theme)  # a nested model: see rules_of
     fonts_dir: Path = setting(ASSETS / "fonts")
     # the creator's fonts for characters the theme's lack (CJK, say), relative to the file naming them
     fonts: tuple[Path, ...] = setting((), Rule("list", max_len=20, of=Rule("str", min_len=1)))
     # voice
     voice: str = setting("gmw/en-us", Rule("str", min_len=1), "--voice", "espeak voice, e.g. gmw/en-us")
-    speech_library: str = setting("wheel", Rule("str", min_len=1), "--speech-library",
-                                  "libespeak-ng to speak with: wheel (default, the same on every machine), "
-                                  "system, or a path")
+    speech_library: str = setting(
+        "wheel",
+        Rule("str", min_len=1),
+        "--speech-library",
+        "libespeak-ng to speak with: wheel (default, the same on every machine), system, or a path",
+    )
     rate: int = setting(175, Rule("int", ge=80, le=450), "--rate", "speaking rate in words per minute")
     # timing, in frames at fps
-    lead_in_frames: int = setting(24, Rule("int", ge=0, le=300))     # the title card alone before narration
-    tail_frames: int = setting(12, Rule("int", ge=0, le=300))        # breath after the last word
+    lead_in_frames: int = setting(24, Rule("int", ge=0, le=300))  # the title card alone before narration
+    tail_frames: int = setting(12, Rule("int", ge=0, le=300))  # breath after the last word
     intro: bool = setting(True, Rule("bool"), "--no-intro", "leave out the intro")
     outro: bool = setting(True, Rule("bool"), "--no-outro", "leave out the outro")
     outro_text: str = setting("Follow for more.", Rule("str"))
     # budget
-    segment_budget_frames: int = setting(900, Rule("int", ge=1))     # 30 s at 30 fps
-    episode_budget_frames: int = setting(5400, Rule("int", ge=1))    # 180 s, the platforms' vertical-video cap
+    segment_budget_frames: int = setting(900, Rule("int", ge=1))  # 30 s at 30 fps
+    episode_budget_frames: int = setting(5400, Rule("int", ge=1))  # 180 s, the platforms' vertical-video cap
     fit: str = setting("none", Rule("choice", choices=("none", "rate")))
     fit_max_rate_factor: float = setting(1.2, Rule("float", ge=1.0, le=2.0))
     segments_per_part: int | None = setting(None, Rule("int", ge=1, le=20))
@@ -90,23 +100,35 @@ class Settings:
     # encoder: "skip" encodes the distinct pictures and holds them with P-skip frames; "full" sends every
     # frame through x264. veryfast is affordable because x264 sees only the distinct pictures.
     encoder: str = setting("skip", Rule("choice", choices=("skip", "full")))
-    preset: str = setting("veryfast", Rule("choice", choices=("ultrafast", "superfast", "veryfast", "faster", "fast",
-                                                              "medium")), "--preset", "x264 preset (ultrafast ... medium)")
+    preset: str = setting(
+        "veryfast",
+        Rule("choice", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")),
+        "--preset",
+        "x264 preset (ultrafast ... medium)",
+    )
     crf: int = setting(20, Rule("int", ge=0, le=51), "--crf", "x264 quality (lower is better; 20 by default)")
-    keyint_frames: int = setting(60, Rule("int", ge=1, le=3000))     # a keyframe at least every 2 s, for seeking
+    keyint_frames: int = setting(60, Rule("int", ge=1, le=3000))  # a keyframe at least every 2 s, for seeking
     jobs: int = setting(max(1, os.cpu_count() or 1))
     # places
-    cache_dir: Path = setting(factory=_default_cache_dir, flag="--cache-dir",
-                              help="default: $SHORTGEN_CACHE_DIR or ~/.cache/shortgen")
+    cache_dir: Path = setting(
+        factory=_default_cache_dir, flag="--cache-dir", help="default: $SHORTGEN_CACHE_DIR or ~/.cache/shortgen"
+    )
     output_dir: Path = setting(Path("output"), flag="--output-dir", help="default: output/")
 
-    def with_(self, **changes: Any) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def encoder_key(self) -> dict:
         """What the encoded bytes depend on, for cache keys."""
-        return {"w": self.width, "h": self.height, "fps": self.fps, "preset": self.preset, "crf": self.crf,
-                "mode": self.encoder, "keyint": self.keyint_frames}
+        return {
+            "w": self.width,
+            "h": self.height,
+            "fps": self.fps,
+            "preset": self.preset,
+            "crf": self.crf,
+            "mode": self.encoder,
+            "keyint": self.keyint_frames,
+        }
 
 
 def rules_of(cls: type) -> dict[str, Rule]:
@@ -122,8 +144,11 @@ def rules_of(cls: type) -> dict[str, Rule]:
 
 def flags() -> list[tuple[str, str, str, Rule | None]]:
     """The command-line flags: (setting name, flag, help, rule)."""
-    return [(f.name, f.metadata["flag"], f.metadata["help"], f.metadata.get("rule"))
-            for f in fields(Settings) if f.metadata.get("flag")]
+    return [
+        (f.name, f.metadata["flag"], f.metadata["help"], f.metadata.get("rule"))
+        for f in fields(Settings)
+        if f.metadata.get("flag")
+    ]
 
 
 def resolve(*layers: Mapping[str, Any] | None, base: Settings | None = None) -> Settings:

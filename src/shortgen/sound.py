@@ -14,6 +14,7 @@ grid, within 512 samples (10.7 ms, a third of a frame at 30 fps) of its planned 
 numpy only: scipy and pyloudnorm (the reference meter the tests check against) cost 0.6 s and 80 MB
 to import, more than the mastering itself.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,29 +30,30 @@ from .plan import Plan
 # Mastering runs at the speech engine's own rate: half the samples of 48 kHz, no resampling in Python.
 # ffmpeg resamples to 48 kHz once, inside the AAC encode (the true-peak margin covers its overshoot).
 RATE = 22050
-FADE_MS = 6            # edge fades kill clicks where speech files start or stop mid-wave
-TP_MARGIN_DB = 1.0     # AAC encoding lifts true peaks by up to ~0.5 dB here; leave room under the ceiling
-LEAD_FRAMES = 8        # a chunk starts this many AAC frames (171 ms) before its narration
-TAIL_FRAMES = 4        # ... and is encoded this many frames past the narration's end; the rest is silence
+FADE_MS = 6  # edge fades kill clicks where speech files start or stop mid-wave
+TP_MARGIN_DB = 1.0  # AAC encoding lifts true peaks by up to ~0.5 dB here; leave room under the ceiling
+LEAD_FRAMES = 8  # a chunk starts this many AAC frames (171 ms) before its narration
+TAIL_FRAMES = 4  # ... and is encoded this many frames past the narration's end; the rest is silence
 
 
 def _pydub():
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # pydub warns at import when no ffmpeg is on PATH
-        warnings.simplefilter("ignore", DeprecationWarning)   # ... and about audioop on Python 3.11-3.12
+        warnings.simplefilter("ignore", RuntimeWarning)  # pydub warns at import when no ffmpeg is on PATH
+        warnings.simplefilter("ignore", DeprecationWarning)  # ... and about audioop on Python 3.11-3.12
         from pydub import AudioSegment
     from .encode import ffmpeg_exe
+
     AudioSegment.converter = ffmpeg_exe()
     return AudioSegment
 
 
 @dataclass(frozen=True)
 class Mastered:
-    samples: np.ndarray      # mono float32 at RATE, played as two identical channels
+    samples: np.ndarray  # mono float32 at RATE, played as two identical channels
     lufs: float
     true_peak: float
     gain_db: float
-    energy: np.ndarray       # K-weighted energy in BIN-sample bins: what the episode's loudness is summed from
+    energy: np.ndarray  # K-weighted energy in BIN-sample bins: what the episode's loudness is summed from
 
 
 def load_speech(wav) -> np.ndarray:
@@ -59,7 +61,7 @@ def load_speech(wav) -> np.ndarray:
     seg = _pydub().from_wav(wav).set_channels(1).set_sample_width(2)
     seg = seg.fade_in(FADE_MS).fade_out(FADE_MS)
     x = np.array(seg.get_array_of_samples(), dtype=np.float32) / 32768.0
-    if seg.frame_rate != RATE:            # espeak always speaks at 22050 Hz; other engines may not
+    if seg.frame_rate != RATE:  # espeak always speaks at 22050 Hz; other engines may not
         x = resample(x, seg.frame_rate, RATE)
     return x
 
@@ -77,6 +79,7 @@ def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
 
 
 # ---- where each segment's audio sits on the AAC grid (pure) -------------------------------------
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -125,6 +128,7 @@ def chunks(plan: Plan) -> list[Chunk]:
 
 # ---- true peak and loudness ---------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def _interpolator() -> np.ndarray:
     """A 4-phase, 12-taps-per-phase low-pass for 4x oversampling, the structure BS.1770 annex 2 uses.
@@ -132,14 +136,14 @@ def _interpolator() -> np.ndarray:
     n = np.arange(48) - 23.5
     h = 0.25 * np.sinc(0.25 * n) * np.kaiser(48, 6.0)
     h = h / h.sum() * 4
-    return h.reshape(12, 4).T.astype(np.float32)      # row p: the taps of phase p
+    return h.reshape(12, 4).T.astype(np.float32)  # row p: the taps of phase p
 
 
 def tp_envelope(x: np.ndarray) -> np.ndarray:
     """Per-sample true-peak envelope: the largest |value| among the 4 oversampled points at each sample."""
     out = np.abs(x).astype(np.float32)
     for taps in _interpolator():
-        y = np.convolve(x, taps, mode="full")[6:6 + len(x)]   # centre the 12-tap phase (group delay)
+        y = np.convolve(x, taps, mode="full")[6 : 6 + len(x)]  # centre the 12-tap phase (group delay)
         np.maximum(out, np.abs(y), out=out)
     return out
 
@@ -189,12 +193,12 @@ def k_weight(x: np.ndarray) -> np.ndarray:
     padding for their impulse responses to die away in (they decay in a few tens of ms), which matches
     direct filtering to float32 precision without scipy's lfilter."""
     size = _fast_size(len(x) + RATE // 4)
-    w = np.exp(-2j * np.pi * np.fft.rfftfreq(size))             # z^-1 on the FFT grid
+    w = np.exp(-2j * np.pi * np.fft.rfftfreq(size))  # z^-1 on the FFT grid
     h = np.ones(len(w), dtype=complex)
     for b, a in k_filters(RATE):
         h *= (b[0] + b[1] * w + b[2] * w * w) / (a[0] + a[1] * w + a[2] * w * w)
     # float32 transforms (numpy >= 2): half the memory traffic, and far inside the precision a meter needs
-    return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * h.astype(np.complex64), size)[:len(x)].astype(np.float32)
+    return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * h.astype(np.complex64), size)[: len(x)].astype(np.float32)
 
 
 # The episode's integrated loudness is summed from each segment's mastered narration, in bins of
@@ -210,8 +214,8 @@ def place_energy(total_samples: int, parts: list[tuple[int, np.ndarray]]) -> np.
     out = np.zeros(-(-total_samples // BIN) + 1)
     for start, e in parts:
         at = (start + BIN // 2) // BIN
-        e = e[:max(0, len(out) - at)]
-        out[at:at + len(e)] += e
+        e = e[: max(0, len(out) - at)]
+        out[at : at + len(e)] += e
     return out
 
 
@@ -220,7 +224,7 @@ def integrated_from_energy(energy: np.ndarray, channels: int = 2) -> float:
     n = len(energy) // STEP_BINS
     if n < 4:
         return -np.inf
-    e = energy[:n * STEP_BINS].reshape(n, STEP_BINS).sum(axis=1)
+    e = energy[: n * STEP_BINS].reshape(n, STEP_BINS).sum(axis=1)
     return _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * STEP_BINS * BIN) * channels)
 
 
@@ -244,12 +248,13 @@ def gated_loudness(kx: np.ndarray, channels: int = 1) -> float:
     n = len(kx) // step
     e = np.empty(n)
     for a in range(0, n, 10):
-        piece = kx[a * step:min(n, a + 10) * step].astype(np.float64).reshape(-1, step)
-        e[a:a + len(piece)] = np.einsum("ij,ij->i", piece, piece)
+        piece = kx[a * step : min(n, a + 10) * step].astype(np.float64).reshape(-1, step)
+        e[a : a + len(piece)] = np.einsum("ij,ij->i", piece, piece)
     return _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / block * channels)
 
 
 # ---- limiting and mastering ---------------------------------------------------------------------
+
 
 def _min_filter(x: np.ndarray, size: int) -> np.ndarray:
     """Centred running minimum, edges extended, in O(n) whatever the size (van Herk / Gil-Werman): cut
@@ -259,7 +264,7 @@ def _min_filter(x: np.ndarray, size: int) -> np.ndarray:
     p = np.pad(x, (lo, size - 1 - lo + -(n + size - 1) % size), mode="edge").reshape(-1, size)
     prefix = np.minimum.accumulate(p, axis=1).ravel()
     suffix = np.minimum.accumulate(p[:, ::-1], axis=1)[:, ::-1].ravel()
-    return np.minimum(suffix[:n], prefix[size - 1:size - 1 + n])
+    return np.minimum(suffix[:n], prefix[size - 1 : size - 1 + n])
 
 
 def _mean_filter(x: np.ndarray, size: int) -> np.ndarray:
@@ -268,8 +273,9 @@ def _mean_filter(x: np.ndarray, size: int) -> np.ndarray:
     return ((c[size:] - c[:-size]) / size).astype(np.float32)
 
 
-def gain_curve(env: np.ndarray, ceiling_db: float, lookahead_ms: float = 3.0, release_ms: float = 60.0,
-               block: int = 16) -> np.ndarray:
+def gain_curve(
+    env: np.ndarray, ceiling_db: float, lookahead_ms: float = 3.0, release_ms: float = 60.0, block: int = 16
+) -> np.ndarray:
     """A look-ahead limiter's gain for a signal with this true-peak envelope: 1 where it is under the ceiling.
 
     Computed on 16-sample blocks (each block takes its most demanding sample), which is 16x cheaper and
@@ -306,13 +312,13 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     def loud(gain_db: float) -> tuple[float, np.ndarray]:
         g = 10 ** (gain_db / 20)
         curve = gain_curve(env * g, ceiling)
-        return gated_loudness(kx * (g * curve), channels=2), curve   # K(g*x) ~ g*K(x): g moves slowly
+        return gated_loudness(kx * (g * curve), channels=2), curve  # K(g*x) ~ g*K(x): g moves slowly
 
     if not np.isfinite(gated_loudness(kx, 2)):
         raise TTSError("the narration is silent: the speech engine produced no audible audio")
     # After limiting, loudness still rises monotonically with gain, but flattens as the limiter works
     # harder; so bracket the target, then refine by false position (falling back to bisection).
-    lo = target_lufs - gated_loudness(kx, 2)          # the gain that would hit the target unlimited
+    lo = target_lufs - gated_loudness(kx, 2)  # the gain that would hit the target unlimited
     l_lo = loud(lo)[0]
     hi, l_hi = lo, l_lo
     while l_hi < target_lufs and hi < lo + 40:

@@ -3,15 +3,16 @@
 They live in the library (not under tests/) so that the worker processes of a batch render, which are
 spawned fresh, can import them by name.
 """
+
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
 import wave
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -29,16 +30,24 @@ class FakeEngine:
 
     SAMPLE_RATE = 22050
 
-    def __init__(self, samples_per_letter: int = 1300, gap: int = 1500, voices=("gmw/en-us",),
-                 fail_first: int = 0, fail_with: str | None = None, stale_rate: int | None = None,
-                 stale_jobs: int = 0, reports_stale_rate: bool = True) -> None:
+    def __init__(
+        self,
+        samples_per_letter: int = 1300,
+        gap: int = 1500,
+        voices=("gmw/en-us",),
+        fail_first: int = 0,
+        fail_with: str | None = None,
+        stale_rate: int | None = None,
+        stale_jobs: int = 0,
+        reports_stale_rate: bool = True,
+    ) -> None:
         self.id = f"fake-{samples_per_letter}-{gap}"
         self.samples_per_letter, self.gap = samples_per_letter, gap
         self.known_voices = list(voices)
         self.calls = 0
         self.spoken: list[str] = []
-        self.fail_first = fail_first     # return an empty WAV for the first N jobs: the espeak flake
-        self.fail_with = fail_with       # fail every job with this message
+        self.fail_first = fail_first  # return an empty WAV for the first N jobs: the espeak flake
+        self.fail_with = fail_with  # fail every job with this message
         # the wrong-rate fault: the first `stale_jobs` jobs are spoken at `stale_rate` instead; the
         # engine's own rate report shows it unless `reports_stale_rate` is False (then only the
         # second synthesis, made at the right rate, gives it away)
@@ -70,12 +79,16 @@ class FakeEngine:
                 w.setframerate(self.SAMPLE_RATE)
                 w.writeframes(pcm.astype("<i2").tobytes())
             Path(j["events"]).write_text(json.dumps(events))
-            reports[str(n)] = {"samples": len(pcm), "reference_samples": reference,
-                               "rates_seen": [spoken_at if self.reports_stale_rate else j["rate"]]}
+            reports[str(n)] = {
+                "samples": len(pcm),
+                "reference_samples": reference,
+                "rates_seen": [spoken_at if self.reports_stale_rate else j["rate"]],
+            }
         return {"ok": [str(n) for n in range(len(jobs)) if str(n) not in failed], "failed": failed, "jobs": reports}
 
     def synthesise(self, text: str, rate: int) -> tuple[np.ndarray, list[dict]]:
         import numpy as np
+
         scale = 175 / rate
         parts, events, at = [np.zeros(self.gap, np.int16)], [], self.gap
         for word, off in tokens(text):
@@ -94,20 +107,23 @@ class FakeEncoder:
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
-        self.fail_after = fail_after       # pictures to consume before failing: a crash mid-encode
+        self.fail_after = fail_after  # pictures to consume before failing: a crash mid-encode
 
     def encode_frames(self, pictures, repeats, v, out):
         self.calls.append(("frames", out.name))
         digests = []
         for i, pic in enumerate(pictures):
             if self.fail_after is not None and i >= self.fail_after:
-                out.write_text("half-written")       # what a killed encoder leaves behind
+                out.write_text("half-written")  # what a killed encoder leaves behind
                 raise EncodeError(f"encoding {out.name}: simulated failure")
             data = b"".join(pic)
             assert len(data) == v.width * v.height * 3 // 2, "a picture of the wrong size (yuv420p)"
             digests.append(hashlib.sha256(data).hexdigest()[:12])
-        out.write_text(json.dumps({"frames": sum(repeats), "fps": v.fps, "w": v.width, "h": v.height,
-                                   "pictures": digests, "repeats": list(repeats)}))
+        out.write_text(
+            json.dumps(
+                {"frames": sum(repeats), "fps": v.fps, "w": v.width, "h": v.height, "pictures": digests, "repeats": list(repeats)}
+            )
+        )
 
     def encode_runs(self, pictures, runs, v, scratch):
         lengths = [n for n, _ in runs]
@@ -115,23 +131,33 @@ class FakeEncoder:
         digests = []
         for i, pic in enumerate(pictures):
             if self.fail_after is not None and i >= self.fail_after:
-                scratch.write_text("half-written")   # what a killed encoder leaves behind
+                scratch.write_text("half-written")  # what a killed encoder leaves behind
                 raise EncodeError(f"encoding {scratch.name}: simulated failure")
             data = b"".join(pic)
             assert len(data) == v.width * v.height * 3 // 2, "a picture of the wrong size (yuv420p)"
             digests.append(hashlib.sha256(data).hexdigest()[:12])
         assert len(digests) == sum(lengths), "as many pictures as the runs hold"
         at = list(itertools.accumulate([0, *lengths]))
-        return [json.dumps({"pictures": digests[a:b], "w": v.width, "h": v.height, "fps": v.fps}).encode()
-                for a, b in zip(at, at[1:])]
+        return [
+            json.dumps({"pictures": digests[a:b], "w": v.width, "h": v.height, "fps": v.fps}).encode() for a, b in zip(at, at[1:])
+        ]
 
     def assemble(self, runs, repeats, out):
         parts = [json.loads(r) for r in runs]
         for p, reps in zip(parts, repeats):
             assert len(p["pictures"]) == len(reps), "a repeat count for every picture of a run"
-        out.write_text(json.dumps({"frames": sum(map(sum, repeats)), "fps": parts[0]["fps"], "w": parts[0]["w"],
-                                   "h": parts[0]["h"], "pictures": [d for p in parts for d in p["pictures"]],
-                                   "repeats": [n for reps in repeats for n in reps]}))
+        out.write_text(
+            json.dumps(
+                {
+                    "frames": sum(map(sum, repeats)),
+                    "fps": parts[0]["fps"],
+                    "w": parts[0]["w"],
+                    "h": parts[0]["h"],
+                    "pictures": [d for p in parts for d in p["pictures"]],
+                    "repeats": [n for reps in repeats for n in reps],
+                }
+            )
+        )
 
     def encode_voice(self, pcm, rate, lead, frames, bitrate, out):
         self.calls.append(("audio", out.name))
@@ -144,14 +170,34 @@ class FakeEncoder:
     def join(self, segments, audio, fps, out):
         self.calls.append(("join", out.name))
         parts = [json.loads(Path(p).read_text()) for p in segments]
-        out.write_text(json.dumps({"frames": sum(p["frames"] for p in parts), "fps": parts[0]["fps"],
-                                   "w": parts[0]["w"], "h": parts[0]["h"], "audio": str(audio)}))
+        out.write_text(
+            json.dumps(
+                {
+                    "frames": sum(p["frames"] for p in parts),
+                    "fps": parts[0]["fps"],
+                    "w": parts[0]["w"],
+                    "h": parts[0]["h"],
+                    "audio": str(audio),
+                }
+            )
+        )
 
     def probe(self, path):
         d = json.loads(Path(path).read_text())
-        return Probe(duration=d["frames"] / d["fps"], width=d["w"], height=d["h"], fps=Fraction(d["fps"]),
-                     codec="h264", profile="fake", pix_fmt="yuv420p", colour="tv, bt709", frames=d["frames"],
-                     audio="aac", audio_rate=48000, audio_channels="stereo")
+        return Probe(
+            duration=d["frames"] / d["fps"],
+            width=d["w"],
+            height=d["h"],
+            fps=Fraction(d["fps"]),
+            codec="h264",
+            profile="fake",
+            pix_fmt="yuv420p",
+            colour="tv, bt709",
+            frames=d["frames"],
+            audio="aac",
+            audio_rate=48000,
+            audio_channels="stereo",
+        )
 
     def loudness(self, path, skip=0):
         return (-14.0, -1.5)

@@ -1,16 +1,17 @@
 """Stage 2 and 3 together: speak an episode (narrate) and plan its timeline on the measured speech,
 fitting the speaking rate where the script allows. `check`, `plan --json` and `render` all start here,
 so they agree by construction."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .cache import Cache, Stats
 from .load import Episode
 from .narrate import Engine, Narration, Request, narrate
-from .plan import SegmentInput, TimedWord, build_plan, narration_frames
+from .plan import Plan, SegmentInput, TimedWord, build_plan, narration_frames
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,18 @@ def _request(ep: Episode, text: str, seg, rate: int) -> Request:
     return Request(text=text, voice=ep.settings.voice, rate=rate, label=label, voice_where=ep.where("voice"))
 
 
-def speak_and_plan(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None = None,
-                   on_progress: Callable | None = None, on_speak: Callable | None = None) -> Timeline:
+def speak_and_plan(
+    ep: Episode,
+    engine: Engine,
+    cache: Cache,
+    stats: Stats | None = None,
+    on_progress: Callable | None = None,
+    on_speak: Callable | None = None,
+) -> Timeline:
     """Speak every segment (cached), plan the timeline on the measured speech and, where the script
     allows, fit the rate: durations always come from the audio."""
     s = ep.settings
-    if hasattr(engine, "with_library"):          # the speech library the settings name
+    if hasattr(engine, "with_library"):  # the speech library the settings name
         engine = engine.with_library(s.speech_library)
     texts = _texts(ep)
     rates = [seg.rate if seg else s.rate for _, _, _, seg in texts]
@@ -78,16 +85,25 @@ def speak_and_plan(ep: Episode, engine: Engine, cache: Cache, stats: Stats | Non
                 fits.append(Fit(seg.index, seg.rate, rate))
 
     inputs = [
-        SegmentInput(kind=kind, name=seg.name if seg else ("Intro" if kind == "intro" else "Outro"),
-                     one_liner=seg.one_liner if seg else "", reference=seg.reference if seg else "",
-                     number=num, samples=n.samples, sample_rate=n.sample_rate,
-                     words=tuple(TimedWord(w.text, w.start, w.end) for w in n.words), rate=n.rate,
-                     voice=n.voice, audio_key=n.wav.stem,
-                     source=str(ep.segment_where(seg)) if seg else str(ep.path))
+        SegmentInput(
+            kind=kind,
+            name=seg.name if seg else ("Intro" if kind == "intro" else "Outro"),
+            one_liner=seg.one_liner if seg else "",
+            reference=seg.reference if seg else "",
+            number=num,
+            samples=n.samples,
+            sample_rate=n.sample_rate,
+            words=tuple(TimedWord(w.text, w.start, w.end) for w in n.words),
+            rate=n.rate,
+            voice=n.voice,
+            audio_key=n.wav.stem,
+            source=str(ep.segment_where(seg)) if seg else str(ep.path),
+        )
         for (kind, _, num, seg), n in zip(texts, narrs)
     ]
-    plan = build_plan(ep.series, ep.part, ep.title, s.fps, s.width, s.height, inputs, s.lead_in_frames, s.tail_frames,
-                      extra={"next": ep.next})
+    plan = build_plan(
+        ep.series, ep.part, ep.title, s.fps, s.width, s.height, inputs, s.lead_in_frames, s.tail_frames, extra={"next": ep.next}
+    )
     return Timeline(ep, plan, narrs, fits, engine.id)
 
 

@@ -1,11 +1,12 @@
 """The episode's audio track, the render's second lane: each segment's narration mastered and encoded
 to AAC on its own (cached by its narration, so an edit re-encodes one chunk and moving a segment none),
 spliced frame by frame, and measured without a pass over the whole track."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import keys
 from .cache import Cache, Stats
@@ -17,16 +18,19 @@ from .settings import Settings
 def voice_chunks(plan: Plan, settings: Settings) -> Iterator[tuple]:
     """Per audio chunk: (chunk, cache key) of its mastered, encoded narration."""
     from . import sound
+
     for ch in sound.chunks(plan):
         yield ch, keys.voice(plan.segments[ch.segment], settings, ch.lead, ch.encoded)
 
 
-def make(plan: Plan, wavs: dict, settings: Settings, encoder: Encoder, cache: Cache, out: Path, stats: Stats,
-         progress: Callable) -> None:
+def make(
+    plan: Plan, wavs: dict, settings: Settings, encoder: Encoder, cache: Cache, out: Path, stats: Stats, progress: Callable
+) -> None:
     """The episode's AAC track, at `out`."""
     import numpy as np
 
-    from . import sound      # numpy loads only when audio is actually made
+    from . import sound  # numpy loads only when audio is actually made
+
     pieces = []
     for ch, key in voice_chunks(plan, settings):
         seg = plan.segments[ch.segment]
@@ -56,6 +60,7 @@ def measure(plan: Plan, settings: Settings, encoder: Encoder, cache: Cache, info
     import numpy as np
 
     from . import sound
+
     chunks, energy = [], []
     for ch, key in voice_chunks(plan, settings):
         path, meta, bins, peak = (cache.path("segments", key, ext) for ext in (".aac", ".json", ".npy", ".tp"))
@@ -64,7 +69,7 @@ def measure(plan: Plan, settings: Settings, encoder: Encoder, cache: Cache, info
             with cache.writing(peak) as tmp:
                 tmp.write_text(json.dumps(tp))
         chunks.append({**json.loads(meta.read_text()), "aac_true_peak": json.loads(peak.read_text())})
-        at = ((ch.first + ch.lead) * AAC_FRAME * sound.RATE + AAC_RATE // 2) // AAC_RATE   # narration start
+        at = ((ch.first + ch.lead) * AAC_FRAME * sound.RATE + AAC_RATE // 2) // AAC_RATE  # narration start
         energy.append((at, np.load(bins)))
     lufs = sound.integrated_from_energy(sound.place_energy(-(-plan.total_frames * sound.RATE // plan.fps), energy))
     tp = max(c["aac_true_peak"] for c in chunks)

@@ -22,11 +22,12 @@ What is measured:
              their own (--memory-runs; the sampling costs CPU, so timed runs are not sampled): PSS (shared
              pages split between processes) and summed RSS; and the largest single process (getrusage).
 """
+
 from __future__ import annotations
 
 import argparse
-import itertools
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -42,19 +43,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from shortgen import draw, plan as planning  # noqa: E402
+import helpers  # noqa: E402
+from shortgen import draw, sound  # noqa: E402
+from shortgen import plan as planning  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
-from shortgen.encode import (AAC_RATE, COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args,  # noqa: E402
-                             voice_args)
+from shortgen.encode import AAC_RATE, COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args, voice_args  # noqa: E402
 from shortgen.load import load_episode  # noqa: E402
 from shortgen.narrate import EspeakEngine  # noqa: E402
 from shortgen.settings import Settings  # noqa: E402
 from shortgen.timeline import speak_and_plan  # noqa: E402
 
-import helpers  # noqa: E402
-
-
 # ---- process-tree memory --------------------------------------------------------------------------
+
 
 def _children(pid: int) -> list[int]:
     out = []
@@ -91,8 +91,12 @@ def _tree_memory(pid: int) -> tuple[int, int]:
 def run_cli(args: list[str], env: dict, sample_rss: bool = False) -> tuple[float, list[int]]:
     """Wall seconds of a `shortgen` subprocess, and its peak process-tree [RSS, PSS] in bytes (if sampled)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", "from shortgen.cli import run; run()", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from shortgen.cli import run; run()", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     peak = [0, 0]
     if sample_rss:
         stop = threading.Event()
@@ -102,6 +106,7 @@ def run_cli(args: list[str], env: dict, sample_rss: bool = False) -> tuple[float
                 rss, pss = _tree_memory(proc.pid)
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 time.sleep(0.02)
+
         t = threading.Thread(target=sample, daemon=True)
         t.start()
     _, err = proc.communicate()
@@ -115,6 +120,7 @@ def run_cli(args: list[str], env: dict, sample_rss: bool = False) -> tuple[float
 
 
 # ---- baselines ----------------------------------------------------------------------------------
+
 
 def episode_pictures(plan, s):
     """Per segment: the distinct pictures (PIL images), how many frames each is held, and which are
@@ -133,7 +139,7 @@ def rgb_args(args: list[str]) -> list[str]:
     i = args.index("-i")
     head = [a for a in args[:i] if a not in COLOUR_TAGS]
     head[head.index("-pix_fmt") + 1] = "rgb24"
-    return head + args[i:i + 2] + ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p"] + args[i + 2:]
+    return head + args[i : i + 2] + ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p"] + args[i + 2 :]
 
 
 def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool, track=None) -> float:
@@ -149,7 +155,7 @@ def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool, 
     vs = VideoSettings(s.width, s.height, s.fps, s.preset, s.crf, threads=0, mode=s.encoder, keyint=s.keyint_frames)
     if every_frame:
         args = distinct_args(ffmpeg_exe(), vs, s.keyint_frames, tmp / "bare.h264")
-    else:       # keyframes where the renderer puts them
+    else:  # keyframes where the renderer puts them
         at = itertools.accumulate([0, *(len(pics) for pics, _, _ in segments)])
         args = run_args(ffmpeg_exe(), vs, [a + k for a, (_, _, kf) in zip(at, segments) for k in kf], tmp / "bare.h264")
     if rgb:
@@ -205,8 +211,7 @@ def moviepy_baseline(plan, s: Settings, track, tmp: Path, n_segments: int) -> tu
         clips += [ImageClip(str(p)).with_start(a).with_duration(d).with_position((x0, y0)) for p, a, d in layers]
         audio = AudioFileClip(str(master)).subclipped(seg.start / s.fps, seg.end / s.fps)
         video = CompositeVideoClip(clips, size=(s.width, s.height)).with_audio(audio).with_duration(dur)
-        video.write_videofile(str(tmp / f"moviepy{seg.index}.mp4"), fps=s.fps, codec="libx264", audio_codec="aac",
-                              logger=None)
+        video.write_videofile(str(tmp / f"moviepy{seg.index}.mp4"), fps=s.fps, codec="libx264", audio_codec="aac", logger=None)
         total_s += time.perf_counter() - t0
         frames += seg.frames
         video.close()
@@ -215,6 +220,7 @@ def moviepy_baseline(plan, s: Settings, track, tmp: Path, n_segments: int) -> tu
 
 
 # ---- the run ------------------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -253,6 +259,7 @@ def main() -> int:
             else:
                 colds.append(wall)
         import resource
+
         max_single = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
         noops = [run_cli(args, env)[0] for _ in range(a.runs)]
@@ -272,8 +279,7 @@ def main() -> int:
         wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, m.narrations)}
         track = helpers.episode_track(plan, wavs, s.loudness_lufs, s.true_peak_dbtp)
         bare_distinct = statistics.median(bare_encode(segments, s, work, False, rgb=False) for _ in range(a.runs))
-        bare_av = statistics.median(bare_encode(segments, s, work, False, rgb=False, track=track)
-                                    for _ in range(a.runs))
+        bare_av = statistics.median(bare_encode(segments, s, work, False, rgb=False, track=track) for _ in range(a.runs))
         bare_rgb = statistics.median(bare_encode(segments, s, work, False, rgb=True) for _ in range(a.runs))
         bare_all = bare_encode(segments, s, work, every_frame=True, rgb=True)
 
@@ -285,16 +291,25 @@ def main() -> int:
     cold = statistics.median(colds)
     noop, edit = statistics.median(noops), statistics.median(edits)
     r = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(), "script": str(a.script),
-        "video_seconds": video_s, "frames": plan.total_frames,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "script": str(a.script),
+        "video_seconds": video_s,
+        "frames": plan.total_frames,
         "distinct_pictures": sum(len(p) for p, _, _ in segments),
         "settings": {"preset": s.preset, "crf": s.crf, "encoder": s.encoder},
-        "cold_s": colds, "noop_s": noops, "edit_s": edits,
-        "bare_distinct_s": bare_distinct, "bare_distinct_with_audio_s": bare_av, "bare_distinct_rgb_s": bare_rgb,
+        "cold_s": colds,
+        "noop_s": noops,
+        "edit_s": edits,
+        "bare_distinct_s": bare_distinct,
+        "bare_distinct_with_audio_s": bare_av,
+        "bare_distinct_rgb_s": bare_rgb,
         "bare_every_frame_s": bare_all,
-        "moviepy_measured_s": mp_s, "moviepy_measured_frames": mp_frames,
+        "moviepy_measured_s": mp_s,
+        "moviepy_measured_frames": mp_frames,
         "moviepy_extrapolated_s": moviepy_full,
-        "peak_tree_pss_mb": max(p[1] for p in peaks) / 1e6, "peak_tree_rss_sum_mb": max(p[0] for p in peaks) / 1e6,
+        "peak_tree_pss_mb": max(p[1] for p in peaks) / 1e6,
+        "peak_tree_rss_sum_mb": max(p[0] for p in peaks) / 1e6,
         "peak_single_process_rss_mb": max_single / 1e6,
         "ratios": {
             "moviepy_over_cold": moviepy_full / cold,
@@ -314,8 +329,10 @@ def main() -> int:
     def row(name, secs, note=""):
         return f"  {name:34s} {secs:8.2f} s  {video_s / secs:7.1f}x realtime  {note}"
 
-    print(f"{a.script}: {video_s:.1f} s of video, {plan.total_frames} frames, {r['distinct_pictures']} distinct pictures,"
-          f" {os.cpu_count()} CPUs, x264 {s.preset} crf {s.crf}")
+    print(
+        f"{a.script}: {video_s:.1f} s of video, {plan.total_frames} frames, {r['distinct_pictures']} distinct pictures,"
+        f" {os.cpu_count()} CPUs, x264 {s.preset} crf {s.crf}"
+    )
     print(row("cold render (median)", cold, "runs: " + ", ".join(f"{x:.2f}" for x in colds)))
     print(row("no-op render (median)", noop))
     print(row("one-word edit, segment 3 (median)", edit))
@@ -323,11 +340,18 @@ def main() -> int:
     print(row("bare encode, distinct + AAC", bare_av, "x264 as above, and the AAC track beside it"))
     print(row("bare encode, distinct, RGB", bare_rgb, "ffmpeg converting the RGB pictures + x264"))
     print(row("bare encode, every frame, RGB", bare_all, "a conventional encode of all the frames"))
-    print(row("naive moviepy (extrapolated)", moviepy_full,
-              f"measured {mp_s:.1f} s for {mp_frames} frames ({a.moviepy_segments} segment), scaled per frame"))
-    print(f"  peak memory, cold render process tree: {r['peak_tree_pss_mb']:.0f} MB PSS (<= 400 MB); summed RSS"
-          f" {r['peak_tree_rss_sum_mb']:.0f} MB counts shared pages once per process; largest single process"
-          f" {r['peak_single_process_rss_mb']:.0f} MB RSS")
+    print(
+        row(
+            "naive moviepy (extrapolated)",
+            moviepy_full,
+            f"measured {mp_s:.1f} s for {mp_frames} frames ({a.moviepy_segments} segment), scaled per frame",
+        )
+    )
+    print(
+        f"  peak memory, cold render process tree: {r['peak_tree_pss_mb']:.0f} MB PSS (<= 400 MB); summed RSS"
+        f" {r['peak_tree_rss_sum_mb']:.0f} MB counts shared pages once per process; largest single process"
+        f" {r['peak_single_process_rss_mb']:.0f} MB RSS"
+    )
     print("ratios (target):")
     q = r["ratios"]
     print(f"  naive moviepy / cold             {q['moviepy_over_cold']:6.1f}x   (>= 25x)")
@@ -343,9 +367,9 @@ def main() -> int:
 
 def _replace_word(text: str, seg, i: int) -> str:
     """The script with one word of this segment's narration changed (a different change each run)."""
-    target = seg.narration.split()[3]                  # "trained" in segment 3 of Part 4
+    target = seg.narration.split()[3]  # "trained" in segment 3 of Part 4
     new = ("taught", "built", "made", "tuned")[i % 4]
-    at = text.index(seg.name)                          # only inside this segment
+    at = text.index(seg.name)  # only inside this segment
     head, tail = text[:at], text[at:]
     assert f" {target} " in tail
     return head + tail.replace(f" {target} ", f" {new} ", 1)
