@@ -190,7 +190,7 @@ def test_rate_tolerance_against_the_second_synthesis(tmp_path, reference_shift, 
     5 wpm error makes."""
     import wave as wavmod
 
-    from shortgen.narrate import verify_rate
+    from shortgen.narrate import RateReport, verify_rate
 
     path = tmp_path / "a.wav"
     n = 120_000
@@ -199,7 +199,7 @@ def test_rate_tolerance_against_the_second_synthesis(tmp_path, reference_shift, 
         w.setsampwidth(2)
         w.setframerate(22050)
         w.writeframes(b"\0\0" * n)
-    report = {"samples": n, "reference_samples": round(n * (1 + reference_shift)), "rates_seen": [175]}
+    report = RateReport(n, round(n * (1 + reference_shift)), (175,))
     assert (verify_rate(report, str(path), req()) is None) == ok
 
 
@@ -272,7 +272,7 @@ def test_the_wheels_engine_speaks_by_default_even_beside_a_system_espeak(cache):
         ],
         cache.root / "w",
     )
-    assert res["lib"] == wheel and res["ok"] == [0]
+    assert res.lib == wheel and res.ok == [0]
     if SYSTEM_LIB:
         assert EspeakEngine("system").id != eng.id  # the cache key names the engine actually loaded
 

@@ -15,8 +15,8 @@ from shortgen.load import load_episode
 from shortgen.plan import (
     CUE_MAX_CHARS,
     SENTENCE_END,
+    SampleWord,
     SegmentInput,
-    TimedWord,
     build_plan,
     frames_to_ms,
     group_cues,
@@ -112,7 +112,7 @@ def test_srt_and_vtt_hold_the_plan_cues(measured):
 
 
 def test_build_plan_is_pure():
-    inp = SegmentInput("concept", "X", "x", "r", 1, 22050, 22050, (TimedWord("Hi.", 0, 11025),), 175, "v", "k")
+    inp = SegmentInput("concept", "X", "x", "r", 1, 22050, 22050, (SampleWord("Hi.", 0, 11025),), 175, "v", "k")
     a = build_plan("S", 1, "T", 30, 1080, 1920, [inp], 24, 12)
     b = build_plan("S", 1, "T", 30, 1080, 1920, [inp], 24, 12)
     assert a == b and a.total_frames == 24 + 30 + 12
@@ -125,7 +125,7 @@ def _two_cue_plan():
     segment ends at 30 + 105 + 12 = 147 (4.900 s), and "time." held to 137 is bridged to it."""
     sr = 22050
     words = tuple(
-        TimedWord(t, s * sr // 1000, e * sr // 1000)
+        SampleWord(t, s * sr // 1000, e * sr // 1000)
         for t, s, e in (
             ("Gradient", 0, 400),
             ("descent.", 450, 900),

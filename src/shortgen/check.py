@@ -20,14 +20,14 @@ from .timeline import Timeline
 
 
 def rule_segment_budget(m: Timeline) -> list[str]:
-    s = m.episode.settings
+    settings = m.episode.settings
     out = []
     for sp, n in zip(m.plan.segments, m.narrations):
-        if sp.kind != "concept" or sp.frames <= s.segment_budget_frames:
+        if sp.kind != "concept" or sp.frames <= settings.segment_budget_frames:
             continue
-        fps = s.fps
-        over = sp.frames - s.segment_budget_frames
-        available = s.segment_budget_frames - sp.lead_in - (sp.frames - sp.lead_in - sp.narration_frames)
+        fps = settings.fps
+        over = sp.frames - settings.segment_budget_frames
+        available = settings.segment_budget_frames - sp.lead_in - (sp.frames - sp.lead_in - sp.narration_frames)
         fit_rate = math.ceil(sp.rate * sp.narration_frames / max(1, available))
         words = len(tokens(n.text))
         cut = math.ceil(over / fps * words / max(0.1, n.seconds))
@@ -35,19 +35,19 @@ def rule_segment_budget(m: Timeline) -> list[str]:
         note = f" (already fitted from {seg.rate} wpm)" if sp.rate != seg.rate else ""
         out.append(
             f"{sp.source}: segments[{sp.number - 1}] {sp.name!r} runs {sp.frames / fps:.2f} s, "
-            f"{over / fps:.2f} s over the {s.segment_budget_frames / fps:.2f} s budget at {sp.rate} wpm{note}; "
+            f"{over / fps:.2f} s over the {settings.segment_budget_frames / fps:.2f} s budget at {sp.rate} wpm{note}; "
             f"a rate of {fit_rate} wpm would fit, or cut about {cut} words"
         )
     return out
 
 
 def rule_episode_budget(m: Timeline) -> list[str]:
-    s = m.episode.settings
-    if m.plan.total_frames <= s.episode_budget_frames:
+    settings = m.episode.settings
+    if m.plan.total_frames <= settings.episode_budget_frames:
         return []
+    fps, total, cap = settings.fps, m.plan.total_frames, settings.episode_budget_frames
     return [
-        f"{m.episode.path}: the episode runs {m.plan.total_frames / s.fps:.2f} s, over the "
-        f"{s.episode_budget_frames / s.fps:.0f} s cap by {(m.plan.total_frames - s.episode_budget_frames) / s.fps:.2f} s"
+        f"{m.episode.path}: the episode runs {total / fps:.2f} s, over the {cap / fps:.0f} s cap by {(total - cap) / fps:.2f} s"
     ]
 
 
@@ -101,7 +101,7 @@ class Row:
 
 
 def rows(m: Timeline) -> list[Row]:
-    s = m.episode.settings
+    settings = m.episode.settings
     fits = {f.segment: f for f in m.fits}
     out = []
     for sp in m.plan.segments:
@@ -114,9 +114,9 @@ def rows(m: Timeline) -> list[Row]:
                 str(m.episode.path),
                 f"{sp.number}. {sp.name}",
                 sp.frames,
-                s.segment_budget_frames,
-                s.fps,
-                sp.frames <= s.segment_budget_frames,
+                settings.segment_budget_frames,
+                settings.fps,
+                sp.frames <= settings.segment_budget_frames,
                 note,
             )
         )
@@ -125,9 +125,9 @@ def rows(m: Timeline) -> list[Row]:
             str(m.episode.path),
             "(episode total)",
             m.plan.total_frames,
-            s.episode_budget_frames,
-            s.fps,
-            m.plan.total_frames <= s.episode_budget_frames,
+            settings.episode_budget_frames,
+            settings.fps,
+            m.plan.total_frames <= settings.episode_budget_frames,
         )
     )
     return out

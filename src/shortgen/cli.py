@@ -155,8 +155,8 @@ def _plan(a) -> ExitStatus:
         print(json.dumps(m.plan.to_dict(), indent=2))
     else:
         fps = m.plan.fps
-        for s in m.plan.segments:
-            print(f"{s.start:6d}-{s.end:6d}  {s.frames / fps:6.2f} s  {s.kind:7s} {s.name}  ({len(s.cues)} cues)")
+        for seg in m.plan.segments:
+            print(f"{seg.start:6d}-{seg.end:6d}  {seg.frames / fps:6.2f} s  {seg.kind:7s} {seg.name}  ({len(seg.cues)} cues)")
         print(f"total {m.plan.total_frames} frames, {m.plan.total_frames / fps:.2f} s at {fps} fps")
     return ExitStatus.OK
 
@@ -265,9 +265,9 @@ def _print_result(res) -> None:
     print(f"{res.episode.path}: {state} in {res.seconds:.1f} s")
     for name, path in res.files.items():
         print(f"  {name:9s} {path}")
-    for s in res.plan.segments:
-        label = f"{s.number}. {s.name}" if s.number else s.kind
-        print(f"  {s.frames / fps:6.2f} s  {label}")
+    for seg in res.plan.segments:
+        label = f"{seg.number}. {seg.name}" if seg.number else seg.kind
+        print(f"  {seg.frames / fps:6.2f} s  {label}")
     for f in res.fits:
         print(f"  note: segment {f.segment + 1} speaks at {f.to_rate} wpm (fitted from {f.from_rate}) to stay in budget")
     print(

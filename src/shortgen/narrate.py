@@ -1,7 +1,7 @@
 """Stage 2: text -> speech audio + per-word timings, from the engine itself.
 
 Timings come from espeak's word events (their sample positions), never from spreading the duration
-over characters. Word ends come from the audio: the last voiced 10 ms window before the next word.
+over characters. SpokenWord ends come from the audio: the last voiced 10 ms window before the next word.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import wave
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +39,7 @@ RATE_SLACK_SAMPLES = 400  # ... plus this much (18 ms at 22.05 kHz), for the sho
 
 
 @dataclass(frozen=True)
-class Word:
+class SpokenWord:
     text: str
     char_start: int  # 0-based, in the narration text
     start: int  # sample where the word starts
@@ -54,7 +54,7 @@ class Narration:
     wav: Path
     sample_rate: int
     samples: int
-    words: tuple[Word, ...]
+    words: tuple[SpokenWord, ...]
 
     @property
     def seconds(self) -> float:
@@ -70,16 +70,56 @@ class Request:
     voice_where: Where | None = None  # where the voice was configured
 
 
+@dataclass(frozen=True)
+class RateReport:
+    """What the engine measured of one utterance: its length, the length of a second synthesis of the
+    same text at the same rate (set afresh), and the rate espeak had in effect while it spoke."""
+
+    samples: int
+    reference_samples: int
+    rates_seen: tuple[int, ...]
+
+
+@dataclass
+class SpeechResult:
+    """How a batch of utterances went, by job index."""
+
+    ok: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    reports: dict[int, RateReport] = field(default_factory=dict)
+    unknown_voice: str | None = None
+    voices: list[str] = field(default_factory=list)
+    lib: str = ""  # the libespeak-ng file the worker mapped
+
+    @classmethod
+    def from_worker(cls, d: dict) -> SpeechResult:
+        """The worker's result file (JSON: string keys) as typed data."""
+        return cls(
+            ok=[int(n) for n in d.get("ok", [])],
+            failed={int(n): str(why) for n, why in d.get("failed", {}).items()},
+            reports={
+                int(n): RateReport(int(r["samples"]), int(r["reference_samples"]), tuple(r["rates_seen"]))
+                for n, r in d.get("jobs", {}).items()
+            },
+            unknown_voice=d.get("unknown_voice"),
+            voices=list(d.get("voices", [])),
+            lib=d.get("lib") or "",
+        )
+
+    @classmethod
+    def all_failed(cls, count: int, why: str) -> SpeechResult:
+        return cls(failed={i: why for i in range(count)})
+
+
 class Engine(Protocol):
     """Speaks a batch of requests into WAV files with word events. Fakes implement this for tests.
 
-    The result: {"ok": [job indices], "failed": {index: reason}, "jobs": {index: {"samples",
-    "reference_samples", "rates_seen"}}, optionally "unknown_voice", "voices" and "lib"}. `workdir` is
+    Each job is {"text", "voice", "rate", "wav", "events"}; the result is a SpeechResult. `workdir` is
     a private folder for the engine's own temporaries."""
 
     id: str
 
-    def speak(self, jobs: Sequence[dict], workdir: Path | None = None) -> dict: ...
+    def speak(self, jobs: Sequence[dict], workdir: Path | None = None) -> SpeechResult: ...
 
 
 # ---- tokens and timing --------------------------------------------------------------------------
@@ -90,7 +130,7 @@ def tokens(text: str) -> list[tuple[str, int]]:
     return [(m.group(), m.start()) for m in re.finditer(r"\S+", text)]
 
 
-def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> tuple[Word, ...]:
+def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> tuple[SpokenWord, ...]:
     """Map engine word events to the script's words by character offset.
 
     espeak can fire several events for one word ("2024", "ReLU") and none for a word it merged with the
@@ -135,7 +175,7 @@ def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> t
         s = starts[k]
         limit = starts[k + 1] if k + 1 < len(toks) else total
         e = _last_voiced_end(voiced, win, s, limit)
-        words.append(Word(text=w, char_start=off, start=s, end=max(e, min(limit, s + win))))
+        words.append(SpokenWord(text=w, char_start=off, start=s, end=max(e, min(limit, s + win))))
     return tuple(words)
 
 
@@ -218,20 +258,18 @@ class EspeakEngine:
         tail = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), f"exit status {proc.returncode}")
         return (json.loads(result_path.read_text()) if result_path.exists() else None), tail.strip()
 
-    def speak(self, jobs: Sequence[dict], workdir: Path | None = None) -> dict:
+    def speak(self, jobs: Sequence[dict], workdir: Path | None = None) -> SpeechResult:
         with _workdir(workdir) as tmp:
             try:
                 res, tail = self._run({"jobs": list(jobs)}, tmp, WORKER_TIMEOUT_S + 2 * len(jobs))
             except subprocess.TimeoutExpired:
-                return {"ok": [], "failed": {str(i): "timed out" for i in range(len(jobs))}}
+                return SpeechResult.all_failed(len(jobs), "timed out")
             if res is None:
-                return {"ok": [], "failed": {str(i): tail for i in range(len(jobs))}, "crashed": True}
-            if self.lib_path and res.get("lib") and Path(res["lib"]).resolve() != Path(self.lib_path).resolve():
-                return {
-                    "ok": [],
-                    "failed": {str(i): f"the worker loaded {res['lib']}, not {self.lib_path}" for i in range(len(jobs))},
-                }
-            return res
+                return SpeechResult.all_failed(len(jobs), tail)
+            result = SpeechResult.from_worker(res)
+            if self.lib_path and result.lib and Path(result.lib).resolve() != Path(self.lib_path).resolve():
+                return SpeechResult.all_failed(len(jobs), f"the worker loaded {result.lib}, not {self.lib_path}")
+            return result
 
     def voices(self) -> list[str]:
         with _workdir(None) as tmp:
@@ -373,11 +411,11 @@ def narrate(
                 res = engine.speak(jobs, cache.tmp_path("tts"))
         finally:
             stats.tts += 1
-        if res.get("unknown_voice"):
+        if res.unknown_voice:
             _remove_jobs(jobs)
-            bad = res["unknown_voice"]
+            bad = res.unknown_voice
             req = next(r for r in requests if r.voice == bad)
-            hint = get_close_matches(bad, res.get("voices", []), n=3)
+            hint = get_close_matches(bad, res.voices, n=3)
             raise VoiceError(
                 req.voice_where or Where(req.label),
                 "settings.voice",
@@ -386,14 +424,14 @@ def narrate(
         failed = {}
         for n, i in enumerate(todo):
             job = jobs[n]
-            problem = res.get("failed", {}).get(str(n))
+            problem = res.failed.get(n)
             if problem and problem.startswith("disk full"):
                 _remove_jobs(jobs)
                 raise DiskFullError(f"{requests[i].label}: {problem}")
             problem = (
                 problem
                 or _check_audio(job["wav"], job["events"], requests[i])
-                or verify_rate(res.get("jobs", {}).get(str(n)), job["wav"], requests[i])
+                or verify_rate(res.reports.get(n), job["wav"], requests[i])
             )
             if problem:
                 failed[i] = problem
@@ -415,7 +453,7 @@ def narrate(
         aligned = js.with_name(f"{js.stem}.words-v{ALIGN_VERSION}.json")
         try:
             d = json.loads(aligned.read_text())
-            sr, samples, words = d["sample_rate"], d["samples"], tuple(Word(*w) for w in d["words"])
+            sr, samples, words = d["sample_rate"], d["samples"], tuple(SpokenWord(*w) for w in d["words"])
         except (OSError, ValueError, KeyError, TypeError):
             pcm, sr = read_wav(wav)
             samples = len(pcm)
@@ -436,7 +474,7 @@ def _remove_jobs(jobs: Sequence[dict]) -> None:
             Path(f).unlink(missing_ok=True)
 
 
-def verify_rate(report: dict | None, wav: str, req: Request) -> str | None:
+def verify_rate(report: RateReport | None, wav: str, req: Request) -> str | None:
     """Hold an utterance to the rate it was asked for, before it may be cached. The engine reports the
     rate it had in effect while it spoke (espeak's own parameter, read on its synthesis thread) and the
     length of a second synthesis of the same text, made after setting the rate again from scratch:
@@ -444,7 +482,7 @@ def verify_rate(report: dict | None, wav: str, req: Request) -> str | None:
     spoken at the requested rate. The measured rate is the requested rate scaled by that ratio."""
     if not report:
         return "the engine did not report the rate it spoke at"
-    seen = report.get("rates_seen") or []
+    seen = report.rates_seen
     if any(r != req.rate for r in seen) or not seen:
         return f"spoken at {', '.join(map(str, seen)) or 'an unknown rate'} wpm, not {req.rate}"
     try:
@@ -452,8 +490,8 @@ def verify_rate(report: dict | None, wav: str, req: Request) -> str | None:
             n = w.getnframes()
     except (OSError, wave.Error, EOFError):
         return "unreadable output"
-    ref = int(report.get("reference_samples") or 0)
-    if n != report.get("samples") or ref <= 0:
+    ref = report.reference_samples
+    if n != report.samples or ref <= 0:
         return "the audio is not the length the engine reported"
     if abs(n - ref) > RATE_TOLERANCE * ref + RATE_SLACK_SAMPLES:
         return f"spoken at about {req.rate * ref / n:.0f} wpm, not {req.rate} (measured against a second synthesis)"

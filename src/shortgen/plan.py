@@ -20,7 +20,9 @@ CUE_BRIDGE_FRAMES = 12  # ... and bridge a gap this short to the next cue rather
 
 
 @dataclass(frozen=True)
-class TimedWord:
+class SampleWord:
+    """A spoken word, timed in samples of its narration (the planner's input)."""
+
     text: str
     start: int  # sample offset inside the segment's narration
     end: int
@@ -37,7 +39,7 @@ class SegmentInput:
     number: int | None  # 1-based concept number, None for intro/outro
     samples: int
     sample_rate: int
-    words: tuple[TimedWord, ...]
+    words: tuple[SampleWord, ...]
     rate: int
     voice: str
     audio_key: str  # which narration file (cache key)
@@ -45,7 +47,9 @@ class SegmentInput:
 
 
 @dataclass(frozen=True)
-class Word:
+class FrameWord:
+    """A spoken word, timed in absolute frames of the episode (the plan)."""
+
     text: str
     start: int  # absolute frames
     end: int
@@ -89,7 +93,7 @@ class SegmentPlan:
     voice: str
     audio_key: str
     source: str
-    words: tuple[Word, ...]
+    words: tuple[FrameWord, ...]
     cues: tuple[Cue, ...]
     states: tuple[State, ...]
 
@@ -181,7 +185,7 @@ def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: i
     n_frames = narration_frames(inp.samples, inp.sample_rate, fps)
     end = narration_start + n_frames + tail
     words = tuple(
-        Word(
+        FrameWord(
             w.text,
             narration_start + samples_to_frames(w.start, inp.sample_rate, fps),
             max(
@@ -225,7 +229,7 @@ def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: i
     )
 
 
-def _states(start: int, end: int, words: tuple[Word, ...], cues: list[Cue]) -> list[State]:
+def _states(start: int, end: int, words: tuple[FrameWord, ...], cues: list[Cue]) -> list[State]:
     """Cover [start, end) with distinct pictures: no caption, or a cue with its current word highlighted."""
     out: list[State] = []
     t = start

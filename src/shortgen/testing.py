@@ -18,7 +18,7 @@ import numpy as np
 
 from .encode import Probe
 from .errors import EncodeError
-from .narrate import tokens
+from .narrate import RateReport, SpeechResult, tokens
 
 
 class FakeEngine:
@@ -53,15 +53,16 @@ class FakeEngine:
         # second synthesis, made at the right rate, gives it away)
         self.stale_rate, self.stale_jobs, self.reports_stale_rate = stale_rate, stale_jobs, reports_stale_rate
 
-    def speak(self, jobs: Sequence[dict], workdir: Path | None = None) -> dict:
+    def speak(self, jobs: Sequence[dict], workdir: Path | None = None) -> SpeechResult:
         self.calls += 1
         for j in jobs:
             if j["voice"] not in self.known_voices:
-                return {"ok": [], "failed": {}, "unknown_voice": j["voice"], "voices": self.known_voices}
-        failed, reports = {}, {}
+                return SpeechResult(unknown_voice=j["voice"], voices=self.known_voices)
+        failed: dict[int, str] = {}
+        reports: dict[int, RateReport] = {}
         for n, j in enumerate(jobs):
             if self.fail_with:
-                failed[str(n)] = self.fail_with
+                failed[n] = self.fail_with
                 continue
             spoken_at = j["rate"]
             if self.stale_jobs > 0 and self.stale_rate:
@@ -79,12 +80,8 @@ class FakeEngine:
                 w.setframerate(self.SAMPLE_RATE)
                 w.writeframes(pcm.astype("<i2").tobytes())
             Path(j["events"]).write_text(json.dumps(events))
-            reports[str(n)] = {
-                "samples": len(pcm),
-                "reference_samples": reference,
-                "rates_seen": [spoken_at if self.reports_stale_rate else j["rate"]],
-            }
-        return {"ok": [str(n) for n in range(len(jobs)) if str(n) not in failed], "failed": failed, "jobs": reports}
+            reports[n] = RateReport(len(pcm), reference, (spoken_at if self.reports_stale_rate else j["rate"],))
+        return SpeechResult(ok=[n for n in range(len(jobs)) if n not in failed], failed=failed, reports=reports)
 
     def synthesise(self, text: str, rate: int) -> tuple[np.ndarray, list[dict]]:
         import numpy as np

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .cache import Cache, Stats
 from .load import Episode
 from .narrate import Engine, Narration, Request, narrate
-from .plan import Plan, SegmentInput, TimedWord, build_plan, narration_frames
+from .plan import Plan, SampleWord, SegmentInput, build_plan, narration_frames
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ class Timeline:
 
 def _texts(ep: Episode) -> list[tuple[str, str, int | None, object]]:
     """(kind, text, concept number, segment) for intro, concepts and outro, in order."""
-    s = ep.settings
+    settings = ep.settings
     out: list = []
-    if s.intro:
+    if settings.intro:
         out.append(("intro", f"{ep.series}. Part {ep.part}.", None, None))
     out += [("concept", seg.narration, seg.index + 1, seg) for seg in ep.segments]
-    if s.outro:
+    if settings.outro:
         tail = f" Next: {ep.next}." if ep.next else ""
-        out.append(("outro", s.outro_text + tail, None, None))
+        out.append(("outro", settings.outro_text + tail, None, None))
     return out
 
 
@@ -60,25 +60,25 @@ def speak_and_plan(
 ) -> Timeline:
     """Speak every segment (cached), plan the timeline on the measured speech and, where the script
     allows, fit the rate: durations always come from the audio."""
-    s = ep.settings
+    settings = ep.settings
     if hasattr(engine, "with_library"):  # the speech library the settings name
-        engine = engine.with_library(s.speech_library)
+        engine = engine.with_library(settings.speech_library)
     texts = _texts(ep)
-    rates = [seg.rate if seg else s.rate for _, _, _, seg in texts]
+    rates = [seg.rate if seg else settings.rate for _, _, _, seg in texts]
     reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
     narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
     fits: list[Fit] = []
 
-    if s.fit == "rate":
-        available = s.segment_budget_frames - s.lead_in_frames - s.tail_frames
+    if settings.fit == "rate":
+        available = settings.segment_budget_frames - settings.lead_in_frames - settings.tail_frames
         for i, ((kind, text, _, seg), n) in enumerate(zip(texts, narrs)):
-            if kind != "concept" or _narr_frames(n, s.fps) <= available:
+            if kind != "concept" or _narr_frames(n, settings.fps) <= available:
                 continue
-            ceiling = int(seg.rate * s.fit_max_rate_factor)
+            ceiling = int(seg.rate * settings.fit_max_rate_factor)
             rate = seg.rate
-            while _narr_frames(n, s.fps) > available and rate < ceiling:
+            while _narr_frames(n, settings.fps) > available and rate < ceiling:
                 # speech time scales roughly inversely with rate; aim 2% past the need, then verify
-                rate = min(ceiling, max(rate + 1, math.ceil(rate * _narr_frames(n, s.fps) / available * 1.02)))
+                rate = min(ceiling, max(rate + 1, math.ceil(rate * _narr_frames(n, settings.fps) / available * 1.02)))
                 n = narrate([_request(ep, text, seg, rate)], engine, cache, stats)[0]
             narrs[i] = n
             if rate != seg.rate:
@@ -93,7 +93,7 @@ def speak_and_plan(
             number=num,
             samples=n.samples,
             sample_rate=n.sample_rate,
-            words=tuple(TimedWord(w.text, w.start, w.end) for w in n.words),
+            words=tuple(SampleWord(w.text, w.start, w.end) for w in n.words),
             rate=n.rate,
             voice=n.voice,
             audio_key=n.wav.stem,
@@ -102,7 +102,16 @@ def speak_and_plan(
         for (kind, _, num, seg), n in zip(texts, narrs)
     ]
     plan = build_plan(
-        ep.series, ep.part, ep.title, s.fps, s.width, s.height, inputs, s.lead_in_frames, s.tail_frames, extra={"next": ep.next}
+        ep.series,
+        ep.part,
+        ep.title,
+        settings.fps,
+        settings.width,
+        settings.height,
+        inputs,
+        settings.lead_in_frames,
+        settings.tail_frames,
+        extra={"next": ep.next},
     )
     return Timeline(ep, plan, narrs, fits, engine.id)
 
