@@ -31,10 +31,11 @@ def rule_segment_budget(m: Timeline) -> list[str]:
         fit_rate = math.ceil(sp.rate * sp.narration_frames / max(1, available))
         words = len(tokens(n.text))
         cut = math.ceil(over / fps * words / max(0.1, n.seconds))
-        seg = m.episode.segments[sp.number - 1]
+        k = (sp.number or 0) - 1
+        seg = m.episode.segments[k]
         note = f" (already fitted from {seg.rate} wpm)" if sp.rate != seg.rate else ""
         out.append(
-            f"{sp.source}: segments[{sp.number - 1}] {sp.name!r} runs {sp.frames / fps:.2f} s, "
+            f"{sp.source}: segments[{k}] {sp.name!r} runs {sp.frames / fps:.2f} s, "
             f"{over / fps:.2f} s over the {settings.segment_budget_frames / fps:.2f} s budget at {sp.rate} wpm{note}; "
             f"a rate of {fit_rate} wpm would fit, or cut about {cut} words"
         )
@@ -107,7 +108,7 @@ def rows(m: Timeline) -> list[Row]:
     for sp in m.plan.segments:
         if sp.kind != "concept":
             continue
-        f = fits.get(sp.number - 1)
+        f = fits.get((sp.number or 0) - 1)
         note = f"rate fitted {f.from_rate}->{f.to_rate} wpm" if f else ""
         out.append(
             Row(

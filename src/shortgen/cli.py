@@ -71,7 +71,7 @@ class _Printer:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
-        self.last = None
+        self.last: tuple | None = None
 
     def __call__(self, ev: dict) -> None:
         if self.quiet:

@@ -39,8 +39,12 @@ class Box:
 
 @dataclass
 class Drawn:
-    image: Image.Image
+    image: Image.Image | None  # None for a dry run (the layout alone)
     boxes: list[Box] = field(default_factory=list)
+
+    def painted(self) -> Image.Image:
+        assert self.image is not None, "a dry run has no picture"
+        return self.image
 
 
 def safe_zone(width: int, height: int) -> tuple[int, int, int, int]:
@@ -83,7 +87,8 @@ def _freetype(path: str, size: int, heavy: bool = False) -> ImageFont.FreeTypeFo
     if heavy:  # a variable fallback (Noto Emoji) at its boldest, to sit beside our heavy type
         try:
             axes = font.get_variation_axes()
-            font.set_variation_by_axes([a["maximum"] if a.get("name") in (b"Weight", "Weight") else a["default"] for a in axes])
+            weights = [a["maximum"] if a.get("name") in (b"Weight", "Weight") else a["default"] for a in axes]
+            font.set_variation_by_axes([float(w or 0) for w in weights])
         except (OSError, AttributeError, ValueError):
             pass
     return font
@@ -165,7 +170,8 @@ class ChainFont:
     its characters. ASCII text takes the primary font alone, as before (the fast, common path)."""
 
     def __init__(self, spec: FontSpec, size: int):
-        self.spec, self.size = spec, size
+        self.spec: FontSpec = spec
+        self.size: int = size
         self.primary = _freetype(spec.primary, size)
 
     def runs(self, text: str) -> list[tuple[str, ImageFont.FreeTypeFont]]:
@@ -234,16 +240,18 @@ def draw_runs(
         t, f = runs[0]
         if draw is not None:
             draw.text(xy, t, font=f, fill=fill, stroke_width=stroke, stroke_fill=stroke_fill, anchor=anchor)
-        return tuple(measure.textbbox(xy, t, font=f, stroke_width=stroke, anchor=anchor))
+        x0, y0, x1, y1 = measure.textbbox(xy, t, font=f, stroke_width=stroke, anchor=anchor)
+        return int(x0), int(y0), int(x1), int(y1)
     x, y = _baseline(font, xy, anchor, sum(f.getlength(t) for t, f in runs))
-    box = None
+    box: tuple | None = None
     for t, f in runs:
         if draw is not None:
             draw.text((x, y), t, font=f, fill=fill, stroke_width=stroke, stroke_fill=stroke_fill, anchor="ls")
         b = measure.textbbox((x, y), t, font=f, stroke_width=stroke, anchor="ls")
         box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
         x += f.getlength(t)
-    return tuple(int(v) for v in box)
+    assert box is not None  # there are two runs at least
+    return int(box[0]), int(box[1]), int(box[2]), int(box[3])
 
 
 def _break_points(word: str) -> list[tuple[str, str]]:
@@ -264,7 +272,7 @@ def _break_points(word: str) -> list[tuple[str, str]]:
     return out
 
 
-def break_word(word: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+def break_word(word: str, font: ChainFont, width: int) -> list[str]:
     """A word as pieces that each fit `width`: split at the latest break a reader would accept, and
     failing those, hyphenated at the last character that fits (two letters at least on each side)."""
     pieces: list[str] = []
@@ -283,7 +291,7 @@ def break_word(word: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]
     return pieces + [rest]
 
 
-def wrap_tokens(text: str, font: ImageFont.FreeTypeFont, width: int, breaks: bool = True) -> list[list[tuple[str, int]]]:
+def wrap_tokens(text: str, font: ChainFont, width: int, breaks: bool = True) -> list[list[tuple[str, int]]]:
     """Greedy wrap by words; each line a list of (piece, index of its word in the text). With `breaks`, a
     word wider than a whole line is broken (see `break_word`), so it may span lines as several pieces."""
     lines: list[list[tuple[str, int]]] = []
@@ -301,12 +309,12 @@ def _line_text(line: list[tuple[str, int]]) -> str:
     return " ".join(p for p, _ in line)
 
 
-def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+def wrap(text: str, font: ChainFont, width: int) -> list[str]:
     """Greedy wrap by words (see `wrap_tokens`) as lines of text."""
     return [_line_text(ln) for ln in wrap_tokens(text, font, width)]
 
 
-def balance(lines: list[list[tuple[str, int]]], font: ImageFont.FreeTypeFont, width: int) -> list[list[tuple[str, int]]]:
+def balance(lines: list[list[tuple[str, int]]], font: ChainFont, width: int) -> list[list[tuple[str, int]]]:
     """Two greedy lines -> the split that minimises the longer line, so a cue never ends on a lone word
     (only between whole words: a broken word stays as it was broken)."""
     if len(lines) != 2:
@@ -324,8 +332,15 @@ def balance(lines: list[list[tuple[str, int]]], font: ImageFont.FreeTypeFont, wi
 
 
 def fit_tokens(
-    text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str, stroke: int = 0, source: tuple = ()
-) -> tuple[ImageFont.FreeTypeFont, list[list[tuple[str, int]]]]:
+    text: str,
+    path: FontSpec | str,
+    sizes: tuple[int, int],
+    width: int,
+    max_lines: int,
+    what: str,
+    stroke: int = 0,
+    source: tuple = (),
+) -> tuple[ChainFont, list[list[tuple[str, int]]]]:
     """The largest size in [min, max] at which text wraps into max_lines within width: with whole words
     if any size allows it (a smaller type reads better than a broken word), else with long words broken."""
     hi, lo = sizes
@@ -344,8 +359,15 @@ def fit_tokens(
 
 
 def fit(
-    text: str, path: str, sizes: tuple[int, int], width: int, max_lines: int, what: str, stroke: int = 0, source: tuple = ()
-) -> tuple[ImageFont.FreeTypeFont, list[str]]:
+    text: str,
+    path: FontSpec | str,
+    sizes: tuple[int, int],
+    width: int,
+    max_lines: int,
+    what: str,
+    stroke: int = 0,
+    source: tuple = (),
+) -> tuple[ChainFont, list[str]]:
     f, lines = fit_tokens(text, path, sizes, width, max_lines, what, stroke, source)
     return f, [_line_text(ln) for ln in lines]
 
@@ -453,7 +475,7 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
             seg.reference, font_path(settings, "regular"), (32, 26), width, 2, f"{where}: reference", source=src + ("reference",)
         )
         y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
-        blame = src + ("reference",)
+        blame: tuple = src + ("reference",)
     elif seg.kind == "intro":
         f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series", source=("series",))
         y = c.lines(x0, y + 20, lines, f, _rgb(t.text), "series") + 10
@@ -647,10 +669,10 @@ class TileCache:
         from concurrent.futures import Future
 
         with self._lock:
-            fut = self._made.get(text)
-            mine = fut is None or (fut.done() and fut.result() is self._RETRY)
-            if mine:
-                fut = self._made[text] = Future()
+            known = self._made.get(text)
+            mine = known is None or (known.done() and known.result() is self._RETRY)
+            fut = self._made[text] = Future() if mine else known
+        assert fut is not None
         if mine:
             try:
                 fut.set_result(cue_tiles(text, self.settings, self.tile_map, what, self._words))

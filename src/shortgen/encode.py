@@ -370,6 +370,7 @@ class Encoder(Protocol):
 def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
     """Run ffmpeg with raw pictures (or any bytes) written to its stdin."""
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None
     try:
         for pic in pictures:
             for piece in pic:

@@ -76,7 +76,7 @@ def ensure_card(plan: Plan, seg: SegmentPlan, key: str, settings: Settings, cach
     if cache.has(path) and path.stat().st_size == ends[-1]:
         stats.hits["frames"] += 1
     else:
-        base = ycc(draw.draw_card(seg, plan, settings).image)
+        base = ycc(draw.draw_card(seg, plan, settings).painted())
         with cache.writing(path) as tmp:
             tmp.write_bytes(b"".join((*planes420(base), base.crop((0, y0, settings.width, y1)).tobytes())))
         stats.draws += 1
@@ -90,7 +90,7 @@ def load_card(path: Path, settings: Settings) -> tuple:
     if len(mv) != ends[-1]:
         raise EncodeError(f"{path}: a card of {len(mv)} bytes, expected {ends[-1]}")
     planes = tuple(mv[a:b] for a, b in zip([0] + ends[:2], ends[:3]))
-    return planes, Image.frombytes("RGB", (settings.width, y1 - y0), mv[ends[2] :])
+    return planes, Image.frombytes("RGB", (settings.width, y1 - y0), bytes(mv[ends[2] :]))
 
 
 def pictures(

@@ -100,6 +100,11 @@ class _Positions:
         self.values: dict[tuple, Pos] = {}
         self.keys: dict[tuple, Pos] = {}
 
+    def where(self, file: Path, path: tuple, key: bool = False) -> Where:
+        """The file:line:col of a value (or its key), as close as the file records it."""
+        found = self.find(path, key)
+        return Where(file, *found) if found else Where(file)
+
     def find(self, path: tuple, key: bool = False) -> Pos | None:
         table = self.keys if key else self.values
         while path:
@@ -246,8 +251,7 @@ def load_series(path: Path) -> Series:
     for i, p in enumerate(m["parts"]):
         full = path.parent / p
         if not full.is_file():
-            line, col = pos.find(("parts", i)) or (None, None)
-            raise ScriptError(Where(path, line, col), f"parts[{i}]", f"no such episode file: {p}")
+            raise ScriptError(pos.where(path, ("parts", i)), f"parts[{i}]", f"no such episode file: {p}")
         parts.append(full)
     layer = _resolve_fonts(_present(m["settings"]), pos, path)
     return Series(
@@ -279,8 +283,7 @@ def _resolve_fonts(layer: dict, pos: _Positions, path: Path) -> dict:
             except OSError:
                 problem = f"not a font FreeType can read: {name}"
         if problem:
-            line, col = pos.find(("settings", "fonts", i)) or (None, None)
-            raise ScriptError(Where(path, line, col), f"settings.fonts[{i}]", problem)
+            raise ScriptError(pos.where(path, ("settings", "fonts", i)), f"settings.fonts[{i}]", problem)
         out.append(str(f.resolve()))
     return {**layer, "fonts": out}
 
@@ -350,14 +353,18 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     settings = resolve(series_layer, episode_layer, cli, base=base)
 
     if settings.segments_per_part and len(m["segments"]) != settings.segments_per_part:
-        line, col = pos.find(("segments",)) or (None, None)
         raise ScriptError(
-            Where(path, line, col), "segments", f"expected {settings.segments_per_part} segments, found {len(m['segments'])}"
+            pos.where(path, ("segments",)),
+            "segments",
+            f"expected {settings.segments_per_part} segments, found {len(m['segments'])}",
         )
     for i, s in enumerate(m["segments"]):
         if not speakable(clean_narration(s["narration"])):
-            line, col = pos.find(("segments", i, "narration")) or (None, None)
-            raise ScriptError(Where(path, line, col), f"segments[{i}].narration", "no words to speak: only markup or punctuation")
+            raise ScriptError(
+                pos.where(path, ("segments", i, "narration")),
+                f"segments[{i}].narration",
+                "no words to speak: only markup or punctuation",
+            )
     segs = tuple(
         Segment(
             index=i,
@@ -372,7 +379,7 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
         for i, s in enumerate(m["segments"])
     )
     places = {k: Where(path, *pos.values[(k,)]) for k in ("series", "next", "title") if (k,) in pos.values}
-    if "series" not in places and series_path:
+    if "series" not in places and series_where is not None:
         places["series"] = series_where
     return Episode(
         path=path,

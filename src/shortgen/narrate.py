@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .cache import Cache, Stats, file_digest, key_of
 from .errors import DiskFullError, TTSError, VoiceError, Where
@@ -155,25 +155,28 @@ def align(text: str, events: list[dict], pcm: np.ndarray, sample_rate: int) -> t
     known = [k for k, s in enumerate(starts) if s is not None]
     if not known:
         raise TTSError("the engine reported no word events")
+    firm = {k: s for k, s in enumerate(starts) if s is not None}
+    at: list[int] = []
     for k in range(len(toks)):
-        if starts[k] is not None:
+        if k in firm:
+            at.append(firm[k])
             continue
         prev = max((i for i in known if i < k), default=None)
         nxt = min((i for i in known if i > k), default=None)
-        a_s, a_c = (starts[prev], spans[prev][0]) if prev is not None else (0, 0)
-        b_s, b_c = (starts[nxt], spans[nxt][0]) if nxt is not None else (total, len(text))
+        a_s, a_c = (firm[prev], spans[prev][0]) if prev is not None else (0, 0)
+        b_s, b_c = (firm[nxt], spans[nxt][0]) if nxt is not None else (total, len(text))
         frac = (spans[k][0] - a_c) / max(1, b_c - a_c)
-        starts[k] = int(a_s + frac * (b_s - a_s))
+        at.append(int(a_s + frac * (b_s - a_s)))
     # starts must be non-decreasing
-    for k in range(1, len(starts)):
-        starts[k] = max(starts[k], starts[k - 1])
+    for k in range(1, len(at)):
+        at[k] = max(at[k], at[k - 1])
 
     voiced = _voiced_windows(pcm, sample_rate)
     win = sample_rate // 100
     words = []
     for k, (w, off) in enumerate(toks):
-        s = starts[k]
-        limit = starts[k + 1] if k + 1 < len(toks) else total
+        s = at[k]
+        limit = at[k + 1] if k + 1 < len(toks) else total
         e = _last_voiced_end(voiced, win, s, limit)
         words.append(SpokenWord(text=w, char_start=off, start=s, end=max(e, min(limit, s + win))))
     return tuple(words)
@@ -322,10 +325,10 @@ def _library_file(library: str) -> str:
             "speech_library is 'system', but no libespeak-ng.so.1 is installed "
             "(apt-get install libespeak-ng1), or use the default, 'wheel'"
         )
-    p = Path(library).expanduser()
-    if not p.is_file():
+    given = Path(library).expanduser()
+    if not given.is_file():
         raise TTSError(f"speech_library: no such file: {library}")
-    return str(p.resolve())
+    return str(given.resolve())
 
 
 @lru_cache(maxsize=4)
@@ -392,7 +395,7 @@ def narrate(
     for _attempt in (1, 2):  # a rare utterance fails (an empty WAV, a wrong rate): speak it again, alone
         if not todo:
             break
-        jobs = []
+        jobs: list[dict[str, Any]] = []
         for i in todo:
             paths[i][0].parent.mkdir(parents=True, exist_ok=True)
             jobs.append(

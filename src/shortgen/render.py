@@ -118,7 +118,7 @@ def render_episode(
         check.enforce_fits(timed, [seg for seg, _ in todo])
         pictures = None
         if previous.get("thumbs_key") != thumbs_key or not all((out_dir / names[k]).is_file() for k in ("thumbnail", "cover")):
-            pictures = draw.draw_thumbnail(plan, settings).image, draw.draw_cover(plan, settings).image
+            pictures = draw.draw_thumbnail(plan, settings).painted(), draw.draw_cover(plan, settings).painted()
 
         staging = outputs.staging_dir(cache.tmp_dir, out_dir)
         try:
@@ -234,9 +234,8 @@ def _encode(
             if measuring:
                 measuring.result()
         except BaseException:
-            for f in futures + [measuring]:
-                if f:
-                    f.cancel()  # ... without starting queued work; `with` waits for the rest
+            for f in futures + ([measuring] if measuring else []):
+                f.cancel()  # ... without starting queued work; `with` waits for the rest
             raise
     # the final file carries the audio track by stream copy: its figures were taken with the chunks
     measured = json.loads(figures.read_text())

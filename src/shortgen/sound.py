@@ -334,9 +334,9 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
         lo, l_lo, hi, l_hi = (g, lg, hi, l_hi) if lg < target_lufs else (lo, l_lo, g, lg)
     gain_db = lo if abs(l_lo - target_lufs) <= abs(l_hi - target_lufs) else hi
     lufs, curve = loud(gain_db)
-    g = (10 ** (gain_db / 20)) * curve
+    gains = (10 ** (gain_db / 20)) * curve
     # the envelope scales with the (slowly moving) gain, so the peak needs no second oversampling pass
-    tp = float(20 * np.log10(max(float((env * g).max()), 1e-12)))
-    k = (kx * g)[:n].astype(np.float64)
+    tp = float(20 * np.log10(max(float((env * gains).max()), 1e-12)))
+    k = (kx * gains)[:n].astype(np.float64)
     energy = np.bincount(np.arange(n) // BIN, weights=k * k)
-    return Mastered((x * g).astype(np.float32)[:n], lufs, tp, gain_db, energy)
+    return Mastered((x * gains).astype(np.float32)[:n], lufs, tp, gain_db, energy)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .cache import Cache, Stats
-from .load import Episode
+from .load import Episode, Segment
 from .narrate import Engine, Narration, Request, narrate
 from .plan import Plan, SampleWord, SegmentInput, build_plan, narration_frames
 
@@ -32,7 +32,7 @@ class Timeline:
     engine_id: str = ""
 
 
-def _texts(ep: Episode) -> list[tuple[str, str, int | None, object]]:
+def _texts(ep: Episode) -> list[tuple[str, str, int | None, Segment | None]]:
     """(kind, text, concept number, segment) for intro, concepts and outro, in order."""
     settings = ep.settings
     out: list = []
@@ -71,8 +71,8 @@ def speak_and_plan(
 
     if settings.fit == "rate":
         available = settings.segment_budget_frames - settings.lead_in_frames - settings.tail_frames
-        for i, ((kind, text, _, seg), n) in enumerate(zip(texts, narrs)):
-            if kind != "concept" or _narr_frames(n, settings.fps) <= available:
+        for i, ((_, text, _, seg), n) in enumerate(zip(texts, narrs)):
+            if seg is None or _narr_frames(n, settings.fps) <= available:
                 continue
             ceiling = int(seg.rate * settings.fit_max_rate_factor)
             rate = seg.rate
