@@ -209,8 +209,3 @@ def test_escape_matches_the_standards_byte_by_byte_rule():
 def test_split_nals_handles_3_and_4_byte_start_codes():
     stream = b"\x00\x00\x00\x01\x67\xaa" + b"\x00\x00\x01\x68\xbb" + b"\x00\x00\x01\x65\xcc\xdd"
     assert h264.split_nals(stream) == [b"\x67\xaa", b"\x68\xbb", b"\x65\xcc\xdd"]
-
-
-def test_expand_rejects_a_wrong_picture_count():
-    with pytest.raises(h264.H264Error):
-        h264.expand(b"", [1])

@@ -4,9 +4,11 @@ A short is mostly still: ~250 distinct pictures over ~3,100 frames. x264 encodes
 pictures (one frame each); between them we insert P frames whose macroblocks are all skipped, which
 decoders show as an exact copy of the previous picture. Each costs a few bytes and no encoding time.
 
-To keep the stream valid we renumber `frame_num` (and the POC lsb, for POC type 0) of every slice;
-both are fixed-width fields, so this is an in-place bit rewrite. Requirements on the x264 stream,
-checked here: CAVLC (cabac=0), no B-frames, one reference frame, no weighted prediction, progressive.
+To keep the stream valid we renumber `frame_num` (and `idr_pic_id`) of every slice, writing each slice
+header afresh up to those fields and copying the rest bit for bit. Requirements on the x264 stream,
+checked here: CAVLC (cabac=0), no B-frames, one reference frame, no weighted prediction, progressive,
+POC type 2 (what x264 writes without B-frames: order follows frame_num, so there is no POC field to
+renumber), no redundant pictures. Anything else is refused with the reason.
 """
 
 from __future__ import annotations
@@ -108,8 +110,6 @@ def escape(rbsp: bytes) -> bytes:
 @dataclass(frozen=True)
 class Params:
     log2_max_frame_num: int
-    poc_type: int
-    log2_max_poc_lsb: int
     mbs: int
     pps_id: int
     deblocking_control: bool
@@ -129,11 +129,12 @@ def parse_sps(rbsp: bytes) -> dict:
             raise H264Error("custom scaling matrices are not supported")
     log2_fn = r.ue() + 4
     poc_type = r.ue()
-    log2_poc = 0
     if poc_type == 0:
-        log2_poc = r.ue() + 4
+        r.ue()  # log2_max_pic_order_cnt_lsb_minus4
     elif poc_type == 1:
-        raise H264Error("POC type 1 is not supported")
+        r.u(1), r.se(), r.se()
+        for _ in range(r.ue()):
+            r.se()
     refs = r.ue()
     r.u(1)
     w, h = r.ue() + 1, r.ue() + 1
@@ -141,7 +142,9 @@ def parse_sps(rbsp: bytes) -> dict:
         raise H264Error("interlaced streams are not supported")
     if refs != 1:
         raise H264Error(f"need exactly one reference frame, the stream has {refs}")
-    return {"log2_max_frame_num": log2_fn, "poc_type": poc_type, "log2_max_poc_lsb": log2_poc, "mbs": w * h}
+    if poc_type != 2:
+        raise H264Error(f"POC type {poc_type} is not supported (x264 writes type 2 when encoding without B-frames)")
+    return {"log2_max_frame_num": log2_fn, "poc_type": poc_type, "mbs": w * h}
 
 
 def parse_pps(rbsp: bytes) -> dict:
@@ -158,15 +161,19 @@ def parse_pps(rbsp: bytes) -> dict:
     if r.u(1):
         raise H264Error("weighted prediction is not supported (encode with weightp=0)")
     r.u(2), r.se(), r.se(), r.se()
-    return {"pps_id": pps_id, "deblocking_control": bool(r.u(1))}
+    deblocking_control = bool(r.u(1))
+    r.u(1)  # constrained_intra_pred_flag
+    if r.u(1):
+        raise H264Error("redundant pictures are not supported (redundant_pic_cnt_present_flag is set)")
+    return {"pps_id": pps_id, "deblocking_control": deblocking_control}
 
 
 @lru_cache(maxsize=1024)
-def _skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
-    return skip_slice(p, frame_num, poc_lsb)
+def _skip_slice(p: Params, frame_num: int) -> bytes:
+    return skip_slice(p, frame_num)
 
 
-def skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
+def skip_slice(p: Params, frame_num: int) -> bytes:
     """A P slice in which every macroblock is skipped: the previous picture, shown again."""
     w = BitWriter()
     w.u(8, (p.nal_ref_idc << 5) | 1)  # nal header: non-IDR slice
@@ -174,8 +181,6 @@ def skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
     w.ue(5)  # slice_type P (all slices of the picture)
     w.ue(p.pps_id)
     w.u(p.log2_max_frame_num, frame_num % (1 << p.log2_max_frame_num))
-    if p.poc_type == 0:
-        w.u(p.log2_max_poc_lsb, poc_lsb % (1 << p.log2_max_poc_lsb))
     w.u(1, 1)  # num_ref_idx_active_override_flag
     w.ue(0)  # one reference: the previous picture
     w.u(1, 0)  # ref_pic_list_modification_flag_l0
@@ -188,10 +193,10 @@ def skip_slice(p: Params, frame_num: int, poc_lsb: int) -> bytes:
     return escape(data)
 
 
-def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int, idr_pic_id: int = 0) -> tuple[bytes, bool, int]:
-    """Set frame_num, the POC lsb and (in an IDR slice) idr_pic_id of an x264 slice; returns (nal,
-    is_idr, first_mb). The header up to the POC lsb is written afresh (idr_pic_id is exp-Golomb coded,
-    so its length may change) and the rest of the slice follows bit for bit, up to its stop bit."""
+def _rewrite_slice(nal: bytes, p: Params, frame_num: int, idr_pic_id: int = 0) -> tuple[bytes, bool, int]:
+    """Set frame_num and (in an IDR slice) idr_pic_id of an x264 slice; returns (nal, is_idr, first_mb).
+    The header up to those fields is written afresh (idr_pic_id is exp-Golomb coded, so its length may
+    change) and the rest of the slice follows bit for bit, up to its stop bit."""
     rbsp = unescape(nal)
     nal_type = rbsp[0] & 0x1F
     r = BitReader(rbsp)
@@ -205,8 +210,6 @@ def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int, idr_pic_
     is_idr = nal_type == 5
     if is_idr:
         r.ue()
-    if p.poc_type == 0:
-        r.pos += p.log2_max_poc_lsb
     w = BitWriter()
     w.u(8, rbsp[0])
     w.ue(first_mb)
@@ -215,8 +218,6 @@ def _rewrite_slice(nal: bytes, p: Params, frame_num: int, poc_lsb: int, idr_pic_
     w.u(p.log2_max_frame_num, 0 if is_idr else frame_num % (1 << p.log2_max_frame_num))
     if is_idr:
         w.ue(idr_pic_id)
-    if p.poc_type == 0:
-        w.u(p.log2_max_poc_lsb, poc_lsb % (1 << p.log2_max_poc_lsb))
     # the rest, from r.pos to the stop bit (the last 1), moved as one integer: fast for big I slices
     total = len(rbsp) * 8
     value = int.from_bytes(rbsp, "big")
@@ -273,8 +274,6 @@ def _params(sps_nal: bytes, pps_nal: bytes, nal_ref_idc: int = 2) -> Params:
     sps, pps = parse_sps(unescape(sps_nal)), parse_pps(unescape(pps_nal))
     return Params(
         sps["log2_max_frame_num"],
-        sps["poc_type"],
-        sps["log2_max_poc_lsb"],
         sps["mbs"],
         pps["pps_id"],
         pps["deblocking_control"],
@@ -298,7 +297,6 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
 
     out = bytearray()
     frame_num = 0
-    poc = 0
     prev_idr: int | None = None  # the previous access unit's idr_pic_id, if it was an IDR picture
     for k, (pic, count) in enumerate(zip(pictures, repeats)):
         if count < 1:
@@ -321,19 +319,17 @@ def expand(stream: bytes, repeats: list[int]) -> bytes:
                 p = _params(sps_nal, nal, p.nal_ref_idc)
             if t in (1, 5):
                 if t == 5:
-                    frame_num, poc = 0, 0
+                    frame_num = 0
                 ref_idc = nal[0] >> 5
                 if ref_idc == 0:  # a skip frame must be able to refer back to this picture
                     raise H264Error("a picture is not a reference frame (encode with bframes=0)")
-                nal, _, _ = _rewrite_slice(nal, p, frame_num, 2 * poc, idr_id)
+                nal, _, _ = _rewrite_slice(nal, p, frame_num, idr_id)
                 p = Params(**{**p.__dict__, "nal_ref_idc": ref_idc})
             out += b"\x00\x00\x00\x01" + nal
         prev_idr = idr_id if is_idr and count == 1 else None
-        frame_num, poc = frame_num + 1, poc + 1
+        frame_num += 1
         for _ in range(count - 1):
-            # only frame_num and the POC lsb change between skip slices, and both wrap: keep the few made
-            out += b"\x00\x00\x00\x01" + _skip_slice(
-                p, frame_num % (1 << p.log2_max_frame_num), 2 * poc % (1 << p.log2_max_poc_lsb)
-            )
-            frame_num, poc = frame_num + 1, poc + 1
+            # only frame_num changes between skip slices, and it wraps: keep the few made
+            out += b"\x00\x00\x00\x01" + _skip_slice(p, frame_num % (1 << p.log2_max_frame_num))
+            frame_num += 1
     return bytes(out)
