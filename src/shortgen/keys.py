@@ -90,3 +90,21 @@ def thumbs(plan: Plan, settings: Settings, fonts: dict) -> str:
         settings.theme.__dict__,
         fonts,
     )
+
+
+@dataclass(frozen=True)
+class EpisodeKeys:
+    """Every key of one render of an episode."""
+
+    fonts: dict
+    segments: list[SegmentKeys]
+    audio: str
+    final: str
+    thumbs: str
+
+
+def episode(plan: Plan, settings: Settings) -> EpisodeKeys:
+    fonts = draw.font_digests(settings)
+    segments = [segment(plan, seg, settings, fonts) for seg in plan.segments]
+    audio_key = audio(plan, settings)
+    return EpisodeKeys(fonts, segments, audio_key, final(segments, audio_key), thumbs(plan, settings, fonts))

@@ -25,7 +25,7 @@ from .narrate import Engine
 from .plan import Plan, SegmentPlan, cue_texts
 from .plan import runs as plan_runs
 from .settings import Settings
-from .timeline import speak_and_plan
+from .timeline import Timeline, speak_and_plan
 
 Sink = Callable[[dict], None]
 
@@ -68,96 +68,77 @@ def render_episode(
 ) -> RenderResult:
     t0 = time.monotonic()
     settings, stats, progress = ep.settings, stats or Stats(), Progress(sink, ep.slug)
-    out_dir = settings.output_dir / ep.slug
-    names = outputs.file_names(ep.slug)
+    out_dir, names = settings.output_dir / ep.slug, outputs.file_names(ep.slug)
     cache.sweep()  # temporaries of runs that were killed
 
     progress("narrate")
     tiles = draw.TileCache(settings, tile_map=frames.ycc)
-    timed = speak_and_plan(
-        ep,
-        engine,
-        cache,
-        stats,
-        on_progress=lambda d, n: progress("narrate", "", d, n),
-        on_speak=lambda texts: _warm_captions(tiles, texts),
-    )
+    timed = speak_and_plan(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
+                           on_speak=lambda texts: _warm_captions(tiles, texts))  # fmt: skip
     check.enforce(timed)  # refuse over-budget scripts before writing anything
     plan = timed.plan
     progress.total_frames = plan.total_frames
+    ek = keys.episode(plan, settings)
 
-    fonts = draw.font_digests(settings)
-    seg_keys = [keys.segment(plan, seg, settings, fonts) for seg in plan.segments]
-    audio_key = keys.audio(plan, settings)
-    final_key, thumbs_key = keys.final(seg_keys, audio_key), keys.thumbs(plan, settings, fonts)
+    def result(loudness: tuple[float, float], rendered: bool) -> RenderResult:
+        progress("done")
+        files = {role: out_dir / name for role, name in names.items()}
+        return RenderResult(ep, out_dir, files, plan, stats, time.monotonic() - t0, timed.fits, loudness, rendered)
 
     with cache.locked(out_dir):
         outputs.recover(out_dir)
         outputs.clear_staging(out_dir)
         previous = outputs.read_manifest(out_dir / names["manifest"])
-        if previous.get("final_key") == final_key and all((out_dir / n).is_file() for n in names.values()):
+        if previous.get("final_key") == ek.final and all((out_dir / n).is_file() for n in names.values()):
             stats.hits["segments"] += len(plan.segments)
-            progress("done")
             loud = previous.get("loudness", {})
-            return RenderResult(
-                ep,
-                out_dir,
-                _files(out_dir, ep.slug),
-                plan,
-                stats,
-                time.monotonic() - t0,
-                timed.fits,
-                (loud.get("integrated_lufs", 0.0), loud.get("true_peak_dbtp", 0.0)),
-                rendered=False,
-            )
+            return result((loud.get("integrated_lufs", 0.0), loud.get("true_peak_dbtp", 0.0)), rendered=False)
 
         # Everything that can fail on the text fails now, before any encoding and long before the set is
         # replaced: the rules `check` runs, for every card, the thumbnail, the cover and each caption still
         # to be encoded (an encoded segment's captions passed them when it was made).
-        todo = [(seg, k) for seg, k in zip(plan.segments, seg_keys) if not cache.has(cache.path("segments", k.segment, ".h264"))]
-        check.enforce_fits(timed, [seg for seg, _ in todo])
+        fresh = [seg for seg, k in zip(plan.segments, ek.segments) if not cache.has(cache.path("segments", k.segment, ".h264"))]
+        check.enforce_fits(timed, fresh)
         pictures = None
-        if previous.get("thumbs_key") != thumbs_key or not all((out_dir / names[k]).is_file() for k in ("thumbnail", "cover")):
+        if previous.get("thumbs_key") != ek.thumbs or not all((out_dir / names[k]).is_file() for k in ("thumbnail", "cover")):
             pictures = draw.draw_thumbnail(plan, settings).painted(), draw.draw_cover(plan, settings).painted()
 
         staging = outputs.staging_dir(cache.tmp_dir, out_dir)
         try:
-            mp4 = staging / names["video"]
-            probe, loudness = _encode(timed, seg_keys, audio_key, encoder, cache, stats, progress, tiles, mp4)
+            probe, loudness = _encode(timed, ek, encoder, cache, stats, progress, tiles, staging / names["video"])
             progress("outputs")
-            outputs.write_text(staging / names["srt"], outputs.srt(plan))
-            outputs.write_text(staging / names["vtt"], outputs.vtt(plan))
-            if pictures:
-                outputs.save_jpeg(pictures[0], staging / names["thumbnail"])
-                outputs.save_jpeg(pictures[1], staging / names["cover"])
-            inputs = {
-                "script": str(ep.path),
-                "script_sha256": ep.source_sha256,
-                "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
-                "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, seg_keys)},
-                "audio": audio_key,
-                "fonts": fonts,
-                "tts_engine": timed.engine_id,
-            }
-            outputs.write_json(
-                staging / names["manifest"],
-                outputs.episode_manifest(
-                    plan, settings, probe, loudness, timed.fits, inputs, final_key=final_key, thumbs_key=thumbs_key
-                ),
-            )
+            _write_set(staging, names, timed, ek, probe, loudness, pictures)
             # the unchanged pictures, and whatever else the user keeps in the folder, go along
-            outputs.carry_over(
-                out_dir, staging, set() if pictures else {names["thumbnail"], names["cover"]}, {*names.values(), ".lock"}
-            )
+            keep = set() if pictures else {names["thumbnail"], names["cover"]}
+            outputs.carry_over(out_dir, staging, keep, {*names.values(), ".lock"})
             outputs.fault("publish:before")
             progress("publish")
             outputs.publish(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    progress("done")
-    return RenderResult(
-        ep, out_dir, _files(out_dir, ep.slug), plan, stats, time.monotonic() - t0, timed.fits, loudness, rendered=True
-    )
+    return result(loudness, rendered=True)
+
+
+def _write_set(staging: Path, names: dict, timed: Timeline, ek: keys.EpisodeKeys, probe, loudness: tuple, pictures) -> None:
+    """The set's files besides the video, into the staging folder: captions, pictures, manifest."""
+    plan, ep = timed.plan, timed.episode
+    outputs.write_text(staging / names["srt"], outputs.srt(plan))
+    outputs.write_text(staging / names["vtt"], outputs.vtt(plan))
+    if pictures:
+        outputs.save_jpeg(pictures[0], staging / names["thumbnail"])
+        outputs.save_jpeg(pictures[1], staging / names["cover"])
+    inputs = {
+        "script": str(ep.path),
+        "script_sha256": ep.source_sha256,
+        "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
+        "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, ek.segments)},
+        "audio": ek.audio,
+        "fonts": ek.fonts,
+        "tts_engine": timed.engine_id,
+    }
+    manifest = outputs.episode_manifest(plan, ep.settings, probe, loudness, timed.fits, inputs,
+                                        final_key=ek.final, thumbs_key=ek.thumbs)  # fmt: skip
+    outputs.write_json(staging / names["manifest"], manifest)
 
 
 def _warm_captions(tiles: draw.TileCache, texts: list[str]) -> None:
@@ -169,9 +150,8 @@ def _warm_captions(tiles: draw.TileCache, texts: list[str]) -> None:
 
 
 def _encode(
-    timed,
-    seg_keys: list[keys.SegmentKeys],
-    audio_key: str,
+    timed: Timeline,
+    ek: keys.EpisodeKeys,
     encoder: Encoder,
     cache: Cache,
     stats: Stats,
@@ -198,8 +178,8 @@ def _encode(
         keyint=settings.keyint_frames,
     )
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, timed.narrations)}
-    audio_path = cache.path("segments", audio_key, ".aac")
-    figures = cache.path("segments", audio_key, ".json")
+    audio_path = cache.path("segments", ek.audio, ".aac")
+    figures = cache.path("segments", ek.audio, ".json")
     futures: list[Future] = []
     measuring: Future | None = None
     seg_paths: list[Path] = []
@@ -210,7 +190,7 @@ def _encode(
             measuring = audio.submit(track.measure, plan, settings, encoder, cache, figures)
         else:
             stats.hits["segments"] += 1
-        for seg, k in zip(plan.segments, seg_keys):
+        for seg, k in zip(plan.segments, ek.segments):
             seg_path = cache.path("segments", k.segment, ".h264")
             seg_paths.append(seg_path)
             label = f"{seg.number or seg.kind} {seg.name}"
@@ -291,7 +271,3 @@ def _encode_segment(
     stats.encodes += 1
     progress.done_frames += seg.frames
     progress("encoded", label)
-
-
-def _files(out_dir: Path, slug: str) -> dict[str, Path]:
-    return {role: out_dir / name for role, name in outputs.file_names(slug).items()}
