@@ -17,11 +17,13 @@ the code that makes the entry changes. Reading down this file answers "what does
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import draw
 from .cache import key_of
-from .plan import Plan, SegmentPlan
-from .settings import Settings
+
+if TYPE_CHECKING:  # the speech stage asks for its key without loading the drawing code
+    from .plan import Plan, SegmentPlan
+    from .settings import Settings
 
 NARRATION = "narration-v1"
 CARD = "card"
@@ -46,6 +48,8 @@ class SegmentKeys:
 
 
 def segment(plan: Plan, seg: SegmentPlan, settings: Settings, fonts: dict) -> SegmentKeys:
+    from . import draw
+
     card = key_of(CARD, draw.card_key_inputs(seg, plan, settings, fonts))
     overlays = [key_of(OVERLAY, k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None for st in seg.states]
     whole = key_of(SEGMENT, card, overlays, [st.end - st.start for st in seg.states], settings.encoder_key())
@@ -81,6 +85,8 @@ def final(segments: list[SegmentKeys], audio_key: str) -> str:
 
 def thumbs(plan: Plan, settings: Settings, fonts: dict) -> str:
     """The pictures depend on the names and the look only: an edit to a narration keeps them."""
+    from . import draw
+
     return key_of(
         THUMBS,
         [draw.card_key_inputs(g, plan, settings, fonts) for g in plan.segments if g.kind == "intro"],
@@ -104,6 +110,8 @@ class EpisodeKeys:
 
 
 def episode(plan: Plan, settings: Settings) -> EpisodeKeys:
+    from . import draw
+
     fonts = draw.font_digests(settings)
     segments = [segment(plan, seg, settings, fonts) for seg in plan.segments]
     audio_key = audio(plan, settings)

@@ -22,7 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .cache import Cache, Stats, file_digest, key_of
+from . import keys
+from .cache import Cache, Stats, file_digest
 from .errors import DiskFullError, TTSError, VoiceError, Where
 
 if TYPE_CHECKING:
@@ -376,8 +377,8 @@ def narrate(
     `on_speak(texts)` hears which texts are about to be spoken: work that needs only the words can start
     while the engine speaks. Nothing enters the cache before `verify` accepts it."""
     stats = stats or Stats()
-    keys = [key_of("narration-v1", engine.id, r.text, r.voice, r.rate) for r in requests]
-    paths = [(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in keys]
+    names = [keys.narration(engine.id, r.text, r.voice, r.rate) for r in requests]
+    paths = [(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in names]
     todo = [i for i, (w, j) in enumerate(paths) if not cache.has(w, j)]
     stats.hits["narration"] += len(requests) - len(todo)
 
