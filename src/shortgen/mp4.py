@@ -81,9 +81,11 @@ def read_tracks(path: Path) -> tuple[list[Track], int]:
                 for oa, _ in _find(data, ta, tb, stbl + [name]):
                     n = struct.unpack(">I", data[oa + 4 : oa + 8])[0]
                     offsets = [struct.unpack(fmt, data[oa + 8 + width * k : oa + 8 + width * (k + 1)])[0] for k in range(n)]
-            chunks, sample = [], 0
+            chunks, sample, run = [], 0, 0
             for c, off in enumerate(offsets, 1):
-                per = next(spc for first, spc, _ in reversed(stsc) if first <= c)
+                while run + 1 < len(stsc) and stsc[run + 1][0] <= c:  # stsc's runs come in chunk order
+                    run += 1
+                per = stsc[run][1] if stsc else 0
                 chunks.append((off, sample, per))
                 sample += per
             tracks.append(Track(kind, timescale, stts, chunks))
