@@ -110,18 +110,24 @@ def test_painted_caption_states_equal_full_drawing(series_plans):
     state in full, pixel for pixel, for every caption state of two segments in each part."""
     for plan in series_plans:
         s = load_episode(ROOT / "scripts" / f"part{plan.part}.yaml").settings
-        x0, y0, _, y1 = draw.caption_origin(s)
         for seg in (plan.segments[0], plan.concepts()[plan.part % 5]):
-            card = draw.draw_card(seg, plan, s).image.convert("RGB")
-            band = card.crop((0, y0, card.width, y1))
-            painter = draw.CaptionPainter(seg, s)
-            for st in seg.states:
-                if st.cue is None:
-                    continue
-                hl = None if st.word is None else st.word - seg.cues[st.cue].first
-                full = helpers.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
-                assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, (seg.name, st)
+            painter = assert_painted_equals_drawn(plan, seg, s)
             assert painter.cues_drawn == len(seg.cues) and None not in painter._tiles.values()
+
+
+def assert_painted_equals_drawn(plan, seg, s) -> draw.CaptionPainter:
+    """Every caption state of a segment, painted from tiles, against drawing it in full, pixel for pixel."""
+    _, y0, _, y1 = draw.caption_origin(s)
+    card = draw.draw_card(seg, plan, s).painted().convert("RGB")
+    band = card.crop((0, y0, card.width, y1))
+    painter = draw.CaptionPainter(seg, s)
+    for st in seg.states:
+        if st.cue is None:
+            continue
+        hl = None if st.word is None else st.word - seg.cues[st.cue].first
+        full = helpers.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
+        assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, (seg.name, st)
+    return painter
 
 
 def test_painter_falls_back_to_full_drawing_where_word_boxes_touch(series_plans, monkeypatch):
@@ -311,17 +317,7 @@ def test_captions_with_emoji_paint_as_they_draw(tmp_path):
     ep = load_episode(p)
     m = speak_and_plan(ep, FakeEngine(), Cache(tmp_path / "c"))
     assert check.fit_problems(m) == []
-    s, seg = ep.settings, m.plan.segments[1]
-    x0, y0, _, y1 = draw.caption_origin(s)
-    card = draw.draw_card(seg, m.plan, s).image.convert("RGB")
-    band = card.crop((0, y0, card.width, y1))
-    painter = draw.CaptionPainter(seg, s)
-    for st in seg.states:
-        if st.cue is None:
-            continue
-        hl = None if st.word is None else st.word - seg.cues[st.cue].first
-        full = helpers.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
-        assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, st
+    assert_painted_equals_drawn(m.plan, m.plan.segments[1], ep.settings)
 
 
 def test_the_cmap_reader_agrees_with_fonttools(tmp_path):

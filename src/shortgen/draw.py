@@ -722,14 +722,6 @@ class CaptionPainter:
         return out
 
 
-def check_captions(plan: Plan, settings: Settings, segments: list[SegmentPlan] | None = None) -> None:
-    """Lay out every cue (of these segments) without drawing: a cue that cannot fit fails before any
-    rendering starts."""
-    for seg in plan.segments if segments is None else segments:
-        for cue in seg.cues:
-            layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}", ("segment", seg.index, "narration"))
-
-
 def check_fits(plan: Plan, settings: Settings, captions: list[SegmentPlan] | None = None) -> list[TextOverflowError]:
     """Every fit rule of every text box, laid out and not painted: each card, the captions (of
     `captions`, default all segments), the thumbnail and the cover. `check` and `render` both run this,
