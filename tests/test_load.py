@@ -322,3 +322,19 @@ def test_the_json_schema_refuses_what_the_loader_refuses(tmp_path):
         p.write_text(json.dumps(broken))
         with pytest.raises(ScriptError):
             load_episode(p)
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error(monkeypatch, capsys):
+    """`shortgen schema | head -1`: the reader leaves early; no traceback, no 'Broken pipe' line."""
+    import sys
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["schema"]) == 0
+    assert capsys.readouterr().err == ""

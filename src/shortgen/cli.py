@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # the reader of our output went away (`shortgen ... | head`): the work is done, say nothing more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the interpreter's final flush is quiet
+        return ExitStatus.OK
     except (ShortgenError, OSError) as e:
         print(f"shortgen: {describe(e)}", file=sys.stderr)
         return status_of(e)
@@ -181,7 +186,8 @@ def _check(a) -> ExitStatus:
         if is_rendered(p):
             rendered.append(p)
         elif p.is_dir() and not any(p.glob("*.y*ml")) and any(is_rendered(d) for d in p.iterdir()):
-            rendered += sorted(d for d in p.iterdir() if is_rendered(d))  # an output folder of parts
+            # an output folder of parts (not a render's hidden staging folder)
+            rendered += sorted(d for d in p.iterdir() if is_rendered(d) and not d.name.startswith("."))
         else:
             scripts.append(p)
     try:
