@@ -33,7 +33,8 @@ def test_the_wheel_renders_from_outside_the_checkout(tmp_path):
     for font in ("Roboto-Black.ttf", "Roboto-Bold.ttf", "Roboto-Regular.ttf", "NotoEmoji.ttf", "DejaVuSans-Bold.ttf"):
         assert f"shortgen/assets/fonts/{font}" in names
     assert any(n.endswith("LICENSE-Roboto.txt") for n in names)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)  # fmt: skip
     work.mkdir()
     shutil.copy(ROOT / "tests" / "fixtures" / "short.yaml", work / "short.yaml")
     env = {**os.environ, "PYTHONPATH": str(target), "SHORTGEN_CACHE_DIR": str(tmp_path / "cache")}
