@@ -108,7 +108,7 @@ class Cache:
                 old = now - e.stat(follow_symlinks=False).st_mtime > STALE_TMP_S
             except OSError:
                 continue
-            if not old and owner.isdigit() and _alive(int(owner)):
+            if not old and owner.isdigit() and process_alive(int(owner)):
                 continue
             if e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path, ignore_errors=True)
@@ -172,7 +172,8 @@ class Cache:
         return n, size
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (the owner of a temporary or a staging folder)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cache import _alive, atomic_write_bytes
+from .cache import atomic_write_bytes, process_alive
 from .plan import Plan, frames_to_ms
 
 
@@ -232,7 +232,7 @@ def clear_staging(out_dir: Path) -> None:
     """Staging folders beside the output left by renders that were killed (the caller holds the lock)."""
     for p in out_dir.parent.glob(f".{out_dir.name}.staging-*"):
         pid = p.name.rsplit(".staging-", 1)[1].split("-")[0]
-        if not (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+        if not (pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid))):
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -106,16 +106,22 @@ class FakeEncoder:
         self.calls: list[tuple[str, str]] = []
         self.fail_after = fail_after  # pictures to consume before failing: a crash mid-encode
 
-    def encode_frames(self, pictures, repeats, v, out):
-        self.calls.append(("frames", out.name))
+    def _digests(self, pictures, v, target: Path) -> list[str]:
+        """Consume the pictures as an encoder would: each must be one yuv420p frame; with `fail_after`,
+        fail part-way, leaving a half-written `target` as a killed encoder does."""
         digests = []
         for i, pic in enumerate(pictures):
             if self.fail_after is not None and i >= self.fail_after:
-                out.write_text("half-written")  # what a killed encoder leaves behind
-                raise EncodeError(f"encoding {out.name}: simulated failure")
+                target.write_text("half-written")
+                raise EncodeError(f"encoding {target.name}: simulated failure")
             data = b"".join(pic)
             assert len(data) == v.width * v.height * 3 // 2, "a picture of the wrong size (yuv420p)"
             digests.append(hashlib.sha256(data).hexdigest()[:12])
+        return digests
+
+    def encode_frames(self, pictures, repeats, v, out):
+        self.calls.append(("frames", out.name))
+        digests = self._digests(pictures, v, out)
         out.write_text(
             json.dumps(
                 {"frames": sum(repeats), "fps": v.fps, "w": v.width, "h": v.height, "pictures": digests, "repeats": list(repeats)}
@@ -125,14 +131,7 @@ class FakeEncoder:
     def encode_runs(self, pictures, runs, v, scratch):
         lengths = [n for n, _ in runs]
         self.calls.append(("runs", lengths))
-        digests = []
-        for i, pic in enumerate(pictures):
-            if self.fail_after is not None and i >= self.fail_after:
-                scratch.write_text("half-written")  # what a killed encoder leaves behind
-                raise EncodeError(f"encoding {scratch.name}: simulated failure")
-            data = b"".join(pic)
-            assert len(data) == v.width * v.height * 3 // 2, "a picture of the wrong size (yuv420p)"
-            digests.append(hashlib.sha256(data).hexdigest()[:12])
+        digests = self._digests(pictures, v, scratch)
         assert len(digests) == sum(lengths), "as many pictures as the runs hold"
         at = list(itertools.accumulate([0, *lengths]))
         return [
