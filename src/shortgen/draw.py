@@ -7,6 +7,7 @@ then fails with TextOverflowError naming the segment and field; it never overflo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from .settings import Settings
 DRAW_VERSION = 2  # bump when the look changes: it is part of every frame's cache key
 SAFE = (96, 240, 984, 1480)  # x0, y0, x1, y1 for 1080x1920: the platforms' UI-free zone
 CAPTION_BOX = (96, 1130, 984, 1470)
+CAPTION_BOXES = {"bottom": CAPTION_BOX, "middle": (96, 900, 984, 1240)}  # by settings.caption_position
+PILL_PAD = (14, 6)  # the box style's pill reaches this far (x, y) around the active word's ink
 CAPTION_SIZES = (68, 52)  # largest and smallest caption type
 CAPTION_STROKE = 6
 INSET = 8  # card text keeps this far inside the safe zone
@@ -35,6 +38,7 @@ class Box:
     y0: int
     x1: int
     y1: int
+    fill: tuple | None = None  # the text's colour, for the contrast rule
 
 
 @dataclass
@@ -397,7 +401,7 @@ class _Canvas:
         b = draw_runs(
             self.draw if self.image is not None else None, xy, text, font, fill, anchor, stroke, stroke_fill, self._measure
         )
-        box = Box(what, *b)
+        box = Box(what, *b, fill=tuple(fill) if isinstance(fill, (tuple, list)) else None)
         self.boxes.append(box)
         return box
 
@@ -424,10 +428,14 @@ def _background(width: int, height: int, top: str, bottom: str, accent: str) -> 
     return img
 
 
-def _base(settings: Settings, dry: bool = False) -> _Canvas:
+def _base(settings: Settings, dry: bool = False, layer: bool = False) -> _Canvas:
+    """The card's canvas: the gradient, or with `layer` a transparent one for text that goes over a
+    picture (compose.py lays it on the backdrop)."""
     t = settings.theme
     if dry:
         return _Canvas(None)
+    if layer:
+        return _Canvas(Image.new("RGBA", (settings.width, settings.height), (0, 0, 0, 0)))
     return _Canvas(_background(settings.width, settings.height, t.background, t.background2, t.accent).copy())
 
 
@@ -444,10 +452,36 @@ def _badge(c: _Canvas, settings: Settings, label: str, x: int, y: int, width: in
     return y + 60
 
 
-def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = False) -> Drawn:
+PANEL_MIN = 400  # a panel visual keeps at least this many rows (at 1920 high) below the card's text
+PANEL_GAP = 28  # ... and starts this far below it
+
+
+def text_limit(seg: SegmentPlan, plan: Plan, settings: Settings) -> int:
+    """How far down the card's text may reach: above the captions, and above a panel visual's least height."""
+    limit = caption_origin(settings)[1]
+    if seg.visual is not None and seg.visual.rect[1] > 0:
+        limit = min(limit, seg.visual.rect[3] - round((PANEL_MIN + PANEL_GAP) * settings.height / 1920))
+    return limit - 10
+
+
+def placed(seg: SegmentPlan, plan: Plan, settings: Settings) -> SegmentPlan:
+    """The segment with its panel visual starting below the card's text (the plan's panel is the most it
+    may have): a card with a longer name or one-liner gets a shorter panel, never an overlap."""
+    v = seg.visual
+    if v is None or v.rect[1] == 0:
+        return seg
+    bottom = max((b.y1 for b in draw_card(seg, plan, settings, dry=True).boxes), default=0)
+    top = max(v.rect[1], 2 * -(-(bottom + round(PANEL_GAP * settings.height / 1920)) // 2))
+    if top == v.rect[1]:
+        return seg
+    return dataclasses.replace(seg, visual=dataclasses.replace(v, rect=(v.rect[0], top, v.rect[2], v.rect[3])))
+
+
+def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = False, layer: bool = False) -> Drawn:
     """The segment's background: it carries the concept for the whole segment, so any paused frame says
-    which. `dry` lays it out without painting (Drawn.image is None): the fit rules alone."""
-    c = _base(settings, dry)
+    which. `dry` lays it out without painting (Drawn.image is None): the fit rules alone. `layer` draws
+    the text alone on transparency, for a card over a picture (compose.py)."""
+    c = _base(settings, dry, layer)
     t = settings.theme
     x0, y0, x1, _ = safe_zone(settings.width, settings.height)
     x0, x1 = x0 + INSET, x1 - INSET  # glyph side bearings can reach a few pixels outside the pen position
@@ -507,8 +541,11 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
             f, lines = fit(nxt, font_path(settings, "bold"), (72, 48), width, 2, f"{where}: next", source=("next",))
             y = c.lines(x0, y, lines, f, _rgb(t.accent), "next")
             blame = ("next",)
-    if y > CAPTION_BOX[1] * settings.height / 1920 - 10:
-        detail = "the card's text runs into the caption area; shorten it"
+    if y > text_limit(seg, plan, settings):
+        into = "the caption area"
+        if seg.visual is not None and seg.visual.rect[1] > 0:
+            into = "the visual's panel (it needs 400 pixels below the text)"
+        detail = f"the card's text runs into {into}; shorten it"
         raise TextOverflowError(f"{where}: {detail}", blame, detail)
     return Drawn(c.image, c.boxes)
 
@@ -554,22 +591,38 @@ def _layout_caption(text: str, settings: Settings, stroke: int) -> CaptionLayout
 
 
 def draw_caption(canvas: _Canvas, layout: CaptionLayout, highlight: int | None, settings: Settings) -> None:
+    """The cue's words, the active one lit: in the highlight colour, or (the box style) in the card's
+    dark colour on a pill of the highlight colour, drawn last so that its pill lies over its neighbours."""
     t = settings.theme
     f = _font(font_path(settings, "bold"), layout.size)
+    box = settings.caption_style == "box"
     for w, x, y, k in layout.words:
+        if k == highlight and box:
+            continue
         fill = _rgb(t.highlight) if k == highlight else _rgb(t.caption)
         canvas.text((x, y), w, f, fill, "caption", stroke=CAPTION_STROKE, stroke_fill=_rgb(t.outline))
+    if box and highlight is not None:
+        for w, x, y, k in layout.words:
+            if k == highlight:
+                b = draw_runs(None, (x, y), w, f, None, "la", CAPTION_STROKE, measure=canvas._measure)
+                canvas.draw.rounded_rectangle(_pill(b), radius=(b[3] - b[1]) // 3, fill=_rgb(t.highlight))
+                canvas.text((x, y), w, f, _rgb(t.background), "caption")
+
+
+def _pill(ink: tuple) -> tuple[int, int, int, int]:
+    return ink[0] - PILL_PAD[0], ink[1] - PILL_PAD[1], ink[2] + PILL_PAD[0], ink[3] + PILL_PAD[1]
 
 
 def caption_origin(settings: Settings) -> tuple[int, int, int, int]:
     """The caption band in frame pixels. Its rows are even: yuv420p pairs rows for chroma, so the band
     converts on its own and the card's rows around it are reused as they are."""
     sx, sy = settings.width / 1080, settings.height / 1920
+    box = CAPTION_BOXES[settings.caption_position]
     return (
-        round(CAPTION_BOX[0] * sx),
-        2 * round(CAPTION_BOX[1] * sy / 2),
-        round(CAPTION_BOX[2] * sx),
-        2 * round(CAPTION_BOX[3] * sy / 2),
+        round(box[0] * sx),
+        2 * round(box[1] * sy / 2),
+        round(box[2] * sx),
+        2 * round(box[3] * sy / 2),
     )
 
 
@@ -605,6 +658,8 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
         for _, _, b, _ in placed[i + 1 :]:
             if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
                 return None
+    if settings.caption_style == "box":
+        return _box_tiles(placed, f, settings, tile_map)
     # A word's two tiles share their masks: FreeType renders the stroked outline and the fill once, and
     # each colour is laid through them by the same C call ImageDraw.text makes (so pixels are identical).
     inks = (_rgb(t.outline), _rgb(t.caption)), (_rgb(t.outline), _rgb(t.highlight))
@@ -630,7 +685,24 @@ def cue_tiles(text: str, settings: Settings, tile_map: Callable, what: str, word
                     draw_runs(ImageDraw.Draw(tile), (x - b[0], y - b[1]), w, f, colour, "la", CAPTION_STROKE, outline)
                 pair.append(tile_map(tile))
             words[(w, f.size)] = pair
-        tiles.append(((b[0], b[1]), *pair, k))
+        tiles.append(((b[0], b[1]), *pair, k, (b[0], b[1])))
+    return tiles
+
+
+def _box_tiles(placed: list, f: ChainFont, settings: Settings, tile_map: Callable) -> list:
+    """The box style's tiles: each word plain (as drawn by draw_caption), and lit: its pill with the
+    word on it, placed where the pill starts (the painter lays it over its neighbours)."""
+    t = settings.theme
+    tiles = []
+    for w, (x, y), b, k in placed:
+        plain = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
+        draw_runs(ImageDraw.Draw(plain), (x - b[0], y - b[1]), w, f, _rgb(t.caption), "la", CAPTION_STROKE, _rgb(t.outline))
+        p = _pill(b)
+        lit = Image.new("RGBA", (p[2] - p[0], p[3] - p[1]), (0, 0, 0, 0))
+        d = ImageDraw.Draw(lit)
+        d.rounded_rectangle((0, 0, p[2] - p[0], p[3] - p[1]), radius=(b[3] - b[1]) // 3, fill=_rgb(t.highlight))
+        draw_runs(d, (x - p[0], y - p[1]), w, f, _rgb(t.background), "la")
+        tiles.append(((b[0], b[1]), tile_map(plain), tile_map(lit), k, (p[0], p[1])))
     return tiles
 
 
@@ -702,24 +774,49 @@ class CaptionPainter:
         # the same picture (up to rounding) without converting each painted band.
         self.tiles = tiles or TileCache(settings, tile_map)
         self.tile_map = self.tiles.tile_map
+        self._pops: dict = {}
 
-    def paint(self, band: Image.Image, cue_index: int, highlight: int | None) -> Image.Image:
+    def paint(
+        self, band: Image.Image, cue_index: int, highlight: int | None, pop: int = 0, copy: bool = True, dy: int = 0
+    ) -> Image.Image:
         """A copy of the card's caption band (RGB, or whatever space `tile_map` maps into) with this cue
-        drawn and word `highlight` lit."""
+        drawn and word `highlight` lit; `pop` > 0 draws the lit word at its pop step's size. With
+        `copy=False` the band itself is painted; `dy` says where the band's rows start in that image."""
         if cue_index not in self._tiles:
             text, what = self.seg.cues[cue_index].text, f"{self.seg.source}: {self.seg.name!r}"
             self._tiles[cue_index] = self.tiles.get(text, what)
             self.cues_drawn += 1
         tiles = self._tiles[cue_index]
-        out = band.copy()
+        out = band.copy() if copy else band
         if tiles is None:
             layer = self.tile_map(draw_overlay(self.seg, cue_index, highlight, self.settings).image)
-            out.paste(layer, (self.x0, 0), layer)
+            out.paste(layer, (self.x0, dy), layer)
             return out
-        for xy, plain, lit, k in tiles:
-            tile = lit if k == highlight else plain
-            out.paste(tile, xy, tile)
+        lit_one = None
+        for xy, plain, lit, k, lit_xy in tiles:
+            if k == highlight:
+                lit_one = (lit, lit_xy)
+            else:
+                out.paste(plain, (xy[0], xy[1] + dy), plain)
+        if lit_one is not None:  # last: a pill or a pop may reach over its neighbours
+            tile, xy = lit_one
+            if pop:
+                key = (id(tile), pop)
+                if key not in self._pops:
+                    self._pops[key] = (tile, *_popped(tile, xy, pop))  # the tile kept: its id stays its own
+                _, tile, xy = self._pops[key]
+            out.paste(tile, (xy[0], xy[1] + dy), tile)
         return out
+
+
+def _popped(tile: Image.Image, xy: tuple[int, int], step: int) -> tuple[Image.Image, tuple[int, int]]:
+    """A lit word's tile at its pop step's scale, about its centre."""
+    from .plan import POP_SCALES
+
+    sc = POP_SCALES[step - 1]
+    w, h = tile.size
+    big = tile.resize((round(w * sc), round(h * sc)), Image.Resampling.BICUBIC)
+    return big, (xy[0] - (big.width - w) // 2, xy[1] - (big.height - h) // 2)
 
 
 def check_fits(plan: Plan, settings: Settings, captions: list[SegmentPlan] | None = None) -> list[TextOverflowError]:
@@ -805,7 +902,29 @@ def card_key_inputs(seg: SegmentPlan, plan: Plan, settings: Settings, fonts: dic
         "concepts": [s.name for s in plan.concepts()] if seg.kind == "intro" else None,
         "outro": [settings.outro_text, plan.extra.get("next")] if seg.kind == "outro" else None,
         "total": len(plan.concepts()),
+        **look_key_inputs(seg, plan, settings),
     }
+
+
+def look_key_inputs(seg: SegmentPlan, plan: Plan, settings: Settings) -> dict:
+    """What a card's look takes beyond today's: its picture, the background, the caption settings that
+    move the text or its scrim. Empty for a plain card with the default captions (its key is unchanged)."""
+    from dataclasses import asdict
+
+    out: dict = {}
+    if settings.caption_position != "bottom":
+        out["caption_position"] = settings.caption_position
+    if seg.visual is not None or plan.background is not None:
+        # by content, not by where the file is: moving the project keeps its cache
+        def media(v) -> dict | None:
+            return {k: x for k, x in asdict(v).items() if k not in ("file", "source")} if v else None
+
+        out["visual"] = media(seg.visual)
+        out["background"] = media(plan.background)
+        out["first"] = [seg.states[0].vis, seg.states[0].bg] if seg.states else None
+        out["captions"] = [settings.caption_style, [c.text for c in seg.cues]]  # their scrim
+        out["compose"] = 1  # compose.py's version
+    return out
 
 
 def overlay_key_inputs(seg: SegmentPlan, state: State, settings: Settings, fonts: dict) -> dict | None:
@@ -815,7 +934,7 @@ def overlay_key_inputs(seg: SegmentPlan, state: State, settings: Settings, fonts
     cue = seg.cues[state.cue]
     # The whole theme, not just the caption colours: a theme edit is a look change, and redrawing
     # everything is the predictable rule (it costs about a second of drawing per episode).
-    return {
+    out = {
         "v": DRAW_VERSION,
         "size": [settings.width, settings.height],
         "fonts": fonts,
@@ -823,6 +942,11 @@ def overlay_key_inputs(seg: SegmentPlan, state: State, settings: Settings, fonts
         "hl": None if state.word is None else state.word - cue.first,
         "theme": settings.theme.__dict__,
     }
+    if settings.caption_style != "highlight" or settings.caption_position != "bottom":
+        out["style"] = [settings.caption_style, settings.caption_position]
+    if state.pop:
+        out["pop"] = state.pop
+    return out
 
 
 def font_digests(settings: Settings) -> dict:

@@ -10,12 +10,13 @@ painted (in YCbCr: the painter's tiles are converted once), and the rows below.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
 
-from . import draw
+from . import compose, draw
 from .cache import Cache, Stats
 from .errors import EncodeError
 from .plan import Plan, SegmentPlan, State
@@ -70,17 +71,97 @@ def card_layout(settings: Settings) -> tuple[list[int], int, int]:
 
 def ensure_card(plan: Plan, seg: SegmentPlan, key: str, settings: Settings, cache: Cache, stats: Stats) -> Path:
     """Make sure the segment's card is cached as the encoder takes it. Raw, not PNG: a card takes ~10 ms
-    to draw and ~15 ms to convert, while writing and reading back a PNG took ~35 ms (measured)."""
+    to draw and ~15 ms to convert, while writing and reading back a PNG took ~35 ms (measured). A card
+    over a picture keeps its look (scrims, contrast) beside it."""
     ends, y0, y1 = card_layout(settings)
     path = cache.path("frames", key, ".yuv")
-    if cache.has(path) and path.stat().st_size == ends[-1]:
+    look_path = path.with_suffix(".look.json")
+    imagery = compose.has_imagery(seg, plan)
+    if cache.has(path) and path.stat().st_size == ends[-1] and (not imagery or cache.has(look_path)):
         stats.hits["frames"] += 1
     else:
-        base = ycc(draw.draw_card(seg, plan, settings).painted())
+        if imagery:
+            img, look = card_over_imagery(plan, seg, settings)
+            with cache.writing(look_path) as tmp:
+                tmp.write_text(json.dumps(_look_json(look)))
+        else:
+            img = draw.draw_card(seg, plan, settings).painted()
+        base = ycc(img)
         with cache.writing(path) as tmp:
             tmp.write_bytes(b"".join((*planes420(base), base.crop((0, y0, settings.width, y1)).tobytes())))
         stats.draws += 1
     return path
+
+
+def read_look(card: Path) -> compose.Look | None:
+    """The look cached beside a card over a picture (None for a plain card)."""
+    p = card.with_suffix(".look.json")
+    if not p.is_file():
+        return None
+    d = json.loads(p.read_text())
+    return compose.Look(
+        tuple(compose.Scrim(tuple(x["box"]), tuple(x["colour"]), x["alpha"], x["what"]) for x in d["scrims"]), d["contrast"]
+    )
+
+
+def _look_json(look: compose.Look) -> dict:
+    return {"scrims": [{"box": list(s.box), "colour": list(s.colour), "alpha": s.alpha, "what": s.what} for s in look.scrims],
+            "contrast": look.contrast}  # fmt: skip
+
+
+def card_over_imagery(plan: Plan, seg: SegmentPlan, settings: Settings) -> tuple[Image.Image, compose.Look]:
+    """A card over a picture, as its first frame shows it (without captions), and its look."""
+    layers = Layers(plan, seg, settings)
+    try:
+        return layers.card(), layers.look
+    finally:
+        layers.close()
+
+
+class Layers:
+    """A segment's layers under the captions: backdrop, visual, scrims, the card's text (compose.py)."""
+
+    def __init__(self, plan: Plan, seg: SegmentPlan, settings: Settings, look: compose.Look | None = None):
+        seg = draw.placed(seg, plan, settings)
+        self.plan, self.seg, self.settings = plan, seg, settings
+        self.bg = compose.VisualLayer(plan.background, plan.total_frames, settings) if plan.background else None
+        self.vis = compose.VisualLayer(seg.visual, seg.frames, settings) if seg.visual else None
+        self.text = draw.draw_card(seg, plan, settings, layer=True)
+        self.look = look or self._measure()
+
+    def under(self, bg: int, vis: int, bg_layer=None, vis_layer=None) -> Image.Image:
+        """Backdrop and visual at these samples, RGB (or mapped, with mapped layers)."""
+        base = compose.backdrop(self.plan, self.settings, bg, bg_layer or self.bg)
+        lay = vis_layer or self.vis
+        if self.seg.visual is not None and lay is not None:
+            base.paste(lay.at(vis), self.seg.visual.rect[:2], lay.mask)
+        return base
+
+    def _measure(self) -> compose.Look:
+        bgs = self.bg.samples() if self.bg and self.plan.background and self.plan.background.kind == "clip" else [0]
+        viss = self.vis.samples() if self.vis else [-1]
+        n = max(len(bgs), len(viss))
+        samples = [self.under(bgs[i * len(bgs) // n], viss[i * len(viss) // n]) for i in range(n)]
+        sampled = any(v is not None and v.kind == "clip" for v in (self.plan.background, self.seg.visual))
+        return compose.make_look(self.seg, self.plan, self.settings, self.text.boxes, samples, sampled)
+
+    def over(self) -> Image.Image:
+        """Scrims and the card's text, RGBA."""
+        size = (self.settings.width, self.settings.height)
+        out = compose.scrim_layer(self.look, size) or Image.new("RGBA", size, (0, 0, 0, 0))
+        out.alpha_composite(self.text.painted())
+        return out
+
+    def card(self) -> Image.Image:
+        st = self.seg.states[0]
+        img = self.under(max(st.bg, 0), st.vis).convert("RGBA")
+        img.alpha_composite(self.over())
+        return img.convert("RGB")
+
+    def close(self) -> None:
+        for layer in (self.bg, self.vis):
+            if layer is not None:
+                layer.close()
 
 
 def load_card(path: Path, settings: Settings) -> tuple:
@@ -93,10 +174,23 @@ def load_card(path: Path, settings: Settings) -> tuple:
     return planes, Image.frombytes("RGB", (settings.width, y1 - y0), bytes(mv[ends[2] :]))
 
 
+def moving(seg: SegmentPlan) -> bool:
+    """Whether a segment's pictures change outside its caption band (motion, footage, the bar)."""
+    return any(st.vis >= 0 or st.bg >= 0 or st.bar >= 0 for st in seg.states)
+
+
 def pictures(
-    card: Path, seg: SegmentPlan, settings: Settings, painter: draw.CaptionPainter, states: list[State] | tuple[State, ...]
+    card: Path,
+    seg: SegmentPlan,
+    settings: Settings,
+    painter: draw.CaptionPainter,
+    states: list[State] | tuple[State, ...],
+    plan: Plan | None = None,
 ) -> Iterator[tuple]:
     """Raw yuv420p pictures of these states of a segment, each as pieces that concatenate to a frame."""
+    if plan is not None and moving(seg):
+        yield from _moving_pictures(card, plan, seg, settings, painter, states)
+        return
     planes, band = load_card(card, settings)
     w = settings.width
     _, y0, _, y1 = draw.caption_origin(settings)
@@ -107,5 +201,79 @@ def pictures(
             yield planes
             continue
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
-        fresh = planes420(painter.paint(band, st.cue, hl))
+        fresh = planes420(painter.paint(band, st.cue, hl, st.pop))
         yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
+
+
+def _moving_pictures(
+    card: Path, plan: Plan, seg: SegmentPlan, settings: Settings, painter: draw.CaptionPainter, states
+) -> Iterator[tuple]:
+    """Pictures of a segment where more than the captions change. Only the rows that change are made
+    per picture (the region: the visual's panel, the captions and the bar; the whole frame under a
+    moving background), in YCbCr; the card's own planes serve the rest."""
+    planes, _ = load_card(card, settings)
+    w, h = settings.width, settings.height
+    _, y0, _, y1 = draw.caption_origin(settings)
+    seg = draw.placed(seg, plan, settings)
+    vis, bgv = seg.visual, plan.background
+    vis_moves, bg_moves = vis is not None and vis.moving, bgv is not None and bgv.moving
+    rows = [y0, y1]
+    if vis_moves:
+        assert vis is not None
+        rows += [vis.rect[1], vis.rect[3]]
+    if any(st.bar >= 0 for st in seg.states):
+        bx = compose.bar_box(settings, 0)
+        rows += [bx[1], bx[3]]
+    r0, r1 = (0, h) if bg_moves else (min(rows), max(rows))
+    layers = Layers(plan, seg, settings, read_look(card))
+    vis_layer = compose.VisualLayer(vis, seg.frames, settings, ycc) if vis is not None else None
+    bg_layer = compose.VisualLayer(bgv, plan.total_frames, settings, ycc) if bgv is not None else None
+    try:
+        over = layers.over().crop((0, r0, w, r1))
+        over_box = over.getchannel("A").getbbox()
+        over_y = ycc(over.crop(over_box)) if over_box else None
+        still_under = None
+        if not bg_moves:
+            base = compose.backdrop(plan, settings, 0)
+            if vis is not None and not vis_moves and layers.vis is not None:
+                base.paste(layers.vis.at(-1), vis.rect[:2], layers.vis.mask)
+            still_under = ycc(base.crop((0, r0, w, r1)))
+        corners: list = []
+        if vis_moves and vis is not None and vis_layer is not None and vis_layer.mask is not None and still_under is not None:
+            r = round(compose.PANEL_RADIUS * w / 1080) + 1
+            vw, vh = vis_layer.size
+            for cx, cy in ((0, 0), (vw - r, 0), (0, vh - r), (vw - r, vh - r)):
+                xy = (vis.rect[0] + cx, vis.rect[1] - r0 + cy)
+                inverse = vis_layer.mask.crop((cx, cy, cx + r, cy + r)).point(lambda a: 255 - a)
+                corners.append((xy, still_under.crop((*xy, xy[0] + r, xy[1] + r)), inverse))
+        bar_colour = ycc(Image.new("RGB", (1, 1), draw._rgb(settings.theme.accent)))  # pasted as a tile
+        cuts = [(r0 * w, r1 * w), (r0 * w // 4, r1 * w // 4), (r0 * w // 4, r1 * w // 4)]
+        for st in states:
+            if bg_moves:
+                assert bg_layer is not None
+                region = bg_layer.at(max(st.bg, 0)).crop((0, r0, w, r1))
+                if vis is not None and not vis_moves and vis_layer is not None:
+                    region.paste(vis_layer.at(-1), (vis.rect[0], vis.rect[1] - r0), vis_layer.mask)
+            else:
+                assert still_under is not None
+                region = still_under.copy()
+            if vis_moves and vis_layer is not None and vis is not None:
+                # unmasked, then the rounded corners put back: a masked paste of the whole panel cost 1 ms
+                region.paste(vis_layer.at(st.vis), (vis.rect[0], vis.rect[1] - r0))
+                for xy, patch, mask in corners:
+                    region.paste(patch, xy, mask)
+            if over_y is not None and over_box is not None:
+                region.paste(over_y, over_box[:2], over_y)
+            if st.cue is not None:
+                hl = None if st.word is None else st.word - seg.cues[st.cue].first
+                painter.paint(region, st.cue, hl, st.pop, copy=False, dy=y0 - r0)
+            if st.bar > 0:
+                bx = compose.bar_box(settings, st.bar)
+                region.paste(bar_colour.resize((bx[2] - bx[0], bx[3] - bx[1])), (bx[0], bx[1] - r0))
+            fresh = planes420(region)
+            yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
+    finally:
+        layers.close()
+        for lay in (vis_layer, bg_layer):
+            if lay is not None:
+                lay.close()

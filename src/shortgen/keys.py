@@ -5,7 +5,9 @@ the code that makes the entry changes. Reading down this file answers "what does
 
   narration  text, voice, rate, speech engine (pyttsx3 version and the espeak library's digest)
   card       the card's texts, layout, theme, fonts, drawing version (draw.card_key_inputs)
-  overlay    a caption state's cue, highlighted word, theme, fonts (draw.overlay_key_inputs)
+  card       ... and its picture, background and caption look (draw.look_key_inputs), media by content hash
+  overlay    a caption state's cue, highlighted word, pop step, theme, fonts (draw.overlay_key_inputs)
+  picture    a state's overlay and its moment of the moving visual, background and progress bar
   run        one cue's pictures (card + overlays) and its inner keyframes, encoder settings
   segment    the card, every overlay and how long each shows, encoder settings
   voice      one segment's narration, mastering settings and its place on the AAC grid
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # the speech stage asks for its key without loading the drawi
 NARRATION = "narration-v1"
 CARD = "card"
 OVERLAY = "overlay"
+PICTURE = "picture-v1"
 RUN = "run-v1"
 SEGMENT = "segment-v4"
 VOICE = "voice-v5"
@@ -52,6 +55,15 @@ def segment(plan: Plan, seg: SegmentPlan, settings: Settings, fonts: dict) -> Se
 
     card = key_of(CARD, draw.card_key_inputs(seg, plan, settings, fonts))
     overlays = [key_of(OVERLAY, k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None for st in seg.states]
+    # where more than the caption moves, a picture is also its moment of the visual, background and bar
+    # (a still's motion path spans the segment: its length is part of each step); the card's key names
+    # the media themselves
+    overlays = [
+        key_of(PICTURE, o, st.vis, st.bg, st.bar, seg.frames if st.vis >= 0 else None)
+        if (st.vis, st.bg, st.bar) != (-1, -1, -1)
+        else o
+        for o, st in zip(overlays, seg.states)
+    ]
     whole = key_of(SEGMENT, card, overlays, [st.end - st.start for st in seg.states], settings.encoder_key())
     return SegmentKeys(card, overlays, whole)
 

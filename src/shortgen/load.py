@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import schema
+from . import media, schema
 from .errors import ScriptError, Where
 from .rules import check_value
 from .settings import Settings, resolve
@@ -24,6 +24,18 @@ Pos = tuple[int, int]  # 1-based line, column
 
 
 # ---- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VisualSpec:
+    """A picture or clip as the script names it, measured (media.py) and placed in the file."""
+
+    media: media.Media
+    fit: str = "cover"
+    motion: str = "auto"
+    start: float = 0.0  # seconds into a clip
+    clip_end: str = "loop"
+    where: str = ""  # file:line:col: field, for messages
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,7 @@ class Segment:
     rate: int
     pos: Pos  # where the segment starts in the file
     fields: dict = field(default_factory=dict, compare=False)  # field name -> Pos of its value
+    visual: VisualSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class Episode:
     source_sha256: str
     origins: dict  # setting name -> Where it was set (series or episode file)
     places: dict = field(default_factory=dict, compare=False)  # "series", "next", "title" -> Where
+    background: VisualSpec | None = None
 
     def where(self, setting: str) -> Where:
         return self.origins.get(setting) or Where(self.path)
@@ -265,7 +279,12 @@ def load_series(path: Path) -> Series:
 
 
 def _resolve_fonts(layer: dict, pos: _Positions, path: Path) -> dict:
-    """`fonts:` entries are relative to the file that names them; each must be a font FreeType reads."""
+    """`fonts:` entries (and the `background:` file) are relative to the file that names them; each font
+    must be one FreeType reads."""
+    bg = layer.get("background")
+    if bg and bg.lower() != "none":
+        f = Path(bg).expanduser()
+        layer = {**layer, "background": str(f if f.is_absolute() else (path.parent / f).absolute())}
     if not layer.get("fonts"):
         return layer
     out = []
@@ -375,9 +394,20 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
             rate=s["rate"] or settings.rate,
             pos=pos.find(("segments", i)) or (1, 1),
             fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values},
+            visual=_visual(s["visual"], ("segments", i, "visual"), pos, path, settings.fps) if s["visual"] else None,
         )
         for i, s in enumerate(m["segments"])
     )
+    background = None
+    if settings.background and settings.background.lower() != "none":
+        where = origins.get("background") or Where(path)
+        try:
+            bg = media.probe(settings.background)
+            if bg.kind == "clip":
+                media.verify_clip(bg, 0)
+        except media.MediaError as e:
+            raise ScriptError(where, "settings.background", str(e)) from None
+        background = VisualSpec(bg, motion="none", where=f"{where}: settings.background")
     places = {k: Where(path, *pos.values[(k,)]) for k in ("series", "next", "title") if (k,) in pos.values}
     if "series" not in places and series_where is not None:
         places["series"] = series_where
@@ -392,6 +422,46 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
         source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         origins=origins,
         places=places,
+        background=background,
+    )
+
+
+def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> VisualSpec:
+    """A segment's `visual:`, its file found relative to the script and measured; one clear line for
+    whatever is wrong with it."""
+    shorthand = at + ("file",) not in pos.values
+    file_at = at if shorthand else at + ("file",)
+    name = _fmt(file_at)
+    f = Path(v["file"]).expanduser()
+    f = f if f.is_absolute() else path.parent / f
+    try:
+        m = media.probe(f)
+    except media.MediaError as e:
+        raise ScriptError(pos.where(path, file_at), name, str(e)) from None
+    start = v["start"] or 0.0
+    if m.kind == "still":
+        for key in ("start", "clip_end"):
+            if v[key] is not None:
+                raise ScriptError(pos.where(path, at + (key,)), _fmt(at + (key,)), f"`{key}` is for clips; {f.name} is a picture")
+    else:
+        first = round(start * m.fps)
+        if first >= m.frames:
+            raise ScriptError(
+                pos.where(path, at + ("start",)),
+                _fmt(at + ("start",)),
+                f"starts at {start:g} s, past the end of {f.name} ({m.duration:.2f} s)",
+            )
+        try:
+            media.verify_clip(m, first)
+        except media.MediaError as e:
+            raise ScriptError(pos.where(path, file_at), name, str(e)) from None
+    return VisualSpec(
+        media=m,
+        fit=v["fit"] or "cover",
+        motion=v["motion"] or "auto",
+        start=start,
+        clip_end=v["clip_end"] or "loop",
+        where=f"{pos.where(path, file_at)}: {name}",
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: visuals, and states that split where something moves
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 PHRASE_END = re.compile(r"([,;:]|—|–)[\"')\]]*$|—")
 CUE_MAX_CHARS = 34  # two caption lines of about 17-20 characters at the caption size
@@ -44,6 +44,7 @@ class SegmentInput:
     voice: str
     audio_key: str  # which narration file (cache key)
     source: str = ""  # file:line:col of the segment, for messages
+    visual: Visual | None = None
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,55 @@ class Cue:
 
 @dataclass(frozen=True)
 class State:
-    """One distinct picture: a span of frames showing one cue with one word highlighted (or none)."""
+    """One distinct picture: a span of frames showing one cue with one word highlighted (or none), and
+    where something moves, which moment of it: the visual's sample (a still's motion step or a clip's
+    source frame), the background clip's source frame, the active word's pop step, the progress bar's
+    length in pixels. -1 (0 for pop) where that layer does not move."""
 
     start: int
     end: int
     cue: int | None
     word: int | None
+    vis: int = -1
+    bg: int = -1
+    pop: int = 0
+    bar: int = -1
+
+
+@dataclass(frozen=True)
+class Visual:
+    """A segment's picture or footage (or the episode's background), measured at load: plain data.
+    `rect` is where it shows in the frame; a clip's frames are counted at its own rate fps_num/fps_den."""
+
+    file: str
+    digest: str  # the content hash: part of every cache key the visual touches
+    kind: str  # "still" | "clip"
+    width: int
+    height: int
+    rect: tuple[int, int, int, int]
+    fit: str = "cover"  # "cover" | "contain"
+    motion: str = "none"  # none | zoom-in | zoom-out | pan-left | pan-right | pan-up | pan-down
+    zoom: float = 1.1  # how far a motion zooms (or, for a pan, how much spare picture it crosses)
+    fps_num: int = 0
+    fps_den: int = 1
+    frames: int = 0  # a clip's frame count
+    start: int = 0  # the first clip frame shown
+    clip_end: str = "loop"  # a clip shorter than its span: "loop" or "hold" the last frame
+    source: str = ""  # file:line:col: field, for messages
+
+    @property
+    def moving(self) -> bool:
+        return self.kind == "clip" or self.motion != "none"
+
+
+@dataclass(frozen=True)
+class Motion:
+    """The planner's rules for frames that change within a state (settings resolved by the caller)."""
+
+    hold_max: int = 3  # a still's motion steps at least every this many frames
+    step_px: float = 0.5  # ... and sooner when it would move further than this in one step
+    pop: bool = False  # the active word pops in over POP_FRAMES frames
+    bar_px: int = 0  # a progress bar this many pixels long (0: none)
 
 
 @dataclass(frozen=True)
@@ -96,6 +140,7 @@ class SegmentPlan:
     words: tuple[FrameWord, ...]
     cues: tuple[Cue, ...]
     states: tuple[State, ...]
+    visual: Visual | None = None
 
     @property
     def frames(self) -> int:
@@ -114,6 +159,7 @@ class Plan:
     segments: tuple[SegmentPlan, ...]
     version: int = PLAN_VERSION
     extra: dict = field(default_factory=dict)
+    background: Visual | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -180,7 +226,16 @@ def _best_phrase_cut(words: list[str], first: int, i: int, min_chars: int) -> in
     return i - 1
 
 
-def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: int, tail: int) -> SegmentPlan:
+def plan_segment(
+    inp: SegmentInput,
+    index: int,
+    start: int,
+    fps: int,
+    lead_in: int,
+    tail: int,
+    motion: Motion | None = None,
+    background: Visual | None = None,
+) -> SegmentPlan:
     narration_start = start + lead_in
     n_frames = narration_frames(inp.samples, inp.sample_rate, fps)
     end = narration_start + n_frames + tail
@@ -205,6 +260,8 @@ def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: i
             c_end = nxt
         cues.append(Cue(c_start, max(c_end, c_start + 1), a, b, " ".join(w.text for w in words[a : b + 1])))
     states = _states(start, end, words, cues)
+    if motion is not None:
+        states = split_states(states, start, end, words, fps, inp.visual, background, motion)
     return SegmentPlan(
         index=index,
         kind=inp.kind,
@@ -226,6 +283,7 @@ def plan_segment(inp: SegmentInput, index: int, start: int, fps: int, lead_in: i
         words=words,
         cues=tuple(cues),
         states=tuple(states),
+        visual=inp.visual,
     )
 
 
@@ -266,12 +324,14 @@ def build_plan(
     lead_in: int,
     tail: int,
     extra: dict | None = None,
+    motion: Motion | None = None,
+    background: Visual | None = None,
 ) -> Plan:
     segs = []
     t = 0
     for i, inp in enumerate(inputs):
         lead = lead_in if inp.kind == "concept" else 0
-        sp = plan_segment(inp, i, t, fps, lead, tail)
+        sp = plan_segment(inp, i, t, fps, lead, tail, motion, background)
         segs.append(sp)
         t = sp.end
     return Plan(
@@ -284,16 +344,21 @@ def build_plan(
         total_frames=t,
         segments=tuple(segs),
         extra=dict(extra or {}),
+        background=background,
     )
 
 
 def runs(seg: SegmentPlan, keyint: int) -> list[tuple[list[int], tuple[int, ...]]]:
-    """A segment's states in runs, one per cue (and one per stretch without a caption): (state indices,
+    """A segment's states in runs, one per cue (and one per stretch without a caption; one in all where
+    the picture moves): (state indices,
     keyframes inside the run, counted from its first picture). Every run opens with a keyframe; only a
     run longer than the keyframe interval gets keyframes inside it."""
     groups: list[list[int]] = []
+    # where the picture moves, every picture depends on the segment's length (a motion spans it), so
+    # runs by cue would save no re-encoding after an edit, and each would cost a keyframe
+    moves = any(st.vis >= 0 or st.bg >= 0 or st.bar >= 0 for st in seg.states)
     for i, st in enumerate(seg.states):
-        if groups and seg.states[groups[-1][-1]].cue == st.cue:
+        if groups and (moves or seg.states[groups[-1][-1]].cue == st.cue):
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -308,4 +373,113 @@ def runs(seg: SegmentPlan, keyint: int) -> list[tuple[list[int], tuple[int, ...]
                 inner.append(k)
                 last = seg.states[i].start
         out.append((idx, tuple(inner)))
+    return out
+
+
+# ---- frames that change within a state: motion, footage, pops, progress --------------------------
+
+PANEL_BOX = (96, 880, 984, 1480)  # the visual's panel at 1080x1920: the safe zone below the card's text
+AUTO_MOTIONS = ("zoom-in", "pan-right", "zoom-out", "pan-left")  # a still's gentle motion, by segment
+
+
+def visual_rect(layout: str, width: int, height: int) -> tuple[int, int, int, int]:
+    """Where a segment's visual shows: the panel (even pixels, for 4:2:0 chroma) or the whole frame."""
+    if layout == "full":
+        return (0, 0, width, height)
+    sx, sy = width / 1080, height / 1920
+    x0, y0, x1, y1 = PANEL_BOX
+    return (2 * round(x0 * sx / 2), 2 * round(y0 * sy / 2), 2 * round(x1 * sx / 2), 2 * round(y1 * sy / 2))
+
+
+POP_SCALES = (1.24, 1.14, 1.06)  # the active word's size on its first frames: a short pop
+
+
+def clip_frame(v: Visual, offset: int, fps: int) -> int:
+    """The clip's source frame shown `offset` output frames into its span: from `v.start` at the clip's
+    own rate, then looping back to `v.start` or holding the last frame. Exact integer arithmetic."""
+    k = v.start + offset * v.fps_num // (v.fps_den * fps)
+    if k < v.frames:
+        return k
+    if v.clip_end == "hold" or v.frames - v.start <= 0:
+        return max(v.frames - 1, 0)
+    return v.start + (k - v.start) % (v.frames - v.start)
+
+
+def motion_hold(v: Visual, frames: int, hold_max: int, step_px: float) -> int:
+    """How many frames a still's motion holds each step: as long as the picture moves at most `step_px`
+    a step (its fastest point: a zoom's corner, a pan's every pixel), and at most `hold_max`."""
+    w, h = v.rect[2] - v.rect[0], v.rect[3] - v.rect[1]
+    if v.motion in ("zoom-in", "zoom-out"):
+        travel = (v.zoom - 1) / v.zoom * (w * w + h * h) ** 0.5 / 2
+    else:
+        travel = (v.zoom - 1) / v.zoom * (w if v.motion in ("pan-left", "pan-right") else h)
+    speed = travel / max(frames, 1)  # pixels per frame
+    return max(1, min(hold_max, int(step_px / speed) if speed > 0 else hold_max))
+
+
+def visual_sample(v: Visual | None, offset: int, frames: int, fps: int, motion: Motion) -> int:
+    """Which moment of a visual shows `offset` frames into its segment: -1 for a still that does not
+    move, the motion step's offset for a moving still, the source frame for a clip."""
+    if v is None or not v.moving:
+        return -1
+    if v.kind == "clip":
+        return clip_frame(v, offset, fps)
+    hold = motion_hold(v, frames, motion.hold_max, motion.step_px)
+    return offset // hold * hold
+
+
+def split_states(
+    states: list[State],
+    start: int,
+    end: int,
+    words: tuple[FrameWord, ...],
+    fps: int,
+    visual: Visual | None,
+    background: Visual | None,
+    motion: Motion,
+) -> list[State]:
+    """Split each state where its picture changes: the visual's motion step or clip frame, the
+    background clip's frame (counted from the episode's start, so it runs on across segments), the
+    active word's pop steps, the progress bar's pixels. A segment with none of them keeps its states."""
+    frames = end - start
+    moving = (visual is not None and visual.moving) or (background is not None and background.moving) or motion.pop
+    if not moving and not motion.bar_px:
+        return states
+
+    def at(t: int, st: State) -> State:
+        pop = 0
+        if motion.pop and st.word is not None and t - words[st.word].start < len(POP_SCALES):
+            pop = t - words[st.word].start + 1 if t >= words[st.word].start else 0
+        return State(
+            t,
+            t + 1,
+            st.cue,
+            st.word,
+            vis=visual_sample(visual, t - start, frames, fps, motion),
+            bg=visual_sample(background, t, frames, fps, motion) if background is not None and background.kind == "clip" else -1,
+            pop=pop,
+            bar=(motion.bar_px * (t - start)) // frames if motion.bar_px else -1,
+        )
+
+    out: list[State] = []
+    for st in states:
+        for t in range(st.start, st.end):
+            s = at(t, st)
+            last = out[-1] if out else None
+            if (
+                last
+                and last.end == t
+                and (last.cue, last.word, last.vis, last.bg, last.pop, last.bar)
+                == (
+                    s.cue,
+                    s.word,
+                    s.vis,
+                    s.bg,
+                    s.pop,
+                    s.bar,
+                )
+            ):
+                out[-1] = State(last.start, t + 1, last.cue, last.word, last.vis, last.bg, last.pop, last.bar)
+            else:
+                out.append(s)
     return out

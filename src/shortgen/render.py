@@ -242,7 +242,7 @@ def _encode_segment(
     repeats = [st.end - st.start for st in seg.states]
     with cache.writing(out) as tmp:
         if vs.mode == "full":
-            encoder.encode_frames(frames.pictures(card, seg, settings, painter, seg.states), repeats, vs, tmp)
+            encoder.encode_frames(frames.pictures(card, seg, settings, painter, seg.states, plan), repeats, vs, tmp)
             stats.pictures += len(seg.states)
         else:
             runs = [(keys.run(k, idx, inner, settings), idx, inner) for idx, inner in plan_runs(seg, settings.keyint_frames)]
@@ -253,7 +253,7 @@ def _encode_segment(
                 states = [seg.states[i] for idx, _ in todo.values() for i in idx]
                 try:
                     made = encoder.encode_runs(
-                        frames.pictures(card, seg, settings, painter, states),
+                        frames.pictures(card, seg, settings, painter, states, plan),
                         [(len(idx), inner) for idx, inner in todo.values()],
                         vs,
                         scratch,

@@ -19,7 +19,7 @@ class Rule:
     """One field: its type ("str", "int", "float", "bool", "choice", "model", "list"), whether it must be
     given, and its limits. `of` is the nested model (for "model") or the item rule (for "list")."""
 
-    __slots__ = ("kind", "required", "ge", "le", "multiple_of", "min_len", "max_len", "choices", "of", "check")
+    __slots__ = ("kind", "required", "ge", "le", "multiple_of", "min_len", "max_len", "choices", "of", "check", "shorthand")
 
     def __init__(
         self,
@@ -33,9 +33,11 @@ class Rule:
         choices: tuple = (),
         of: Any = None,
         check: Callable | None = None,
+        shorthand: str | None = None,
     ):
         self.kind, self.required, self.ge, self.le, self.multiple_of = kind, required, ge, le, multiple_of
         self.min_len, self.max_len, self.choices, self.of, self.check = min_len, max_len, choices, of, check
+        self.shorthand = shorthand  # a model given as a plain string means {shorthand: that string}
 
 
 def _colour(v: str) -> None:
@@ -74,6 +76,10 @@ def check_value(rule: Rule, v: Any, loc: tuple = ()) -> Any:
 def _value(rule: Rule, v: Any, loc: tuple) -> Any:
     k = rule.kind
     if k == "model":
+        if rule.shorthand and isinstance(v, str):
+            return validate(rule.of, {rule.shorthand: v}, loc)
+        if rule.shorthand and not isinstance(v, dict):
+            raise SchemaError(loc, "type", f"input should be a file name or a mapping with `{rule.shorthand}:`")
         return validate(rule.of, v, loc)
     if k == "list":
         if not isinstance(v, list):

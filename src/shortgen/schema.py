@@ -16,12 +16,22 @@ SETTINGS = rules_of(Settings)
 # with Roboto at the box's smallest size: a name holds 45 to 64 characters in two lines, a one-liner 115
 # to 146 in three, a reference 120 to 145 in two). They catch the hopeless case early; whether a given
 # text fits is decided by the same fit rules a render draws with (draw.check_fits), in `check` too.
+# A segment's picture or footage: a file name, or a mapping with options (see README, "Visuals").
+VISUAL = {
+    "file": Rule("str", required=True, min_len=1, max_len=1000),
+    "fit": Rule("choice", choices=("cover", "contain")),
+    "motion": Rule("choice", choices=("auto", "none", "zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down")),
+    "start": Rule("float", ge=0, le=86400),  # seconds into a clip
+    "clip_end": Rule("choice", choices=("loop", "hold")),  # a clip shorter than its segment
+}
+
 SEGMENT = {
     "name": Rule("str", required=True, min_len=1, max_len=64),
     "narration": Rule("str", required=True, min_len=1, max_len=2000),
     "one_liner": Rule("str", required=True, min_len=1, max_len=150),
     "reference": Rule("str", required=True, min_len=1, max_len=150),
     "rate": Rule("int", ge=80, le=450),  # per-segment speaking rate override
+    "visual": Rule("model", of=VISUAL, shorthand="file"),
 }
 
 EPISODE = {
@@ -57,6 +67,8 @@ def _object(model: dict) -> dict:
 def _json(rule: Rule) -> dict[str, Any]:
     k = rule.kind
     if k == "model":
+        if rule.shorthand:
+            return {"oneOf": [{"type": "string", "minLength": 1}, _object(rule.of)]}
         return _object(rule.of)
     if k == "list":
         out: dict[str, Any] = {"type": "array", "items": _json(rule.of)}

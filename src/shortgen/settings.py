@@ -72,6 +72,15 @@ class Settings:
     fonts_dir: Path = setting(ASSETS / "fonts")
     # the creator's fonts for characters the theme's lack (CJK, say), relative to the file naming them
     fonts: tuple[Path, ...] = setting((), Rule("list", max_len=20, of=Rule("str", min_len=1)))
+    # look: what shows besides the card (see README, "Visuals")
+    background: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # an image or looping clip; "none": off
+    visual_layout: str = setting("panel", Rule("choice", choices=("panel", "full")))  # the safe zone's lower part, or full-bleed
+    motion_zoom: float = setting(1.1, Rule("float", ge=1.0, le=1.5))  # how far a still's motion zooms or pans
+    motion_hold_frames: int = setting(3, Rule("int", ge=1, le=6))  # a motion step shows at most this long
+    caption_style: str = setting("highlight", Rule("choice", choices=("highlight", "box")))
+    caption_pop: bool = setting(False, Rule("bool"))  # the active word pops in
+    caption_position: str = setting("bottom", Rule("choice", choices=("bottom", "middle")))
+    progress_bar: bool = setting(False, Rule("bool"))  # a bar that fills over each segment
     # voice
     voice: str = setting("gmw/en-us", Rule("str", min_len=1), "--voice", "espeak voice, e.g. gmw/en-us")
     speech_library: str = setting(

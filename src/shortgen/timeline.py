@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .cache import Cache, Stats
-from .load import Episode, Segment
+from .load import Episode, Segment, VisualSpec
 from .narrate import Engine, Narration, Request, narrate
-from .plan import Plan, SampleWord, SegmentInput, build_plan, narration_frames
+from .plan import AUTO_MOTIONS, Motion, Plan, SampleWord, SegmentInput, Visual, build_plan, narration_frames, visual_rect
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,11 @@ def speak_and_plan(
             voice=n.voice,
             audio_key=n.wav.stem,
             source=str(ep.segment_where(seg)) if seg else str(ep.path),
+            visual=plan_visual(seg.visual, ep, seg.index) if seg and seg.visual else None,
         )
         for (kind, _, num, seg), n in zip(texts, narrs)
     ]
+    bar = settings.width - 2 * round(96 * settings.width / 1080) if settings.progress_bar else 0
     plan = build_plan(
         ep.series,
         ep.part,
@@ -112,9 +114,36 @@ def speak_and_plan(
         settings.lead_in_frames,
         settings.tail_frames,
         extra={"next": ep.next},
+        motion=Motion(settings.motion_hold_frames, 0.5, settings.caption_pop, bar),
+        background=plan_visual(ep.background, ep, 0, full=True) if ep.background else None,
     )
     return Timeline(ep, plan, narrs, fits, engine.id)
 
 
 def _narr_frames(n: Narration, fps: int) -> int:
     return narration_frames(n.samples, n.sample_rate, fps)
+
+
+def plan_visual(spec: VisualSpec, ep: Episode, index: int, full: bool = False) -> Visual:
+    """A measured visual as the plan's plain data: its place in the frame, its motion resolved."""
+    s, m = ep.settings, spec.media
+    motion = spec.motion
+    if motion == "auto":
+        motion = "none" if m.kind == "clip" else AUTO_MOTIONS[index % len(AUTO_MOTIONS)]
+    return Visual(
+        file=m.path,
+        digest=m.digest,
+        kind=m.kind,
+        width=m.width,
+        height=m.height,
+        rect=visual_rect("full" if full else s.visual_layout, s.width, s.height),
+        fit=spec.fit,
+        motion=motion,
+        zoom=s.motion_zoom,
+        fps_num=m.fps.numerator,
+        fps_den=m.fps.denominator,
+        frames=m.frames,
+        start=round(spec.start * m.fps),
+        clip_end=spec.clip_end,
+        source=spec.where,
+    )

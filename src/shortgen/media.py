@@ -1,0 +1,181 @@
+"""A creator's pictures and footage, measured at load: what a file is, how big, how long, its content
+hash. Everything that can be wrong with a file is found here, before anything renders, and raised as
+MediaError with a reason a creator can act on (the loader adds file:line:col and the field).
+
+Stills are read by Pillow (its header first: a picture's size is checked before a pixel is decoded, so a
+decompression bomb costs nothing); clips, and animated GIFs, are measured by moviepy's ffmpeg probe.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+STILL_TYPES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
+CLIP_TYPES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".gif")
+MAX_SIDE = 12_000  # pixels on a side, for a still
+MAX_PIXELS = 50_000_000  # a still's area: 50 megapixels decode in about half a second
+MAX_CLIP_SIDE = 8192
+
+
+class MediaError(ValueError):
+    """A visual file that cannot be used; str() is the reason."""
+
+
+@dataclass(frozen=True)
+class Media:
+    path: str  # absolute
+    digest: str
+    kind: str  # "still" | "clip"
+    width: int
+    height: int
+    fps: Fraction = Fraction(0)
+    frames: int = 0
+    duration: float = 0.0
+
+
+def probe(path: Path | str) -> Media:
+    """Measure a picture or clip file; raises MediaError."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise MediaError(f"no such file: {path}") from None
+    except OSError as e:
+        raise MediaError(f"cannot read {path}: {e.strerror or e}") from None
+    if p.is_dir():
+        raise MediaError(f"{path} is a folder; expected a picture or a clip")
+    return _probe(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=256)
+def _probe(path: str, mtime_ns: int, size: int) -> Media:
+    suffix = Path(path).suffix.lower()
+    if suffix not in STILL_TYPES and suffix not in CLIP_TYPES:
+        raise MediaError(
+            f"unsupported file type {suffix or '(none)'!r}: use a PNG, JPEG or WebP picture, or an MP4, MOV or WebM clip or a GIF"
+        )
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"cannot read {Path(path).name}: permission denied")
+    if size == 0:
+        raise MediaError(f"{Path(path).name} is empty")
+    from .cache import file_digest
+
+    digest = file_digest(Path(path))
+    if suffix in STILL_TYPES:
+        still = _still(path, STILL_TYPES[suffix], digest)
+        if still is not None:
+            return still
+    return _clip(path, digest)
+
+
+def _still(path: str, fmt: str, digest: str) -> Media | None:
+    """A still's size from its header, checked before decoding, then a full decode (a truncated or
+    corrupt file fails here, not mid-render). None for an animated GIF: that is a clip."""
+    from PIL import Image
+
+    name = Path(path).name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path, formats=[fmt]) as im:
+                w, h = im.size
+                if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+                    raise MediaError(
+                        f"{name} is {w} x {h} pixels; a picture may have at most {MAX_PIXELS // 1_000_000} megapixels "
+                        f"and {MAX_SIDE} on a side (scale it down)"
+                    )
+                if getattr(im, "n_frames", 1) > 1:
+                    return None
+                im.load()
+        except MediaError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise MediaError(f"{name}: refused as a decompression bomb (far more pixels than its file size suggests)") from None
+        except Image.UnidentifiedImageError:
+            raise MediaError(f"{name} is not a readable {fmt} picture (corrupt, or another format under this name)") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as e:
+            raise MediaError(f"{name} is a corrupt or truncated picture ({e})") from None
+    if w < 2 or h < 2:
+        raise MediaError(f"{name} is {w} x {h} pixels; too small to show")
+    return Media(path, digest, "still", w, h)
+
+
+def _clip(path: str, digest: str) -> Media:
+    name = Path(path).name
+    try:
+        from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = ffmpeg_parse_infos(path, decode_file=False)
+    except Exception as e:  # moviepy raises bare IOError/OSError/IndexError on files ffmpeg cannot read
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MediaError(f"{name} is not a readable video ({first[:120]})") from None
+    if not info.get("video_found"):
+        raise MediaError(f"{name} has no video stream")
+    w, h = info.get("video_size") or (0, 0)
+    fps = info.get("video_fps") or 0
+    duration = float(info.get("video_duration") or info.get("duration") or 0)
+    if not w or not h or w > MAX_CLIP_SIDE or h > MAX_CLIP_SIDE:
+        raise MediaError(f"{name}: video of {w} x {h} pixels; at most {MAX_CLIP_SIDE} on a side")
+    if not fps or fps <= 0 or fps > 240:
+        raise MediaError(f"{name}: no usable frame rate ({fps})")
+    if duration <= 0:
+        raise MediaError(f"{name}: a video with no duration")
+    rate = Fraction(fps).limit_denominator(1001)
+    frames = int(info.get("video_n_frames") or 0) or max(1, int(duration * rate))
+    return Media(path, digest, "clip", int(w), int(h), rate, frames, duration)
+
+
+class ClipReader:
+    """A clip's frames in order, scaled by ffmpeg to `size` (w, h) on the way out of the decoder, as RGB
+    Pillow images. moviepy's reader does the work: it starts ffmpeg at a seek point (only the needed span
+    is decoded) and steps forward frame by frame, seeking again only to loop back."""
+
+    def __init__(self, m: Media, size: tuple[int, int]):
+        from moviepy.video.io.ffmpeg_reader import FFMPEG_VideoReader
+
+        self.media, self.size = m, size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # decode_file=False: moviepy would otherwise decode the whole file once to measure it
+            self._reader = FFMPEG_VideoReader(m.path, decode_file=False, target_resolution=size, resize_algo="area")
+        self._last: tuple[int, object] | None = None
+
+    def frame(self, k: int):
+        """Source frame k (counted at the clip's own rate)."""
+        from PIL import Image
+
+        if self._last is not None and self._last[0] == k:
+            return self._last[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # moviepy warns, and repeats the last frame, past a clip's end
+            arr = self._reader.get_frame(float(k / self.media.fps) if self.media.fps else 0.0)
+        if arr is None or getattr(arr, "shape", (0,))[:2] != (self.size[1], self.size[0]):
+            raise MediaError(f"{Path(self.media.path).name}: cannot decode frame {k}")
+        img = Image.fromarray(arr[:, :, :3], "RGB")
+        self._last = (k, img)
+        return img
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def verify_clip(m: Media, start_frame: int) -> None:
+    """Decode the clip's first frame to be shown, small: a file with a readable header and broken data
+    fails here, at load, rather than mid-render."""
+    try:
+        r = ClipReader(m, (64, 64))
+        try:
+            r.frame(start_frame)
+        finally:
+            r.close()
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(f"{Path(m.path).name}: cannot decode its frames ({str(e).strip()[:120] or type(e).__name__})") from None
