@@ -156,10 +156,6 @@ def adam_frame(n: int, total: int) -> Image.Image:
     return img
 
 
-def adam_still() -> Image.Image:
-    return adam_frame(149, 150)
-
-
 def superposition() -> Image.Image:
     img, d = canvas()
     cx, cy, r = 666, 430, 330
@@ -198,7 +194,6 @@ def main() -> None:
         ("activation-functions", activation),
         ("transfer-learning", transfer),
         ("vision-language", vlm),
-        ("adam", adam_still),
         ("superposition", superposition),
     ]:
         make().save(HERE / f"{name}.png", optimize=True)

@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import draw, media
+from .errors import MediaReadError
 from .plan import Plan, SegmentPlan, Visual
 from .settings import Settings
 
@@ -172,6 +174,13 @@ class VisualLayer:
         self.mask = rounded_mask(self.size, r) if v.rect[:2] != (0, 0) or self.size != (settings.width, settings.height) else None
 
     def at(self, sample: int) -> Image.Image:
+        try:
+            return self._at(sample)
+        except (media.MediaError, OSError, ValueError, SyntaxError, EOFError) as e:
+            where = self.v.source or self.v.file
+            raise MediaReadError(f"{where}: {Path(self.v.file).name}: {str(e).strip() or type(e).__name__}") from None
+
+    def _at(self, sample: int) -> Image.Image:
         v = self.v
         if v.kind == "still":
             assert self._canvas is not None
@@ -198,7 +207,7 @@ class VisualLayer:
         out = cv2.warpAffine(
             self._array, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
         )
-        return Image.fromarray(out, self._canvas.mode)
+        return Image.fromarray(out)  # 3 bands of uint8: RGB, or YCbCr carried as RGB (see frames.ycc)
 
     def _clip_frame(self, k: int) -> Image.Image:
         v, (w, h) = self.v, self.size

@@ -96,6 +96,13 @@ class TextOverflowError(ShortgenError):
         self.source, self.detail = source, detail or message
 
 
+class MediaReadError(ShortgenError):
+    """A picture or clip that passed its checks at load failed while being read (changed since, or
+    broken past its first frames): the message names the script's place for it."""
+
+    exit_code = ExitStatus.BAD_INPUT
+
+
 class BudgetError(ShortgenError):
     """One or more segments run over the series' time budget."""
 

@@ -15,6 +15,8 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 STILL_TYPES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
 CLIP_TYPES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".gif")
 MAX_SIDE = 12_000  # pixels on a side, for a still
@@ -158,7 +160,7 @@ class ClipReader:
             arr = self._reader.get_frame(float(k / self.media.fps) if self.media.fps else 0.0)
         if arr is None or getattr(arr, "shape", (0,))[:2] != (self.size[1], self.size[0]):
             raise MediaError(f"{Path(self.media.path).name}: cannot decode frame {k}")
-        img = Image.fromarray(arr[:, :, :3], "RGB")
+        img = Image.fromarray(np.ascontiguousarray(arr[:, :, :3]))
         self._last = (k, img)
         return img
 

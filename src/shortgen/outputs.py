@@ -64,14 +64,18 @@ def read_manifest(path: Path) -> dict:
         return {}
 
 
-def episode_manifest(plan: Plan, settings, probe, loudness: tuple[float, float], fits: list, inputs: dict, **keys: str) -> dict:
+def episode_manifest(
+    plan: Plan, settings, probe, loudness: tuple[float, float], fits: list, inputs: dict, looks: dict | None = None, **keys: str
+) -> dict:
     """The manifest of a rendered episode: the plan's spans, what the file probes as, its measured
-    loudness, the rate fits, the inputs' hashes and the keys that say whether it is up to date."""
+    loudness, the rate fits, the inputs' hashes, each picture's look (its scrims and the contrast its
+    text gets) and the keys that say whether it is up to date."""
     from . import __version__
 
     lufs, tp = loudness
     return manifest(
         plan,
+        looks=looks,
         tool={"name": "shortgen", "version": __version__},
         video={
             "codec": probe.codec,
@@ -104,8 +108,9 @@ def episode_manifest(plan: Plan, settings, probe, loudness: tuple[float, float],
     )
 
 
-def manifest(plan: Plan, **extra) -> dict:
+def manifest(plan: Plan, looks: dict | None = None, **extra) -> dict:
     fps = plan.fps
+    looks = looks or {}
     return {
         "series": plan.series,
         "part": plan.part,
@@ -127,11 +132,21 @@ def manifest(plan: Plan, **extra) -> dict:
                 "duration_s": round(s.frames / fps, 3),
                 "rate_wpm": s.rate,
                 "source": s.source,
+                **(_visual(s.visual) if s.visual else {}),
+                **({"look": looks[s.index]} if s.index in looks else {}),
             }
             for s in plan.segments
         ],
+        **({"background": _visual(plan.background)["visual"]} if plan.background else {}),
         **extra,
     }
+
+
+def _visual(v) -> dict:
+    out = {"file": v.file, "sha256": v.digest, "kind": v.kind, "fit": v.fit, "motion": v.motion}
+    if v.kind == "clip":
+        out.update(start_frame=v.start, clip_end=v.clip_end, fps=round(v.fps_num / v.fps_den, 3))
+    return {"visual": out}
 
 
 def write_json(path: Path, data: dict) -> None:

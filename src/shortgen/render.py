@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import check, draw, frames, keys, outputs, track
+from . import check, compose, draw, frames, keys, outputs, track
 from .cache import Cache, Stats
 from .encode import Encoder, VideoSettings
 from .load import Episode
@@ -107,7 +107,8 @@ def render_episode(
         try:
             probe, loudness = _encode(timed, ek, encoder, cache, stats, progress, tiles, staging / names["video"])
             progress("outputs")
-            _write_set(staging, names, timed, ek, probe, loudness, pictures)
+            looks = _looks(timed, ek, cache, stats)
+            _write_set(staging, names, timed, ek, probe, loudness, pictures, looks)
             # the unchanged pictures, and whatever else the user keeps in the folder, go along
             keep = set() if pictures else {names["thumbnail"], names["cover"]}
             outputs.carry_over(out_dir, staging, keep, {*names.values(), ".lock"})
@@ -119,7 +120,22 @@ def render_episode(
     return result(loudness, rendered=True)
 
 
-def _write_set(staging: Path, names: dict, timed: Timeline, ek: keys.EpisodeKeys, probe, loudness: tuple, pictures) -> None:
+def _looks(timed: Timeline, ek: keys.EpisodeKeys, cache: Cache, stats: Stats) -> dict:
+    """Each picture's look (scrims, contrast), kept beside its card, for the manifest."""
+    out = {}
+    plan, settings = timed.plan, timed.episode.settings
+    for seg, k in zip(plan.segments, ek.segments):
+        if compose.has_imagery(seg, plan):
+            look = frames.read_look(frames.ensure_card(plan, seg, k.card, settings, cache, stats))
+            if look is not None:
+                scrims = [{"what": s.what, "box": list(s.box), "opacity": round(s.alpha, 3)} for s in look.scrims]
+                out[seg.index] = {"scrims": scrims, "contrast": look.contrast}
+    return out
+
+
+def _write_set(
+    staging: Path, names: dict, timed: Timeline, ek: keys.EpisodeKeys, probe, loudness: tuple, pictures, looks: dict
+) -> None:
     """The set's files besides the video, into the staging folder: captions, pictures, manifest."""
     plan, ep = timed.plan, timed.episode
     outputs.write_text(staging / names["srt"], outputs.srt(plan))
@@ -136,7 +152,7 @@ def _write_set(staging: Path, names: dict, timed: Timeline, ek: keys.EpisodeKeys
         "fonts": ek.fonts,
         "tts_engine": timed.engine_id,
     }
-    manifest = outputs.episode_manifest(plan, ep.settings, probe, loudness, timed.fits, inputs,
+    manifest = outputs.episode_manifest(plan, ep.settings, probe, loudness, timed.fits, inputs, looks,
                                         final_key=ek.final, thumbs_key=ek.thumbs)  # fmt: skip
     outputs.write_json(staging / names["manifest"], manifest)
 
