@@ -279,12 +279,13 @@ def load_series(path: Path) -> Series:
 
 
 def _resolve_fonts(layer: dict, pos: _Positions, path: Path) -> dict:
-    """`fonts:` entries (and the `background:` file) are relative to the file that names them; each font
-    must be one FreeType reads."""
-    bg = layer.get("background")
-    if bg and bg.lower() != "none":
-        f = Path(bg).expanduser()
-        layer = {**layer, "background": str(f if f.is_absolute() else (path.parent / f).absolute())}
+    """`fonts:` entries (and the `background:`, `music:` and `sting:` files) are relative to the file that
+    names them; each font must be one FreeType reads."""
+    for key in ("background", "music", "sting"):
+        name = layer.get(key)
+        if name and name.lower() != "none":
+            f = Path(name).expanduser()
+            layer = {**layer, key: str(f if f.is_absolute() else (path.parent / f).absolute())}
     if not layer.get("fonts"):
         return layer
     out = []

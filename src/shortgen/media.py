@@ -9,6 +9,7 @@ decompression bomb costs nothing); clips, and animated GIFs, are measured by mov
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,6 +23,9 @@ CLIP_TYPES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".gif")
 MAX_SIDE = 12_000  # pixels on a side, for a still
 MAX_PIXELS = 50_000_000  # a still's area: 50 megapixels decode in about half a second
 MAX_CLIP_SIDE = 8192
+
+
+_UNLIMITED = threading.Lock()  # held while Pillow's pixel limit is lifted to read a header
 
 
 class MediaError(ValueError):
@@ -81,10 +85,14 @@ def _still(path: str, fmt: str, digest: str) -> Media | None:
     from PIL import Image
 
     name = Path(path).name
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _UNLIMITED:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow's own bomb check refuses at open, before the size can be named; ours, on the header's
+        # size, comes first (nothing is decoded until im.load(), after it)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(path, formats=[fmt]) as im:
+                Image.MAX_IMAGE_PIXELS = limit
                 w, h = im.size
                 if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
                     raise MediaError(
@@ -102,6 +110,8 @@ def _still(path: str, fmt: str, digest: str) -> Media | None:
             raise MediaError(f"{name} is not a readable {fmt} picture (corrupt, or another format under this name)") from None
         except (OSError, ValueError, SyntaxError, EOFError) as e:
             raise MediaError(f"{name} is a corrupt or truncated picture ({e})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
     if w < 2 or h < 2:
         raise MediaError(f"{name} is {w} x {h} pixels; too small to show")
     return Media(path, digest, "still", w, h)

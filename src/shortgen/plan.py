@@ -7,6 +7,7 @@ Seconds appear only at the edges (SRT/VTT, ffmpeg arguments), via `frames_to_ms`
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -112,7 +113,7 @@ class Visual:
 class Motion:
     """The planner's rules for frames that change within a state (settings resolved by the caller)."""
 
-    hold_max: int = 3  # a still's motion steps at least every this many frames
+    hold_max: int = 4  # a still's motion steps at least every this many frames
     step_px: float = 0.5  # ... and sooner when it would move further than this in one step
     pop: bool = False  # the active word pops in over POP_FRAMES frames
     bar_px: int = 0  # a progress bar this many pixels long (0: none)
@@ -446,40 +447,35 @@ def split_states(
     if not moving and not motion.bar_px:
         return states
 
+    still_moves = visual is not None and visual.kind == "still" and visual.motion != "none"
+    hold = motion_hold(visual, frames, motion.hold_max, motion.step_px) if visual is not None and still_moves else 0
+
     def at(t: int, st: State) -> State:
         pop = 0
-        if motion.pop and st.word is not None and t - words[st.word].start < len(POP_SCALES):
-            pop = t - words[st.word].start + 1 if t >= words[st.word].start else 0
+        if motion.pop and st.word is not None and 0 <= t - words[st.word].start < len(POP_SCALES):
+            pop = t - words[st.word].start + 1
         return State(
             t,
             t + 1,
             st.cue,
             st.word,
-            vis=visual_sample(visual, t - start, frames, fps, motion),
+            vis=-1 if still_moves else visual_sample(visual, t - start, frames, fps, motion),
             bg=visual_sample(background, t, frames, fps, motion) if background is not None and background.kind == "clip" else -1,
             pop=pop,
             bar=(motion.bar_px * (t - start)) // frames if motion.bar_px else -1,
         )
 
+    # A still's motion steps at most `hold` frames apart, counted from the last change of picture for
+    # whatever reason (a caption, a pop): a picture made anyway carries the motion's current step, so
+    # the motion costs no extra pictures where the captions already change often.
     out: list[State] = []
     for st in states:
         for t in range(st.start, st.end):
             s = at(t, st)
             last = out[-1] if out else None
-            if (
-                last
-                and last.end == t
-                and (last.cue, last.word, last.vis, last.bg, last.pop, last.bar)
-                == (
-                    s.cue,
-                    s.word,
-                    s.vis,
-                    s.bg,
-                    s.pop,
-                    s.bar,
-                )
-            ):
-                out[-1] = State(last.start, t + 1, last.cue, last.word, last.vis, last.bg, last.pop, last.bar)
+            same = last is not None and (last.cue, last.word, last.bg, last.pop, last.bar) == (s.cue, s.word, s.bg, s.pop, s.bar)
+            if same and last is not None and (last.vis == s.vis if not still_moves else t - last.start < hold):
+                out[-1] = dataclasses.replace(last, end=t + 1)
             else:
-                out.append(s)
+                out.append(dataclasses.replace(s, vis=t - start) if still_moves else s)
     return out

@@ -76,7 +76,7 @@ class Settings:
     background: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # an image or looping clip; "none": off
     visual_layout: str = setting("panel", Rule("choice", choices=("panel", "full")))  # the safe zone's lower part, or full-bleed
     motion_zoom: float = setting(1.1, Rule("float", ge=1.0, le=1.5))  # how far a still's motion zooms or pans
-    motion_hold_frames: int = setting(3, Rule("int", ge=1, le=6))  # a motion step shows at most this long
+    motion_hold_frames: int = setting(4, Rule("int", ge=1, le=6))  # a motion step shows at most this long
     caption_style: str = setting("highlight", Rule("choice", choices=("highlight", "box")))
     caption_pop: bool = setting(False, Rule("bool"))  # the active word pops in
     caption_position: str = setting("bottom", Rule("choice", choices=("bottom", "middle")))
@@ -96,6 +96,20 @@ class Settings:
     intro: bool = setting(True, Rule("bool"), "--no-intro", "leave out the intro")
     outro: bool = setting(True, Rule("bool"), "--no-outro", "leave out the outro")
     outro_text: str = setting("Follow for more.", Rule("str"))
+    # music: a bed under the voice, ducked while it speaks (see README, "Music")
+    music: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # an audio file; "none": off
+    music_level_lufs: float = setting(-24.0, Rule("float", ge=-50, le=-10))  # the bed in the pauses
+    music_duck_db: float = setting(12.0, Rule("float", ge=0, le=40))  # how far it dips under the voice
+    music_separation_lu: float = setting(15.0, Rule("float", ge=6, le=40))  # at least this far below the voice
+    music_attack_ms: int = setting(120, Rule("int", ge=5, le=2000))  # the dip, complete as a word starts
+    music_release_ms: int = setting(500, Rule("int", ge=5, le=5000))  # the rise after the last word of a phrase
+    music_fade_in_ms: int = setting(1500, Rule("int", ge=0, le=30000))
+    music_fade_out_ms: int = setting(2500, Rule("int", ge=0, le=30000))
+    music_start_s: float = setting(0.0, Rule("float", ge=0, le=86400))  # where in the track to start
+    music_loop: bool = setting(True, Rule("bool"))  # a track shorter than the episode loops, or stops
+    sting: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # a short sound; "none": off
+    sting_at: str = setting("intro", Rule("choice", choices=("intro", "segments")))  # once, or at every segment change
+    sting_level_lufs: float = setting(-20.0, Rule("float", ge=-50, le=-6))
     # budget
     segment_budget_frames: int = setting(900, Rule("int", ge=1))  # 30 s at 30 fps
     episode_budget_frames: int = setting(5400, Rule("int", ge=1))  # 180 s, the platforms' vertical-video cap

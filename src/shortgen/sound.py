@@ -188,14 +188,14 @@ def _fast_size(n: int) -> int:
     return best
 
 
-def k_weight(x: np.ndarray) -> np.ndarray:
+def k_weight(x: np.ndarray, rate: int = RATE) -> np.ndarray:
     """K-weighted signal. The two IIR biquads are applied in the frequency domain, with 250 ms of zero
     padding for their impulse responses to die away in (they decay in a few tens of ms), which matches
     direct filtering to float32 precision without scipy's lfilter."""
-    size = _fast_size(len(x) + RATE // 4)
+    size = _fast_size(len(x) + rate // 4)
     w = np.exp(-2j * np.pi * np.fft.rfftfreq(size))  # z^-1 on the FFT grid
     h = np.ones(len(w), dtype=complex)
-    for b, a in k_filters(RATE):
+    for b, a in k_filters(rate):
         h *= (b[0] + b[1] * w + b[2] * w * w) / (a[0] + a[1] * w + a[2] * w * w)
     # float32 transforms (numpy >= 2): half the memory traffic, and far inside the precision a meter needs
     return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * h.astype(np.complex64), size)[: len(x)].astype(np.float32)
@@ -238,6 +238,20 @@ def _gated(z: np.ndarray) -> float:
     return float(-0.691 + 10 * np.log10(z.mean()))
 
 
+def gated_loudness_multi(k: np.ndarray, rate: int) -> float:
+    """BS.1770-4 gated loudness of K-weighted channels (channels, n) at `rate`, each weighted 1 (L, R)."""
+    block, step = int(0.4 * rate), int(0.1 * rate)
+    n = k.shape[1] // step
+    if k.shape[1] < block or n < 4:
+        return -np.inf
+    e = np.zeros(n)
+    for ch in k:
+        for a in range(0, n, 10):
+            piece = ch[a * step : min(n, a + 10) * step].astype(np.float64).reshape(-1, step)
+            e[a : a + len(piece)] += np.einsum("ij,ij->i", piece, piece)
+    return _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / block)
+
+
 def gated_loudness(kx: np.ndarray, channels: int = 1) -> float:
     """BS.1770-4 gated loudness of an already K-weighted mono signal, as if on `channels` identical channels."""
     block, step = int(0.4 * RATE), int(0.1 * RATE)
@@ -274,7 +288,7 @@ def _mean_filter(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def gain_curve(
-    env: np.ndarray, ceiling_db: float, lookahead_ms: float = 3.0, release_ms: float = 60.0, block: int = 16
+    env: np.ndarray, ceiling_db: float, lookahead_ms: float = 3.0, release_ms: float = 60.0, block: int = 16, rate: int = RATE
 ) -> np.ndarray:
     """A look-ahead limiter's gain for a signal with this true-peak envelope: 1 where it is under the ceiling.
 
@@ -287,8 +301,8 @@ def gain_curve(
     n = len(need)
     padded = np.concatenate([need, np.ones(-n % block, dtype=np.float32)])
     need_b = padded.reshape(-1, block).min(axis=1)
-    la = max(1, int(RATE * lookahead_ms / 1000) // block)
-    rel = max(1, int(RATE * release_ms / 1000) // block)
+    la = max(1, int(rate * lookahead_ms / 1000) // block)
+    rel = max(1, int(rate * release_ms / 1000) // block)
     # A centred min then a moving average no wider than it: the result never exceeds what any block
     # in reach needs, so the ceiling holds and the gain moves smoothly (no clicks).
     g = _mean_filter(_min_filter(need_b, 2 * la + 1), la + 1)

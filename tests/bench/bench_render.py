@@ -21,6 +21,16 @@ What is measured:
   memory     peak of the cold render's whole process tree, sampled every 20 ms from /proc in cold runs of
              their own (--memory-runs; the sampling costs CPU, so timed runs are not sampled): PSS (shared
              pages split between processes) and summed RSS; and the largest single process (getrusage).
+
+The rows above run on the script without its `visual:` entries (the episode as it was before visuals).
+The visuals section renders it three more ways, cold, in the same run:
+  stills      every concept with a still picture and `motion: none` (the clip's segment gets a still of
+              the clip's last frame)
+  moving      the script as shipped: gentle motion on each still, and the 5 s clip
+  vis. edit   the moving render again after one segment's picture is replaced by another
+  moviepy/vis the same composition the naive way: CompositeVideoClip of the card, the picture (an
+              ImageClip resized per frame for the zoom or pan, or the VideoFileClip), the scrim and card
+              text, and the caption ImageClips (--moviepy-segments segments, extrapolated per frame)
 """
 
 from __future__ import annotations
@@ -240,6 +250,8 @@ def main() -> int:
         for f in a.script.parent.glob("*.yaml"):
             shutil.copy(f, scripts / f.name)
         script = scripts / a.script.name
+        shipped = script.read_text()
+        script.write_text(_without_visuals(shipped))
         original = script.read_text()
         cache, out = work / "cache", work / "out"
         env = {**os.environ, "SHORTGEN_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT / "src")}
@@ -285,6 +297,8 @@ def main() -> int:
 
         mp_s, mp_frames = moviepy_baseline(plan, s, track, work, a.moviepy_segments)
         moviepy_full = mp_s / mp_frames * plan.total_frames
+
+        vis = visual_rows(a, script, shipped, work, env, args, track)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -319,7 +333,12 @@ def main() -> int:
             "cold_over_bare_every_frame": cold / bare_all,
             "edit_over_cold": edit / cold,
             "noop_over_cold": noop / cold,
+            "stills_over_cold": statistics.median(vis["stills_s"]) / cold,
+            "moving_realtime": video_s / statistics.median(vis["moving_s"]),
+            "moviepy_over_moving": vis["moviepy_extrapolated_s"] / statistics.median(vis["moving_s"]),
+            "visual_edit_over_moving": statistics.median(vis["visual_edit_s"]) / statistics.median(vis["moving_s"]),
         },
+        "visuals": vis,
     }
     res = ROOT / "tests" / "bench" / "results"
     res.mkdir(parents=True, exist_ok=True)
@@ -361,8 +380,172 @@ def main() -> int:
     print(f"  cold / bare (every frame, RGB)   {q['cold_over_bare_every_frame']:6.2f}x")
     print(f"  edit / cold                      {q['edit_over_cold']:6.1%}   (<= 25%)")
     print(f"  no-op / cold                     {q['noop_over_cold']:6.1%}   (<= 5%)")
+    print("visuals (cold renders of the same script, this run):")
+    print(row("stills, no motion (median)", statistics.median(vis["stills_s"])))
+    print(row("motion on every still + a 5 s clip", statistics.median(vis["moving_s"]), f"{vis['moving_pictures']} pictures"))
+    print(row("one segment's picture replaced", statistics.median(vis["visual_edit_s"])))
+    print(row("naive moviepy, same layers (extrap.)", vis["moviepy_extrapolated_s"],
+              f"measured {vis['moviepy_measured_s']:.1f} s for {vis['moviepy_measured_frames']} frames"))  # fmt: skip
+    print(f"  stills / cold (no visuals)       {q['stills_over_cold']:6.2f}x   (<= 1.2x)")
+    print(f"  moving: realtime factor          {q['moving_realtime']:6.1f}x   (>= 5x)")
+    print(f"  naive moviepy / moving           {q['moviepy_over_moving']:6.1f}x   (>= 15x)")
+    print(f"  picture edit / moving cold       {q['visual_edit_over_moving']:6.1%}   (<= 30%)")
     print(f"wrote {path.relative_to(ROOT)}")
     return 0
+
+
+# ---- visuals ------------------------------------------------------------------------------------
+
+
+def _without_visuals(text: str) -> str:
+    """The script with its `visual:` entries (a line, or a mapping and its indented lines) removed."""
+    out, skip = [], None
+    for line in text.splitlines(keepends=True):
+        indent = len(line) - len(line.lstrip())
+        if skip is not None and (indent > skip or not line.strip()) and line.strip():
+            continue
+        skip = None
+        if line.lstrip().startswith("visual:"):
+            skip = indent
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def _stills(text: str, work: Path, script: Path) -> str:
+    """The script with every visual a still and `motion: none`: a clip becomes its last frame."""
+    import re
+
+    import imageio_ffmpeg
+
+    def still(m: re.Match) -> str:
+        name = m.group(2)
+        if name.endswith((".mp4", ".mov", ".webm")):
+            png = work / (Path(name).stem + "-last.png")
+            src = (script.parent / name).resolve() if not Path(name).is_absolute() else Path(name)
+            subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-sseof", "-0.2", "-i", str(src),
+                            "-frames:v", "1", str(png)], check=True)  # fmt: skip
+            name = str(png)
+        return f"{m.group(1)}visual:\n{m.group(1)}  file: {name}\n{m.group(1)}  motion: none\n"
+
+    flat = _flatten_visuals(text)
+    return re.sub(r"(?m)^( *)visual: (\S+)\n", still, flat)
+
+
+def _flatten_visuals(text: str) -> str:
+    """Each `visual:` as the one-line form, its file only."""
+    import re
+
+    return re.sub(r"(?m)^( *)visual:[^\n]*\n(?:\1  +file: (\S+)\n)?(?:\1  +\S.*\n)*",
+                  lambda m: f"{m.group(1)}visual: {m.group(2)}\n" if m.group(2) else m.group(0), text)  # fmt: skip
+
+
+def _absolute(text: str, base: Path) -> str:
+    import re
+
+    return re.sub(r"(?m)^( *(?:visual|file): )(\.\./\S+)$", lambda m: m.group(1) + str((base / m.group(2)).resolve()), text)
+
+
+def visual_rows(a, script: Path, shipped: str, work: Path, env: dict, args: list[str], track) -> dict:
+    cache, out = Path(env["SHORTGEN_CACHE_DIR"]), Path(args[args.index("--output-dir") + 1])
+    shipped = _absolute(shipped, a.script.parent)
+    res: dict = {"stills_s": [], "moving_s": [], "visual_edit_s": []}
+
+    def cold(text: str) -> float:
+        script.write_text(text)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        return run_cli(args, env)[0]
+
+    stills = _stills(shipped, work, script)
+    for _ in range(a.runs):
+        res["stills_s"].append(cold(stills))
+        res["moving_s"].append(cold(shipped))
+        # replace one segment's picture (the third concept's) with another, as an edit would
+        third = ep_visual_line(shipped, 2)
+        edited = shipped.replace(third, third.replace("vision-language.png", "superposition.png"), 1)
+        script.write_text(edited)
+        res["visual_edit_s"].append(run_cli(args, env)[0])
+    script.write_text(shipped)
+    ep = load_episode(script, {"cache_dir": cache})
+    plan = speak_and_plan(ep, EspeakEngine(), Cache(cache)).plan
+    res["moving_pictures"] = sum(len(seg.states) for seg in plan.segments)
+    mp_s, mp_frames = moviepy_visuals(plan, ep.settings, track, work, a.moviepy_segments)
+    res.update(
+        moviepy_measured_s=mp_s, moviepy_measured_frames=mp_frames, moviepy_extrapolated_s=mp_s / mp_frames * plan.total_frames
+    )
+    return res
+
+
+def ep_visual_line(text: str, k: int) -> str:
+    lines = [ln for ln in text.splitlines(keepends=True) if ln.lstrip().startswith("visual:")]
+    return lines[k]
+
+
+def moviepy_visuals(plan, s: Settings, track, tmp: Path, n_segments: int) -> tuple[float, int]:
+    """The naive composition of a segment with a moving picture: card, picture, scrim and text, captions."""
+    from moviepy import AudioFileClip, CompositeVideoClip, ImageClip
+
+    from shortgen import compose, frames
+
+    x0, y0, _, _ = draw.caption_origin(s)
+    master = tmp / "master-vis.wav"
+    helpers.write_wav(master, track)
+    total_s, frames_n = 0.0, 0
+    for seg in [g for g in plan.concepts() if g.visual is not None][:n_segments]:
+        layers = frames.Layers(plan, seg, s)
+        v = layers.seg.visual
+        back = tmp / f"back{seg.index}.png"
+        compose.backdrop(plan, s).save(back)
+        over = tmp / f"over{seg.index}.png"
+        layers.over().save(over)
+        pic = tmp / f"pic{seg.index}.png"
+        compose.still_canvas(v, layers.vis.fill).save(pic) if v.kind == "still" else None
+        caps = []
+        for i, st in enumerate(seg.states):
+            if st.cue is None or (i and seg.states[i - 1].cue == st.cue and seg.states[i - 1].word == st.word):
+                continue
+            cue = seg.cues[st.cue]
+            p = tmp / f"vcap{seg.index}-{i}.png"
+            draw.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image.save(p)
+            end = next((t.start for t in seg.states[i + 1 :] if (t.cue, t.word) != (st.cue, st.word)), seg.end)
+            caps.append((p, (st.start - seg.start) / s.fps, (end - st.start) / s.fps))
+        layers.close()
+        # --- timed from here ---
+        t0 = time.perf_counter()
+        dur = seg.frames / s.fps
+        moving = _moving_clip(v, pic, dur)
+        clips = [ImageClip(str(back)).with_duration(dur), moving, ImageClip(str(over)).with_duration(dur)]
+        clips += [ImageClip(str(p)).with_start(a0).with_duration(d).with_position((x0, y0)) for p, a0, d in caps]
+        audio = AudioFileClip(str(master)).subclipped(seg.start / s.fps, seg.end / s.fps)
+        video = CompositeVideoClip(clips, size=(s.width, s.height)).with_audio(audio).with_duration(dur)
+        video.write_videofile(
+            str(tmp / f"moviepy-vis{seg.index}.mp4"), fps=s.fps, codec="libx264", audio_codec="aac", logger=None
+        )
+        total_s += time.perf_counter() - t0
+        frames_n += seg.frames
+        video.close()
+        audio.close()
+    return total_s, frames_n
+
+
+def _moving_clip(v, pic: Path, dur: float):
+    """The picture as moviepy moves it: an ImageClip resized every frame for the zoom, placed so that
+    it stays centred on the panel (a pan is drawn as a zoom: the same per-frame work); or the clip."""
+    from moviepy import ImageClip, VideoFileClip
+
+    w, h = v.rect[2] - v.rect[0], v.rect[3] - v.rect[1]
+    if v.kind != "still":
+        return VideoFileClip(v.file, audio=False).resized(height=h).with_position((v.rect[0], v.rect[1])).with_duration(dur)
+    z0, z1 = (1.0, v.zoom) if v.motion != "zoom-out" else (v.zoom, 1.0)
+
+    def zoom(t: float) -> float:
+        return z0 + (z1 - z0) * t / dur
+
+    base = ImageClip(str(pic)).with_duration(dur)
+    return base.resized(lambda t: zoom(t) / v.zoom).with_position(
+        lambda t: (v.rect[0] - (w * zoom(t) - w) / 2, v.rect[1] - (h * zoom(t) - h) / 2)
+    )
 
 
 def _replace_word(text: str, seg, i: int) -> str:
