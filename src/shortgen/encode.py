@@ -166,6 +166,13 @@ def voice_args(ffmpeg: str, rate: int, delay: int, total: int, bitrate: str, out
     ]
 
 
+def pcm_args(ffmpeg: str, bitrate: str, out: Path) -> list[str]:
+    """A chunk of the mixed track: stereo float32 PCM at 48 kHz on stdin (already placed and padded,
+    with its neighbours' audio around it), to a raw AAC (ADTS) stream."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(AAC_RATE), "-ac", "2", "-i", "-",
+            "-c:a", "aac", *AAC_FAST, "-b:a", bitrate, "-f", "adts", str(out)]  # fmt: skip
+
+
 def adts_frames(data: bytes) -> list[bytes]:
     """Split an ADTS stream into its frames (each carries its own length in its header)."""
     out, i = [], 0
@@ -361,6 +368,11 @@ class Encoder(Protocol):
         then silence. Writes frames + 1 ADTS frames: the first codes the silent frame just before, which
         serves as the priming frame when this chunk opens the episode."""
 
+    def encode_pcm(self, pcm: bytes, frames: int, bitrate: str, out: Path) -> None:
+        """AAC (ADTS) of a mixed chunk: stereo float32 PCM at 48 kHz holding PRE_ROLL frames of what comes
+        before the chunk, its `frames` frames, then POST_ROLL frames of what follows. Writes frames + 1
+        ADTS frames, the first coding the frame just before the chunk (see encode_voice)."""
+
     def splice_audio(self, pieces: Sequence[tuple[Path, int, int]], out: Path) -> None: ...
     def join(self, segments: Sequence[Path], audio: Path, fps: int, out: Path) -> None: ...
     def probe(self, path: Path) -> Probe: ...
@@ -478,6 +490,21 @@ class FfmpegEncoder:
             raw.unlink(missing_ok=True)
         # ADTS frame j codes input frame j - 1 (frame 0 is the priming frame), so input frame PRE_ROLL - 1,
         # the last silent pre-roll frame, is ADTS frame PRE_ROLL
+        keep = got[PRE_ROLL : PRE_ROLL + frames + 1]
+        if len(keep) != frames + 1:
+            raise EncodeError(f"{what}: the AAC encoder returned {len(got)} frames, expected at least {PRE_ROLL + frames + 1}")
+        out.write_bytes(b"".join(keep))
+
+    def encode_pcm(self, pcm, frames, bitrate, out):
+        what = f"encoding audio {out.name}"
+        raw = out.with_name(out.name + ".adts")
+        try:
+            _feed(pcm_args(self.ffmpeg, bitrate, raw), [(pcm,)], what)
+            got = adts_frames(raw.read_bytes())
+        except ValueError as e:
+            raise EncodeError(f"{what}: {e}") from None
+        finally:
+            raw.unlink(missing_ok=True)
         keep = got[PRE_ROLL : PRE_ROLL + frames + 1]
         if len(keep) != frames + 1:
             raise EncodeError(f"{what}: the AAC encoder returned {len(got)} frames, expected at least {PRE_ROLL + frames + 1}")

@@ -11,7 +11,10 @@ the code that makes the entry changes. Reading down this file answers "what does
   run        one cue's pictures (card + overlays) and its inner keyframes, encoder settings
   segment    the card, every overlay and how long each shows, encoder settings
   voice      one segment's narration, mastering settings and its place on the AAC grid
-  audio      every narration and where it starts, the episode's length, mastering settings
+  audio      every narration and where it starts, the episode's length, mastering settings; the music
+             and sting files by content and every music setting, where there is music
+  mixed      a chunk of the mixed track: a hash of its samples (an edit re-encodes what it changed)
+  bed        the music decoded, looped and faded to the episode's length
   final      every segment and the audio track: the whole MP4
   thumbs     the intro card's inputs, the concept names, the theme and fonts
 """
@@ -36,6 +39,9 @@ SEGMENT = "segment-v4"
 VOICE = "voice-v5"
 AUDIO = "audio-v5"
 FINAL = "final-v1"
+MIX = "mix-v1"
+MIXED = "mixed-v1"
+BED = "bed-v1"
 THUMBS = "thumbs-v1"
 
 
@@ -79,7 +85,8 @@ def voice(seg: SegmentPlan, settings: Settings, lead: int, encoded: int) -> str:
 
 
 def audio(plan: Plan, settings: Settings) -> str:
-    """Everything the spliced track depends on (the chunk geometry is a function of these)."""
+    """Everything the spliced track depends on (the chunk geometry is a function of these), and the
+    music and its settings where there is music."""
     return key_of(
         AUDIO,
         [(seg.audio_key, seg.narration_start, seg.samples, seg.sample_rate) for seg in plan.segments],
@@ -88,7 +95,35 @@ def audio(plan: Plan, settings: Settings) -> str:
         settings.loudness_lufs,
         settings.true_peak_dbtp,
         settings.audio_bitrate,
+        *([music_inputs(plan, settings)] if has_music(settings) else []),
     )
+
+
+def has_music(settings: Settings) -> bool:
+    return bool(settings.music) and str(settings.music).lower() != "none"
+
+
+def music_inputs(plan: Plan, settings: Settings) -> dict:
+    """What the mix takes besides the voice: the files by content, every music setting, where the
+    segments start (a sting may play at each)."""
+    from . import music
+
+    out = {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k.startswith(("music_", "sting_"))}
+    out["music"] = music.probe(settings.music or "").digest
+    if settings.sting and settings.sting.lower() != "none":
+        out["sting"] = music.probe(settings.sting).digest
+        out["starts"] = [seg.start for seg in plan.segments]
+    return {"v": MIX, **out}
+
+
+def mixed_chunk(pcm_digest: str, frames: int, settings: Settings) -> str:
+    """A chunk of the mixed track: its samples (with what is around them), length, AAC settings."""
+    return key_of(MIXED, pcm_digest, frames, settings.audio_bitrate)
+
+
+def bed(digest: str, settings: Settings, total: int) -> str:
+    s = settings
+    return key_of(BED, digest, s.music_start_s, s.music_loop, s.music_fade_in_ms, s.music_fade_out_ms, total)
 
 
 def final(segments: list[SegmentKeys], audio_key: str) -> str:

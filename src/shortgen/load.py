@@ -285,7 +285,7 @@ def _resolve_fonts(layer: dict, pos: _Positions, path: Path) -> dict:
         name = layer.get(key)
         if name and name.lower() != "none":
             f = Path(name).expanduser()
-            layer = {**layer, key: str(f if f.is_absolute() else (path.parent / f).absolute())}
+            layer = {**layer, key: str(f if f.is_absolute() else (path.parent / f).resolve())}
     if not layer.get("fonts"):
         return layer
     out = []
@@ -409,6 +409,8 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
         except media.MediaError as e:
             raise ScriptError(where, "settings.background", str(e)) from None
         background = VisualSpec(bg, motion="none", where=f"{where}: settings.background")
+    for key in ("music", "sting"):
+        _check_audio(settings, key, origins.get(key) or Where(path))
     places = {k: Where(path, *pos.values[(k,)]) for k in ("series", "next", "title") if (k,) in pos.values}
     if "series" not in places and series_where is not None:
         places["series"] = series_where
@@ -425,6 +427,27 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
         places=places,
         background=background,
     )
+
+
+def _check_audio(settings: Settings, key: str, where: Where) -> None:
+    """A `music:` or `sting:` file: readable, with an audio stream, decodable from where it starts, and
+    not silent there (the first 30 s are decoded to tell: about 50 ms)."""
+    name = getattr(settings, key)
+    if not name or name.lower() == "none":
+        return
+    from . import music
+
+    try:
+        info = music.probe(name)
+        start = settings.music_start_s if key == "music" else 0.0
+        if start >= info.duration:
+            past = f"starts at {start:g} s, past the end of {Path(name).name} ({info.duration:.2f} s)"
+            raise ScriptError(where, "settings.music_start_s", past)
+        head = music.to_array(music.decode(info, start, 30.0))
+        if float(abs(head).max(initial=0.0)) < 1e-4 and info.duration - start <= 30.0:
+            raise music.AudioError(f"{Path(name).name} is silent")
+    except music.AudioError as e:
+        raise ScriptError(where, f"settings.{key}", str(e)) from None
 
 
 def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> VisualSpec:

@@ -108,9 +108,9 @@ def _pydub():
 def decode(info: AudioInfo, start_s: float, seconds: float):
     """The span [start_s, start_s + seconds) of a file (less if it ends first) as a pydub AudioSegment:
     ffmpeg decodes only that span (the decoder named up front, so pydub needs no ffprobe)."""
+    seg_cls = _pydub()  # first: it imports pydub with its import-time warnings silenced
     from pydub.exceptions import CouldntDecodeError
 
-    seg_cls = _pydub()
     want = max(0.0, min(seconds, info.duration - start_s))
     try:
         with warnings.catch_warnings():
@@ -171,19 +171,19 @@ def phrases(words: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def duck_db(total: int, spans: list[tuple[int, int, float]], attack: int, release: int, step: int = 48) -> np.ndarray:
+def duck_db(total: int, spans: list[tuple[int, int, float]], attack: int, release: int) -> np.ndarray:
     """The bed's gain in dB at every sample: 0 in the pauses, -depth under each (start, end, depth) span,
     reached by a linear ramp over `attack` samples ending at its start and left over `release` samples
-    from its end. Worked out every `step` samples (1 ms) and interpolated."""
-    n = total // step + 2
-    g = np.zeros(n, np.float32)
+    from its end (where spans' ramps overlap, the deeper gain holds)."""
+    g = np.zeros(total, np.float32)
     for a, b, depth in spans:
-        a0, b1 = max(0, (a - attack) // step), min(n, -(-(b + release) // step))
-        t = np.arange(a0, b1) * step
-        ramp = np.minimum(1.0, np.minimum((t - (a - attack)) / max(attack, 1), ((b + release) - t) / max(release, 1)))
-        shape = -depth * np.clip(ramp, 0.0, 1.0)
-        g[a0:b1] = np.minimum(g[a0:b1], shape)
-    return np.interp(np.arange(total), np.arange(n) * step, g).astype(np.float32)
+        lo, hi = max(0, a - attack), min(total, b + release)
+        if hi <= lo:
+            continue
+        t = np.arange(lo, hi, dtype=np.float64)
+        ramp = np.minimum((t - (a - attack)) / max(attack, 1), ((b + release) - t) / max(release, 1))
+        np.minimum(g[lo:hi], (-depth * np.clip(ramp, 0.0, 1.0)).astype(np.float32), out=g[lo:hi])
+    return g
 
 
 def loudness(x: np.ndarray) -> float:
@@ -203,3 +203,154 @@ def span_loudness(x: np.ndarray, spans: list[tuple[int, int]]) -> float:
     e = sum(float(np.einsum("ij,ij->", k[:, a:b], k[:, a:b])) for a, b in spans)
     n = sum(b - a for a, b in spans)
     return -0.691 + 10 * np.log10(max(e / max(n, 1), 1e-20))
+
+
+# ---- the mix ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mixed:
+    samples: np.ndarray  # (2, total) float32 at RATE: voice and bed, mastered
+    lufs: float
+    true_peak: float  # of the PCM, 4x oversampled (the file's is measured on the encoded chunks)
+    figures: dict  # the music's own figures, for the manifest
+
+
+def _energy(k: np.ndarray, a: int, b: int) -> float:
+    """Mean square of K-weighted channels (channels, n) over [a, b), summed over channels."""
+    seg = k[:, a:b].astype(np.float64)
+    return float(np.einsum("ij,ij->", seg, seg)) / max(b - a, 1)
+
+
+def _blocks(k: np.ndarray, step: int) -> np.ndarray:
+    """Energy per `step` samples, summed over channels."""
+    n = k.shape[1] // step
+    e = np.zeros(n)
+    for ch in k:
+        seg = ch[: n * step].astype(np.float64).reshape(n, step)
+        e += np.einsum("ij,ij->i", seg, seg)
+    return e
+
+
+def _voice_gain(kv: np.ndarray, km: np.ndarray, target: float) -> float:
+    """The gain on the voice that brings voice + music to `target` integrated loudness (BS.1770-4 blocks
+    built from 100 ms steps of the two K-weighted stems and their cross term)."""
+    step = RATE // 10
+    ev = 2 * _blocks(kv, step)  # the voice plays on both channels
+    em = _blocks(km, step)
+    n = len(ev)
+    ec = np.zeros(n)
+    for ch in km:
+        ec += 2 * np.einsum("ij,ij->i", kv[0, : n * step].reshape(n, step).astype(np.float64), ch[: n * step].reshape(n, step))
+
+    def loud(g: float) -> float:
+        e = g * g * ev + g * ec + em
+        if len(e) < 4:
+            return -np.inf
+        return sound._gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * step))
+
+    # the voice is raised by up to 3 dB (a sparse narration under a bed), never lowered: where the bed
+    # alone would pass the target, the whole mix comes down instead (the separation rule is kept)
+    lo, hi = 1.0, 10 ** (3 / 20)
+    if not np.isfinite(loud(1.0)) or loud(lo) >= target:
+        return 1.0
+    if loud(hi) < target:
+        return hi
+    for _ in range(30):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if loud(mid) < target else (lo, mid)
+    return (lo * hi) ** 0.5
+
+
+def _lufs(e: float) -> float:
+    return -0.691 + 10 * np.log10(max(e, 1e-20))
+
+
+def mix(
+    voice: np.ndarray,
+    segments: list[tuple[int, int, list[tuple[int, int]]]],
+    bed_x: np.ndarray,
+    stings: list[tuple[int, np.ndarray]],
+    settings,
+) -> Mixed:
+    """Voice (mono, placed, mastered) and bed (2, total) into the mastered stereo mix.
+
+    `segments`: per segment (first sample, end sample, its words as (start, end) samples). The bed is
+    levelled to `music_level_lufs`, ducked under each phrase (deeper where the separation rule needs
+    it), the stings laid over it, the sum brought to the loudness target and limited under the ceiling.
+    """
+    total = voice.shape[0]
+    # K-weighting is linear and the bed's gain moves slowly (over 100 ms and more) against the filters'
+    # few milliseconds of memory: so the voice and the bed are weighted once, and every later figure
+    # (the mix, the music as heard) is a gain-weighted sum of those two (the tests check against
+    # ffmpeg's meter on the finished file)
+    kb = np.vstack([sound.k_weight(ch, RATE) for ch in bed_x])
+    bed_lufs = sound.gated_loudness_multi(kb, RATE)
+    if not np.isfinite(bed_lufs):
+        raise AudioError("the music is silent where the episode needs it")
+    level = settings.music_level_lufs - bed_lufs  # dB
+    kv = sound.k_weight(voice, RATE)[None, :]
+    gap = PHRASE_GAP_MS * RATE // 1000
+    spans: list[tuple[int, int, float]] = []
+    seg_phrases: list[list[tuple[int, int]]] = []
+    for _, _, words in segments:
+        ph = phrases(words, gap)
+        seg_phrases.append(ph)
+        for a, b in ph:
+            # voice on both channels: twice the mono energy; the bed at its level, before the dip
+            v = _lufs(2 * _energy(kv, a, b))
+            m = _lufs(_energy(kb, a, b)) + level
+            need = settings.music_separation_lu + 0.5 - (v - m)
+            spans.append((a, b, max(settings.music_duck_db, need)))
+    attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
+    gain = 10 ** ((duck_db(total, spans, attack, release) + level) / 20)
+    music = bed_x * gain
+    km = kb * gain
+    del kb
+    for at, x in stings:
+        n = min(x.shape[1], total - at)
+        if n > 0:
+            music[:, at : at + n] += x[:, :n]
+            km[:, at : at + n] += np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]])
+    # The target: the voice is mastered to it already and the bed adds a little. The bed keeps its set
+    # level; the voice takes the correction (found on 100 ms block energies: no pass over the signal)
+    gv = _voice_gain(kv, km, settings.loudness_lufs)
+    lufs = sound.gated_loudness_multi(kv * gv + km, RATE)
+    whole = 10 ** ((settings.loudness_lufs - lufs) / 20) if np.isfinite(lufs) else 1.0  # ~1 unless the bed is loud
+    gv, music, km = gv * whole, music * whole, km * whole
+    out = voice[None, :] * gv + music
+    env = np.maximum(*(sound.tp_envelope(ch) for ch in out))
+    curve = sound.gain_curve(env, settings.true_peak_dbtp - sound.TP_MARGIN_DB, rate=RATE)
+    out *= curve
+    tp = float(20 * np.log10(max(float((env * curve).max()), 1e-12)))
+    # the stems, as heard in the file: the music's level in the pauses, and under each segment's speech
+    km *= curve
+    kvoice = kv * (gv * curve)
+    final_lufs = sound.gated_loudness_multi(kvoice + km, RATE)
+    per: list[dict | None] = []
+    for ph in seg_phrases:
+        if not ph:
+            per.append(None)
+            continue
+        n = sum(b - a for a, b in ph)
+        ev = sum(2 * _energy(kvoice, a, b) * (b - a) for a, b in ph) / n
+        em = sum(_energy(km, a, b) * (b - a) for a, b in ph) / n
+        v, m = _lufs(ev), _lufs(em)
+        per.append({"voice_lufs": round(v, 2), "music_lufs": round(m, 2), "separation_lu": round(v - m, 2)})
+    speaking = np.zeros(total, bool)
+    for a, b, _ in spans:
+        speaking[max(0, a - attack) : b + release] = True
+    fade = (settings.music_fade_in_ms * RATE // 1000, total - settings.music_fade_out_ms * RATE // 1000)
+    pauses = ~speaking
+    pauses[: fade[0]] = False
+    pauses[max(fade[1], 0) :] = False
+    gaps = _lufs(float(np.einsum("ij,ij->", km[:, pauses], km[:, pauses])) / max(int(pauses.sum()), 1)) if pauses.any() else None
+    figures = {
+        "level_in_pauses_lufs": None if gaps is None else round(gaps, 2),
+        "target_in_pauses_lufs": settings.music_level_lufs,
+        "duck_db": settings.music_duck_db,
+        "deepest_duck_db": round(max((d for _, _, d in spans), default=0.0), 2),
+        "separation_rule_lu": settings.music_separation_lu,
+        "segments": per,
+    }
+    return Mixed(out.astype(np.float32), final_lufs, tp, figures)

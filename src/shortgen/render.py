@@ -117,7 +117,7 @@ def render_episode(
             outputs.publish(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return result(loudness, rendered=True)
+    return result(loudness[:2], rendered=True)
 
 
 def _looks(timed: Timeline, ek: keys.EpisodeKeys, cache: Cache, stats: Stats) -> dict:
@@ -149,11 +149,17 @@ def _write_set(
         "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
         "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, ek.segments)},
         "audio": ek.audio,
+        **({"music_sha256": keys.music_inputs(plan, ep.settings)["music"]} if keys.has_music(ep.settings) else {}),
         "fonts": ek.fonts,
         "tts_engine": timed.engine_id,
     }
-    manifest = outputs.episode_manifest(plan, ep.settings, probe, loudness, timed.fits, inputs, looks,
+    manifest = outputs.episode_manifest(plan, ep.settings, probe, loudness[:2], timed.fits, inputs, looks,
                                         final_key=ek.final, thumbs_key=ek.thumbs)  # fmt: skip
+    if loudness[2] is not None:
+        manifest["music"] = {"file": ep.settings.music, "sting": ep.settings.sting, **loudness[2]}
+        manifest["loudness"]["meter"] = (
+            "BS.1770-4: integrated over the mix of voice and music; true peak by ffmpeg ebur128 on each encoded AAC chunk"
+        )
     outputs.write_json(staging / names["manifest"], manifest)
 
 
@@ -200,7 +206,12 @@ def _encode(
     measuring: Future | None = None
     seg_paths: list[Path] = []
     with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
-        if not cache.has(audio_path, figures):
+        if not cache.has(audio_path, figures) and keys.has_music(settings):
+            spoken = {seg.audio_key: (n.wav, n.words) for seg, n in zip(plan.segments, timed.narrations)}
+            where = str(timed.episode.where("music"))
+            args = (plan, spoken, settings, encoder, cache, audio_path, figures, stats, progress, where)
+            futures.append(audio.submit(track.make_music, *args))
+        elif not cache.has(audio_path, figures):
             futures.append(audio.submit(track.make, plan, wavs, settings, encoder, cache, audio_path, stats, progress))
             # the figures are for the manifest only: the join need not wait for them
             measuring = audio.submit(track.measure, plan, settings, encoder, cache, figures)
@@ -235,7 +246,7 @@ def _encode(
             raise
     # the final file carries the audio track by stream copy: its figures were taken with the chunks
     measured = json.loads(figures.read_text())
-    return probe, (measured["integrated_lufs"], measured["true_peak"])
+    return probe, (measured["integrated_lufs"], measured["true_peak"], measured.get("music"))
 
 
 def _encode_segment(

@@ -17,6 +17,7 @@ to import, more than the mastering itself.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -71,11 +72,16 @@ def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
     a path espeak never takes). Content above the lower Nyquist frequency is dropped, as it must be."""
     n = len(x)
     m = max(1, round(n * to / rate))
-    spectrum = np.fft.rfft(x)
-    keep = min(len(spectrum), m // 2 + 1)
-    out = np.zeros(m // 2 + 1, dtype=spectrum.dtype)
+    # padded with silence to a length the FFT is fast at whose resampled length is whole (a length with
+    # a large prime factor took 50x longer), then cut back
+    step = rate // math.gcd(rate, to)  # n2 a multiple of it: m2 = n2 * to / rate is whole
+    n2 = step * _fast_size(-(-n // step))
+    m2 = n2 * to // rate
+    spectrum = np.fft.rfft(x.astype(np.float32), n2)
+    keep = min(len(spectrum), m2 // 2 + 1)
+    out = np.zeros(m2 // 2 + 1, dtype=spectrum.dtype)
     out[:keep] = spectrum[:keep]
-    return (np.fft.irfft(out, m) * (m / n)).astype(np.float32)
+    return (np.fft.irfft(out, m2)[:m] * (m2 / n2)).astype(np.float32)
 
 
 # ---- where each segment's audio sits on the AAC grid (pure) -------------------------------------
@@ -193,12 +199,19 @@ def k_weight(x: np.ndarray, rate: int = RATE) -> np.ndarray:
     padding for their impulse responses to die away in (they decay in a few tens of ms), which matches
     direct filtering to float32 precision without scipy's lfilter."""
     size = _fast_size(len(x) + rate // 4)
+    # float32 transforms (numpy >= 2): half the memory traffic, and far inside the precision a meter needs
+    return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * _k_response(size, rate), size)[: len(x)].astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _k_response(size: int, rate: int) -> np.ndarray:
+    """The K-weighting filters' frequency response on an FFT grid of `size` (kept: a mix weights several
+    signals of one length)."""
     w = np.exp(-2j * np.pi * np.fft.rfftfreq(size))  # z^-1 on the FFT grid
     h = np.ones(len(w), dtype=complex)
     for b, a in k_filters(rate):
         h *= (b[0] + b[1] * w + b[2] * w * w) / (a[0] + a[1] * w + a[2] * w * w)
-    # float32 transforms (numpy >= 2): half the memory traffic, and far inside the precision a meter needs
-    return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * h.astype(np.complex64), size)[: len(x)].astype(np.float32)
+    return h.astype(np.complex64)
 
 
 # The episode's integrated loudness is summed from each segment's mastered narration, in bins of

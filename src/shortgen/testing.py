@@ -159,6 +159,10 @@ class FakeEncoder:
         self.calls.append(("audio", out.name))
         out.write_text(json.dumps({"samples": len(pcm) // 4, "rate": rate, "lead": lead, "frames": frames}))
 
+    def encode_pcm(self, pcm, frames, bitrate, out):
+        self.calls.append(("audio", out.name))
+        out.write_text(json.dumps({"samples": len(pcm) // 8, "frames": frames, "mixed": True}))
+
     def splice_audio(self, pieces, out):
         self.calls.append(("splice", out.name))
         out.write_text(json.dumps([[str(p), a, n] for p, a, n in pieces]))

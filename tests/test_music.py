@@ -1,0 +1,271 @@
+"""Music: a bed under the voice, ducked while it speaks. Tests on generated signals: the fake engine's
+words are 220 Hz bursts at known samples, the bed a steady 2 kHz tone; a band split tells them apart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shortgen import music, sound
+from shortgen.cache import Cache, Stats
+from shortgen.cli import main
+from shortgen.encode import FfmpegEncoder, ffmpeg_exe
+from shortgen.load import load_episode
+from shortgen.render import render_episode
+from shortgen.settings import Settings
+from shortgen.testing import FakeEncoder, FakeEngine
+
+FIX = Path(__file__).parent / "fixtures"
+R = music.RATE
+
+
+def tone_wav(path: Path, seconds: float, freq: float = 2000.0, rate: int = 44100, channels: int = 1, amp: float = 0.3) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    x = (amp * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.repeat(x, channels).tobytes())
+    return path
+
+
+def band(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The part of a signal between lo and hi Hz (an FFT mask)."""
+    f = np.fft.rfftfreq(x.shape[-1], 1 / R)
+    return np.fft.irfft(np.fft.rfft(x) * ((f >= lo) & (f <= hi)), x.shape[-1])
+
+
+def envelope_db(x: np.ndarray, win: int = R // 100) -> np.ndarray:
+    """RMS level in dB per 10 ms."""
+    n = len(x) // win
+    rms = np.sqrt((x[: n * win].reshape(n, win) ** 2).mean(axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-9))
+
+
+# ---- the ducking envelope, pure ------------------------------------------------------------------
+
+
+def test_words_close_together_are_one_phrase():
+    assert music.phrases([(0, 100), (150, 300), (1000, 1100)], gap=100) == [(0, 300), (1000, 1100)]
+
+
+def test_the_dip_is_complete_as_the_phrase_starts_and_released_after_it():
+    attack, release = 4800, 24000  # 100 ms, 500 ms
+    g = music.duck_db(200_000, [(50_000, 100_000, 12.0)], attack, release)
+    assert g[:45_000].max() == 0.0  # untouched before the attack
+    assert abs(g[50_000 - attack // 2] + 6.0) < 0.1  # half-way down, half-way through the attack
+    assert np.allclose(g[50_000:100_000], -12.0, atol=1e-3)  # all the way down under the phrase
+    assert abs(g[100_000 + release // 2] + 6.0) < 0.1
+    assert g[100_000 + release + 48 :].max() == 0.0
+
+
+# ---- the mix, on signals ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    s = Settings().with_(music_level_lufs=-24.0, music_duck_db=12.0, music_attack_ms=120, music_release_ms=500)
+    total = 20 * R
+    voice = np.zeros(total, np.float32)
+    words = [(1 * R, 9 * R), (12 * R, 19 * R)]  # two long phrases with a 3 s pause between them
+    for a, b in words:
+        t = np.arange(b - a) / R
+        voice[a:b] = 0.25 * np.sin(2 * np.pi * 220 * t)
+    t = np.arange(total) / R
+    bed = np.vstack([0.3 * np.sin(2 * np.pi * 2000 * t)] * 2).astype(np.float32)
+    m = music.mix(voice, [(0, total, words)], bed, [], s)
+    return m, words, s
+
+
+def test_the_bed_sits_at_its_level_in_the_pauses_and_dips_under_the_voice(mixed):
+    m, words, s = mixed
+    bed_heard = band(m.samples[0], 1500, 2500)
+    env = envelope_db(bed_heard)
+    pause, under = env[960:1150].mean(), env[450:550].mean()  # 9.6-11.5 s: the pause; 4.5-5.5 s: a word
+    assert abs((pause - under) - 12.0) < 0.3, (pause, under)
+    # the level in the pauses: the stem measured as BS.1770 does, against the setting
+    stem = np.vstack([bed_heard, band(m.samples[1], 1500, 2500)])[:, 96 * R // 10 : 115 * R // 10]
+    assert abs(music.loudness(stem) - s.music_level_lufs) < 0.6
+    assert m.figures["level_in_pauses_lufs"] == pytest.approx(s.music_level_lufs, abs=0.6)
+
+
+def test_attack_and_release_land_within_a_frame(mixed):
+    m, words, s = mixed
+    env = envelope_db(band(m.samples[0], 1500, 2500))
+    full, low = env[960:1150].mean(), env[450:550].mean()
+    frame_bins = 100 / 30  # 10 ms bins per video frame
+    a, b = words[1][0] // (R // 100), words[0][1] // (R // 100)
+    # down by the word's start: the dip is complete (within 0.5 dB) no later than a frame after it
+    done = next(i for i in range(a - 30, a + 30) if env[i] <= low + 0.5)
+    assert a - frame_bins - s.music_attack_ms / 10 / 2 <= done <= a + frame_bins
+    # it starts falling about an attack before: 1 dB down no sooner than attack + a frame ahead
+    starts = next(i for i in range(a - 60, a) if env[i] <= full - 1.0)
+    assert a - s.music_attack_ms / 10 - frame_bins <= starts
+    # back up within 0.5 dB a release after the word ends, within a frame
+    back = next(i for i in range(b, b + 100) if env[i] >= full - 0.5)
+    assert abs(back - (b + s.music_release_ms / 10)) <= frame_bins + 1
+
+
+def test_the_mix_meets_the_loudness_target_and_the_ceiling(mixed):
+    m, _, s = mixed
+    assert abs(m.lufs - s.loudness_lufs) < 0.5
+    assert music.loudness(m.samples) == pytest.approx(s.loudness_lufs, abs=0.5)
+    assert max(sound.true_peak_db(ch) for ch in m.samples) <= s.true_peak_dbtp
+
+
+def test_a_loud_bed_dips_deeper_to_keep_the_voice_clear():
+    s = Settings().with_(music_level_lufs=-12.0, music_duck_db=3.0, music_separation_lu=15.0)
+    total = 12 * R
+    voice = np.zeros(total, np.float32)
+    voice[4 * R : 8 * R] = 0.2 * np.sin(2 * np.pi * 220 * np.arange(4 * R) / R)
+    t = np.arange(total) / R
+    bed = np.vstack([0.3 * np.sin(2 * np.pi * 2000 * t)] * 2).astype(np.float32)
+    m = music.mix(voice, [(0, total, [(4 * R, 8 * R)])], bed, [], s)
+    seg = m.figures["segments"][0]
+    assert seg["separation_lu"] >= 15.0
+    assert m.figures["deepest_duck_db"] > 3.0
+    # measured independently on the file's two components
+    v = np.vstack([band(ch, 150, 300) for ch in m.samples])[:, 5 * R : 7 * R]
+    b = np.vstack([band(ch, 1500, 2500) for ch in m.samples])[:, 5 * R : 7 * R]
+    assert music.loudness(v) - music.loudness(b) >= 15.0
+
+
+# ---- rendering with music -----------------------------------------------------------------------
+
+
+def episode(tmp_path: Path, music_line: str) -> Path:
+    p = tmp_path / "short.yaml"
+    text = (FIX / "short.yaml").read_text().replace("settings:\n", f"settings:\n  {music_line}\n")
+    p.write_text(text)
+    return p
+
+
+def test_render_with_music_measures_on_target_and_reports_the_music(tmp_path):
+    tone_wav(tmp_path / "bed.wav", 4.0, rate=22050)  # shorter than the episode: it loops
+    p = episode(tmp_path, "music: bed.wav")
+    layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
+    res = render_episode(load_episode(p, layer), FakeEngine(), FfmpegEncoder(), Cache(layer["cache_dir"]))
+    mp4 = res.files["video"]
+    lufs, tp = FfmpegEncoder().loudness(mp4)
+    assert abs(lufs + 14.0) <= 0.5 and tp <= -1.0
+    m = json.loads(res.files["manifest"].read_text())
+    assert m["music"]["level_in_pauses_lufs"] == pytest.approx(-24.0, abs=1.0)
+    for seg in m["music"]["segments"]:
+        assert seg is None or seg["separation_lu"] >= 15.0
+    # the music really is under the pauses of the file: decode and look between the words
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(mp4), "-f", "f32le", "-ac", "1", "-ar", str(R), "-"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    x = np.frombuffer(raw, np.float32)
+    env = envelope_db(band(x, 1500, 2500))
+    assert env[50:].max() > -40  # the bed is audible somewhere after the fade-in
+
+
+def test_changing_the_music_re_encodes_audio_only(tmp_path):
+    tone_wav(tmp_path / "a.wav", 30.0)
+    tone_wav(tmp_path / "b.wav", 30.0, freq=1000.0)
+    p = episode(tmp_path, "music: a.wav")
+    layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
+    cache = Cache(layer["cache_dir"])
+    render_episode(load_episode(p, layer), FakeEngine(), FakeEncoder(), cache)
+    for old, new in [("music: a.wav", "music: b.wav"), ("music: b.wav", "music: b.wav\n  music_duck_db: 18")]:
+        p.write_text(p.read_text().replace(old, new))
+        enc, st = FakeEncoder(), Stats()
+        res = render_episode(load_episode(p, layer), FakeEngine(), enc, cache, stats=st)
+        assert res.rendered and st.encodes == 0  # no video segment encoded again
+        kinds = [c[0] for c in enc.calls]
+        assert "audio" in kinds and "join" in kinds and "runs" not in kinds and "frames" not in kinds
+
+
+def test_music_none_turns_a_series_bed_off(tmp_path):
+    tone_wav(tmp_path / "a.wav", 30.0)
+    p = episode(tmp_path, "music: none")
+    ep = load_episode(p, {"cache_dir": tmp_path / "c"})
+    from shortgen import keys
+
+    assert not keys.has_music(ep.settings)
+
+
+def surround_flac(path: Path) -> Path:
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "sine=f=500:d=12:r=96000",
+                    "-af", "pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0", "-c:a", "flac", str(path)], check=True)  # fmt: skip
+    return path
+
+
+def long_wav(path: Path, hours: float = 3.0, rate: int = 8000) -> Path:
+    """A three-hour WAV that costs little disk: a minute of tone, then a sparse run of silence."""
+    tone_wav(path, 60.0, rate=rate)
+    n = int(hours * 3600 * rate) * 2
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(n.to_bytes(4, "little"))  # the data chunk's size
+        f.seek(4)
+        f.write((n + 36).to_bytes(4, "little"))
+        f.truncate(44 + n)
+    return path
+
+
+@pytest.mark.parametrize("make", ["mono8k", "surround", "long", "mp3"])
+def test_unusual_but_valid_files_work(tmp_path, make):
+    if make == "mono8k":
+        f = tone_wav(tmp_path / "m.wav", 20.0, rate=8000)
+    elif make == "surround":
+        f = surround_flac(tmp_path / "s.flac")
+    elif make == "long":
+        f = long_wav(tmp_path / "long.wav")
+    else:
+        f = tmp_path / "t.mp3"
+        subprocess.run(
+            [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "sine=f=800:d=15", "-c:a", "libmp3lame", str(f)], check=True
+        )
+    p = episode(tmp_path, f"music: {f.name}")
+    decoded = []
+    real = music.decode
+
+    def spy(info, start, seconds):
+        decoded.append(seconds)
+        return real(info, start, seconds)
+
+    music.decode = spy
+    try:
+        args = ["--cache-dir", str(tmp_path / "c"), "--output-dir", str(tmp_path / "o")]
+        assert main(["render", "-q", *args, str(p)]) == 0
+    finally:
+        music.decode = real
+    assert max(decoded) < 60  # only what the episode needs, never the whole three hours
+    m = json.loads((tmp_path / "o" / "part9" / "manifest.json").read_text())
+    assert abs(m["loudness"]["integrated_lufs"] + 14) <= 0.5
+
+
+def bad_audio(d: Path) -> dict[str, str]:
+    (d / "corrupt.mp3").write_bytes(b"\xff\xfb garbage " * 50)
+    tone_wav(d / "silent.wav", 10.0, amp=0.0)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "notes.txt").write_text("la la la")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x64", "-c:v", "libx264", str(d / "video.mp4")],
+                   check=True)  # fmt: skip
+    whole = tone_wav(d / "cut.wav", 10.0).read_bytes()
+    (d / "cut.flac").write_bytes(whole[:30])
+    return {
+        "missing.wav": "no such file",
+        "corrupt.mp3": "not a readable audio file",
+        "silent.wav": "silent",
+        "empty.wav": "is empty",
+        "notes.txt": "unsupported file type",
+        "video.mp4": "no audio stream",
+        "cut.flac": "cut.flac",
+    }
+
+
+def test_bad_music_files_fail_in_one_line_naming_the_setting(tmp_path, capsys):
+    for name, phrase in bad_audio(tmp_path).items():
+        p = episode(tmp_path, f"music: {name}")
+        assert main(["check", str(p)]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert f"{p}:7:10: settings.music: " in err[0] and phrase in err[0], err[0]
