@@ -247,8 +247,8 @@ def bad_audio(d: Path) -> dict[str, str]:
     tone_wav(d / "silent.wav", 10.0, amp=0.0)
     (d / "empty.wav").write_bytes(b"")
     (d / "notes.txt").write_text("la la la")
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x64", "-c:v", "libx264", str(d / "video.mp4")],
-                   check=True)  # fmt: skip
+    silent_video = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x64", "-c:v", "libx264"]
+    subprocess.run([*silent_video, str(d / "video.mp4")], check=True)
     whole = tone_wav(d / "cut.wav", 10.0).read_bytes()
     (d / "cut.flac").write_bytes(whole[:30])
     return {
