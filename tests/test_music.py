@@ -35,6 +35,13 @@ def tone_wav(path: Path, seconds: float, freq: float = 2000.0, rate: int = 44100
     return path
 
 
+def mix(voice: np.ndarray, segments, bed: np.ndarray, settings) -> music.Mixed:
+    """music.mix with the stems' K-weighted energies worked out here (the track caches them)."""
+    voice_e = music.energy_bins(sound.k_weight(voice, R)[None, :])
+    bed_e = music.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
+    return music.mix(voice, voice_e, segments, bed, bed_e, [], settings)
+
+
 def band(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """The part of a signal between lo and hi Hz (an FFT mask)."""
     f = np.fft.rfftfreq(x.shape[-1], 1 / R)
@@ -79,7 +86,7 @@ def mixed():
         voice[a:b] = 0.25 * np.sin(2 * np.pi * 220 * t)
     t = np.arange(total) / R
     bed = np.vstack([0.3 * np.sin(2 * np.pi * 2000 * t)] * 2).astype(np.float32)
-    m = music.mix(voice, [(0, total, words)], bed, [], s)
+    m = mix(voice, [(0, total, words)], bed, s)
     return m, words, s
 
 
@@ -126,7 +133,7 @@ def test_a_loud_bed_dips_deeper_to_keep_the_voice_clear():
     voice[4 * R : 8 * R] = 0.2 * np.sin(2 * np.pi * 220 * np.arange(4 * R) / R)
     t = np.arange(total) / R
     bed = np.vstack([0.3 * np.sin(2 * np.pi * 2000 * t)] * 2).astype(np.float32)
-    m = music.mix(voice, [(0, total, [(4 * R, 8 * R)])], bed, [], s)
+    m = mix(voice, [(0, total, [(4 * R, 8 * R)])], bed, s)
     seg = m.figures["segments"][0]
     assert seg["separation_lu"] >= 15.0
     assert m.figures["deepest_duck_db"] > 3.0

@@ -14,7 +14,7 @@ the code that makes the entry changes. Reading down this file answers "what does
   audio      every narration and where it starts, the episode's length, mastering settings; the music
              and sting files by content and every music setting, where there is music
   mixed      a chunk of the mixed track: a hash of its samples (an edit re-encodes what it changed)
-  bed        the music decoded, looped and faded to the episode's length
+  bed        the music decoded and looped to the episode's length, rounded up to 30 s
   final      every segment and the audio track: the whole MP4
   thumbs     the intro card's inputs, the concept names, the theme and fonts
 """
@@ -41,7 +41,7 @@ AUDIO = "audio-v5"
 FINAL = "final-v1"
 MIX = "mix-v1"
 MIXED = "mixed-v1"
-BED = "bed-v1"
+BED = "bed-v2"
 THUMBS = "thumbs-v1"
 
 
@@ -121,9 +121,9 @@ def mixed_chunk(pcm_digest: str, frames: int, settings: Settings) -> str:
     return key_of(MIXED, pcm_digest, frames, settings.audio_bitrate)
 
 
-def bed(digest: str, settings: Settings, total: int) -> str:
-    s = settings
-    return key_of(BED, digest, s.music_start_s, s.music_loop, s.music_fade_in_ms, s.music_fade_out_ms, total)
+def bed(digest: str, settings: Settings, steps: int) -> str:
+    """The decoded bed: the track, where it starts, whether it loops, how many BED_STEP_S it spans."""
+    return key_of(BED, digest, settings.music_start_s, settings.music_loop, steps)
 
 
 def final(segments: list[SegmentKeys], audio_key: str) -> str:

@@ -142,22 +142,49 @@ def to_array(seg) -> np.ndarray:
     return x
 
 
-def bed(info: AudioInfo, total: int, start_s: float, loop: bool, fade_in_ms: int, fade_out_ms: int) -> np.ndarray:
-    """The track laid under `total` samples: from `start_s`, looped with a crossfade (or stopping) when
-    it is shorter, faded in and out at the episode's ends."""
-    need_ms = total * 1000 // RATE + 1
+BED_STEP_S = 30  # a bed is decoded to a whole number of these: an edit that changes the length reuses it
+
+
+def bed(info: AudioInfo, total: int, start_s: float, loop: bool) -> np.ndarray:
+    """The track laid under at least `total` samples (rounded up to BED_STEP_S, so the bed survives
+    edits): from `start_s`, looped with a crossfade (or stopping, then silence) when it is shorter."""
+    need_ms = -(-total * 1000 // RATE // (BED_STEP_S * 1000)) * BED_STEP_S * 1000
     seg = decode(info, start_s, need_ms / 1000)
     if len(seg) < need_ms and loop:
         whole = seg if start_s == 0 else decode(info, 0.0, info.duration)
         while len(seg) < need_ms:
             seg = seg.append(whole, crossfade=min(CROSSFADE_MS, len(whole) // 4, len(seg) // 4))
-    seg = seg[:need_ms]
-    seg = seg.fade_in(min(fade_in_ms, len(seg) // 2)).fade_out(min(fade_out_ms, len(seg) // 2))
-    x = to_array(seg)
-    out = np.zeros((2, total), np.float32)
-    n = min(total, x.shape[1])
+    x = to_array(seg[:need_ms])
+    out = np.zeros((2, need_ms * RATE // 1000), np.float32)
+    n = min(out.shape[1], x.shape[1])
     out[:, :n] = x[:, :n]
     return out
+
+
+def fades(total: int, fade_in_ms: int, fade_out_ms: int) -> np.ndarray:
+    """The bed's fade in and out at the episode's ends, as a gain per sample (raised-cosine ramps)."""
+    g = np.ones(total, np.float32)
+    for n, at_start in ((min(fade_in_ms * RATE // 1000, total // 2), True), (min(fade_out_ms * RATE // 1000, total // 2), False)):
+        if n > 0:
+            ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
+            if at_start:
+                g[:n] *= ramp
+            else:
+                g[total - n :] *= ramp[::-1]
+    return g
+
+
+BIN = 16  # samples per energy bin: 1024 (an AAC frame, where voices are placed) is a whole number of them
+
+
+def energy_bins(k: np.ndarray) -> np.ndarray:
+    """Energy per BIN samples of K-weighted channels (channels, n), summed over channels (float64)."""
+    n = k.shape[-1] // BIN
+    e = np.zeros(n)
+    for ch in np.atleast_2d(k):
+        seg = ch[: n * BIN].astype(np.float64).reshape(n, BIN)
+        e += np.einsum("ij,ij->i", seg, seg)
+    return e
 
 
 def phrases(words: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
@@ -194,17 +221,6 @@ def loudness(x: np.ndarray) -> float:
     return sound.gated_loudness_multi(k, RATE)
 
 
-def span_loudness(x: np.ndarray, spans: list[tuple[int, int]]) -> float:
-    """Loudness (ungated mean square, K-weighted) of a stereo signal over these spans: what a listener
-    hears during them, the figure the separation rule holds."""
-    if not spans:
-        return -np.inf
-    k = np.vstack([sound.k_weight(ch, RATE) for ch in x])
-    e = sum(float(np.einsum("ij,ij->", k[:, a:b], k[:, a:b])) for a, b in spans)
-    n = sum(b - a for a, b in spans)
-    return -0.691 + 10 * np.log10(max(e / max(n, 1), 1e-20))
-
-
 # ---- the mix ------------------------------------------------------------------------------------
 
 
@@ -216,80 +232,63 @@ class Mixed:
     figures: dict  # the music's own figures, for the manifest
 
 
-def _energy(k: np.ndarray, a: int, b: int) -> float:
-    """Mean square of K-weighted channels (channels, n) over [a, b), summed over channels."""
-    seg = k[:, a:b].astype(np.float64)
-    return float(np.einsum("ij,ij->", seg, seg)) / max(b - a, 1)
+def _gated_bins(e: np.ndarray) -> float:
+    """BS.1770-4 gated loudness from energy bins (BIN samples each, summed over channels)."""
+    step = RATE // 10 // BIN  # 100 ms
+    n = len(e) // step
+    if n < 4:
+        return -np.inf
+    s100 = e[: n * step].reshape(n, step).sum(axis=1)
+    return sound._gated((s100[:-3] + s100[1:-2] + s100[2:-1] + s100[3:]) / (4 * step * BIN))
 
 
-def _blocks(k: np.ndarray, step: int) -> np.ndarray:
-    """Energy per `step` samples, summed over channels."""
-    n = k.shape[1] // step
-    e = np.zeros(n)
-    for ch in k:
-        seg = ch[: n * step].astype(np.float64).reshape(n, step)
-        e += np.einsum("ij,ij->i", seg, seg)
-    return e
-
-
-def _voice_gain(kv: np.ndarray, km: np.ndarray, target: float) -> float:
-    """The gain on the voice that brings voice + music to `target` integrated loudness (BS.1770-4 blocks
-    built from 100 ms steps of the two K-weighted stems and their cross term)."""
-    step = RATE // 10
-    ev = 2 * _blocks(kv, step)  # the voice plays on both channels
-    em = _blocks(km, step)
-    n = len(ev)
-    ec = np.zeros(n)
-    for ch in km:
-        ec += 2 * np.einsum("ij,ij->i", kv[0, : n * step].reshape(n, step).astype(np.float64), ch[: n * step].reshape(n, step))
-
-    def loud(g: float) -> float:
-        e = g * g * ev + g * ec + em
-        if len(e) < 4:
-            return -np.inf
-        return sound._gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * step))
-
-    # the voice is raised by up to 3 dB (a sparse narration under a bed), never lowered: where the bed
-    # alone would pass the target, the whole mix comes down instead (the separation rule is kept)
-    lo, hi = 1.0, 10 ** (3 / 20)
-    if not np.isfinite(loud(1.0)) or loud(lo) >= target:
-        return 1.0
-    if loud(hi) < target:
-        return hi
-    for _ in range(30):
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if loud(mid) < target else (lo, mid)
-    return (lo * hi) ** 0.5
+def _span_energy(e: np.ndarray, spans: list[tuple[int, int]]) -> float:
+    """Mean square over these sample spans, from energy bins."""
+    tot = sum(float(e[a // BIN : b // BIN].sum()) for a, b in spans)
+    n = sum((b // BIN - a // BIN) * BIN for a, b in spans)
+    return tot / max(n, 1)
 
 
 def _lufs(e: float) -> float:
     return -0.691 + 10 * np.log10(max(e, 1e-20))
 
 
+def _per_bin(x: np.ndarray, n: int) -> np.ndarray:
+    """A slowly moving per-sample gain, squared, at bin resolution (its value mid-bin)."""
+    return x[BIN // 2 : n * BIN : BIN].astype(np.float64) ** 2
+
+
 def mix(
     voice: np.ndarray,
+    voice_e: np.ndarray,
     segments: list[tuple[int, int, list[tuple[int, int]]]],
     bed_x: np.ndarray,
+    bed_e: np.ndarray,
     stings: list[tuple[int, np.ndarray]],
     settings,
+    voice_peak: np.ndarray | None = None,
+    bed_peak: np.ndarray | None = None,
 ) -> Mixed:
-    """Voice (mono, placed, mastered) and bed (2, total) into the mastered stereo mix.
+    """Voice (mono, placed, mastered) and bed (2, >= total) into the mastered stereo mix.
 
-    `segments`: per segment (first sample, end sample, its words as (start, end) samples). The bed is
-    levelled to `music_level_lufs`, ducked under each phrase (deeper where the separation rule needs
-    it), the stings laid over it, the sum brought to the loudness target and limited under the ceiling.
+    `voice_e`, `bed_e`: their K-weighted energy in BIN-sample bins. K-weighting is linear and every gain
+    here moves slowly (over 100 ms and more) against the filters' few milliseconds of memory, so every
+    loudness figure (the bed's level, each phrase's, the mix's, the stems as heard) comes from those bins
+    and the gains, without weighting the mix again; the voice and the bed are uncorrelated, so their
+    energies add (the tests check the result against ffmpeg's meter on the finished file).
+    `segments`: per segment (first sample, end sample, its words as (start, end) samples).
+    `voice_peak`, `bed_peak`: their true-peak envelopes (4x oversampled, per sample), when known: the
+    limiter then works on their gained sum, a bound on the mix's own (exact where one of them is silent,
+    never under), instead of oversampling the mix again.
     """
     total = voice.shape[0]
-    # K-weighting is linear and the bed's gain moves slowly (over 100 ms and more) against the filters'
-    # few milliseconds of memory: so the voice and the bed are weighted once, and every later figure
-    # (the mix, the music as heard) is a gain-weighted sum of those two (the tests check against
-    # ffmpeg's meter on the finished file)
-    kb = np.vstack([sound.k_weight(ch, RATE) for ch in bed_x])
-    bed_lufs = sound.gated_loudness_multi(kb, RATE)
+    nb = total // BIN
+    voice_e, bed_e = voice_e[:nb], bed_e[:nb]
+    fade = fades(total, settings.music_fade_in_ms, settings.music_fade_out_ms)
+    bed_lufs = _gated_bins(bed_e * _per_bin(fade, nb))
     if not np.isfinite(bed_lufs):
         raise AudioError("the music is silent where the episode needs it")
     level = settings.music_level_lufs - bed_lufs  # dB
-    kv = sound.k_weight(voice, RATE)[None, :]
     gap = PHRASE_GAP_MS * RATE // 1000
     spans: list[tuple[int, int, float]] = []
     seg_phrases: list[list[tuple[int, int]]] = []
@@ -297,54 +296,67 @@ def mix(
         ph = phrases(words, gap)
         seg_phrases.append(ph)
         for a, b in ph:
-            # voice on both channels: twice the mono energy; the bed at its level, before the dip
-            v = _lufs(2 * _energy(kv, a, b))
-            m = _lufs(_energy(kb, a, b)) + level
+            v = _lufs(2 * _span_energy(voice_e, [(a, b)]))  # the voice plays on both channels
+            m = _lufs(_span_energy(bed_e, [(a, b)])) + level
             need = settings.music_separation_lu + 0.5 - (v - m)
             spans.append((a, b, max(settings.music_duck_db, need)))
     attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
-    gain = 10 ** ((duck_db(total, spans, attack, release) + level) / 20)
-    music = bed_x * gain
-    km = kb * gain
-    del kb
+    gain = (10 ** ((duck_db(total, spans, attack, release) + level) / 20) * fade).astype(np.float32)
+    music = bed_x[:, :total] * gain
+    music_e = bed_e * _per_bin(gain, nb)
     for at, x in stings:
         n = min(x.shape[1], total - at)
         if n > 0:
             music[:, at : at + n] += x[:, :n]
-            km[:, at : at + n] += np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]])
+            e = energy_bins(np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]]))
+            music_e[at // BIN : at // BIN + len(e)] += e[: nb - at // BIN]
     # The target: the voice is mastered to it already and the bed adds a little. The bed keeps its set
-    # level; the voice takes the correction (found on 100 ms block energies: no pass over the signal)
-    gv = _voice_gain(kv, km, settings.loudness_lufs)
-    lufs = sound.gated_loudness_multi(kv * gv + km, RATE)
+    # level; the voice takes the correction, up to +3 dB (a sparse narration); where the bed alone would
+    # pass the target, the whole mix comes down instead (so the separation rule still holds)
+    voice_e2 = 2 * voice_e
+    gv = 1.0
+    if _gated_bins(voice_e2 + music_e) < settings.loudness_lufs:
+        lo, hi = 1.0, 10 ** (3 / 20)
+        for _ in range(30):
+            mid = (lo * hi) ** 0.5
+            lo, hi = (mid, hi) if _gated_bins(mid * mid * voice_e2 + music_e) < settings.loudness_lufs else (lo, mid)
+        gv = hi
+    lufs = _gated_bins(gv * gv * voice_e2 + music_e)
     whole = 10 ** ((settings.loudness_lufs - lufs) / 20) if np.isfinite(lufs) else 1.0  # ~1 unless the bed is loud
-    gv, music, km = gv * whole, music * whole, km * whole
+    gv *= whole
+    music *= whole
+    music_e *= whole * whole
     out = voice[None, :] * gv + music
-    env = np.maximum(*(sound.tp_envelope(ch) for ch in out))
+    if voice_peak is not None and bed_peak is not None:
+        env = voice_peak[:total] * gv + bed_peak[:total] * (gain * whole)
+        for at, x in stings:
+            n = min(x.shape[1], total - at)
+            if n > 0:
+                env[at : at + n] += np.abs(x[:, :n]).max(axis=0) * whole * 1.1  # a short sound: its sample peak, with room
+    else:
+        env = np.maximum(*(sound.tp_envelope(ch) for ch in out))
     curve = sound.gain_curve(env, settings.true_peak_dbtp - sound.TP_MARGIN_DB, rate=RATE)
     out *= curve
     tp = float(20 * np.log10(max(float((env * curve).max()), 1e-12)))
+    c2 = _per_bin(curve, nb)
+    music_e *= c2
+    heard_voice = voice_e2 * (gv * gv) * c2
+    final_lufs = _gated_bins(heard_voice + music_e)
     # the stems, as heard in the file: the music's level in the pauses, and under each segment's speech
-    km *= curve
-    kvoice = kv * (gv * curve)
-    final_lufs = sound.gated_loudness_multi(kvoice + km, RATE)
     per: list[dict | None] = []
     for ph in seg_phrases:
         if not ph:
             per.append(None)
             continue
-        n = sum(b - a for a, b in ph)
-        ev = sum(2 * _energy(kvoice, a, b) * (b - a) for a, b in ph) / n
-        em = sum(_energy(km, a, b) * (b - a) for a, b in ph) / n
-        v, m = _lufs(ev), _lufs(em)
+        v, m = _lufs(_span_energy(heard_voice, ph)), _lufs(_span_energy(music_e, ph))
         per.append({"voice_lufs": round(v, 2), "music_lufs": round(m, 2), "separation_lu": round(v - m, 2)})
-    speaking = np.zeros(total, bool)
+    speaking = np.zeros(nb, bool)
     for a, b, _ in spans:
-        speaking[max(0, a - attack) : b + release] = True
-    fade = (settings.music_fade_in_ms * RATE // 1000, total - settings.music_fade_out_ms * RATE // 1000)
+        speaking[max(0, a - attack) // BIN : (b + release) // BIN + 1] = True
     pauses = ~speaking
-    pauses[: fade[0]] = False
-    pauses[max(fade[1], 0) :] = False
-    gaps = _lufs(float(np.einsum("ij,ij->", km[:, pauses], km[:, pauses])) / max(int(pauses.sum()), 1)) if pauses.any() else None
+    pauses[: settings.music_fade_in_ms * RATE // 1000 // BIN] = False
+    pauses[max(0, total - settings.music_fade_out_ms * RATE // 1000) // BIN :] = False
+    gaps = _lufs(float(music_e[pauses].sum()) / (int(pauses.sum()) * BIN)) if pauses.any() else None
     figures = {
         "level_in_pauses_lufs": None if gaps is None else round(gaps, 2),
         "target_in_pauses_lufs": settings.music_level_lufs,

@@ -211,6 +211,7 @@ def _encode(
             where = str(timed.episode.where("music"))
             args = (plan, spoken, settings, encoder, cache, audio_path, figures, stats, progress, where)
             futures.append(audio.submit(track.make_music, *args))
+            measuring = audio.submit(track.measure_music, encoder, cache, figures)  # beside the join
         elif not cache.has(audio_path, figures):
             futures.append(audio.submit(track.make, plan, wavs, settings, encoder, cache, audio_path, stats, progress))
             # the figures are for the manifest only: the join need not wait for them

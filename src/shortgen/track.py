@@ -94,8 +94,10 @@ def make_music(
     encoded in the same per-segment chunks as the voice alone is, each chunk fed its neighbours' audio
     around it (AAC frames overlap: both encoders at a join then saw the same signal, so the splice is
     seamless under music too). A chunk is cached by a hash of its samples: an edit re-encodes the
-    chunks whose sound changed. `narrations`: audio key -> (wav, spoken words). The figures go to `info`."""
+    chunks whose sound changed, two at a time. `narrations`: audio key -> (wav, spoken words). The
+    figures go to `info`."""
     import hashlib
+    from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
@@ -106,33 +108,39 @@ def make_music(
     total = (chs[-1].first + chs[-1].count) * AAC_FRAME
     progress("audio", "music")
     voice = np.zeros(total, np.float32)
+    voice_peak = np.zeros(total, np.float32)
+    voice_e = np.zeros(total // music.BIN)
     spoken = []
     for ch in chs:
         seg = plan.segments[ch.segment]
         wav, words = narrations[seg.audio_key]
-        x = _voice_48k(seg, wav, settings, cache)
+        x, e, pk = _voice_48k(seg, wav, settings, cache)
         at = (ch.first + ch.lead) * AAC_FRAME
         n = max(0, min(len(x), total - at))
         voice[at : at + n] += x[:n]
+        voice_peak[at : at + n] = np.maximum(voice_peak[at : at + n], pk[:n])
+        b0 = at // music.BIN
+        ne = max(0, min(len(e), len(voice_e) - b0))
+        voice_e[b0 : b0 + ne] += e[:ne]
         r = AAC_RATE / seg.sample_rate
         timed = [(at + round(w.start * r), at + round(w.end * r)) for w in words]
         spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
     try:
-        bed = _bed(settings, total, cache)
+        bed, bed_e, bed_peak = _bed(settings, total, cache)
         stings = _stings(plan, settings, total)
-        mixed = music.mix(voice, spoken, bed, stings, settings)
+        mixed = music.mix(voice, voice_e, spoken, bed, bed_e, stings, settings, voice_peak, bed_peak)
     except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
         raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
     del voice, bed
-    pieces, peaks = [], []
-    for ch in chs:
+
+    def encode(ch) -> Path:
         a, b = (ch.first - PRE_ROLL) * AAC_FRAME, (ch.first + ch.count + POST_ROLL) * AAC_FRAME
         block = np.zeros((b - a, 2), np.float32)
         lo, hi = max(a, 0), min(b, total)
         block[lo - a : hi - a] = mixed.samples[:, lo:hi].T
         pcm = block.tobytes()
         key = keys.mixed_chunk(hashlib.sha256(pcm).hexdigest(), ch.count, settings)
-        path, peak = cache.path("segments", key, ".aac"), cache.path("segments", key, ".tp")
+        path = cache.path("segments", key, ".aac")
         if cache.has(path):
             stats.hits["segments"] += 1
         else:
@@ -140,51 +148,85 @@ def make_music(
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
             with cache.writing(path) as tmp:
                 encoder.encode_pcm(pcm, ch.count, settings.audio_bitrate, tmp)
-        if not cache.has(peak):
-            tp = encoder.loudness(path, skip=AAC_FRAME)[1]
-            with cache.writing(peak) as tmp:
-                tmp.write_text(json.dumps(tp))
-        peaks.append(json.loads(peak.read_text()))
-        pieces.append((path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count))
+        return path
+
+    # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(encode, chs))
+    pieces = [(path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count) for ch, path in zip(chs, done)]
     progress("audio", "splice")
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
-    figures = {"integrated_lufs": round(mixed.lufs, 2), "true_peak": max(peaks), "music": mixed.figures}
+    # the true peak is measured on the encoded chunks by `measure_music`, beside the join
+    mixed_figures = {"integrated_lufs": round(mixed.lufs, 2), "music": mixed.figures, "chunks": [str(p) for p in done]}
+    with cache.writing(_pending(info)) as tmp:
+        tmp.write_text(json.dumps(mixed_figures))
+
+
+def _pending(info: Path) -> Path:
+    return info.with_name(info.name + ".mix")
+
+
+def measure_music(encoder: Encoder, cache: Cache, info: Path) -> None:
+    """The mixed track's figures, written to `info`: its loudness from the mix, its true peak the
+    largest of its encoded chunks' (ffmpeg's ebur128 meter, cached beside each chunk)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    figures = json.loads(_pending(info).read_text())
+
+    def peak(path: str) -> float:
+        tp_path = Path(path).with_suffix(".tp")
+        if not cache.has(tp_path):
+            tp = encoder.loudness(Path(path), skip=AAC_FRAME)[1]
+            with cache.writing(tp_path) as tmp:
+                tmp.write_text(json.dumps(tp))
+        return json.loads(tp_path.read_text())
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        figures["true_peak"] = max(pool.map(peak, figures.pop("chunks")))
     with cache.writing(info) as tmp:
         tmp.write_text(json.dumps(figures))
 
 
 def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
-    """A segment's narration mastered as on its own, at 48 kHz (cached)."""
+    """A segment's narration mastered as on its own, at 48 kHz, its K-weighted energy in bins
+    (music.BIN samples) and its true-peak envelope: cached."""
     import numpy as np
 
-    from . import sound
+    from . import music, sound
 
-    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k.npy")
+    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v2.npz")  # v2: with its peak envelope
     if cache.has(path):
-        return np.load(path)
+        with np.load(path) as z:
+            return z["x"], z["e"], z["p"]
     m = sound.master(sound.load_speech(wav), settings.loudness_lufs, settings.true_peak_dbtp)
     x = sound.resample(m.samples, sound.RATE, AAC_RATE)
+    e = music.energy_bins(sound.k_weight(x, AAC_RATE)[None, :])
+    p = sound.tp_envelope(x)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, x)
-    return x
+        np.savez(f, x=x, e=e, p=p)
+    return x, e, p
 
 
 def _bed(settings: Settings, total: int, cache: Cache):
-    """The music under `total` samples, decoded, looped and faded (cached, as 16-bit)."""
+    """The music decoded, looped and laid under at least `total` samples, with its K-weighted energy
+    in bins and its true-peak envelope (cached; the samples as 16-bit: that is what was decoded)."""
     import numpy as np
 
-    from . import music
+    from . import music, sound
 
     info = music.probe(settings.music or "")
-    key = keys.bed(info.digest, settings, total)
-    path = cache.path("segments", key, ".bed.npy")
+    key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
+    path = cache.path("segments", key, ".bed-v2.npz")  # v2: with its peak envelope
     if cache.has(path):
-        return np.load(path).astype(np.float32) / 32767.0
-    x = music.bed(info, total, settings.music_start_s, settings.music_loop, settings.music_fade_in_ms, settings.music_fade_out_ms)
+        with np.load(path) as z:
+            return z["x"].astype(np.float32) / 32767.0, z["e"], z["p"]
+    x = music.bed(info, total, settings.music_start_s, settings.music_loop)
+    e = music.energy_bins(np.vstack([sound.k_weight(ch, AAC_RATE) for ch in x]))
+    p = np.maximum(*(sound.tp_envelope(ch) for ch in x))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16))
-    return x
+        np.savez(f, x=np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16), e=e, p=p)
+    return x, e, p
 
 
 def _stings(plan: Plan, settings: Settings, total: int) -> list:

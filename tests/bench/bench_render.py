@@ -249,9 +249,11 @@ def main() -> int:
         scripts.mkdir()
         for f in a.script.parent.glob("*.yaml"):
             shutil.copy(f, scripts / f.name)
+        for f in scripts.glob("*.yaml"):  # the files they name, where they are
+            f.write_text(_absolute(f.read_text(), a.script.parent))
         script = scripts / a.script.name
         shipped = script.read_text()
-        script.write_text(_without_visuals(shipped))
+        script.write_text(_plain(shipped))
         original = script.read_text()
         cache, out = work / "cache", work / "out"
         env = {**os.environ, "SHORTGEN_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT / "src")}
@@ -299,6 +301,7 @@ def main() -> int:
         moviepy_full = mp_s / mp_frames * plan.total_frames
 
         vis = visual_rows(a, script, shipped, work, env, args, track)
+        mus = music_rows(a, script, shipped, env, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -337,8 +340,11 @@ def main() -> int:
             "moving_realtime": video_s / statistics.median(vis["moving_s"]),
             "moviepy_over_moving": vis["moviepy_extrapolated_s"] / statistics.median(vis["moving_s"]),
             "visual_edit_over_moving": statistics.median(vis["visual_edit_s"]) / statistics.median(vis["moving_s"]),
+            "music_over_cold": statistics.median(mus["cold_s"]) / cold,
+            "music_edit_over_music_cold": statistics.median(mus["edit_s"]) / statistics.median(mus["cold_s"]),
         },
         "visuals": vis,
+        "music": mus,
     }
     res = ROOT / "tests" / "bench" / "results"
     res.mkdir(parents=True, exist_ok=True)
@@ -390,11 +396,43 @@ def main() -> int:
     print(f"  moving: realtime factor          {q['moving_realtime']:6.1f}x   (>= 5x)")
     print(f"  naive moviepy / moving           {q['moviepy_over_moving']:6.1f}x   (>= 15x)")
     print(f"  picture edit / moving cold       {q['visual_edit_over_moving']:6.1%}   (<= 30%)")
+    print("music (the script without visuals, with the series' bed, this run):")
+    print(row("cold render with music (median)", statistics.median(mus["cold_s"])))
+    print(row("one-word edit with music (median)", statistics.median(mus["edit_s"])))
+    print(f"  cold with music / cold without   {q['music_over_cold']:6.2f}x   (<= 1.15x)")
+    print(f"  edit / cold, with music          {q['music_edit_over_music_cold']:6.1%}   (<= 25%)")
     print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 
 # ---- visuals ------------------------------------------------------------------------------------
+
+
+def _plain(text: str) -> str:
+    """The episode as it was before visuals and music: no `visual:` entries, the series' bed off."""
+    return _without_music(_without_visuals(text))
+
+
+def _without_music(text: str) -> str:
+    assert "\nsettings:" not in text, "the episode has settings of its own: add `music: none` to them"
+    return text.replace("\nsegments:", "\nsettings:\n  music: none\nsegments:", 1)
+
+
+def music_rows(a, script: Path, shipped: str, env: dict, args: list[str]) -> dict:
+    """Cold and one-word-edit renders of the script without visuals, with the series' music."""
+    cache, out = Path(env["SHORTGEN_CACHE_DIR"]), Path(args[args.index("--output-dir") + 1])
+    text = _without_visuals(shipped)
+    ep = load_episode(script, {"cache_dir": cache})
+    res: dict = {"cold_s": [], "edit_s": []}
+    for i in range(a.runs):
+        script.write_text(text)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        res["cold_s"].append(run_cli(args, env)[0])
+        script.write_text(_replace_word(text, ep.segments[2], i))
+        res["edit_s"].append(run_cli(args, env)[0])
+    script.write_text(shipped)
+    return res
 
 
 def _without_visuals(text: str) -> str:
@@ -443,7 +481,11 @@ def _flatten_visuals(text: str) -> str:
 def _absolute(text: str, base: Path) -> str:
     import re
 
-    return re.sub(r"(?m)^( *(?:visual|file): )(\.\./\S+)$", lambda m: m.group(1) + str((base / m.group(2)).resolve()), text)
+    return re.sub(
+        r"(?m)^( *(?:visual|file|music|sting|background): )(\.\./\S+)",
+        lambda m: m.group(1) + str((base / m.group(2)).resolve()),
+        text,
+    )
 
 
 def visual_rows(a, script: Path, shipped: str, work: Path, env: dict, args: list[str], track) -> dict:
