@@ -405,3 +405,54 @@ def test_a_failed_visual_leaves_the_earlier_render_intact(media_dir, tmp_path):
     (d / "green.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     assert main(["render", "-q", *args, str(p)]) == 2
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
+# ---- a clip's own sound -------------------------------------------------------------------------
+
+
+def sounding_clip(path: Path, seconds: float = 2.0, freq: int = 1000) -> Path:
+    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=d={seconds}:s=320x200:r=25",
+            "-f", "lavfi", "-i", f"sine=f={freq}:d={seconds}", "-c:v", "libx264", "-c:a", "aac", "-shortest", str(path)]  # fmt: skip
+    subprocess.run(args, check=True)
+    return path
+
+
+def test_clip_sound_is_muted_unless_asked_for(media_dir, tmp_path):
+    sounding_clip(tmp_path / "noisy.mp4")
+    (tmp_path / "green.png").write_bytes((media_dir / "green.png").read_bytes())
+    (tmp_path / "counter.mp4").write_bytes((media_dir / "counter.mp4").read_bytes())
+    p = write_episode(tmp_path)
+    text = (
+        p.read_text()
+        .replace("      start: 0.3\n", "      start: 0.3\n      audio: true\n")
+        .replace("file: counter.mp4\n      start", "file: noisy.mp4\n      start")
+    )
+    text = text.replace("file: counter.mp4\n      clip_end", "file: noisy.mp4\n      clip_end")  # muted: no `audio:`
+    p.write_text(text)
+    layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
+    ep = load_episode(p, layer)
+    res = render_episode(ep, FakeEngine(), FfmpegEncoder(), Cache(layer["cache_dir"]))
+    plan = res.plan
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(res.files["video"]), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    x = np.frombuffer(raw, np.float32)
+    f = np.fft.rfftfreq(len(x), 1 / 48000)
+    tone = np.fft.irfft(np.fft.rfft(x) * ((f > 900) & (f < 1100)), len(x))
+
+    def level(seg) -> float:
+        a, b = seg.start * 1600, seg.end * 1600  # 48000 / 30 samples a frame
+        return 20 * np.log10(np.sqrt((tone[a:b] ** 2).mean()) + 1e-12)
+
+    loud, muted = plan.segments[2], plan.segments[3]
+    assert loud.visual.audio and not muted.visual.audio
+    assert level(loud) > -45 and level(muted) < level(loud) - 30
+    lufs, tp = FfmpegEncoder().loudness(res.files["video"])
+    assert abs(lufs + 14) <= 0.5 and tp <= -1.0
+
+
+def test_clip_audio_on_a_silent_clip_is_refused(media_dir, tmp_path, capsys):
+    p = tmp_path / "ep.yaml"
+    text = EPISODE.split("  - name: Held")[0].replace("{still}", str(media_dir / "green.png"))
+    p.write_text(text.replace("{clip}", str(media_dir / "counter.mp4")).replace("start: 0.3", "start: 0.3\n      audio: true"))
+    assert main(["check", str(p)]) == 2
+    assert "segments[1].visual.audio: counter.mp4 has no audio stream" in capsys.readouterr().err

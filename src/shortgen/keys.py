@@ -95,7 +95,7 @@ def audio(plan: Plan, settings: Settings) -> str:
         settings.loudness_lufs,
         settings.true_peak_dbtp,
         settings.audio_bitrate,
-        *([music_inputs(plan, settings)] if has_music(settings) else []),
+        *([music_inputs(plan, settings)] if mixes(plan, settings) else []),
     )
 
 
@@ -103,13 +103,23 @@ def has_music(settings: Settings) -> bool:
     return bool(settings.music) and str(settings.music).lower() != "none"
 
 
+def mixes(plan: Plan, settings: Settings) -> bool:
+    """Whether the track is a mix: a music bed, or a clip that brings its own sound."""
+    return has_music(settings) or any(seg.visual is not None and seg.visual.audio for seg in plan.segments)
+
+
 def music_inputs(plan: Plan, settings: Settings) -> dict:
     """What the mix takes besides the voice: the files by content, every music setting, where the
-    segments start (a sting may play at each)."""
+    segments start (a sting may play at each), the clips that bring their sound and their spans."""
     from . import music
 
     out = {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k.startswith(("music_", "sting_"))}
-    out["music"] = music.probe(settings.music or "").digest
+    out["music"] = music.probe(settings.music or "").digest if has_music(settings) else None
+    out["clips"] = [
+        [seg.index, seg.start, seg.frames, seg.visual.digest, seg.visual.start, seg.visual.clip_end]
+        for seg in plan.segments
+        if seg.visual is not None and seg.visual.audio
+    ]
     if settings.sting and settings.sting.lower() != "none":
         out["sting"] = music.probe(settings.sting).digest
         out["starts"] = [seg.start for seg in plan.segments]

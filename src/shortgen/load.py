@@ -36,6 +36,7 @@ class VisualSpec:
     start: float = 0.0  # seconds into a clip
     clip_end: str = "loop"
     where: str = ""  # file:line:col: field, for messages
+    audio: bool = False  # a clip's own sound, under the voice
 
 
 @dataclass(frozen=True)
@@ -464,7 +465,7 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
         raise ScriptError(pos.where(path, file_at), name, str(e)) from None
     start = v["start"] or 0.0
     if m.kind == "still":
-        for key in ("start", "clip_end"):
+        for key in ("start", "clip_end", "audio"):
             if v[key] is not None:
                 raise ScriptError(pos.where(path, at + (key,)), _fmt(at + (key,)), f"`{key}` is for clips; {f.name} is a picture")
     else:
@@ -479,6 +480,13 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
             media.verify_clip(m, first)
         except media.MediaError as e:
             raise ScriptError(pos.where(path, file_at), name, str(e)) from None
+        if v["audio"]:
+            from . import music
+
+            try:
+                music.probe(m.path, any_type=True)
+            except music.AudioError as e:
+                raise ScriptError(pos.where(path, at + ("audio",)), _fmt(at + ("audio",)), str(e)) from None
     return VisualSpec(
         media=m,
         fit=v["fit"] or "cover",
@@ -486,6 +494,7 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
         start=start,
         clip_end=v["clip_end"] or "loop",
         where=f"{pos.where(path, file_at)}: {name}",
+        audio=bool(v["audio"]),
     )
 
 

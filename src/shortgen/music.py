@@ -54,21 +54,22 @@ _DUR = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
 
 
-def probe(path: Path | str) -> AudioInfo:
-    """What an audio file is, from ffmpeg's report (imageio-ffmpeg has no ffprobe); raises AudioError."""
+def probe(path: Path | str, any_type: bool = False) -> AudioInfo:
+    """What an audio file is, from ffmpeg's report (imageio-ffmpeg has no ffprobe); raises AudioError.
+    `any_type`: a clip's sound, whatever its container."""
     p = Path(path)
     if not p.exists():
         raise AudioError(f"no such file: {path}")
     if p.is_dir():
         raise AudioError(f"{path} is a folder; expected an audio file")
     st = p.stat()
-    return _probe(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    return _probe(str(p.resolve()), st.st_mtime_ns, st.st_size, any_type)
 
 
 @lru_cache(maxsize=32)
-def _probe(path: str, mtime_ns: int, size: int) -> AudioInfo:
+def _probe(path: str, mtime_ns: int, size: int, any_type: bool = False) -> AudioInfo:
     name = Path(path).name
-    if Path(path).suffix.lower() not in AUDIO_TYPES:
+    if Path(path).suffix.lower() not in AUDIO_TYPES and not any_type:
         raise AudioError(f"unsupported file type {Path(path).suffix or '(none)'!r}: use WAV, MP3, OGG, FLAC or M4A/AAC")
     if size == 0:
         raise AudioError(f"{name} is empty")
@@ -268,6 +269,7 @@ def mix(
     settings,
     voice_peak: np.ndarray | None = None,
     bed_peak: np.ndarray | None = None,
+    extras: list[tuple[int, np.ndarray]] = (),  # type: ignore[assignment]
 ) -> Mixed:
     """Voice (mono, placed, mastered) and bed (2, >= total) into the mastered stereo mix.
 
@@ -280,15 +282,25 @@ def mix(
     `voice_peak`, `bed_peak`: their true-peak envelopes (4x oversampled, per sample), when known: the
     limiter then works on their gained sum, a bound on the mix's own (exact where one of them is silent,
     never under), instead of oversampling the mix again.
+    `extras`: (first sample, stereo samples) of other sounds under the voice, already at their level
+    (a clip's own sound): ducked with the bed. With no bed (`bed_x` silent), they are the music.
     """
     total = voice.shape[0]
     nb = total // BIN
     voice_e, bed_e = voice_e[:nb], bed_e[:nb]
     fade = fades(total, settings.music_fade_in_ms, settings.music_fade_out_ms)
     bed_lufs = _gated_bins(bed_e * _per_bin(fade, nb))
-    if not np.isfinite(bed_lufs):
+    if not np.isfinite(bed_lufs) and not extras:
         raise AudioError("the music is silent where the episode needs it")
-    level = settings.music_level_lufs - bed_lufs  # dB
+    level_lin = 10 ** ((settings.music_level_lufs - bed_lufs) / 20) if np.isfinite(bed_lufs) else 0.0
+    base = bed_x[:, :total] * level_lin  # the bed at its level, and the other sounds at theirs
+    base_e = bed_e * level_lin**2
+    for at, x in extras:
+        n = min(x.shape[1], total - at)
+        if n > 0:
+            base[:, at : at + n] += x[:, :n]
+            e = energy_bins(np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]]))
+            base_e[at // BIN : at // BIN + len(e)] += e[: nb - at // BIN]
     gap = PHRASE_GAP_MS * RATE // 1000
     spans: list[tuple[int, int, float]] = []
     seg_phrases: list[list[tuple[int, int]]] = []
@@ -297,13 +309,14 @@ def mix(
         seg_phrases.append(ph)
         for a, b in ph:
             v = _lufs(2 * _span_energy(voice_e, [(a, b)]))  # the voice plays on both channels
-            m = _lufs(_span_energy(bed_e, [(a, b)])) + level
+            m = _lufs(_span_energy(base_e, [(a, b)]))
             need = settings.music_separation_lu + 0.5 - (v - m)
             spans.append((a, b, max(settings.music_duck_db, need)))
     attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
-    gain = (10 ** ((duck_db(total, spans, attack, release) + level) / 20) * fade).astype(np.float32)
-    music = bed_x[:, :total] * gain
-    music_e = bed_e * _per_bin(gain, nb)
+    gain = (10 ** (duck_db(total, spans, attack, release) / 20) * fade).astype(np.float32)
+    music = base * gain
+    music_e = base_e * _per_bin(gain, nb)
+    del base
     for at, x in stings:
         n = min(x.shape[1], total - at)
         if n > 0:
@@ -328,7 +341,11 @@ def mix(
     music_e *= whole * whole
     out = voice[None, :] * gv + music
     if voice_peak is not None and bed_peak is not None:
-        env = voice_peak[:total] * gv + bed_peak[:total] * (gain * whole)
+        env = voice_peak[:total] * gv + bed_peak[:total] * (gain * (whole * level_lin))
+        for at, x in extras:
+            n = min(x.shape[1], total - at)
+            if n > 0:
+                env[at : at + n] += np.abs(x[:, :n]).max(axis=0) * gain[at : at + n] * whole * 1.1
         for at, x in stings:
             n = min(x.shape[1], total - at)
             if n > 0:
@@ -366,3 +383,14 @@ def mix(
         "segments": per,
     }
     return Mixed(out.astype(np.float32), final_lufs, tp, figures)
+
+
+def clip_sound(info: AudioInfo, start_s: float, seconds: float, loop: bool) -> np.ndarray:
+    """A clip's own sound for a segment: from its start offset, looped with the picture (or stopping
+    where the clip ends, as its held last frame is silent), levelled later."""
+    seg = decode(info, start_s, min(seconds, info.duration - start_s))
+    need_ms = int(seconds * 1000) + 1
+    if len(seg) < need_ms and loop:
+        while len(seg) < need_ms:
+            seg = seg.append(decode(info, start_s, info.duration - start_s), crossfade=min(CROSSFADE_MS, len(seg) // 4))
+    return to_array(seg[:need_ms])

@@ -103,6 +103,7 @@ class Visual:
     start: int = 0  # the first clip frame shown
     clip_end: str = "loop"  # a clip shorter than its span: "loop" or "hold" the last frame
     source: str = ""  # file:line:col: field, for messages
+    audio: bool = False  # a clip's own sound plays under the voice
 
     @property
     def moving(self) -> bool:

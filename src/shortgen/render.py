@@ -206,7 +206,7 @@ def _encode(
     measuring: Future | None = None
     seg_paths: list[Path] = []
     with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
-        if not cache.has(audio_path, figures) and keys.has_music(settings):
+        if not cache.has(audio_path, figures) and keys.mixes(plan, settings):
             spoken = {seg.audio_key: (n.wav, n.words) for seg, n in zip(plan.segments, timed.narrations)}
             where = str(timed.episode.where("music"))
             args = (plan, spoken, settings, encoder, cache, audio_path, figures, stats, progress, where)

@@ -23,6 +23,7 @@ VISUAL = {
     "motion": Rule("choice", choices=("auto", "none", "zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down")),
     "start": Rule("float", ge=0, le=86400),  # seconds into a clip
     "clip_end": Rule("choice", choices=("loop", "hold")),  # a clip shorter than its segment
+    "audio": Rule("bool"),  # a clip's own sound, under the voice at the music's level (muted by default)
 }
 
 SEGMENT = {

@@ -146,4 +146,5 @@ def plan_visual(spec: VisualSpec, ep: Episode, index: int, full: bool = False) -
         start=round(spec.start * m.fps),
         clip_end=spec.clip_end,
         source=spec.where,
+        audio=spec.audio,
     )

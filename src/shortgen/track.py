@@ -126,9 +126,13 @@ def make_music(
         timed = [(at + round(w.start * r), at + round(w.end * r)) for w in words]
         spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
     try:
-        bed, bed_e, bed_peak = _bed(settings, total, cache)
+        if keys.has_music(settings):
+            bed, bed_e, bed_peak = _bed(settings, total, cache)
+        else:  # only clips' own sounds
+            bed, bed_e, bed_peak = np.zeros((2, total), np.float32), np.zeros(total // music.BIN), np.zeros(total, np.float32)
         stings = _stings(plan, settings, total)
-        mixed = music.mix(voice, voice_e, spoken, bed, bed_e, stings, settings, voice_peak, bed_peak)
+        extras = _clip_sounds(plan, settings, total)
+        mixed = music.mix(voice, voice_e, spoken, bed, bed_e, stings, settings, voice_peak, bed_peak, extras)
     except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
         raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
     del voice, bed
@@ -244,3 +248,24 @@ def _stings(plan: Plan, settings: Settings, total: int) -> list:
     x = x * 10 ** ((settings.sting_level_lufs - lufs) / 20)
     starts = [0] if settings.sting_at == "intro" else [seg.start for seg in plan.segments if seg.kind == "concept"]
     return [(f * AAC_RATE // plan.fps, x) for f in starts if f * AAC_RATE // plan.fps < total]
+
+
+def _clip_sounds(plan: Plan, settings: Settings, total: int) -> list:
+    """The sound of each clip that asks for it (`audio: true`), under its segment, at the music's level."""
+    import numpy as np
+
+    from . import music
+
+    out = []
+    for seg in plan.segments:
+        v = seg.visual
+        if v is None or not v.audio:
+            continue
+        info = music.probe(v.file, any_type=True)
+        x = music.clip_sound(info, v.start * v.fps_den / max(v.fps_num, 1), seg.frames / plan.fps, v.clip_end == "loop")
+        lufs = music.loudness(x)
+        if not np.isfinite(lufs):
+            continue  # a silent soundtrack adds nothing
+        at = seg.start * AAC_RATE // plan.fps
+        out.append((at, x[:, : max(0, total - at)] * 10 ** ((settings.music_level_lufs - lufs) / 20)))
+    return out
