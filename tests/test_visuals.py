@@ -411,8 +411,9 @@ def test_a_failed_visual_leaves_the_earlier_render_intact(media_dir, tmp_path):
 
 
 def sounding_clip(path: Path, seconds: float = 2.0, freq: int = 1000) -> Path:
-    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=d={seconds}:s=320x200:r=25",
-            "-f", "lavfi", "-i", f"sine=f={freq}:d={seconds}", "-c:v", "libx264", "-c:a", "aac", "-shortest", str(path)]  # fmt: skip
+    picture, sound = f"testsrc=d={seconds}:s=320x200:r=25", f"sine=f={freq}:d={seconds}"
+    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", picture, "-f", "lavfi", "-i", sound,
+            "-c:v", "libx264", "-c:a", "aac", "-shortest", str(path)]  # fmt: skip
     subprocess.run(args, check=True)
     return path
 
@@ -433,8 +434,8 @@ def test_clip_sound_is_muted_unless_asked_for(media_dir, tmp_path):
     ep = load_episode(p, layer)
     res = render_episode(ep, FakeEngine(), FfmpegEncoder(), Cache(layer["cache_dir"]))
     plan = res.plan
-    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(res.files["video"]), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
-                         capture_output=True, check=True).stdout  # fmt: skip
+    pcm = [ffmpeg_exe(), "-v", "error", "-i", str(res.files["video"]), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"]
+    raw = subprocess.run(pcm, capture_output=True, check=True).stdout
     x = np.frombuffer(raw, np.float32)
     f = np.fft.rfftfreq(len(x), 1 / 48000)
     tone = np.fft.irfft(np.fft.rfft(x) * ((f > 900) & (f < 1100)), len(x))
