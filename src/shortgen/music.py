@@ -188,6 +188,20 @@ def energy_bins(k: np.ndarray) -> np.ndarray:
     return e
 
 
+def spread_energy(e: np.ndarray, bin_in: int, rate_in: int, n_out: int) -> np.ndarray:
+    """Energy bins of a signal at `rate_in` (`bin_in` samples each) as BIN-sample bins of the same signal
+    at RATE, `n_out` samples long: each bin's energy spread evenly over the time it covers, scaled by the
+    ratio of sample counts (the same mean square over more samples)."""
+    n = n_out // BIN
+    if n == 0 or len(e) == 0:
+        return np.zeros(n)
+    # cumulative energy (per input sample) at each output bin edge, interpolated in time
+    edges_in = np.arange(len(e) + 1) * bin_in / rate_in
+    cum = np.concatenate([[0.0], np.cumsum(e)])
+    edges_out = np.arange(n + 1) * BIN / RATE
+    return np.diff(np.interp(edges_out, edges_in, cum)) * (RATE / rate_in)
+
+
 def phrases(words: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
     """Spoken spans (start, end) in samples, merged where the silence between them is under `gap`."""
     out: list[list[int]] = []
@@ -293,7 +307,10 @@ def mix(
     if not np.isfinite(bed_lufs) and not extras:
         raise AudioError("the music is silent where the episode needs it")
     level_lin = 10 ** ((settings.music_level_lufs - bed_lufs) / 20) if np.isfinite(bed_lufs) else 0.0
-    base = bed_x[:, :total] * level_lin  # the bed at its level, and the other sounds at theirs
+    # in place, to hold the memory down (a minute and a half at 48 kHz stereo is 35 MB an array): the
+    # caller's bed array becomes the bed at its level, plus the other sounds at theirs
+    base = bed_x[:, :total]
+    base *= np.float32(level_lin)
     base_e = bed_e * level_lin**2
     for at, x in extras:
         n = min(x.shape[1], total - at)
@@ -314,9 +331,9 @@ def mix(
             spans.append((a, b, max(settings.music_duck_db, need)))
     attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
     gain = (10 ** (duck_db(total, spans, attack, release) / 20) * fade).astype(np.float32)
-    music = base * gain
+    music = base
+    music *= gain
     music_e = base_e * _per_bin(gain, nb)
-    del base
     for at, x in stings:
         n = min(x.shape[1], total - at)
         if n > 0:
@@ -337,25 +354,40 @@ def mix(
     lufs = _gated_bins(gv * gv * voice_e2 + music_e)
     whole = 10 ** ((settings.loudness_lufs - lufs) / 20) if np.isfinite(lufs) else 1.0  # ~1 unless the bed is loud
     gv *= whole
-    music *= whole
+    music *= np.float32(whole)
     music_e *= whole * whole
-    out = voice[None, :] * gv + music
+    ceiling = settings.true_peak_dbtp - sound.TP_MARGIN_DB
     if voice_peak is not None and bed_peak is not None:
-        env = voice_peak[:total] * gv + bed_peak[:total] * (gain * (whole * level_lin))
+        # the limiter works on a bound of the mix's true peak built from the stems' envelopes; it takes a
+        # little loudness off the voice's peaks, which the voice gets back (one correction is enough:
+        # the limiter acts on a few peaks only)
+        rest = bed_peak[:total] * (gain * (whole * level_lin))
         for at, x in extras:
             n = min(x.shape[1], total - at)
             if n > 0:
-                env[at : at + n] += np.abs(x[:, :n]).max(axis=0) * gain[at : at + n] * whole * 1.1
+                rest[at : at + n] += np.abs(x[:, :n]).max(axis=0) * gain[at : at + n] * whole * 1.1
         for at, x in stings:
             n = min(x.shape[1], total - at)
             if n > 0:
-                env[at : at + n] += np.abs(x[:, :n]).max(axis=0) * whole * 1.1  # a short sound: its sample peak, with room
+                rest[at : at + n] += np.abs(x[:, :n]).max(axis=0) * whole * 1.1  # a short sound: its sample peak, with room
+        for _ in range(2):
+            env = voice_peak[:total] * np.float32(gv) + rest
+            curve = sound.gain_curve(env, ceiling, rate=RATE)
+            c2 = _per_bin(curve, nb)
+            final_lufs = _gated_bins((voice_e2 * gv * gv + music_e) * c2)
+            if not np.isfinite(final_lufs) or abs(final_lufs - settings.loudness_lufs) < 0.05:
+                break
+            gv *= 10 ** ((settings.loudness_lufs - final_lufs) / 20)
+        out = music  # the mix, in place of the music: only its energy is needed from here on
+        out += voice[None, :] * np.float32(gv)
     else:
+        out = music
+        out += voice[None, :] * np.float32(gv)
         env = np.maximum(*(sound.tp_envelope(ch) for ch in out))
-    curve = sound.gain_curve(env, settings.true_peak_dbtp - sound.TP_MARGIN_DB, rate=RATE)
+        curve = sound.gain_curve(env, ceiling, rate=RATE)
+        c2 = _per_bin(curve, nb)
     out *= curve
     tp = float(20 * np.log10(max(float((env * curve).max()), 1e-12)))
-    c2 = _per_bin(curve, nb)
     music_e *= c2
     heard_voice = voice_e2 * (gv * gv) * c2
     final_lufs = _gated_bins(heard_voice + music_e)

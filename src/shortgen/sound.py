@@ -55,6 +55,7 @@ class Mastered:
     true_peak: float
     gain_db: float
     energy: np.ndarray  # K-weighted energy in BIN-sample bins: what the episode's loudness is summed from
+    peak: np.ndarray | None = None  # the true-peak envelope (per sample, 4x oversampled) after the gain
 
 
 def load_speech(wav) -> np.ndarray:
@@ -366,4 +367,4 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     tp = float(20 * np.log10(max(float((env * gains).max()), 1e-12)))
     k = (kx * gains)[:n].astype(np.float64)
     energy = np.bincount(np.arange(n) // BIN, weights=k * k)
-    return Mastered((x * gains).astype(np.float32)[:n], lufs, tp, gain_db, energy)
+    return Mastered((x * gains).astype(np.float32)[:n], lufs, tp, gain_db, energy, (env * gains)[:n].astype(np.float32))
