@@ -698,7 +698,7 @@ def _box_tiles(placed: list, f: ChainFont, settings: Settings, tile_map: Callabl
         plain = Image.new("RGBA", (b[2] - b[0], b[3] - b[1]), (0, 0, 0, 0))
         draw_runs(ImageDraw.Draw(plain), (x - b[0], y - b[1]), w, f, _rgb(t.caption), "la", CAPTION_STROKE, _rgb(t.outline))
         p = _pill(b)
-        lit = Image.new("RGBA", (p[2] - p[0], p[3] - p[1]), (0, 0, 0, 0))
+        lit = Image.new("RGBA", (p[2] - p[0] + 1, p[3] - p[1] + 1), (0, 0, 0, 0))  # Pillow's boxes include x1, y1
         d = ImageDraw.Draw(lit)
         d.rounded_rectangle((0, 0, p[2] - p[0], p[3] - p[1]), radius=(b[3] - b[1]) // 3, fill=_rgb(t.highlight))
         draw_runs(d, (x - p[0], y - p[1]), w, f, _rgb(t.background), "la")
