@@ -457,3 +457,20 @@ def test_clip_audio_on_a_silent_clip_is_refused(media_dir, tmp_path, capsys):
     p.write_text(text.replace("{clip}", str(media_dir / "counter.mp4")).replace("start: 0.3", "start: 0.3\n      audio: true"))
     assert main(["check", str(p)]) == 2
     assert "segments[1].visual.audio: counter.mp4 has no audio stream" in capsys.readouterr().err
+
+
+def test_an_animated_gif_is_a_clip_and_a_webp_a_still(tmp_path):
+    from shortgen import media
+
+    frames_ = [Image.new("RGB", (200, 150), (i * 30, 100, 200 - i * 20)) for i in range(8)]
+    frames_[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames_[1:], duration=100, loop=0)
+    m = media.probe(tmp_path / "anim.gif")
+    assert (m.kind, m.frames, m.fps) == ("clip", 8, 10)
+    reader = media.ClipReader(m, (100, 76))
+    try:
+        r, g, b = reader.frame(7).getpixel((50, 38))
+    finally:
+        reader.close()
+    assert abs(r - 210) <= 12 and abs(b - 60) <= 12  # the eighth frame's colour, not the first's
+    Image.new("RGB", (300, 200), "blue").save(tmp_path / "x.webp")
+    assert media.probe(tmp_path / "x.webp").kind == "still"

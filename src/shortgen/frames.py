@@ -13,14 +13,25 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from . import compose, draw
+from . import draw
 from .cache import Cache, Stats
 from .errors import EncodeError
 from .plan import Plan, SegmentPlan, State
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from . import compose
+
+
+def _compose():
+    """compose.py, imported on first use: it loads numpy, which a no-op render never needs (150 ms)."""
+    from . import compose
+
+    return compose
 
 
 # BT.709 in limited ("tv") range, as rows of (r, g, b, offset) for Pillow's matrix conversion: the
@@ -76,7 +87,7 @@ def ensure_card(plan: Plan, seg: SegmentPlan, key: str, settings: Settings, cach
     ends, y0, y1 = card_layout(settings)
     path = cache.path("frames", key, ".yuv")
     look_path = path.with_suffix(".look.json")
-    imagery = compose.has_imagery(seg, plan)
+    imagery = seg.visual is not None or plan.background is not None
     if cache.has(path) and path.stat().st_size == ends[-1] and (not imagery or cache.has(look_path)):
         stats.hits["frames"] += 1
     else:
@@ -99,8 +110,8 @@ def read_look(card: Path) -> compose.Look | None:
     if not p.is_file():
         return None
     d = json.loads(p.read_text())
-    return compose.Look(
-        tuple(compose.Scrim(tuple(x["box"]), tuple(x["colour"]), x["alpha"], x["what"]) for x in d["scrims"]), d["contrast"]
+    return _compose().Look(
+        tuple(_compose().Scrim(tuple(x["box"]), tuple(x["colour"]), x["alpha"], x["what"]) for x in d["scrims"]), d["contrast"]
     )
 
 
@@ -124,14 +135,14 @@ class Layers:
     def __init__(self, plan: Plan, seg: SegmentPlan, settings: Settings, look: compose.Look | None = None):
         seg = draw.placed(seg, plan, settings)
         self.plan, self.seg, self.settings = plan, seg, settings
-        self.bg = compose.VisualLayer(plan.background, plan.total_frames, settings) if plan.background else None
-        self.vis = compose.VisualLayer(seg.visual, seg.frames, settings) if seg.visual else None
+        self.bg = _compose().VisualLayer(plan.background, plan.total_frames, settings) if plan.background else None
+        self.vis = _compose().VisualLayer(seg.visual, seg.frames, settings) if seg.visual else None
         self.text = draw.draw_card(seg, plan, settings, layer=True)
         self.look = look or self._measure()
 
     def under(self, bg: int, vis: int, bg_layer=None, vis_layer=None) -> Image.Image:
         """Backdrop and visual at these samples, RGB (or mapped, with mapped layers)."""
-        base = compose.backdrop(self.plan, self.settings, bg, bg_layer or self.bg)
+        base = _compose().backdrop(self.plan, self.settings, bg, bg_layer or self.bg)
         lay = vis_layer or self.vis
         if self.seg.visual is not None and lay is not None:
             base.paste(lay.at(vis), self.seg.visual.rect[:2], lay.mask)
@@ -143,12 +154,12 @@ class Layers:
         n = max(len(bgs), len(viss))
         samples = [self.under(bgs[i * len(bgs) // n], viss[i * len(viss) // n]) for i in range(n)]
         sampled = any(v is not None and v.kind == "clip" for v in (self.plan.background, self.seg.visual))
-        return compose.make_look(self.seg, self.plan, self.settings, self.text.boxes, samples, sampled)
+        return _compose().make_look(self.seg, self.plan, self.settings, self.text.boxes, samples, sampled)
 
     def over(self) -> Image.Image:
         """Scrims and the card's text, RGBA."""
         size = (self.settings.width, self.settings.height)
-        out = compose.scrim_layer(self.look, size) or Image.new("RGBA", size, (0, 0, 0, 0))
+        out = _compose().scrim_layer(self.look, size) or Image.new("RGBA", size, (0, 0, 0, 0))
         out.alpha_composite(self.text.painted())
         return out
 
@@ -222,25 +233,25 @@ def _moving_pictures(
         assert vis is not None
         rows += [vis.rect[1], vis.rect[3]]
     if any(st.bar >= 0 for st in seg.states):
-        bx = compose.bar_box(settings, 0)
+        bx = _compose().bar_box(settings, 0)
         rows += [bx[1], bx[3]]
     r0, r1 = (0, h) if bg_moves else (min(rows), max(rows))
     layers = Layers(plan, seg, settings, read_look(card))
-    vis_layer = compose.VisualLayer(vis, seg.frames, settings, ycc) if vis is not None else None
-    bg_layer = compose.VisualLayer(bgv, plan.total_frames, settings, ycc) if bgv is not None else None
+    vis_layer = _compose().VisualLayer(vis, seg.frames, settings, ycc) if vis is not None else None
+    bg_layer = _compose().VisualLayer(bgv, plan.total_frames, settings, ycc) if bgv is not None else None
     try:
         over = layers.over().crop((0, r0, w, r1))
         over_box = over.getchannel("A").getbbox()
         over_y = ycc(over.crop(over_box)) if over_box else None
         still_under = None
         if not bg_moves:
-            base = compose.backdrop(plan, settings, 0)
+            base = _compose().backdrop(plan, settings, 0)
             if vis is not None and not vis_moves and layers.vis is not None:
                 base.paste(layers.vis.at(-1), vis.rect[:2], layers.vis.mask)
             still_under = ycc(base.crop((0, r0, w, r1)))
         corners: list = []
         if vis_moves and vis is not None and vis_layer is not None and vis_layer.mask is not None and still_under is not None:
-            r = round(compose.PANEL_RADIUS * w / 1080) + 1
+            r = round(_compose().PANEL_RADIUS * w / 1080) + 1
             vw, vh = vis_layer.size
             for cx, cy in ((0, 0), (vw - r, 0), (0, vh - r), (vw - r, vh - r)):
                 xy = (vis.rect[0] + cx, vis.rect[1] - r0 + cy)
@@ -268,7 +279,7 @@ def _moving_pictures(
                 hl = None if st.word is None else st.word - seg.cues[st.cue].first
                 painter.paint(region, st.cue, hl, st.pop, copy=False, dy=y0 - r0)
             if st.bar > 0:
-                bx = compose.bar_box(settings, st.bar)
+                bx = _compose().bar_box(settings, st.bar)
                 region.paste(bar_colour.resize((bx[2] - bx[0], bx[3] - bx[1])), (bx[0], bx[1] - r0))
             fresh = planes420(region)
             yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))

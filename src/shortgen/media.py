@@ -16,8 +16,6 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
 STILL_TYPES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
 CLIP_TYPES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".gif")
 MAX_SIDE = 12_000  # pixels on a side, for a still
@@ -161,6 +159,7 @@ class ClipReader:
 
     def frame(self, k: int):
         """Source frame k (counted at the clip's own rate)."""
+        import numpy as np
         from PIL import Image
 
         if self._last is not None and self._last[0] == k:

@@ -2,9 +2,10 @@
 mastered with it.
 
 pydub does what it is good at: decoding any format through the bundled ffmpeg (only the span the
-episode needs), slicing, looping with a crossfade, fades at the ends. numpy does what must be fast or
-exact: resampling, the ducking envelope (from the narration's word timings, sample-accurate), the mix,
-loudness (BS.1770) and the true-peak limiter, at 48 kHz stereo.
+episode needs), slicing, looping with a crossfade. numpy does what must be fast or exact, or must not
+change the decoded bed (cached across edits): the fades at the episode's ends, resampling, the ducking
+envelope (from the narration's word timings, sample-accurate), the mix, loudness (BS.1770) and the
+true-peak limiter, at 48 kHz stereo.
 
 Ducking follows the voice, not the segments: each spoken phrase (words less than PHRASE_GAP_MS apart)
 pulls the bed down by `music_duck_db`, the dip complete as its first word starts (`music_attack_ms` of
@@ -129,7 +130,8 @@ def to_array(seg) -> np.ndarray:
     """A pydub AudioSegment as float32 stereo (2, n) at RATE: mono doubled, surround folded down (ITU
     coefficients, LFE dropped), resampled by FFT."""
     seg = seg.set_sample_width(2)
-    x = np.array(seg.get_array_of_samples(), dtype=np.float32).reshape(-1, seg.channels).T / 32768.0
+    x = np.frombuffer(seg.raw_data, dtype="<i2").astype(np.float32).reshape(-1, seg.channels).T
+    x *= np.float32(1 / 32768.0)
     if seg.channels == 1:
         x = np.vstack([x, x])
     elif seg.channels > 2:  # FL FR FC LFE BL BR (SL SR): ffmpeg's order
@@ -156,9 +158,12 @@ def bed(info: AudioInfo, total: int, start_s: float, loop: bool) -> np.ndarray:
         while len(seg) < need_ms:
             seg = seg.append(whole, crossfade=min(CROSSFADE_MS, len(whole) // 4, len(seg) // 4))
     x = to_array(seg[:need_ms])
-    out = np.zeros((2, need_ms * RATE // 1000), np.float32)
-    n = min(out.shape[1], x.shape[1])
-    out[:, :n] = x[:, :n]
+    del seg
+    n_out = need_ms * RATE // 1000
+    if x.shape[1] >= n_out:
+        return np.ascontiguousarray(x[:, :n_out])
+    out = np.zeros((2, n_out), np.float32)
+    out[:, : x.shape[1]] = x
     return out
 
 
@@ -183,7 +188,7 @@ def energy_bins(k: np.ndarray) -> np.ndarray:
     n = k.shape[-1] // BIN
     e = np.zeros(n)
     for ch in np.atleast_2d(k):
-        seg = ch[: n * BIN].astype(np.float64).reshape(n, BIN)
+        seg = ch[: n * BIN].reshape(n, BIN)  # a view: sums of 16 squares are exact enough in float32
         e += np.einsum("ij,ij->i", seg, seg)
     return e
 
@@ -330,7 +335,11 @@ def mix(
             need = settings.music_separation_lu + 0.5 - (v - m)
             spans.append((a, b, max(settings.music_duck_db, need)))
     attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
-    gain = (10 ** (duck_db(total, spans, attack, release) / 20) * fade).astype(np.float32)
+    gain = duck_db(total, spans, attack, release)  # in place from here: dB -> linear, faded
+    gain /= 20
+    np.power(np.float32(10), gain, out=gain)
+    gain *= fade
+    del fade
     music = base
     music *= gain
     music_e = base_e * _per_bin(gain, nb)
@@ -361,7 +370,8 @@ def mix(
         # the limiter works on a bound of the mix's true peak built from the stems' envelopes; it takes a
         # little loudness off the voice's peaks, which the voice gets back (one correction is enough:
         # the limiter acts on a few peaks only)
-        rest = bed_peak[:total] * (gain * (whole * level_lin))
+        rest = gain * np.float32(whole * level_lin)
+        rest *= bed_peak[:total]
         for at, x in extras:
             n = min(x.shape[1], total - at)
             if n > 0:
@@ -371,7 +381,8 @@ def mix(
             if n > 0:
                 rest[at : at + n] += np.abs(x[:, :n]).max(axis=0) * whole * 1.1  # a short sound: its sample peak, with room
         for _ in range(2):
-            env = voice_peak[:total] * np.float32(gv) + rest
+            env = voice_peak[:total] * np.float32(gv)
+            env += rest
             curve = sound.gain_curve(env, ceiling, rate=RATE)
             c2 = _per_bin(curve, nb)
             final_lufs = _gated_bins((voice_e2 * gv * gv + music_e) * c2)

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import check, compose, draw, frames, keys, outputs, track
+from . import check, draw, frames, keys, outputs, track
 from .cache import Cache, Stats
 from .encode import Encoder, VideoSettings
 from .load import Episode
@@ -125,7 +125,7 @@ def _looks(timed: Timeline, ek: keys.EpisodeKeys, cache: Cache, stats: Stats) ->
     out = {}
     plan, settings = timed.plan, timed.episode.settings
     for seg, k in zip(plan.segments, ek.segments):
-        if compose.has_imagery(seg, plan):
+        if seg.visual is not None or plan.background is not None:  # a card over a picture
             look = frames.read_look(frames.ensure_card(plan, seg, k.card, settings, cache, stats))
             if look is not None:
                 scrims = [{"what": s.what, "box": list(s.box), "opacity": round(s.alpha, 3)} for s in look.scrims]

@@ -231,12 +231,15 @@ def _bed(settings: Settings, total: int, cache: Cache):
     path = cache.path("segments", key, ".bed-v3.npz")  # v3: its peak bound from sample peaks
     if cache.has(path):
         with np.load(path) as z:
-            return z["x"].astype(np.float32) / 32767.0, z["e"], z["p"]
+            x = z["x"].astype(np.float32)
+            x *= np.float32(1 / 32767.0)
+            return x, z["e"], z["p"]
     x = music.bed(info, total, settings.music_start_s, settings.music_loop)
-    e = music.energy_bins(np.vstack([sound.k_weight(ch, AAC_RATE) for ch in x]))
+    e = sum(music.energy_bins(sound.k_weight(ch, AAC_RATE)[None, :]) for ch in x)  # a channel at a time
     # a bound on its true peak without oversampling: the sample peak and 3 dB (an inter-sample peak of
     # real music stays well under it); the bed sits 20 dB and more under the voice, so it rarely matters
-    p = np.abs(x).max(axis=0) * np.float32(1.41)
+    p = np.maximum(np.abs(x[0]), np.abs(x[1]))
+    p *= np.float32(1.41)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16), e=e, p=p)
     return x, e, p

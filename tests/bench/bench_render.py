@@ -22,7 +22,8 @@ What is measured:
              their own (--memory-runs; the sampling costs CPU, so timed runs are not sampled): PSS (shared
              pages split between processes) and summed RSS; and the largest single process (getrusage).
 
-The rows above run on the script without its `visual:` entries (the episode as it was before visuals).
+The rows above run on the script without its `visual:` entries and with the series' music off (the
+episode as it was before visuals and music); the visuals rows keep the music off too.
 The visuals section renders it three more ways, cold, in the same run:
   stills      every concept with a still picture and `motion: none` (the clip's segment gets a still of
               the clip's last frame)
@@ -499,6 +500,8 @@ def visual_rows(a, script: Path, shipped: str, work: Path, env: dict, args: list
         shutil.rmtree(out, ignore_errors=True)
         return run_cli(args, env)[0]
 
+    # the visuals alone: the series' music off, as in the rows they are compared with
+    shipped = _without_music(shipped)
     stills = _stills(shipped, work, script)
     for _ in range(a.runs):
         res["stills_s"].append(cold(stills))
