@@ -444,9 +444,18 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
         if start >= info.duration:
             past = f"starts at {start:g} s, past the end of {Path(name).name} ({info.duration:.2f} s)"
             raise ScriptError(where, "settings.music_start_s", past)
+        # a file that decoded once is remembered by its content (every render would otherwise decode it)
+        passed = Path(settings.cache_dir) / "checks" / f"{info.digest[:32]}-{start:g}.ok"
+        if passed.is_file():
+            return
         head = music.to_array(music.decode(info, start, 30.0))
         if float(abs(head).max(initial=0.0)) < 1e-4 and info.duration - start <= 30.0:
             raise music.AudioError(f"{Path(name).name} is silent")
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
+        except OSError:
+            pass  # a cache that cannot be written only costs the decode next time
     except music.AudioError as e:
         raise ScriptError(where, f"settings.{key}", str(e)) from None
 
