@@ -478,28 +478,22 @@ class FfmpegEncoder:
             raise EncodeError(f"assembling {out.name}: {e}") from None
 
     def encode_voice(self, pcm, rate, lead, frames, bitrate, out):
-        what = f"encoding audio {out.name}"
         total = (PRE_ROLL + frames + POST_ROLL) * AAC_FRAME
-        raw = out.with_name(out.name + ".adts")
-        try:
-            _feed(voice_args(self.ffmpeg, rate, (PRE_ROLL + lead) * AAC_FRAME, total, bitrate, raw), [(pcm,)], what)
-            got = adts_frames(raw.read_bytes())
-        except ValueError as e:
-            raise EncodeError(f"{what}: {e}") from None
-        finally:
-            raw.unlink(missing_ok=True)
-        # ADTS frame j codes input frame j - 1 (frame 0 is the priming frame), so input frame PRE_ROLL - 1,
-        # the last silent pre-roll frame, is ADTS frame PRE_ROLL
-        keep = got[PRE_ROLL : PRE_ROLL + frames + 1]
-        if len(keep) != frames + 1:
-            raise EncodeError(f"{what}: the AAC encoder returned {len(got)} frames, expected at least {PRE_ROLL + frames + 1}")
-        out.write_bytes(b"".join(keep))
+        self._chunk(
+            lambda raw: voice_args(self.ffmpeg, rate, (PRE_ROLL + lead) * AAC_FRAME, total, bitrate, raw), pcm, frames, out
+        )
 
     def encode_pcm(self, pcm, frames, bitrate, out):
+        self._chunk(lambda raw: pcm_args(self.ffmpeg, bitrate, raw), pcm, frames, out)
+
+    def _chunk(self, args, pcm: bytes, frames: int, out: Path) -> None:
+        """Encode a chunk fed with PRE_ROLL frames before it and keep frames + 1 ADTS frames: frame j
+        codes input frame j - 1 (frame 0 is the priming frame), so input frame PRE_ROLL - 1, the last
+        pre-roll frame, is ADTS frame PRE_ROLL."""
         what = f"encoding audio {out.name}"
         raw = out.with_name(out.name + ".adts")
         try:
-            _feed(pcm_args(self.ffmpeg, bitrate, raw), [(pcm,)], what)
+            _feed(args(raw), [(pcm,)], what)
             got = adts_frames(raw.read_bytes())
         except ValueError as e:
             raise EncodeError(f"{what}: {e}") from None
