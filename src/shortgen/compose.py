@@ -161,7 +161,7 @@ def rounded_mask(size: tuple[int, int], radius: int) -> Image.Image:
 
 
 class VisualLayer:
-    """A visual's picture in its rect at any of its samples (plan.visual_sample), mapped into the
+    """A visual's picture in its rect at any of its samples (a State's `vis` or `bg`), mapped into the
     encoder's colour space by `tile_map` (frames.ycc) once, on the canvas, not per frame."""
 
     def __init__(self, v: Visual, frames: int, settings: Settings, tile_map=None):

@@ -419,15 +419,10 @@ def motion_hold(v: Visual, frames: int, hold_max: int, step_px: float) -> int:
     return max(1, min(hold_max, int(step_px / speed) if speed > 0 else hold_max))
 
 
-def visual_sample(v: Visual | None, offset: int, frames: int, fps: int, motion: Motion) -> int:
-    """Which moment of a visual shows `offset` frames into its segment: -1 for a still that does not
-    move, the motion step's offset for a moving still, the source frame for a clip."""
-    if v is None or not v.moving:
-        return -1
-    if v.kind == "clip":
-        return clip_frame(v, offset, fps)
-    hold = motion_hold(v, frames, motion.hold_max, motion.step_px)
-    return offset // hold * hold
+def clip_sample(v: Visual | None, offset: int, fps: int) -> int:
+    """The source frame a clip shows `offset` frames into its span; -1 where there is no clip (a moving
+    still's steps are placed by split_states, which knows the picture's other changes)."""
+    return clip_frame(v, offset, fps) if v is not None and v.kind == "clip" else -1
 
 
 def split_states(
@@ -460,8 +455,8 @@ def split_states(
             t + 1,
             st.cue,
             st.word,
-            vis=-1 if still_moves else visual_sample(visual, t - start, frames, fps, motion),
-            bg=visual_sample(background, t, frames, fps, motion) if background is not None and background.kind == "clip" else -1,
+            vis=-1 if still_moves else clip_sample(visual, t - start, fps),
+            bg=clip_sample(background, t, fps),
             pop=pop,
             bar=(motion.bar_px * (t - start)) // frames if motion.bar_px else -1,
         )
