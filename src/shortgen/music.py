@@ -252,6 +252,17 @@ class Mixed:
     figures: dict  # the music's own figures, for the manifest
 
 
+def _lay(signal: np.ndarray, energy: np.ndarray, at: int, x: np.ndarray) -> None:
+    """Add a short sound `x` (2, n) into a signal from sample `at`, and its K-weighted energy into the
+    signal's energy bins (what lies past the end is dropped)."""
+    n = min(x.shape[1], signal.shape[1] - at)
+    if n <= 0:
+        return
+    signal[:, at : at + n] += x[:, :n]
+    e = energy_bins(np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]]))
+    energy[at // BIN : at // BIN + len(e)] += e[: len(energy) - at // BIN]
+
+
 def _gated_bins(e: np.ndarray) -> float:
     """BS.1770-4 gated loudness from energy bins (BIN samples each, summed over channels)."""
     step = RATE // 10 // BIN  # 100 ms
@@ -318,11 +329,7 @@ def mix(
     base *= np.float32(level_lin)
     base_e = bed_e * level_lin**2
     for at, x in extras:
-        n = min(x.shape[1], total - at)
-        if n > 0:
-            base[:, at : at + n] += x[:, :n]
-            e = energy_bins(np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]]))
-            base_e[at // BIN : at // BIN + len(e)] += e[: nb - at // BIN]
+        _lay(base, base_e, at, x)
     gap = PHRASE_GAP_MS * RATE // 1000
     spans: list[tuple[int, int, float]] = []
     seg_phrases: list[list[tuple[int, int]]] = []
@@ -344,11 +351,7 @@ def mix(
     music *= gain
     music_e = base_e * _per_bin(gain, nb)
     for at, x in stings:
-        n = min(x.shape[1], total - at)
-        if n > 0:
-            music[:, at : at + n] += x[:, :n]
-            e = energy_bins(np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]]))
-            music_e[at // BIN : at // BIN + len(e)] += e[: nb - at // BIN]
+        _lay(music, music_e, at, x)
     # The target: the voice is mastered to it already and the bed adds a little. The bed keeps its set
     # level; the voice takes the correction, up to +3 dB (a sparse narration); where the bed alone would
     # pass the target, the whole mix comes down instead (so the separation rule still holds)
