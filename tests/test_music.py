@@ -36,10 +36,7 @@ def tone_wav(path: Path, seconds: float, freq: float = 2000.0, rate: int = 44100
 
 
 def mix(voice: np.ndarray, segments, bed: np.ndarray, settings) -> music.Mixed:
-    """music.mix with the stems' K-weighted energies worked out here (the track caches them)."""
-    voice_e = music.energy_bins(sound.k_weight(voice, R)[None, :])
-    bed_e = music.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
-    return music.mix(voice, voice_e, segments, bed, bed_e, [], settings)
+    return music.mix(voice, segments, bed, settings)
 
 
 def band(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -276,3 +273,78 @@ def test_bad_music_files_fail_in_one_line_naming_the_setting(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1, err
         assert f"{p}:7:10: settings.music: " in err[0] and phrase in err[0], err[0]
+
+
+# ---- rendering by window: an edit re-makes only what it changed -----------------------------------
+
+
+def test_a_window_of_the_mix_is_the_same_samples_as_the_whole():
+    """The track renders the mix window by window and keys each encoded piece by its samples: a window
+    must be bit for bit the same samples of the whole, across ducks, the limiter, stings, clips' sounds,
+    the bed's joins and the fades."""
+    s = Settings().with_(music_level_lufs=-16.0, music_duck_db=12.0)
+    rng = np.random.default_rng(1)
+    total = 30 * R
+    starts = [0, 7 * R + 1024 * 5, 19 * R + 1024 * 11]
+    voice = np.zeros(total, np.float32)
+    segments = []
+    for k, a in enumerate(starts):
+        w0 = a + R
+        voice[w0 : w0 + 4 * R] = 0.5 * np.sin(2 * np.pi * 200 * np.arange(4 * R) / R) * rng.uniform(0.5, 1.0)
+        end = starts[k + 1] if k + 1 < len(starts) else total
+        segments.append((a, end, [(w0, w0 + 2 * R), (w0 + 2 * R + R // 10, w0 + 4 * R)]))
+    track = (rng.standard_normal((2, 40 * R)) * 0.2).astype(np.float32)
+    offsets = music.bed_offsets(starts)
+    bed = music.lay(track, starts, offsets, 0, total)
+    sting = (0.3 * np.sin(np.arange(R // 2) / 5)).astype(np.float32)
+    st = [music.placed(starts[1], np.vstack([sting, sting]))]
+    ex = [music.placed(starts[2] + 777, (rng.standard_normal((2, 3 * R)) * 0.05).astype(np.float32))]
+    voice_e = music.energy_bins(sound.k_weight(voice, R)[None, :])
+    bed_e = music.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
+    voice_pb = music.peak_bins(sound.tp_envelope(voice))
+    bed_pb = music.peak_bins(np.abs(bed).max(axis=0) * 1.41)
+    mp = music.analyse(voice_e, voice_pb, segments, bed_e, bed_pb, -20.0, st, ex, s, total)
+    whole = music.render(mp, 0, total, voice, bed, st, ex)
+    assert mp.limiter.min() < 1.0  # the limiter is at work somewhere: the test covers it
+    edges = [0, 12_345, 7 * R + 1024 * 5 - 3000, 19 * R + 1, 25 * R + 17, total]
+    for a, b in zip(edges, edges[1:]):
+        part = music.render(mp, a, b, voice[a:b], music.lay(track, starts, offsets, a, b), st, ex)
+        assert np.array_equal(part, whole[:, a:b]), (a, b)
+
+
+def test_a_segments_bed_stays_put_when_an_earlier_segment_changes_length():
+    track = np.vstack([np.arange(60 * R, dtype=np.float32)] * 2)  # each sample holds its own position
+    starts = [0, 3 * R, 21 * R, 40 * R]
+    moved = [0, 3 * R, 21 * R + 3 * 1024, 40 * R + 3 * 1024]  # the second segment grew by three frames
+    for st in (starts, moved):
+        offs = music.bed_offsets(st)
+        x = music.lay(track, st, offs, 0, 50 * R)[0]
+        for k in range(1, len(st)):
+            # inside a segment the bed runs on, from its grid point: continuous, no jump
+            seg = x[st[k] : st[k] + R]
+            assert np.array_equal(seg, np.arange(offs[k], offs[k] + R, dtype=np.float32))
+            assert offs[k] % music.BED_GRID == 0 and offs[k] <= max(st[k], music.BED_GRID)
+    a, b = music.bed_offsets(starts), music.bed_offsets(moved)
+    assert a == b  # the same places in the track: the later segments' music, and their chunks, are reused
+    # at a join the old bed hands over to the next one's by a crossfade that ends before the next start
+    x = music.lay(track, starts, a, 0, 50 * R)[0]
+    z1 = starts[2] - music.JOIN_GAP
+    assert x[z1 - music.JOIN - 1] == starts[2] - music.JOIN - music.JOIN_GAP - 1 + (a[1] - starts[1])
+    assert x[z1] == a[2] - music.JOIN_GAP  # the next segment's bed from here on
+
+
+def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path):
+    tone_wav(tmp_path / "bed.wav", 30.0)
+    p = episode(tmp_path, "music: bed.wav")
+    layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
+    cache = Cache(layer["cache_dir"])
+    first = FakeEncoder()
+    render_episode(load_episode(p, layer), FakeEngine(), first, cache)
+    pieces = sum(1 for c in first.calls if c[0] == "audio")
+    p.write_text(p.read_text().replace("Memorising the noise", "Memorising all the noise"))
+    enc = FakeEncoder()
+    render_episode(load_episode(p, layer), FakeEngine(), enc, cache)
+    again = sum(1 for c in enc.calls if c[0] == "audio")
+    # the intro and the first concept keep their pieces; the edited segment's (and the outro's, which
+    # it moved across the bed's grid or not) are made again
+    assert 1 <= again <= pieces - 2, (again, pieces)

@@ -167,16 +167,14 @@ def bed(info: AudioInfo, total: int, start_s: float, loop: bool) -> np.ndarray:
     return out
 
 
-def fades(total: int, fade_in_ms: int, fade_out_ms: int) -> np.ndarray:
-    """The bed's fade in and out at the episode's ends, as a gain per sample (raised-cosine ramps)."""
-    g = np.ones(total, np.float32)
-    for n, at_start in ((min(fade_in_ms * RATE // 1000, total // 2), True), (min(fade_out_ms * RATE // 1000, total // 2), False)):
+def fade_at(t: np.ndarray, total: int, fade_in: int, fade_out: int) -> np.ndarray:
+    """The bed's fade in and out at the episode's ends (raised-cosine ramps of `fade_in` and `fade_out`
+    samples, each at most half the episode), as a gain at sample positions `t` (float64)."""
+    g = np.ones(len(t))
+    for n, ramp_at in ((min(fade_in, total // 2), t), (min(fade_out, total // 2), total - 1 - t)):
         if n > 0:
-            ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
-            if at_start:
-                g[:n] *= ramp
-            else:
-                g[total - n :] *= ramp[::-1]
+            inside = ramp_at < n
+            g[inside] *= 0.5 - 0.5 * np.cos(np.pi * ramp_at[inside] / n)
     return g
 
 
@@ -218,19 +216,26 @@ def phrases(words: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def duck_db(total: int, spans: list[tuple[int, int, float]], attack: int, release: int) -> np.ndarray:
-    """The bed's gain in dB at every sample: 0 in the pauses, -depth under each (start, end, depth) span,
-    reached by a linear ramp over `attack` samples ending at its start and left over `release` samples
-    from its end (where spans' ramps overlap, the deeper gain holds)."""
-    g = np.zeros(total, np.float32)
+def duck_at(t: np.ndarray, spans: list[tuple[int, int, float]], attack: int, release: int) -> np.ndarray:
+    """The bed's gain in dB at sample positions `t` (sorted): 0 in the pauses, -depth under each
+    (start, end, depth) span, reached by a linear ramp over `attack` samples ending at its start and left
+    over `release` samples from its end (where spans' ramps overlap, the deeper gain holds). Each value
+    depends on its own position only: any window of the episode gets the same gains as the whole."""
+    t = np.asarray(t, dtype=np.float64)
+    g = np.zeros(len(t), np.float32)
     for a, b, depth in spans:
-        lo, hi = max(0, a - attack), min(total, b + release)
-        if hi <= lo:
+        i, j = np.searchsorted(t, [a - attack, b + release])
+        if j <= i:
             continue
-        t = np.arange(lo, hi, dtype=np.float64)
-        ramp = np.minimum((t - (a - attack)) / max(attack, 1), ((b + release) - t) / max(release, 1))
-        np.minimum(g[lo:hi], (-depth * np.clip(ramp, 0.0, 1.0)).astype(np.float32), out=g[lo:hi])
+        u = t[i:j]
+        ramp = np.minimum((u - (a - attack)) / max(attack, 1), ((b + release) - u) / max(release, 1))
+        np.minimum(g[i:j], (-depth * np.clip(ramp, 0.0, 1.0)).astype(np.float32), out=g[i:j])
     return g
+
+
+def duck_db(total: int, spans: list[tuple[int, int, float]], attack: int, release: int) -> np.ndarray:
+    """duck_at for every sample of the episode."""
+    return duck_at(np.arange(total, dtype=np.float64), spans, attack, release)
 
 
 def loudness(x: np.ndarray) -> float:
@@ -248,19 +253,36 @@ def loudness(x: np.ndarray) -> float:
 class Mixed:
     samples: np.ndarray  # (2, total) float32 at RATE: voice and bed, mastered
     lufs: float
-    true_peak: float  # of the PCM, 4x oversampled (the file's is measured on the encoded chunks)
+    true_peak: float  # a bound from the stems' peaks (the file's is measured on the encoded chunks)
     figures: dict  # the music's own figures, for the manifest
 
 
-def _lay(signal: np.ndarray, energy: np.ndarray, at: int, x: np.ndarray) -> None:
-    """Add a short sound `x` (2, n) into a signal from sample `at`, and its K-weighted energy into the
-    signal's energy bins (what lies past the end is dropped)."""
-    n = min(x.shape[1], signal.shape[1] - at)
-    if n <= 0:
-        return
-    signal[:, at : at + n] += x[:, :n]
-    e = energy_bins(np.vstack([sound.k_weight(ch, RATE) for ch in x[:, :n]]))
-    energy[at // BIN : at // BIN + len(e)] += e[: len(energy) - at // BIN]
+@dataclass(frozen=True)
+class Placed:
+    """A short sound laid into the mix: stereo samples from sample `at`, with its K-weighted energy and
+    its peak per episode bin (from bin `at // BIN`)."""
+
+    at: int
+    x: np.ndarray
+    e: np.ndarray
+    pb: np.ndarray
+
+
+def placed(at: int, x: np.ndarray) -> Placed:
+    off = at % BIN  # bins are the episode's: a sound that starts mid-bin is measured from that bin's start
+    k = np.vstack([np.concatenate([np.zeros(off, np.float32), sound.k_weight(ch, RATE)]) for ch in x])
+    e = energy_bins(np.pad(k, ((0, 0), (0, -k.shape[1] % BIN))))
+    return Placed(at, x, e, peak_bins(np.concatenate([np.zeros(off, np.float32), np.abs(x).max(axis=0)])))
+
+
+def peak_bins(p: np.ndarray) -> np.ndarray:
+    """The largest of each BIN samples of a peak envelope (the last bin padded)."""
+    return np.pad(p, (0, -len(p) % BIN)).reshape(-1, BIN).max(axis=1)
+
+
+def _add_bins(into: np.ndarray, b0: int, v: np.ndarray, scale: float | np.ndarray = 1.0) -> None:
+    n = max(0, min(len(v), len(into) - b0))
+    into[b0 : b0 + n] += v[:n] * (scale[b0 : b0 + n] if isinstance(scale, np.ndarray) else scale)
 
 
 def _gated_bins(e: np.ndarray) -> float:
@@ -284,52 +306,76 @@ def _lufs(e: float) -> float:
     return -0.691 + 10 * np.log10(max(e, 1e-20))
 
 
-def _per_bin(x: np.ndarray, n: int) -> np.ndarray:
-    """A slowly moving per-sample gain, squared, at bin resolution (its value mid-bin)."""
-    return x[BIN // 2 : n * BIN : BIN].astype(np.float64) ** 2
+# The episode-wide gains (the voice's correction, the music's) are rounded to this: an edit elsewhere
+# then leaves a segment's samples as they were (its chunks are reused), unless it moves the exact gain
+# across a step's edge. The loudness stays within a quarter of a LU of the target.
+GAIN_STEP_DB = 0.5
 
 
-def mix(
-    voice: np.ndarray,
+def _stepped(g: float) -> float:
+    return 10 ** (round(20 * np.log10(g) / GAIN_STEP_DB) * GAIN_STEP_DB / 20) if g > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """What the mix decides, from the stems' energies and peaks per bin, never their samples: plain
+    data, so `render` makes any window of the mix on its own, bit for bit as the whole would be (an
+    edit then re-makes, and re-encodes, only the windows whose sound it changed). Episode-wide gains
+    are rounded to GAIN_STEP_DB for the same reason; the limiter works per bin."""
+
+    total: int
+    bed_gain: float  # the bed to its set level
+    whole: float  # the music's share of the episode-wide correction
+    voice_gain: float  # the voice's
+    spans: tuple  # (start, end, depth dB) under which the bed dips
+    attack: int
+    release: int
+    fade_in: int
+    fade_out: int
+    limiter: np.ndarray  # gain per bin
+    lufs: float
+    true_peak: float
+    figures: dict
+
+
+def analyse(
     voice_e: np.ndarray,
+    voice_pb: np.ndarray,
     segments: list[tuple[int, int, list[tuple[int, int]]]],
-    bed_x: np.ndarray,
     bed_e: np.ndarray,
-    stings: list[tuple[int, np.ndarray]],
+    bed_pb: np.ndarray,
+    bed_lufs: float,
+    stings: list[Placed],
+    extras: list[Placed],
     settings,
-    voice_peak: np.ndarray | None = None,
-    bed_peak: np.ndarray | None = None,
-    extras: list[tuple[int, np.ndarray]] = (),  # type: ignore[assignment]
-) -> Mixed:
-    """Voice (mono, placed, mastered) and bed (2, >= total) into the mastered stereo mix.
+    total: int,
+) -> MixPlan:
+    """Plan the mix of a mastered voice (mono, placed) and a bed (stereo, laid under the episode).
 
-    `voice_e`, `bed_e`: their K-weighted energy in BIN-sample bins. K-weighting is linear and every gain
-    here moves slowly (over 100 ms and more) against the filters' few milliseconds of memory, so every
-    loudness figure (the bed's level, each phrase's, the mix's, the stems as heard) comes from those bins
-    and the gains, without weighting the mix again; the voice and the bed are uncorrelated, so their
-    energies add (the tests check the result against ffmpeg's meter on the finished file).
+    `voice_e`, `bed_e`: their K-weighted energy per BIN samples; `voice_pb`, `bed_pb`: their true-peak
+    envelope's maximum per bin (for the bed, a bound). K-weighting is linear and every gain here moves
+    slowly (over 100 ms and more) against the filters' few milliseconds of memory, so every loudness
+    figure (the bed's level, each phrase's, the mix's, the stems as heard) comes from those bins and the
+    gains; the voice and the bed are uncorrelated, so their energies add (the tests check the result
+    against ffmpeg's meter on the finished file). The limiter works on the sum of the stems' gained
+    peaks, a bound on the mix's own true peak (exact where one of them is silent, never under).
+    `bed_lufs`: the track's own loudness, which sets the bed's gain (measured on the whole decoded
+    track, so that it does not move with the episode's length).
     `segments`: per segment (first sample, end sample, its words as (start, end) samples).
-    `voice_peak`, `bed_peak`: their true-peak envelopes (4x oversampled, per sample), when known: the
-    limiter then works on their gained sum, a bound on the mix's own (exact where one of them is silent,
-    never under), instead of oversampling the mix again.
-    `extras`: (first sample, stereo samples) of other sounds under the voice, already at their level
-    (a clip's own sound): ducked with the bed. With no bed (`bed_x` silent), they are the music.
+    `stings`: sounds laid over the music after ducking; `extras`: sounds under the voice, already at
+    their level (a clip's own sound), ducked with the bed. With no bed they are the music.
     """
-    total = voice.shape[0]
-    nb = total // BIN
-    voice_e, bed_e = voice_e[:nb], bed_e[:nb]
-    fade = fades(total, settings.music_fade_in_ms, settings.music_fade_out_ms)
-    bed_lufs = _gated_bins(bed_e * _per_bin(fade, nb))
+    nb = -(-total // BIN)
+    voice_e, voice_pb, bed_e, bed_pb = (np.pad(v, (0, max(0, nb - len(v))))[:nb] for v in (voice_e, voice_pb, bed_e, bed_pb))
     if not np.isfinite(bed_lufs) and not extras:
         raise AudioError("the music is silent where the episode needs it")
-    level_lin = 10 ** ((settings.music_level_lufs - bed_lufs) / 20) if np.isfinite(bed_lufs) else 0.0
-    # in place, to hold the memory down (a minute and a half at 48 kHz stereo is 35 MB an array): the
-    # caller's bed array becomes the bed at its level, plus the other sounds at theirs
-    base = bed_x[:, :total]
-    base *= np.float32(level_lin)
-    base_e = bed_e * level_lin**2
-    for at, x in extras:
-        _lay(base, base_e, at, x)
+    level = 10 ** ((settings.music_level_lufs - bed_lufs) / 20) if np.isfinite(bed_lufs) else 0.0
+    fade_in, fade_out = settings.music_fade_in_ms * RATE // 1000, settings.music_fade_out_ms * RATE // 1000
+    base_e = bed_e * level**2
+    base_pb = bed_pb * level
+    for s in extras:
+        _add_bins(base_e, s.at // BIN, s.e)
+        _add_bins(base_pb, s.at // BIN, s.pb)
     gap = PHRASE_GAP_MS * RATE // 1000
     spans: list[tuple[int, int, float]] = []
     seg_phrases: list[list[tuple[int, int]]] = []
@@ -340,18 +386,20 @@ def mix(
             v = _lufs(2 * _span_energy(voice_e, [(a, b)]))  # the voice plays on both channels
             m = _lufs(_span_energy(base_e, [(a, b)]))
             need = settings.music_separation_lu + 0.5 - (v - m)
-            spans.append((a, b, max(settings.music_duck_db, need)))
+            spans.append((a, b, round(max(settings.music_duck_db, need), 2)))
     attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
-    gain = duck_db(total, spans, attack, release)  # in place from here: dB -> linear, faded
-    gain /= 20
-    np.power(np.float32(10), gain, out=gain)
-    gain *= fade
-    del fade
-    music = base
-    music *= gain
-    music_e = base_e * _per_bin(gain, nb)
-    for at, x in stings:
-        _lay(music, music_e, at, x)
+
+    def gain_at(t: np.ndarray) -> np.ndarray:
+        return _gain(t, spans, attack, release, total, fade_in, fade_out).astype(np.float64)
+
+    edges = np.arange(nb, dtype=np.float64) * BIN
+    gain_e = gain_at(edges + BIN // 2) ** 2  # mid-bin
+    gain_pk = np.maximum(gain_at(edges), gain_at(np.minimum(edges + BIN - 1, total - 1))) * 1.001  # a ramp's top in the bin
+    music_e = base_e * gain_e
+    rest_pb = base_pb * gain_pk
+    for s in stings:
+        _add_bins(music_e, s.at // BIN, s.e)
+        _add_bins(rest_pb, s.at // BIN, s.pb * 1.1)  # a short sound's sample peak, with room
     # The target: the voice is mastered to it already and the bed adds a little. The bed keeps its set
     # level; the voice takes the correction, up to +3 dB (a sparse narration); where the bed alone would
     # pass the target, the whole mix comes down instead (so the separation rule still holds)
@@ -364,44 +412,31 @@ def mix(
             lo, hi = (mid, hi) if _gated_bins(mid * mid * voice_e2 + music_e) < settings.loudness_lufs else (lo, mid)
         gv = hi
     lufs = _gated_bins(gv * gv * voice_e2 + music_e)
-    whole = 10 ** ((settings.loudness_lufs - lufs) / 20) if np.isfinite(lufs) else 1.0  # ~1 unless the bed is loud
+    whole = _stepped(10 ** ((settings.loudness_lufs - lufs) / 20)) if np.isfinite(lufs) else 1.0  # 1 unless the bed is loud
     gv *= whole
-    music *= np.float32(whole)
     music_e *= whole * whole
+    rest_pb *= whole
     ceiling = settings.true_peak_dbtp - sound.TP_MARGIN_DB
-    if voice_peak is not None and bed_peak is not None:
-        # the limiter works on a bound of the mix's true peak built from the stems' envelopes; it takes a
-        # little loudness off the voice's peaks, which the voice gets back (one correction is enough:
-        # the limiter acts on a few peaks only)
-        rest = gain * np.float32(whole * level_lin)
-        rest *= bed_peak[:total]
-        for at, x in extras:
-            n = min(x.shape[1], total - at)
-            if n > 0:
-                rest[at : at + n] += np.abs(x[:, :n]).max(axis=0) * gain[at : at + n] * whole * 1.1
-        for at, x in stings:
-            n = min(x.shape[1], total - at)
-            if n > 0:
-                rest[at : at + n] += np.abs(x[:, :n]).max(axis=0) * whole * 1.1  # a short sound: its sample peak, with room
-        for _ in range(2):
-            env = voice_peak[:total] * np.float32(gv)
-            env += rest
-            curve = sound.gain_curve(env, ceiling, rate=RATE)
-            c2 = _per_bin(curve, nb)
-            final_lufs = _gated_bins((voice_e2 * gv * gv + music_e) * c2)
-            if not np.isfinite(final_lufs) or abs(final_lufs - settings.loudness_lufs) < 0.05:
-                break
-            gv *= 10 ** ((settings.loudness_lufs - final_lufs) / 20)
-        out = music  # the mix, in place of the music: only its energy is needed from here on
-        out += voice[None, :] * np.float32(gv)
-    else:
-        out = music
-        out += voice[None, :] * np.float32(gv)
-        env = np.maximum(*(sound.tp_envelope(ch) for ch in out))
-        curve = sound.gain_curve(env, ceiling, rate=RATE)
-        c2 = _per_bin(curve, nb)
-    out *= curve
-    tp = float(20 * np.log10(max(float((env * curve).max()), 1e-12)))
+    bin_rate = RATE // BIN
+
+    def limit(gv: float) -> tuple[np.ndarray, np.ndarray]:
+        env = voice_pb * gv + rest_pb
+        return env, sound.gain_curve(env.astype(np.float32), ceiling, block=1, rate=bin_rate)
+
+    # the limiter takes a little loudness off the voice's peaks, which the voice gets back: the voice's
+    # gain is the step nearest the estimate, or a step either side where that meets the target better
+    # (the gated loudness can jump with the gain, where blocks cross the relative gate)
+    tried: list[tuple[float, float, np.ndarray, np.ndarray]] = []
+    for k in (0, 1, -1, 2):
+        g = _stepped(gv) * 10 ** (k * GAIN_STEP_DB / 20)
+        env, curve = limit(g)
+        err = abs(_gated_bins((voice_e2 * g * g + music_e) * curve.astype(np.float64) ** 2) - settings.loudness_lufs)
+        tried.append((err if np.isfinite(err) else np.inf, g, env, curve))
+        if err <= GAIN_STEP_DB / 2 or not np.isfinite(err):
+            break
+    _, gv, env, curve = min(tried, key=lambda c: c[0])
+    c2 = curve.astype(np.float64) ** 2
+    tp = float(20 * np.log10(max(float((env * curve).max(initial=0.0)), 1e-12)))
     music_e *= c2
     heard_voice = voice_e2 * (gv * gv) * c2
     final_lufs = _gated_bins(heard_voice + music_e)
@@ -417,8 +452,8 @@ def mix(
     for a, b, _ in spans:
         speaking[max(0, a - attack) // BIN : (b + release) // BIN + 1] = True
     pauses = ~speaking
-    pauses[: settings.music_fade_in_ms * RATE // 1000 // BIN] = False
-    pauses[max(0, total - settings.music_fade_out_ms * RATE // 1000) // BIN :] = False
+    pauses[: fade_in // BIN] = False
+    pauses[max(0, total - fade_out) // BIN :] = False
     gaps = _lufs(float(music_e[pauses].sum()) / (int(pauses.sum()) * BIN)) if pauses.any() else None
     figures = {
         "level_in_pauses_lufs": None if gaps is None else round(gaps, 2),
@@ -428,7 +463,155 @@ def mix(
         "separation_rule_lu": settings.music_separation_lu,
         "segments": per,
     }
-    return Mixed(out.astype(np.float32), final_lufs, tp, figures)
+    return MixPlan(total, level, whole, gv, tuple(spans), attack, release, fade_in, fade_out, curve, final_lufs, tp, figures)
+
+
+def _gain(t: np.ndarray, spans, attack: int, release: int, total: int, fade_in: int, fade_out: int) -> np.ndarray:
+    """The bed's linear gain at sample positions `t` (sorted): the dip under the voice and the fades
+    at the episode's ends. float32, computed per position: the same wherever a window starts."""
+    g = duck_at(t, spans, attack, release)
+    g *= np.float32(np.log(10) / 20)
+    np.exp(g, out=g)
+    if len(t) and (t[0] < fade_in or t[-1] >= total - fade_out):
+        g *= fade_at(t, total, fade_in, fade_out).astype(np.float32)
+    return g
+
+
+def render(
+    mp: MixPlan, a: int, b: int, voice: np.ndarray, bed: np.ndarray, stings: list[Placed], extras: list[Placed]
+) -> np.ndarray:
+    """Samples [a, b) of the mix as planned: `voice` (mono) and `bed` (stereo, as laid, at the track's
+    own level) are that window of the stems. Every operation is per sample, so a window is bit for bit
+    the same samples of the whole."""
+    t = np.arange(a, b, dtype=np.float64)
+    gain = _gain(t, list(mp.spans), mp.attack, mp.release, mp.total, mp.fade_in, mp.fade_out)
+    gain *= np.float32(mp.whole)
+    out = bed * np.float32(mp.bed_gain)
+    for s in extras:
+        _overlay(out, a, s)
+    out *= gain
+    for s in stings:
+        _overlay(out, a, s, mp.whole)
+    out += voice[None, :] * np.float32(mp.voice_gain)
+    out *= np.repeat(mp.limiter[a // BIN : -(-b // BIN)], BIN)[a % BIN :][: b - a]
+    return out
+
+
+def _overlay(out: np.ndarray, a: int, s: Placed, gain: float = 1.0) -> None:
+    """Add the part of a placed sound that falls in the window starting at sample `a`."""
+    lo, hi = max(s.at, a), min(s.at + s.x.shape[1], a + out.shape[1])
+    if hi > lo:
+        out[:, lo - a : hi - a] += s.x[:, lo - s.at : hi - s.at] * np.float32(gain)
+
+
+def mix(
+    voice: np.ndarray,
+    segments: list[tuple[int, int, list[tuple[int, int]]]],
+    bed: np.ndarray,
+    settings,
+    stings: list[tuple[int, np.ndarray]] = (),  # type: ignore[assignment]
+    extras: list[tuple[int, np.ndarray]] = (),  # type: ignore[assignment]
+) -> Mixed:
+    """The whole mix at once, its stems measured here: `voice` (mono, placed, mastered) and `bed`
+    (stereo, as laid under the episode). The track plans from cached measures and renders by window."""
+    total = len(voice)
+    voice_e = energy_bins(sound.k_weight(voice, RATE)[None, :])
+    bed_e = energy_bins(np.vstack([sound.k_weight(ch, RATE) for ch in bed[:, :total]]))
+    voice_pb = peak_bins(sound.tp_envelope(voice))
+    bed_pb = peak_bins(np.maximum(*(sound.tp_envelope(ch) for ch in bed[:, :total])))
+    st, ex = [placed(at, x) for at, x in stings], [placed(at, x) for at, x in extras]
+    mp = analyse(voice_e, voice_pb, segments, bed_e, bed_pb, _gated_bins(bed_e), st, ex, settings, total)
+    return Mixed(render(mp, 0, total, voice, bed[:, :total], st, ex), mp.lufs, mp.true_peak, mp.figures)
+
+
+# ---- the bed under the episode --------------------------------------------------------------------
+
+BED_GRID = 2 * RATE  # each segment's bed starts on this grid of the track, near the episode's own time
+JOIN = 400 * RATE // 1000  # where a segment's bed jumps to the next one's, this crossfade ...
+JOIN_GAP = 3 * 1024  # ... ends this long before the next segment (its chunk's pre-roll hears only the new bed)
+
+
+def bed_offsets(starts: list[int]) -> list[int]:
+    """Where in the track each segment's bed starts. A continuous bed would move every later segment's
+    music with any edit, and re-encode them all; laid from the grid point at or before its own start,
+    a segment's music stays put unless an edit moves its start across a grid line (a shift of 0.1 s:
+    one time in twenty). Between segments the bed crossfades from one place to the other in the last
+    moments before the title card, where the music is up and the sting plays."""
+    first = -(-(JOIN + JOIN_GAP) // BED_GRID) * BED_GRID
+    return [0] + [max(first, s // BED_GRID * BED_GRID) for s in starts[1:]]
+
+
+def _layout(t: np.ndarray, starts: list[int], offsets: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For episode sample positions `t` (sorted): the shift to the track position of the segment's own
+    bed, and within a join's crossfade, the next segment's with its weight (0 to 1)."""
+    shifts = np.array([o - s for s, o in zip(starts, offsets)], np.int64)
+    k = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(starts) - 1)
+    own = shifts[k]
+    nxt = own.copy()
+    w = np.zeros(len(t))
+    for i in range(len(starts) - 1):
+        if shifts[i + 1] == shifts[i]:
+            continue  # the grid met the next start: the bed runs on
+        z1 = starts[i + 1] - JOIN_GAP
+        z0 = max(starts[i], z1 - JOIN)
+        i0, i1, i2 = np.searchsorted(t, [z0, z1, starts[i + 1]])
+        own[i1:i2] = shifts[i + 1]
+        nxt[i0:i1] = shifts[i + 1]
+        w[i0:i1] = (t[i0:i1] - z0 + 0.5) / max(z1 - z0, 1)
+    return own, nxt, w
+
+
+def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int) -> np.ndarray:
+    """Samples [a, b) of the bed under the episode, from the decoded track (2, n) as int16 or float:
+    each segment's from its offset, crossfaded (equal power) at the joins; past the track, silence."""
+    out = np.zeros((2, b - a), np.float32)
+    scale = np.float32(1 / 32767.0) if track.dtype == np.int16 else np.float32(1.0)
+
+    def take(lo: int, hi: int, shift: int) -> np.ndarray:  # samples [lo, hi) as the bed shifted by `shift`
+        got = np.zeros((2, hi - lo), np.float32)
+        i, j = max(lo + shift, 0), min(hi + shift, track.shape[1])
+        if j > i:
+            got[:, i - lo - shift : j - lo - shift] = track[:, i:j]
+        got *= scale
+        return got
+
+    shifts = [o - s for s, o in zip(starts, offsets)]
+    ends = starts[1:] + [max(b, starts[-1]) + 1]
+    for k, (s, e) in enumerate(zip(starts, ends)):
+        lo, hi = max(a, s if k else min(a, s)), min(b, e)
+        if hi <= lo:
+            continue
+        if k + 1 == len(starts) or shifts[k + 1] == shifts[k]:
+            out[:, lo - a : hi - a] = take(lo, hi, shifts[k])
+            continue
+        z1 = e - JOIN_GAP
+        z0 = max(s, z1 - JOIN)
+        for p, q, shift in ((lo, min(hi, z0), shifts[k]), (max(lo, z1), hi, shifts[k + 1])):
+            if q > p:
+                out[:, p - a : q - a] = take(p, q, shift)
+        p, q = max(lo, z0), min(hi, z1)
+        if q > p:  # the crossfade: the weight of the next segment's bed rises from 0 to 1 (equal power)
+            ang = (np.arange(p, q, dtype=np.float64) - z0 + 0.5) / max(z1 - z0, 1) * (np.pi / 2)
+            old, new = take(p, q, shifts[k]), take(p, q, shifts[k + 1])
+            out[:, p - a : q - a] = old * np.cos(ang).astype(np.float32) + new * np.sin(ang).astype(np.float32)
+    return out
+
+
+def lay_bins(e: np.ndarray, pb: np.ndarray, starts: list[int], offsets: list[int], nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """The laid bed's energy and peak per bin, from the track's (segment starts and offsets are whole bins)."""
+    t = np.arange(nb, dtype=np.int64) * BIN + BIN // 2
+    own, nxt, w = _layout(t, starts, offsets)
+
+    def take(v: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        i = np.arange(nb) + shift // BIN
+        ok = (i >= 0) & (i < len(v))
+        return np.where(ok, v[np.where(ok, i, 0)], 0.0)
+
+    ang = w * (np.pi / 2)
+    c, s = np.cos(ang), np.sin(ang)
+    energy = take(e, own) * c * c + take(e, nxt) * s * s
+    peak = take(pb, own) * c + take(pb, nxt) * s
+    return energy, peak
 
 
 def clip_sound(info: AudioInfo, start_s: float, seconds: float, loop: bool) -> np.ndarray:

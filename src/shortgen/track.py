@@ -78,6 +78,9 @@ def measure(plan: Plan, settings: Settings, encoder: Encoder, cache: Cache, info
         tmp.write_text(json.dumps({"segments": chunks, "integrated_lufs": round(lufs, 2), "true_peak": tp}))
 
 
+PIECE_FRAMES = 256  # 5.5 s: the mixed track is encoded in pieces this long at most, two at a time
+
+
 def make_music(
     plan: Plan,
     narrations: dict,
@@ -90,12 +93,13 @@ def make_music(
     progress: Callable,
     where: str = "",
 ) -> None:
-    """The episode's AAC track with a music bed (music.py): the whole mix made at once in numpy, then
-    encoded in the same per-segment chunks as the voice alone is, each chunk fed its neighbours' audio
-    around it (AAC frames overlap: both encoders at a join then saw the same signal, so the splice is
-    seamless under music too). A chunk is cached by a hash of its samples: an edit re-encodes the
-    chunks whose sound changed, two at a time. `narrations`: audio key -> (wav, spoken words). The
-    figures go to `info`."""
+    """The episode's AAC track with a music bed (music.py): the mix planned for the whole episode from
+    its stems' energies and peaks, then made window by window and encoded on the voice's chunk grid,
+    in pieces, each fed its neighbours' audio around it (AAC frames overlap: both encoders at a join
+    then saw the same signal, so the splice is seamless under music too). A piece is cached by a hash
+    of its samples: an edit re-encodes the pieces whose sound changed, two at a time (the bed is laid
+    per segment, so those are the edited segment's, as a rule). `narrations`: audio key -> (wav,
+    spoken words). The figures go to `info`."""
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
@@ -106,63 +110,79 @@ def make_music(
 
     chs = sound.chunks(plan)
     total = (chs[-1].first + chs[-1].count) * AAC_FRAME
+    nb = total // music.BIN
     progress("audio", "music")
-    voice = np.zeros(total, np.float32)
-    voice_peak = np.zeros(total, np.float32)
-    voice_e = np.zeros(total // music.BIN)
+    # the plan works from the stems' energies and peaks per bin; samples are read per window
+    voices = []
+    voice_e, voice_pb = np.zeros(nb), np.zeros(nb)
     spoken = []
     for ch in chs:
         seg = plan.segments[ch.segment]
         wav, words = narrations[seg.audio_key]
-        x, e, pk = _voice_48k(seg, wav, settings, cache)
+        x, e, pb = _voice_48k(seg, wav, settings, cache)
         at = (ch.first + ch.lead) * AAC_FRAME
-        n = max(0, min(len(x), total - at))
-        voice[at : at + n] += x[:n]
-        voice_peak[at : at + n] = np.maximum(voice_peak[at : at + n], pk[:n])
+        voices.append((at, x))
         b0 = at // music.BIN
-        ne = max(0, min(len(e), len(voice_e) - b0))
-        voice_e[b0 : b0 + ne] += e[:ne]
+        music._add_bins(voice_e, b0, e)
+        n = max(0, min(len(pb), nb - b0))
+        np.maximum(voice_pb[b0 : b0 + n], pb[:n], out=voice_pb[b0 : b0 + n])
         r = AAC_RATE / seg.sample_rate
         timed = [(at + round(w.start * r), at + round(w.end * r)) for w in words]
         spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
+    starts = [ch.first * AAC_FRAME for ch in chs]
+    offsets = music.bed_offsets(starts)
     try:
         if keys.has_music(settings):
-            bed, bed_e, bed_peak = _bed(settings, total, cache)
+            track, track_e, track_pb, track_lufs = _bed(settings, total + music.BED_GRID, cache)
+            bed_e, bed_pb = music.lay_bins(track_e, track_pb, starts, offsets, nb)
         else:  # only clips' own sounds
-            bed, bed_e, bed_peak = np.zeros((2, total), np.float32), np.zeros(total // music.BIN), np.zeros(total, np.float32)
+            track, bed_e, bed_pb, track_lufs = np.zeros((2, 0), np.int16), np.zeros(nb), np.zeros(nb), -np.inf
         stings = _stings(plan, settings, total)
         extras = _clip_sounds(plan, settings, total)
-        mixed = music.mix(voice, voice_e, spoken, bed, bed_e, stings, settings, voice_peak, bed_peak, extras)
+        mp = music.analyse(voice_e, voice_pb, spoken, bed_e, bed_pb, track_lufs, stings, extras, settings, total)
     except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
         raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
-    del voice, bed
 
-    def encode(ch) -> Path:
-        a, b = (ch.first - PRE_ROLL) * AAC_FRAME, (ch.first + ch.count + POST_ROLL) * AAC_FRAME
+    def window(a: int, b: int) -> np.ndarray:
+        """Samples [a, b) of the mix, interleaved stereo; silence outside the episode."""
         block = np.zeros((b - a, 2), np.float32)
         lo, hi = max(a, 0), min(b, total)
-        block[lo - a : hi - a] = mixed.samples[:, lo:hi].T
-        pcm = block.tobytes()
-        key = keys.mixed_chunk(hashlib.sha256(pcm).hexdigest(), ch.count, settings)
+        voice = np.zeros(hi - lo, np.float32)
+        for at, x in voices:
+            i, j = max(lo, at), min(hi, at + len(x))
+            if j > i:
+                voice[i - lo : j - lo] += x[i - at : j - at]
+        bed = music.lay(track, starts, offsets, lo, hi)
+        block[lo - a : hi - a] = music.render(mp, lo, hi, voice, bed, stings, extras).T
+        return block
+
+    # each chunk in pieces of PIECE_FRAMES from its start (and what is left): an edit that moves a
+    # chunk by a frame more or less than the next one changes the length of its last piece only
+    parts = [(ch.segment, ch.first + i, min(PIECE_FRAMES, ch.count - i)) for ch in chs for i in range(0, ch.count, PIECE_FRAMES)]
+
+    def encode(part) -> Path:
+        segment, first, count = part
+        pcm = window((first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME).tobytes()
+        key = keys.mixed_chunk(hashlib.sha256(pcm).hexdigest(), count, settings)
         path = cache.path("segments", key, ".aac")
         if cache.has(path):
             stats.hits["segments"] += 1
         else:
-            seg = plan.segments[ch.segment]
+            seg = plan.segments[segment]
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
             with cache.writing(path) as tmp:
-                encoder.encode_pcm(pcm, ch.count, settings.audio_bitrate, tmp)
+                encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp)
         return path
 
     # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = list(pool.map(encode, chs))
-    pieces = [(path, 0, ch.count + 1) if ch.segment == 0 else (path, 1, ch.count) for ch, path in zip(chs, done)]
+        done = list(pool.map(encode, parts))
+    pieces = [(path, 0, count + 1) if first == 0 else (path, 1, count) for (_, first, count), path in zip(parts, done)]
     progress("audio", "splice")
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
     # the true peak is measured on the encoded chunks by `measure_music`, beside the join
-    mixed_figures = {"integrated_lufs": round(mixed.lufs, 2), "music": mixed.figures, "chunks": [str(p) for p in done]}
+    mixed_figures = {"integrated_lufs": round(mp.lufs, 2), "music": mp.figures, "chunks": [str(p) for p in done]}
     with cache.writing(_pending(info)) as tmp:
         tmp.write_text(json.dumps(mixed_figures))
 
@@ -193,16 +213,16 @@ def measure_music(encoder: Encoder, cache: Cache, info: Path) -> None:
 
 
 def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
-    """A segment's narration mastered as on its own, at 48 kHz, its K-weighted energy in bins
-    (music.BIN samples) and its true-peak envelope: cached."""
+    """A segment's narration mastered as on its own, at 48 kHz, its K-weighted energy and its true-peak
+    envelope's maximum per bin (music.BIN samples): cached."""
     import numpy as np
 
     from . import music, sound
 
-    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v3.npz")  # v3: energy and peaks from the mastering
+    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v4.npz")  # v4: peaks per bin
     if cache.has(path):
         with np.load(path) as z:
-            return z["x"], z["e"], z["p"]
+            return z["x"], z["e"], z["pb"]
     m = sound.master(sound.load_speech(wav), settings.loudness_lufs, settings.true_peak_dbtp)
     x = sound.resample(m.samples, sound.RATE, AAC_RATE)
     # the mastering already measured this narration: its energy and its true-peak envelope carry over to
@@ -214,35 +234,38 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     assert m.peak is not None
     at = np.arange(len(x)) * sound.RATE // AAC_RATE
     p = np.maximum(m.peak[np.minimum(at, len(m.peak) - 1)], m.peak[np.minimum(at + 1, len(m.peak) - 1)])
+    pb = music.peak_bins(p)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, x=x, e=e, p=p)
-    return x, e, p
+        np.savez(f, x=x, e=e, pb=pb)
+    return x, e, pb
 
 
 def _bed(settings: Settings, total: int, cache: Cache):
-    """The music decoded, looped and laid under at least `total` samples, with its K-weighted energy
-    in bins and its true-peak envelope (cached; the samples as 16-bit: that is what was decoded)."""
+    """The music decoded (looped, or stopping) for at least `total` samples, as 16-bit (what was
+    decoded), with its K-weighted energy and a bound on its true peak per bin, and its loudness (which
+    sets the bed's gain): cached."""
     import numpy as np
 
     from . import music, sound
 
     info = music.probe(settings.music or "")
     key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
-    path = cache.path("segments", key, ".bed-v3.npz")  # v3: its peak bound from sample peaks
+    path = cache.path("segments", key, ".bed-v4.npz")  # v4: peaks per bin, its loudness
     if cache.has(path):
         with np.load(path) as z:
-            x = z["x"].astype(np.float32)
-            x *= np.float32(1 / 32767.0)
-            return x, z["e"], z["p"]
+            return z["x"], z["e"], z["pb"], float(z["lufs"])
     x = music.bed(info, total, settings.music_start_s, settings.music_loop)
-    e = sum(music.energy_bins(sound.k_weight(ch, AAC_RATE)[None, :]) for ch in x)  # a channel at a time
+    e = music.energy_bins(sound.k_weight(x[0], AAC_RATE)[None, :])  # a channel at a time
+    e += music.energy_bins(sound.k_weight(x[1], AAC_RATE)[None, :])
     # a bound on its true peak without oversampling: the sample peak and 3 dB (an inter-sample peak of
     # real music stays well under it); the bed sits 20 dB and more under the voice, so it rarely matters
-    p = np.maximum(np.abs(x[0]), np.abs(x[1]))
-    p *= np.float32(1.41)
+    pb = music.peak_bins(np.maximum(np.abs(x[0]), np.abs(x[1])) * np.float32(1.41))
+    lufs = music._gated_bins(e)
+    x16 = np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16)
+    del x
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, x=np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16), e=e, p=p)
-    return x, e, p
+        np.savez(f, x=x16, e=e, pb=pb, lufs=lufs)
+    return x16, e, pb, lufs
 
 
 def _stings(plan: Plan, settings: Settings, total: int) -> list:
@@ -259,7 +282,7 @@ def _stings(plan: Plan, settings: Settings, total: int) -> list:
     lufs = -0.691 + 10 * np.log10(max(float(np.einsum("ij,ij->", k, k)) / max(x.shape[1], 1), 1e-20))
     x = x * 10 ** ((settings.sting_level_lufs - lufs) / 20)
     starts = [0] if settings.sting_at == "intro" else [seg.start for seg in plan.segments if seg.kind == "concept"]
-    return [(f * AAC_RATE // plan.fps, x) for f in starts if f * AAC_RATE // plan.fps < total]
+    return [music.placed(f * AAC_RATE // plan.fps, x) for f in starts if f * AAC_RATE // plan.fps < total]
 
 
 def _clip_sounds(plan: Plan, settings: Settings, total: int) -> list:
@@ -279,5 +302,5 @@ def _clip_sounds(plan: Plan, settings: Settings, total: int) -> list:
         if not np.isfinite(lufs):
             continue  # a silent soundtrack adds nothing
         at = seg.start * AAC_RATE // plan.fps
-        out.append((at, x[:, : max(0, total - at)] * 10 ** ((settings.music_level_lufs - lufs) / 20)))
+        out.append(music.placed(at, x[:, : max(0, total - at)] * np.float32(10 ** ((settings.music_level_lufs - lufs) / 20))))
     return out
