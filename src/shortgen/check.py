@@ -33,6 +33,14 @@ def rule_segment_budget(m: Timeline) -> list[str]:
         cut = math.ceil(over / fps * words / max(0.1, n.seconds))
         k = (sp.number or 0) - 1
         seg = m.episode.segments[k]
+        if seg.recording is not None:
+            out.append(
+                f"{sp.source}: segments[{k}] {sp.name!r} runs {sp.frames / fps:.2f} s with its recording "
+                f"({n.seconds:.2f} s of speech, trimmed), {over / fps:.2f} s over the "
+                f"{settings.segment_budget_frames / fps:.2f} s budget: trim {seg.recording.name} or re-record it "
+                "(a recording's rate cannot be fitted)"
+            )
+            continue
         note = f" (already fitted from {seg.rate} wpm)" if sp.rate != seg.rate else ""
         out.append(
             f"{sp.source}: segments[{k}] {sp.name!r} runs {sp.frames / fps:.2f} s, "

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the speech stage asks for its key without loading the drawi
     from .settings import Settings
 
 NARRATION = "narration-v1"
+RECORDING = "recording-v1"
 CARD = "card"
 OVERLAY = "overlay"
 PICTURE = "picture-v1"
@@ -47,6 +48,12 @@ THUMBS = "thumbs-v1"
 
 def narration(engine_id: str, text: str, voice: str, rate: int) -> str:
     return key_of(NARRATION, engine_id, text, voice, rate)
+
+
+def recording(digest: str, text: str, reference: str, version: int, rule: float) -> str:
+    """A recording, trimmed and aligned: its content, the text, the engine's speech it was aligned to
+    (which carries the engine, voice and rate), the aligner's version and its mismatch rule."""
+    return key_of(RECORDING, digest, text, reference, version, rule)
 
 
 @dataclass(frozen=True)

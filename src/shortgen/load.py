@@ -50,6 +50,7 @@ class Segment:
     pos: Pos  # where the segment starts in the file
     fields: dict = field(default_factory=dict, compare=False)  # field name -> Pos of its value
     visual: VisualSpec | None = None
+    recording: Path | None = None  # the creator's own voice for this segment (resolved, probed at load)
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,7 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
             pos=pos.find(("segments", i)) or (1, 1),
             fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values},
             visual=_visual(s["visual"], ("segments", i, "visual"), pos, path, settings.fps) if s["visual"] else None,
+            recording=_recording(s["recording"], ("segments", i, "recording"), pos, path, settings) if s["recording"] else None,
         )
         for i, s in enumerate(m["segments"])
     )
@@ -458,6 +460,20 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
             pass  # a cache that cannot be written only costs the decode next time
     except music.AudioError as e:
         raise ScriptError(where, f"settings.{key}", str(e)) from None
+
+
+def _recording(name: str, at: tuple, pos: _Positions, path: Path, settings: Settings) -> Path:
+    """A segment's `recording:`, found relative to the script: an audio file with a stream, not far
+    longer than a segment may run (it is decoded, trimmed and aligned when the episode is spoken)."""
+    from . import record
+
+    f = Path(name).expanduser()
+    f = f if f.is_absolute() else path.parent / f
+    try:
+        record.probe(f, settings.segment_budget_frames / settings.fps)
+    except record.RecordingError as e:
+        raise ScriptError(pos.where(path, at), _fmt(at), str(e)) from None
+    return f
 
 
 def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> VisualSpec:

@@ -33,6 +33,7 @@ SEGMENT = {
     "reference": Rule("str", required=True, min_len=1, max_len=150),
     "rate": Rule("int", ge=80, le=450),  # per-segment speaking rate override
     "visual": Rule("model", of=VISUAL, shorthand="file"),
+    "recording": Rule("str", min_len=1, max_len=1000),  # the creator's own voice, relative to the script
 }
 
 EPISODE = {

@@ -30,6 +30,7 @@ class Timeline:
     narrations: list[Narration]
     fits: list[Fit] = field(default_factory=list)
     engine_id: str = ""
+    alignment: dict = field(default_factory=dict)  # concept index -> a recording's worst alignment cost ratio
 
 
 def _texts(ep: Episode) -> list[tuple[str, str, int | None, Segment | None]]:
@@ -67,13 +68,18 @@ def speak_and_plan(
     rates = [seg.rate if seg else settings.rate for _, _, _, seg in texts]
     reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
     narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
+    alignment: dict[int, float] = {}
+    for i, (_, text, _, seg) in enumerate(texts):
+        if seg is not None and seg.recording is not None:
+            # the creator's voice: the engine's speech of the same text times its words
+            narrs[i], alignment[seg.index] = _recorded(ep, seg, text, narrs[i], cache)
     fits: list[Fit] = []
 
     if settings.fit == "rate":
         available = settings.segment_budget_frames - settings.lead_in_frames - settings.tail_frames
         for i, ((_, text, _, seg), n) in enumerate(zip(texts, narrs)):
-            if seg is None or _narr_frames(n, settings.fps) <= available:
-                continue
+            if seg is None or seg.recording is not None or _narr_frames(n, settings.fps) <= available:
+                continue  # a recording is what it is: no rate to fit
             ceiling = int(seg.rate * settings.fit_max_rate_factor)
             rate = seg.rate
             while _narr_frames(n, settings.fps) > available and rate < ceiling:
@@ -117,7 +123,20 @@ def speak_and_plan(
         motion=Motion(settings.motion_hold_frames, 0.5, settings.caption_pop, bar),
         background=plan_visual(ep.background, ep, 0, full=True) if ep.background else None,
     )
-    return Timeline(ep, plan, narrs, fits, engine.id)
+    return Timeline(ep, plan, narrs, fits, engine.id, alignment)
+
+
+def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache: Cache) -> tuple[Narration, float]:
+    from . import record
+    from .errors import ScriptError
+
+    assert seg.recording is not None
+    field = f"segments[{seg.index}].recording"
+    try:
+        budget = ep.settings.segment_budget_frames / ep.settings.fps
+        return record.narration(seg.recording, record.probe(seg.recording, budget), text, reference, cache, budget)
+    except record.RecordingError as e:
+        raise ScriptError(ep.field_where(seg, "recording"), field, str(e)) from None
 
 
 def _narr_frames(n: Narration, fps: int) -> int:

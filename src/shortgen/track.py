@@ -78,7 +78,7 @@ def measure(plan: Plan, settings: Settings, encoder: Encoder, cache: Cache, info
         tmp.write_text(json.dumps({"segments": chunks, "integrated_lufs": round(lufs, 2), "true_peak": tp}))
 
 
-PIECE_FRAMES = 256  # 5.5 s: the mixed track is encoded in pieces this long at most, two at a time
+PIECE_FRAMES = 512  # 11 s: the mixed track is encoded in pieces this long at most, two at a time
 
 
 def make_music(
@@ -112,6 +112,9 @@ def make_music(
     total = (chs[-1].first + chs[-1].count) * AAC_FRAME
     nb = total // music.BIN
     progress("audio", "music")
+    # the bed is decoded (or read from the cache) while the narrations are brought to 48 kHz
+    pool = ThreadPoolExecutor(max_workers=2)
+    bedding = pool.submit(_bed, settings, total + music.BED_GRID, cache) if keys.has_music(settings) else None
     # the plan works from the stems' energies and peaks per bin; samples are read per window
     voices = []
     voice_e, voice_pb = np.zeros(nb), np.zeros(nb)
@@ -132,8 +135,8 @@ def make_music(
     starts = [ch.first * AAC_FRAME for ch in chs]
     offsets = music.bed_offsets(starts)
     try:
-        if keys.has_music(settings):
-            track, track_e, track_pb, track_lufs = _bed(settings, total + music.BED_GRID, cache)
+        if bedding is not None:
+            track, track_e, track_pb, track_lufs = bedding.result()
             bed_e, bed_pb = music.lay_bins(track_e, track_pb, starts, offsets, nb)
         else:  # only clips' own sounds
             track, bed_e, bed_pb, track_lufs = np.zeros((2, 0), np.int16), np.zeros(nb), np.zeros(nb), -np.inf
@@ -142,6 +145,8 @@ def make_music(
         mp = music.analyse(voice_e, voice_pb, spoken, bed_e, bed_pb, track_lufs, stings, extras, settings, total)
     except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
         raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
+    finally:
+        pool.shutdown(wait=True)
 
     def window(a: int, b: int) -> np.ndarray:
         """Samples [a, b) of the mix, interleaved stereo; silence outside the episode."""
@@ -172,6 +177,7 @@ def make_music(
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
             with cache.writing(path) as tmp:
                 encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp)
+        _peak(encoder, cache, path)  # metered here, while the other lane still encodes
         return path
 
     # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle
@@ -181,7 +187,7 @@ def make_music(
     progress("audio", "splice")
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
-    # the true peak is measured on the encoded chunks by `measure_music`, beside the join
+    # each piece's true peak is cached beside it: `measure_music` takes the largest, beside the join
     mixed_figures = {"integrated_lufs": round(mp.lufs, 2), "music": mp.figures, "chunks": [str(p) for p in done]}
     with cache.writing(_pending(info)) as tmp:
         tmp.write_text(json.dumps(mixed_figures))
@@ -197,19 +203,20 @@ def measure_music(encoder: Encoder, cache: Cache, info: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     figures = json.loads(_pending(info).read_text())
-
-    def peak(path: str) -> float:
-        tp_path = Path(path).with_suffix(".tp")
-        if not cache.has(tp_path):
-            tp = encoder.loudness(Path(path), skip=AAC_FRAME)[1]
-            with cache.writing(tp_path) as tmp:
-                tmp.write_text(json.dumps(tp))
-        return json.loads(tp_path.read_text())
-
     with ThreadPoolExecutor(max_workers=2) as pool:
-        figures["true_peak"] = max(pool.map(peak, figures.pop("chunks")))
+        figures["true_peak"] = max(pool.map(lambda p: _peak(encoder, cache, Path(p)), figures.pop("chunks")))
     with cache.writing(info) as tmp:
         tmp.write_text(json.dumps(figures))
+
+
+def _peak(encoder: Encoder, cache: Cache, piece: Path) -> float:
+    """An encoded piece's true peak (ffmpeg's ebur128 meter on the decoded AAC), cached beside it."""
+    tp_path = piece.with_suffix(".tp")
+    if not cache.has(tp_path):
+        tp = encoder.loudness(piece, skip=AAC_FRAME)[1]
+        with cache.writing(tp_path) as tmp:
+            tmp.write_text(json.dumps(tp))
+    return json.loads(tp_path.read_text())
 
 
 def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):

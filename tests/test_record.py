@@ -1,0 +1,249 @@
+"""A creator's own recording as a segment's narration: trimmed, aligned to the engine's speech of the
+same text by DTW, refused in one line when it is unusable or says something else."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shortgen import record
+from shortgen.cache import Cache, Stats
+from shortgen.cli import main
+from shortgen.encode import ffmpeg_exe
+from shortgen.load import load_episode
+from shortgen.narrate import EspeakEngine, Request, narrate, read_wav
+from shortgen.testing import FakeEncoder, FakeEngine
+from shortgen.timeline import speak_and_plan
+
+FIX = Path(__file__).parent / "fixtures"
+R = record.RATE
+TEXT = "Overfitting. Memorising the noise, not the pattern."
+
+
+def write_wav(path: Path, x: np.ndarray, rate: int = R) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2").tobytes())
+    return path
+
+
+def episode(tmp_path: Path, recording: str, segment: int = 1) -> Path:
+    """The short fixture with `recording:` on one segment (the second's narration is TEXT)."""
+    lines = (FIX / "short.yaml").read_text().split("\n")
+    at = [i for i, ln in enumerate(lines) if ln.startswith("  - name:")][segment]
+    lines.insert(at + 1, f"    recording: {recording}")
+    p = tmp_path / "ep.yaml"
+    p.write_text("\n".join(lines))
+    return p
+
+
+# ---- the warping path, pure ---------------------------------------------------------------------
+
+
+def test_dtw_follows_a_known_warp():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 12)).cumsum(axis=0)  # a smooth random walk: frames near in time are alike
+    # b: a played at 1.5x speed for its first half, then at 0.75x
+    src = np.concatenate([np.arange(0, 100, 1.5), 100 + np.arange(0, 100, 0.75)])
+    b = np.array([a[min(199, int(round(s)))] for s in src])
+    rows, cols = record.dtw(record._costs(a, b))
+    assert rows[0] == 0 and cols[0] == 0 and rows[-1] == 199 and cols[-1] == len(b) - 1
+    assert np.all(np.diff(rows) >= 0) and np.all(np.diff(cols) >= 0)
+    # every frame of b is paired with (nearly) the frame of a it came from
+    for r, c in zip(rows, cols):
+        assert abs(r - src[c]) <= 2.0
+
+
+def test_trim_keeps_the_engines_lead_and_tail_and_says_where_it_cut():
+    rng = np.random.default_rng(1)
+    speech = np.sin(np.arange(R) * 0.05).astype(np.float32) * 0.5
+    x = np.concatenate([np.zeros(2 * R, np.float32), speech, np.zeros(R, np.float32)])
+    x += rng.standard_normal(len(x)).astype(np.float32) * 0.005  # a quiet room, -40 dB
+    out, at = record.trim(x, 1000, 3000)
+    assert abs(at - (2 * R - 1000)) <= record.HOP
+    assert abs(len(out) - (R + 4000)) <= 2 * record.HOP
+    with pytest.raises(record.RecordingError, match="silent"):
+        record.trim(np.zeros(R, np.float32), 100, 100)
+
+
+# ---- alignment on real speech: the engine with another voice, rate, noise and silence -------------
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory):
+    cache = Cache(tmp_path_factory.mktemp("speech"))
+    ref, other, wrong = narrate(
+        [
+            Request(TEXT, "gmw/en-us", 175, "ref"),
+            Request(TEXT, "gmw/en-gb-x-rp", 150, "take"),
+            Request("Regularisation. A penalty on large weights keeps the model simple.", "gmw/en-gb-x-rp", 175, "wrong"),
+        ],
+        EspeakEngine(),
+        cache,
+    )
+    return ref, other, wrong
+
+
+def pcm(n) -> np.ndarray:
+    return read_wav(n.wav)[0].astype(np.float32) / 32768.0
+
+
+def test_recorded_words_land_on_their_true_times(spoken, tmp_path):
+    ref, take, _ = spoken
+    x = pcm(take)
+    rng = np.random.default_rng(2)
+    v = record.voiced(x)
+    level = float(np.sqrt((x[: len(v) * record.HOP].reshape(len(v), -1)[v] ** 2).mean()))
+    x = (
+        np.concatenate([np.zeros(R, np.float32), x]) + rng.standard_normal(len(x) + R).astype(np.float32) * level * 0.1
+    )  # 20 dB SNR
+    f = write_wav(tmp_path / "take.wav", x, 44100 // 2)
+    info = record.probe(f, 30.0)
+    n, worst = record.narration(f, info, TEXT, ref, Cache(tmp_path / "c"), 30.0)
+    import json
+
+    offset = json.loads(next((tmp_path / "c").rglob("*.json")).read_text())["trimmed_from"]
+    truth = np.array([w.start for w in take.words]) + R
+    got = np.array([w.start for w in n.words]) + offset
+    err_ms = np.abs(got - truth) / R * 1000
+    assert np.median(err_ms) <= 60 and err_ms.max() <= 300, err_ms.round()
+    assert worst < record.MISMATCH_RATIO
+    # trimmed to the engine's lead: the kept part starts as far before the speech as the engine's does
+    ref_lead = record.speech_span(pcm(ref))[0]
+    rec_lead = record.speech_span(read_wav(n.wav)[0].astype(np.float32) / 32768.0)[0]
+    assert abs(rec_lead - ref_lead) <= 2 * record.HOP
+
+
+def test_a_recording_of_other_words_is_refused_saying_where(spoken, tmp_path):
+    ref, _, wrong = spoken
+    f = tmp_path / "wrong.wav"
+    shutil.copy(wrong.wav, f)
+    with pytest.raises(record.RecordingError, match=r"wrong.wav does not say this segment's narration: .*about [\d.]+ s"):
+        record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0)
+    # and a cached verdict says the same without aligning again
+    with pytest.raises(record.RecordingError, match="does not say"):
+        record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0)
+
+
+def test_a_skipped_sentence_is_refused_near_where_it_was_skipped(spoken, tmp_path):
+    ref, take, _ = spoken
+    x = pcm(take)
+    a, b = take.words[1].start, take.words[4].start  # "Memorising the noise," left out
+    f = write_wav(tmp_path / "skipped.wav", np.concatenate([x[:a], x[b:]]))
+    with pytest.raises(record.RecordingError, match=r"at about [01]\.\d s the recording leaves out words .*skipped"):
+        record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0)
+
+
+def test_a_long_pause_of_the_speakers_own_is_not_a_mismatch(spoken, tmp_path):
+    ref, take, _ = spoken
+    x = pcm(take)
+    at = take.words[1].start - R // 20
+    f = write_wav(tmp_path / "pause.wav", np.concatenate([x[:at], np.zeros(2 * R, np.float32), x[at:]]))
+    n, worst = record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0)
+    assert worst < record.MISMATCH_RATIO
+    # the words after the pause moved with it
+    assert abs(n.words[1].start - n.words[0].start - (take.words[1].start - take.words[0].start + 2 * R)) < 0.1 * R
+
+
+# ---- in an episode ------------------------------------------------------------------------------
+
+
+def test_a_recorded_segment_plays_the_recording_and_times_captions_to_it(spoken, tmp_path):
+    _, take, _ = spoken
+    shutil.copy(take.wav, tmp_path / "take.wav")
+    p = episode(tmp_path, "take.wav")
+    cache = Cache(tmp_path / "c")
+    ep = load_episode(p, {"cache_dir": tmp_path / "c"})
+    assert ep.segments[1].recording == tmp_path / "take.wav"
+    m = speak_and_plan(ep, EspeakEngine(), cache)
+    n = m.narrations[2]  # intro, segment 0, segment 1
+    assert n.voice == "recording" and "narration" in n.wav.parts
+    # the plan's length comes from the trimmed recording, slower than the engine's own speech
+    seg = m.plan.segments[2]
+    assert seg.samples == n.samples == len(read_wav(n.wav)[0])
+    assert abs(n.samples - len(pcm(take))) < 0.5 * R and n.samples > 1.1 * len(pcm(spoken[0]))
+    assert [w.text for w in seg.words] == TEXT.split()
+    assert all(b.start >= a.start for a, b in zip(seg.words, seg.words[1:]))
+
+
+def test_replacing_one_recording_redoes_only_that_segment(tmp_path):
+    eng = FakeEngine()
+    for i, (name, rate) in enumerate([("a.wav", 150), ("b.wav", 160)]):
+        text = ["Gradient descent. Step downhill, a little at a time.", TEXT][i]
+        write_wav(tmp_path / name, eng.synthesise(text, rate)[0].astype(np.float32) / 32768.0)
+    lines = (FIX / "short.yaml").read_text().split("\n")
+    at = [i for i, ln in enumerate(lines) if ln.startswith("  - name:")]
+    lines.insert(at[1] + 1, "    recording: b.wav")
+    lines.insert(at[0] + 1, "    recording: a.wav")
+    p = tmp_path / "ep.yaml"
+    p.write_text("\n".join(lines))
+    layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
+    from shortgen.render import render_episode
+
+    render_episode(load_episode(p, layer), eng, FakeEncoder(), Cache(layer["cache_dir"]))
+    write_wav(tmp_path / "b.wav", eng.synthesise(TEXT, 140)[0].astype(np.float32) / 32768.0)  # a new take
+    st = Stats()
+    res = render_episode(load_episode(p, layer), eng, FakeEncoder(), Cache(layer["cache_dir"]), stats=st)
+    assert res.rendered and st.encodes == 1  # only the re-recorded segment's video
+
+
+# ---- bad recordings: one line naming the field ---------------------------------------------------
+
+
+def long_wav(path: Path, hours: float = 3.0, rate: int = 8000) -> Path:
+    write_wav(path, np.sin(np.arange(60 * rate) * 0.1).astype(np.float32) * 0.3, rate)
+    n = int(hours * 3600 * rate) * 2
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(n.to_bytes(4, "little"))
+        f.seek(4)
+        f.write((n + 36).to_bytes(4, "little"))
+        f.truncate(44 + n)
+    return path
+
+
+def test_bad_recordings_fail_in_one_line_naming_the_field(tmp_path, capsys):
+    d = tmp_path
+    (d / "corrupt.mp3").write_bytes(b"\xff\xfb garbage " * 50)
+    write_wav(d / "silent.wav", np.zeros(5 * R, np.float32))
+    (d / "empty.wav").write_bytes(b"")
+    (d / "notes.txt").write_text("la la la")
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x64", "-c:v", "libx264", str(d / "video.mp4")],
+        check=True,
+    )
+    long_wav(d / "long.wav")
+    cases = {
+        "missing.wav": "no such file",
+        "corrupt.mp3": "not a readable audio file",
+        "silent.wav": "silent",
+        "empty.wav": "is empty",
+        "notes.txt": "unsupported file type",
+        "video.mp4": "no audio stream",
+        "long.wav": "lasts 10800.0 s; a segment may run 30 s",
+    }
+    for name, phrase in cases.items():
+        p = episode(tmp_path, name)
+        assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert f"{p}:17:16: segments[1].recording: " in err[0] and phrase in err[0], err[0]
+
+
+def test_an_over_budget_recording_fails_check_with_the_overshoot_and_a_hint(spoken, tmp_path, capsys):
+    _, take, _ = spoken
+    x = pcm(take)
+    write_wav(tmp_path / "long.wav", np.concatenate([x] * (int(33 * R / len(x)) + 1)))
+    p = episode(tmp_path, "long.wav")
+    code = main(["check", "--cache-dir", str(tmp_path / "c"), str(p)])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code == 3, text
+    assert "segments[1] 'Overfitting'" in text and "over the 30.00 s budget: trim long.wav or re-record it" in text
