@@ -3,6 +3,8 @@ same text by DTW, refused in one line when it is unusable or says something else
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import wave
@@ -14,9 +16,10 @@ import pytest
 from shortgen import record
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
-from shortgen.encode import ffmpeg_exe
+from shortgen.encode import FfmpegEncoder, ffmpeg_exe
 from shortgen.load import load_episode
 from shortgen.narrate import EspeakEngine, Request, narrate, read_wav
+from shortgen.render import render_episode
 from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.timeline import speak_and_plan
 
@@ -107,7 +110,6 @@ def test_recorded_words_land_on_their_true_times(spoken, tmp_path):
     f = write_wav(tmp_path / "take.wav", x, 44100 // 2)
     info = record.probe(f, 30.0)
     n, worst = record.narration(f, info, TEXT, ref, Cache(tmp_path / "c"), 30.0)
-    import json
 
     offset = json.loads(next((tmp_path / "c").rglob("*.json")).read_text())["trimmed_from"]
     truth = np.array([w.start for w in take.words]) + R
@@ -185,13 +187,41 @@ def test_replacing_one_recording_redoes_only_that_segment(tmp_path):
     p = tmp_path / "ep.yaml"
     p.write_text("\n".join(lines))
     layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
-    from shortgen.render import render_episode
-
     render_episode(load_episode(p, layer), eng, FakeEncoder(), Cache(layer["cache_dir"]))
     write_wav(tmp_path / "b.wav", eng.synthesise(TEXT, 140)[0].astype(np.float32) / 32768.0)  # a new take
     st = Stats()
     res = render_episode(load_episode(p, layer), eng, FakeEncoder(), Cache(layer["cache_dir"]), stats=st)
     assert res.rendered and st.encodes == 1  # only the re-recorded segment's video
+    m = json.loads(res.files["manifest"].read_text())
+    assert [(r["segment"], Path(r["file"]).name) for r in m["recordings"]] == [(0, "a.wav"), (1, "b.wav")]
+
+
+def test_a_recorded_episode_renders_end_to_end_on_target(spoken, tmp_path):
+    _, take, _ = spoken
+    shutil.copy(take.wav, tmp_path / "take.wav")
+    p = episode(tmp_path, "take.wav")
+    layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
+    res = render_episode(load_episode(p, layer), EspeakEngine(), FfmpegEncoder(), Cache(layer["cache_dir"]))
+    probe = FfmpegEncoder().probe(res.files["video"])
+    assert (probe.width, probe.height, probe.codec, probe.audio) == (1080, 1920, "h264", "aac")
+    lufs, tp = FfmpegEncoder().loudness(res.files["video"])
+    assert abs(lufs + 14.0) <= 0.5 and tp <= -1.0
+    m = json.loads(res.files["manifest"].read_text())
+    seg = next(s for s in m["segments"] if s["name"] == "Overfitting")
+    # the segment lasts as long as the recording (trimmed) with its lead-in and tail, not as the engine
+    n = speak_and_plan(load_episode(p, layer), EspeakEngine(), Cache(layer["cache_dir"])).narrations[2]
+    assert seg["frames"] >= round(n.samples / R * 30)
+    # the captions follow the recording's words: the cue that starts with "Memorising" starts when the
+    # recording says it (its true time in the take, less what the trim cut, after the segment's lead-in)
+    timed = speak_and_plan(load_episode(p, layer), EspeakEngine(), Cache(layer["cache_dir"]))
+    sp = timed.plan.segments[2]
+    offset = json.loads(n.wav.with_suffix(".json").read_text())["trimmed_from"]
+    said = sp.narration_start / 30 + (take.words[1].start - offset) / R
+    cues = re.findall(r"(\d\d):(\d\d):(\d\d),(\d\d\d) --> .*\n(.*)", res.files["srt"].read_text())
+    starts = [
+        int(h) * 3600 + int(m_) * 60 + int(s) + int(ms) / 1000 for h, m_, s, ms, text in cues if text.startswith("Memorising")
+    ]
+    assert starts and abs(starts[0] - said) < 0.15, (starts, said)
 
 
 # ---- bad recordings: one line naming the field ---------------------------------------------------

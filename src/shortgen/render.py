@@ -158,8 +158,15 @@ def _write_set(
     if loudness[2] is not None:
         manifest["music"] = {"file": ep.settings.music, "sting": ep.settings.sting, **loudness[2]}
         manifest["loudness"]["meter"] = (
-            "BS.1770-4: integrated over the mix of voice and music; true peak by ffmpeg ebur128 on each encoded AAC chunk"
+            "BS.1770-4: integrated over the mix of voice and music; true peak by ffmpeg ebur128 on each encoded AAC piece"
         )
+    if timed.alignment:  # the creator's recordings, and how sure their words' timing is
+        from .record import MISMATCH_RATIO
+
+        manifest["recordings"] = [
+            {"segment": k, "file": str(ep.segments[k].recording), "alignment_cost": round(v, 3), "refused_over": MISMATCH_RATIO}
+            for k, v in sorted(timed.alignment.items())
+        ]
     outputs.write_json(staging / names["manifest"], manifest)
 
 

@@ -101,6 +101,7 @@ def make_music(
     per segment, so those are the edited segment's, as a rule). `narrations`: audio key -> (wav,
     spoken words). The figures go to `info`."""
     import hashlib
+    import itertools
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -165,6 +166,8 @@ def make_music(
     # chunk by a frame more or less than the next one changes the length of its last piece only
     parts = [(ch.segment, ch.first + i, min(PIECE_FRAMES, ch.count - i)) for ch in chs for i in range(0, ch.count, PIECE_FRAMES)]
 
+    encoded = itertools.count()
+
     def encode(part) -> Path:
         segment, first, count = part
         pcm = window((first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME).tobytes()
@@ -177,7 +180,10 @@ def make_music(
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
             with cache.writing(path) as tmp:
                 encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp)
-        _peak(encoder, cache, path)  # metered here, while the other lane still encodes
+            if next(encoded) >= 2:
+                # many pieces (a cold render): meter each as it is made, while the other lane works; an
+                # edit's one or two are metered by `measure_music`, beside the join
+                _peak(encoder, cache, path)
         return path
 
     # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle
