@@ -392,9 +392,9 @@ def analyse(
     def gain_at(t: np.ndarray) -> np.ndarray:
         return _gain(t, spans, attack, release, total, fade_in, fade_out).astype(np.float64)
 
-    edges = np.arange(nb, dtype=np.float64) * BIN
-    gain_e = gain_at(edges + BIN // 2) ** 2  # mid-bin
-    gain_pk = np.maximum(gain_at(edges), gain_at(np.minimum(edges + BIN - 1, total - 1))) * 1.001  # a ramp's top in the bin
+    edge = gain_at(np.minimum(np.arange(nb + 1, dtype=np.float64) * BIN, total - 1))  # at the bins' edges
+    gain_e = ((edge[:-1] + edge[1:]) / 2) ** 2  # mid-bin: the gain moves over 100 ms and more, a bin 0.3 ms
+    gain_pk = np.maximum(edge[:-1], edge[1:]) * 1.001  # a ramp's top in the bin (with room where ramps cross)
     music_e = base_e * gain_e
     rest_pb = base_pb * gain_pk
     for s in stings:
@@ -541,7 +541,9 @@ def bed_offsets(starts: list[int]) -> list[int]:
     return [0] + [max(first, s // BED_GRID * BED_GRID) for s in starts[1:]]
 
 
-def _layout(t: np.ndarray, starts: list[int], offsets: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _layout(
+    t: np.ndarray, starts: list[int], offsets: list[int], floors: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For episode sample positions `t` (sorted): the shift to the track position of the segment's own
     bed, and within a join's crossfade, the next segment's with its weight (0 to 1)."""
     shifts = np.array([o - s for s, o in zip(starts, offsets)], np.int64)
@@ -553,7 +555,7 @@ def _layout(t: np.ndarray, starts: list[int], offsets: list[int]) -> tuple[np.nd
         if shifts[i + 1] == shifts[i]:
             continue  # the grid met the next start: the bed runs on
         z1 = starts[i + 1] - JOIN_GAP
-        z0 = max(starts[i], z1 - JOIN)
+        z0 = min(z1, max((floors or starts)[i], z1 - JOIN))
         i0, i1, i2 = np.searchsorted(t, [z0, z1, starts[i + 1]])
         own[i1:i2] = shifts[i + 1]
         nxt[i0:i1] = shifts[i + 1]
@@ -561,9 +563,11 @@ def _layout(t: np.ndarray, starts: list[int], offsets: list[int]) -> tuple[np.nd
     return own, nxt, w
 
 
-def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int) -> np.ndarray:
+def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int, floors: list[int] | None = None) -> np.ndarray:
     """Samples [a, b) of the bed under the episode, from the decoded track (2, n) as int16 or float:
-    each segment's from its offset, crossfaded (equal power) at the joins; past the track, silence."""
+    each segment's from its offset, crossfaded (equal power) at the joins; past the track, silence.
+    `floors`: per segment, the earliest sample its join's crossfade may start at (where its speech
+    ends: what comes before is then the segment's own, whatever the next one does)."""
     out = np.zeros((2, b - a), np.float32)
     scale = np.float32(1 / 32767.0) if track.dtype == np.int16 else np.float32(1.0)
 
@@ -585,7 +589,7 @@ def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int
             out[:, lo - a : hi - a] = take(lo, hi, shifts[k])
             continue
         z1 = e - JOIN_GAP
-        z0 = max(s, z1 - JOIN)
+        z0 = min(z1, max((floors or starts)[k], z1 - JOIN))
         for p, q, shift in ((lo, min(hi, z0), shifts[k]), (max(lo, z1), hi, shifts[k + 1])):
             if q > p:
                 out[:, p - a : q - a] = take(p, q, shift)
@@ -597,10 +601,12 @@ def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int
     return out
 
 
-def lay_bins(e: np.ndarray, pb: np.ndarray, starts: list[int], offsets: list[int], nb: int) -> tuple[np.ndarray, np.ndarray]:
+def lay_bins(
+    e: np.ndarray, pb: np.ndarray, starts: list[int], offsets: list[int], nb: int, floors: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The laid bed's energy and peak per bin, from the track's (segment starts and offsets are whole bins)."""
     t = np.arange(nb, dtype=np.int64) * BIN + BIN // 2
-    own, nxt, w = _layout(t, starts, offsets)
+    own, nxt, w = _layout(t, starts, offsets, floors)
 
     def take(v: np.ndarray, shift: np.ndarray) -> np.ndarray:
         i = np.arange(nb) + shift // BIN

@@ -102,6 +102,7 @@ def make_music(
     spoken words). The figures go to `info`."""
     import hashlib
     import itertools
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -117,15 +118,18 @@ def make_music(
     pool = ThreadPoolExecutor(max_workers=2)
     bedding = pool.submit(_bed, settings, total + music.BED_GRID, cache) if keys.has_music(settings) else None
     # the plan works from the stems' energies and peaks per bin; samples are read per window
-    voices = []
+    voices = []  # (first sample, length, the samples or the cached file they are read from when needed)
+    fresh = set()  # segments spoken anew: their pieces are made first
     voice_e, voice_pb = np.zeros(nb), np.zeros(nb)
     spoken = []
     for ch in chs:
         seg = plan.segments[ch.segment]
         wav, words = narrations[seg.audio_key]
-        x, e, pb = _voice_48k(seg, wav, settings, cache)
+        x, n_x, e, pb = _voice_48k(seg, wav, settings, cache)
+        if not isinstance(x, Path):
+            fresh.add(ch.segment)
         at = (ch.first + ch.lead) * AAC_FRAME
-        voices.append((at, x))
+        voices.append((at, n_x, x))
         b0 = at // music.BIN
         music._add_bins(voice_e, b0, e)
         n = max(0, min(len(pb), nb - b0))
@@ -135,10 +139,11 @@ def make_music(
         spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
     starts = [ch.first * AAC_FRAME for ch in chs]
     offsets = music.bed_offsets(starts)
+    floors = [(ch.first + min(ch.encoded, ch.count)) * AAC_FRAME for ch in chs]  # where each one's speech and tail end
     try:
         if bedding is not None:
             track, track_e, track_pb, track_lufs = bedding.result()
-            bed_e, bed_pb = music.lay_bins(track_e, track_pb, starts, offsets, nb)
+            bed_e, bed_pb = music.lay_bins(track_e, track_pb, starts, offsets, nb, floors)
         else:  # only clips' own sounds
             track, bed_e, bed_pb, track_lufs = np.zeros((2, 0), np.int16), np.zeros(nb), np.zeros(nb), -np.inf
         stings = _stings(plan, settings, total)
@@ -149,22 +154,34 @@ def make_music(
     finally:
         pool.shutdown(wait=True)
 
+    reading = threading.Lock()
+
     def window(a: int, b: int) -> np.ndarray:
         """Samples [a, b) of the mix, interleaved stereo; silence outside the episode."""
         block = np.zeros((b - a, 2), np.float32)
         lo, hi = max(a, 0), min(b, total)
         voice = np.zeros(hi - lo, np.float32)
-        for at, x in voices:
-            i, j = max(lo, at), min(hi, at + len(x))
+        for k, (at, n_x, x) in enumerate(voices):
+            i, j = max(lo, at), min(hi, at + n_x)
             if j > i:
+                if isinstance(x, Path):  # read once, by the first window that needs it
+                    with reading:
+                        if isinstance(voices[k][2], Path):
+                            voices[k] = (at, n_x, _samples(x))
+                        x = voices[k][2]
                 voice[i - lo : j - lo] += x[i - at : j - at]
-        bed = music.lay(track, starts, offsets, lo, hi)
+        bed = music.lay(track, starts, offsets, lo, hi, floors)
         block[lo - a : hi - a] = music.render(mp, lo, hi, voice, bed, stings, extras).T
         return block
 
-    # each chunk in pieces of PIECE_FRAMES from its start (and what is left): an edit that moves a
-    # chunk by a frame more or less than the next one changes the length of its last piece only
-    parts = [(ch.segment, ch.first + i, min(PIECE_FRAMES, ch.count - i)) for ch in chs for i in range(0, ch.count, PIECE_FRAMES)]
+    # each chunk in pieces of PIECE_FRAMES from its start up to where its speech and tail end, then what
+    # is left: an edit that moves a later chunk by a frame more or less than the next one (the frames'
+    # rounding) changes that short last piece only (the bed's crossfade to the next segment lies in it)
+    parts = []
+    for ch in chs:
+        cut = min(ch.encoded, ch.count)
+        bounds = [*range(0, cut, PIECE_FRAMES), cut, ch.count]
+        parts += [(ch.segment, ch.first + i, j - i) for i, j in zip(bounds, bounds[1:]) if j > i]
 
     encoded = itertools.count()
 
@@ -186,9 +203,12 @@ def make_music(
                 _peak(encoder, cache, path)
         return path
 
-    # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle
+    # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle;
+    # the pieces of segments spoken anew first (an edit's encodes start at once)
+    order = sorted(range(len(parts)), key=lambda i: parts[i][0] not in fresh)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = list(pool.map(encode, parts))
+        made = dict(zip(order, pool.map(encode, [parts[i] for i in order])))
+    done = [made[i] for i in range(len(parts))]
     pieces = [(path, 0, count + 1) if first == 0 else (path, 1, count) for (_, first, count), path in zip(parts, done)]
     progress("audio", "splice")
     with cache.writing(out) as tmp:
@@ -232,10 +252,10 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
 
     from . import music, sound
 
-    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v4.npz")  # v4: peaks per bin
+    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v5.npz")  # v5: its length
     if cache.has(path):
-        with np.load(path) as z:
-            return z["x"], z["e"], z["pb"]
+        with np.load(path) as z:  # the samples are read only for the windows that need them
+            return path, int(z["n"]), z["e"], z["pb"]
     m = sound.master(sound.load_speech(wav), settings.loudness_lufs, settings.true_peak_dbtp)
     x = sound.resample(m.samples, sound.RATE, AAC_RATE)
     # the mastering already measured this narration: its energy and its true-peak envelope carry over to
@@ -249,8 +269,16 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     p = np.maximum(m.peak[np.minimum(at, len(m.peak) - 1)], m.peak[np.minimum(at + 1, len(m.peak) - 1)])
     pb = music.peak_bins(p)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, x=x, e=e, pb=pb)
-    return x, e, pb
+        np.savez(f, x=x, e=e, pb=pb, n=len(x))
+    return x, len(x), e, pb
+
+
+def _samples(path: Path):
+    """A cached narration's 48 kHz samples."""
+    import numpy as np
+
+    with np.load(path) as z:
+        return z["x"]
 
 
 def _bed(settings: Settings, total: int, cache: Cache):
