@@ -139,7 +139,9 @@ def make_music(
         spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
     starts = [ch.first * AAC_FRAME for ch in chs]
     offsets = music.bed_offsets(starts)
-    floors = [(ch.first + min(ch.encoded, ch.count)) * AAC_FRAME for ch in chs]  # where each one's speech and tail end
+    # where each segment's join may start to crossfade: past its speech and tail (where its last piece
+    # is cut) and past the frame the piece before it hears after its end
+    floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
     try:
         if bedding is not None:
             track, track_e, track_pb, track_lufs = bedding.result()
