@@ -117,7 +117,10 @@ def decode(info: AudioInfo, start_s: float, seconds: float):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            got = seg_cls.from_file(info.path, codec=info.codec, start_second=start_s or None, duration=want + 0.05)
+            # ffmpeg resamples to the mix's rate as it decodes (an FFT over a whole bed took 250 MB more)
+            got = seg_cls.from_file(
+                info.path, codec=info.codec, start_second=start_s or None, duration=want + 0.05, parameters=["-ar", str(RATE)]
+            )
     except (CouldntDecodeError, OSError, ValueError, IndexError) as e:
         last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
         raise AudioError(f"{Path(info.path).name} cannot be decoded ({last[0].strip()[:120]})") from None

@@ -293,7 +293,7 @@ def _bed(settings: Settings, total: int, cache: Cache):
 
     info = music.probe(settings.music or "")
     key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
-    path = cache.path("segments", key, ".bed-v4.npz")  # v4: peaks per bin, its loudness
+    path = cache.path("segments", key, ".bed-v5.npz")  # v5: decoded at 48 kHz by ffmpeg
     if cache.has(path):
         with np.load(path) as z:
             return z["x"], z["e"], z["pb"], float(z["lufs"])
