@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import wave
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from shortgen import draw
+from shortgen.encode import ffmpeg_exe
 from shortgen.frames import planes420, ycc
 from shortgen.plan import Plan, SegmentPlan, State
 from shortgen.settings import Settings
@@ -74,3 +79,50 @@ def parse_srt(text: str) -> list[tuple[int, int, str]]:
         a, b = (x.strip() for x in lines[1].split("-->"))
         out.append((ms(a), ms(b), " ".join(lines[2:])))
     return out
+
+
+# ---- audio files, good and bad -------------------------------------------------------------------
+
+
+def tone_wav(path: Path, seconds: float, freq: float = 2000.0, rate: int = 44100, channels: int = 1, amp: float = 0.3) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    x = (amp * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.repeat(x, channels).tobytes())
+    return path
+
+
+def long_wav(path: Path, hours: float = 3.0, rate: int = 8000) -> Path:
+    """A three-hour WAV that costs little disk: a minute of tone, then a sparse run of silence."""
+    tone_wav(path, 60.0, rate=rate)
+    n = int(hours * 3600 * rate) * 2
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(n.to_bytes(4, "little"))  # the data chunk's size
+        f.seek(4)
+        f.write((n + 36).to_bytes(4, "little"))
+        f.truncate(44 + n)
+    return path
+
+
+def bad_audio(d: Path) -> dict[str, str]:
+    (d / "corrupt.mp3").write_bytes(b"\xff\xfb garbage " * 50)
+    tone_wav(d / "silent.wav", 10.0, amp=0.0)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "notes.txt").write_text("la la la")
+    silent_video = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x64", "-c:v", "libx264"]
+    subprocess.run([*silent_video, str(d / "video.mp4")], check=True)
+    whole = tone_wav(d / "cut.wav", 10.0).read_bytes()
+    (d / "cut.flac").write_bytes(whole[:30])
+    return {
+        "missing.wav": "no such file",
+        "corrupt.mp3": "not a readable audio file",
+        "silent.wav": "silent",
+        "empty.wav": "is empty",
+        "notes.txt": "unsupported file type",
+        "video.mp4": "no audio stream",
+        "cut.flac": "cut.flac",
+    }

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import bad_audio, long_wav, tone_wav
 from shortgen import music, sound
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
@@ -22,17 +22,6 @@ from shortgen.testing import FakeEncoder, FakeEngine
 
 FIX = Path(__file__).parent / "fixtures"
 R = music.RATE
-
-
-def tone_wav(path: Path, seconds: float, freq: float = 2000.0, rate: int = 44100, channels: int = 1, amp: float = 0.3) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    x = (amp * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.repeat(x, channels).tobytes())
-    return path
 
 
 def mix(voice: np.ndarray, segments, bed: np.ndarray, settings) -> music.Mixed:
@@ -201,19 +190,6 @@ def surround_flac(path: Path) -> Path:
     return path
 
 
-def long_wav(path: Path, hours: float = 3.0, rate: int = 8000) -> Path:
-    """A three-hour WAV that costs little disk: a minute of tone, then a sparse run of silence."""
-    tone_wav(path, 60.0, rate=rate)
-    n = int(hours * 3600 * rate) * 2
-    with open(path, "r+b") as f:
-        f.seek(40)
-        f.write(n.to_bytes(4, "little"))  # the data chunk's size
-        f.seek(4)
-        f.write((n + 36).to_bytes(4, "little"))
-        f.truncate(44 + n)
-    return path
-
-
 @pytest.mark.parametrize("make", ["mono8k", "surround", "long", "mp3"])
 def test_unusual_but_valid_files_work(tmp_path, make):
     if make == "mono8k":
@@ -244,26 +220,6 @@ def test_unusual_but_valid_files_work(tmp_path, make):
     assert max(decoded) < 60  # only what the episode needs, never the whole three hours
     m = json.loads((tmp_path / "o" / "part9" / "manifest.json").read_text())
     assert abs(m["loudness"]["integrated_lufs"] + 14) <= 0.5
-
-
-def bad_audio(d: Path) -> dict[str, str]:
-    (d / "corrupt.mp3").write_bytes(b"\xff\xfb garbage " * 50)
-    tone_wav(d / "silent.wav", 10.0, amp=0.0)
-    (d / "empty.wav").write_bytes(b"")
-    (d / "notes.txt").write_text("la la la")
-    silent_video = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x64", "-c:v", "libx264"]
-    subprocess.run([*silent_video, str(d / "video.mp4")], check=True)
-    whole = tone_wav(d / "cut.wav", 10.0).read_bytes()
-    (d / "cut.flac").write_bytes(whole[:30])
-    return {
-        "missing.wav": "no such file",
-        "corrupt.mp3": "not a readable audio file",
-        "silent.wav": "silent",
-        "empty.wav": "is empty",
-        "notes.txt": "unsupported file type",
-        "video.mp4": "no audio stream",
-        "cut.flac": "cut.flac",
-    }
 
 
 def test_bad_music_files_fail_in_one_line_naming_the_setting(tmp_path, capsys):

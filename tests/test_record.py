@@ -4,19 +4,18 @@ same text by DTW, refused in one line when it is unusable or says something else
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import helpers
+from helpers import bad_audio, long_wav, parse_srt
 from shortgen import record
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, ffmpeg_exe
+from shortgen.encode import FfmpegEncoder
 from shortgen.load import load_episode
 from shortgen.narrate import EspeakEngine, Request, narrate, read_wav
 from shortgen.render import render_episode
@@ -29,11 +28,7 @@ TEXT = "Overfitting. Memorising the noise, not the pattern."
 
 
 def write_wav(path: Path, x: np.ndarray, rate: int = R) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2").tobytes())
+    helpers.write_wav(path, x, rate)
     return path
 
 
@@ -217,48 +212,17 @@ def test_a_recorded_episode_renders_end_to_end_on_target(spoken, tmp_path):
     sp = timed.plan.segments[2]
     offset = json.loads(n.wav.with_suffix(".json").read_text())["trimmed_from"]
     said = sp.narration_start / 30 + (take.words[1].start - offset) / R
-    cues = re.findall(r"(\d\d):(\d\d):(\d\d),(\d\d\d) --> .*\n(.*)", res.files["srt"].read_text())
-    starts = [
-        int(h) * 3600 + int(m_) * 60 + int(s) + int(ms) / 1000 for h, m_, s, ms, text in cues if text.startswith("Memorising")
-    ]
+    starts = [a / 1000 for a, _, text in parse_srt(res.files["srt"].read_text()) if text.startswith("Memorising")]
     assert starts and abs(starts[0] - said) < 0.15, (starts, said)
 
 
 # ---- bad recordings: one line naming the field ---------------------------------------------------
 
 
-def long_wav(path: Path, hours: float = 3.0, rate: int = 8000) -> Path:
-    write_wav(path, np.sin(np.arange(60 * rate) * 0.1).astype(np.float32) * 0.3, rate)
-    n = int(hours * 3600 * rate) * 2
-    with open(path, "r+b") as f:
-        f.seek(40)
-        f.write(n.to_bytes(4, "little"))
-        f.seek(4)
-        f.write((n + 36).to_bytes(4, "little"))
-        f.truncate(44 + n)
-    return path
-
-
 def test_bad_recordings_fail_in_one_line_naming_the_field(tmp_path, capsys):
-    d = tmp_path
-    (d / "corrupt.mp3").write_bytes(b"\xff\xfb garbage " * 50)
-    write_wav(d / "silent.wav", np.zeros(5 * R, np.float32))
-    (d / "empty.wav").write_bytes(b"")
-    (d / "notes.txt").write_text("la la la")
-    subprocess.run(
-        [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x64", "-c:v", "libx264", str(d / "video.mp4")],
-        check=True,
-    )
-    long_wav(d / "long.wav")
-    cases = {
-        "missing.wav": "no such file",
-        "corrupt.mp3": "not a readable audio file",
-        "silent.wav": "silent",
-        "empty.wav": "is empty",
-        "notes.txt": "unsupported file type",
-        "video.mp4": "no audio stream",
-        "long.wav": "lasts 10800.0 s; a segment may run 30 s",
-    }
+    cases = bad_audio(tmp_path)
+    long_wav(tmp_path / "long.wav")
+    cases["long.wav"] = "lasts 10800.0 s; a segment may run 30 s"
     for name, phrase in cases.items():
         p = episode(tmp_path, name)
         assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2, name
