@@ -104,7 +104,8 @@ def test_recorded_words_land_on_their_true_times(spoken, tmp_path):
     )  # 20 dB SNR
     f = write_wav(tmp_path / "take.wav", x, 44100 // 2)
     info = record.probe(f, 30.0)
-    n, worst = record.narration(f, info, TEXT, ref, Cache(tmp_path / "c"), 30.0)
+    n, worst, mismatch = record.narration(f, info, TEXT, ref, Cache(tmp_path / "c"), 30.0)
+    assert mismatch is None
 
     offset = json.loads(next((tmp_path / "c").rglob("*.json")).read_text())["trimmed_from"]
     truth = np.array([w.start for w in take.words]) + R
@@ -127,6 +128,21 @@ def test_a_recording_of_other_words_is_refused_saying_where(spoken, tmp_path):
     # and a cached verdict says the same without aligning again
     with pytest.raises(record.RecordingError, match="does not say"):
         record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0)
+    # where the creator says to render it anyway, the verdict travels with it instead (to the manifest)
+    _, _, mismatch = record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0, refuse=False)
+    assert mismatch and "does not say this segment's narration" in mismatch
+
+
+def test_recording_mismatch_warn_renders_a_take_the_rule_refuses_and_says_so(spoken, tmp_path):
+    _, _, wrong = spoken
+    shutil.copy(wrong.wav, tmp_path / "wrong.wav")
+    p = episode(tmp_path, "wrong.wav")
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2
+    p.write_text(p.read_text().replace("settings:\n", "settings:\n  recording_mismatch: warn\n", 1))
+    m = speak_and_plan(load_episode(p, {"cache_dir": tmp_path / "c"}), EspeakEngine(), Cache(tmp_path / "c"))
+    cost, mismatch = m.alignment[1]
+    assert cost > record.MISMATCH_RATIO or "leaves out" in (mismatch or "") or "says more" in (mismatch or "")
+    assert mismatch and mismatch.startswith("wrong.wav does not say")
 
 
 def test_a_skipped_sentence_is_refused_near_where_it_was_skipped(spoken, tmp_path):
@@ -143,7 +159,7 @@ def test_a_long_pause_of_the_speakers_own_is_not_a_mismatch(spoken, tmp_path):
     x = pcm(take)
     at = take.words[1].start - R // 20
     f = write_wav(tmp_path / "pause.wav", np.concatenate([x[:at], np.zeros(2 * R, np.float32), x[at:]]))
-    n, worst = record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0)
+    n, worst, _ = record.narration(f, record.probe(f, 30.0), TEXT, ref, Cache(tmp_path / "c"), 30.0)
     assert worst < record.MISMATCH_RATIO
     # the words after the pause moved with it
     assert abs(n.words[1].start - n.words[0].start - (take.words[1].start - take.words[0].start + 2 * R)) < 0.1 * R

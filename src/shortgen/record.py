@@ -279,20 +279,20 @@ def _confidence(ref, rec, fa, fb, rows, cols, words) -> tuple[float, str | None]
 
 
 def narration(
-    path: Path, info: music.AudioInfo, text: str, reference: Narration, cache: Cache, budget_s: float
-) -> tuple[Narration, float]:
+    path: Path, info: music.AudioInfo, text: str, reference: Narration, cache: Cache, budget_s: float, refuse: bool = True
+) -> tuple[Narration, float, str | None]:
     """A segment's narration from its recording: trimmed to the engine's lead and tail, its words
     aligned to the engine's speech of the same text (`reference`). Cached by the recording's content,
-    the text and the reference speech. Returns it and the worst cost ratio (the manifest reports it).
-    Raises RecordingError for a silent recording or one that does not say the text (unless it is over
-    `budget_s`: then the budget rule speaks first, with the overshoot)."""
+    the text and the reference speech. Returns it, the worst cost ratio and what does not match (the
+    manifest reports both). Raises RecordingError for a silent recording, and for one that does not
+    say the text when `refuse` (unless it is over `budget_s`: then the budget rule speaks first)."""
     key = keys.recording(info.digest, text, reference.wav.stem, ALIGN_VERSION, MISMATCH_RATIO)
     wav, js = cache.path("narration", key, ".wav"), cache.path("narration", key, ".json")
     if cache.has(wav, js):
         d = json.loads(js.read_text())
-        if d.get("mismatch"):
+        if d.get("mismatch") and refuse:
             raise RecordingError(d["mismatch"])
-        return _narration(text, wav, d), d["worst_ratio"]
+        return _narration(text, wav, d), d["worst_ratio"], d.get("mismatch")
     ref, sr = read_wav(reference.wav)
     ref = ref.astype(np.float32) / (32768.0 if ref.dtype == np.int16 else 1.0)
     if sr != RATE:
@@ -326,9 +326,9 @@ def narration(
         _write_wav(tmp, rec)
     with cache.writing(js) as tmp:
         tmp.write_text(json.dumps(d))
-    if d.get("mismatch"):
+    if d.get("mismatch") and refuse:
         raise RecordingError(d["mismatch"])
-    return _narration(text, wav, d), worst
+    return _narration(text, wav, d), worst, d.get("mismatch")
 
 
 def _narration(text: str, wav: Path, d: dict) -> Narration:

@@ -164,8 +164,9 @@ def _write_set(
         from .record import MISMATCH_RATIO
 
         manifest["recordings"] = [
-            {"segment": k, "file": str(ep.segments[k].recording), "alignment_cost": round(v, 3), "refused_over": MISMATCH_RATIO}
-            for k, v in sorted(timed.alignment.items())
+            {"segment": k, "file": str(ep.segments[k].recording), "alignment_cost": round(cost, 3), "rule": MISMATCH_RATIO}
+            | ({"mismatch": mismatch} if mismatch else {})
+            for k, (cost, mismatch) in sorted(timed.alignment.items())
         ]
     outputs.write_json(staging / names["manifest"], manifest)
 

@@ -110,6 +110,9 @@ class Settings:
     sting: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # a short sound; "none": off
     sting_at: str = setting("intro", Rule("choice", choices=("intro", "segments")))  # once, or at every segment change
     sting_level_lufs: float = setting(-20.0, Rule("float", ge=-50, le=-6))
+    # a recording that does not say its segment's text: refused (default), or rendered with a warning in
+    # the manifest (for a take the aligner misjudges: its rule was measured on synthetic speech)
+    recording_mismatch: str = setting("refuse", Rule("choice", choices=("refuse", "warn")))
     # budget
     segment_budget_frames: int = setting(900, Rule("int", ge=1))  # 30 s at 30 fps
     episode_budget_frames: int = setting(5400, Rule("int", ge=1))  # 180 s, the platforms' vertical-video cap

@@ -30,7 +30,7 @@ class Timeline:
     narrations: list[Narration]
     fits: list[Fit] = field(default_factory=list)
     engine_id: str = ""
-    alignment: dict = field(default_factory=dict)  # concept index -> a recording's worst alignment cost ratio
+    alignment: dict = field(default_factory=dict)  # concept index -> a recording's (worst alignment cost, mismatch or None)
 
 
 def _texts(ep: Episode) -> list[tuple[str, str, int | None, Segment | None]]:
@@ -68,7 +68,7 @@ def speak_and_plan(
     rates = [seg.rate if seg else settings.rate for _, _, _, seg in texts]
     reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
     narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
-    alignment: dict[int, float] = {}
+    alignment: dict[int, tuple[float, str | None]] = {}
     for i, (_, text, _, seg) in enumerate(texts):
         if seg is not None and seg.recording is not None:
             # the creator's voice: the engine's speech of the same text times its words
@@ -126,7 +126,7 @@ def speak_and_plan(
     return Timeline(ep, plan, narrs, fits, engine.id, alignment)
 
 
-def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache: Cache) -> tuple[Narration, float]:
+def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache: Cache) -> tuple[Narration, tuple]:
     from . import record
     from .errors import ScriptError
 
@@ -134,7 +134,11 @@ def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache:
     field = f"segments[{seg.index}].recording"
     try:
         budget = ep.settings.segment_budget_frames / ep.settings.fps
-        return record.narration(seg.recording, record.probe(seg.recording, budget), text, reference, cache, budget)
+        refuse = ep.settings.recording_mismatch == "refuse"
+        n, worst, mismatch = record.narration(
+            seg.recording, record.probe(seg.recording, budget), text, reference, cache, budget, refuse
+        )
+        return n, (worst, mismatch)
     except record.RecordingError as e:
         raise ScriptError(ep.field_where(seg, "recording"), field, str(e)) from None
 
