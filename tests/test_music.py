@@ -50,7 +50,7 @@ def test_words_close_together_are_one_phrase():
 
 def test_the_dip_is_complete_as_the_phrase_starts_and_released_after_it():
     attack, release = 4800, 24000  # 100 ms, 500 ms
-    g = music.duck_db(200_000, [(50_000, 100_000, 12.0)], attack, release)
+    g = music.duck_at(np.arange(200_000), [(50_000, 100_000, 12.0)], attack, release)
     assert g[:45_000].max() == 0.0  # untouched before the attack
     assert abs(g[50_000 - attack // 2] + 6.0) < 0.1  # half-way down, half-way through the attack
     assert np.allclose(g[50_000:100_000], -12.0, atol=1e-3)  # all the way down under the phrase

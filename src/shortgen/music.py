@@ -236,11 +236,6 @@ def duck_at(t: np.ndarray, spans: list[tuple[int, int, float]], attack: int, rel
     return g
 
 
-def duck_db(total: int, spans: list[tuple[int, int, float]], attack: int, release: int) -> np.ndarray:
-    """duck_at for every sample of the episode."""
-    return duck_at(np.arange(total, dtype=np.float64), spans, attack, release)
-
-
 def loudness(x: np.ndarray) -> float:
     """BS.1770-4 integrated loudness of a (channels, n) signal at RATE."""
     if x.shape[1] < int(0.4 * RATE):
