@@ -4,6 +4,7 @@ same text by DTW, refused in one line when it is unusable or says something else
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -239,6 +240,8 @@ def test_bad_recordings_fail_in_one_line_naming_the_field(tmp_path, capsys):
     cases = bad_audio(tmp_path)
     long_wav(tmp_path / "long.wav")
     cases["long.wav"] = "lasts 10800.0 s; a segment may run 30 s"
+    os.mkfifo(tmp_path / "pipe.wav")  # a pipe would block a reader for ever
+    cases["pipe.wav"] = "is not a regular file"
     for name, phrase in cases.items():
         p = episode(tmp_path, name)
         assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2, name

@@ -63,6 +63,8 @@ def probe(path: Path | str, any_type: bool = False) -> AudioInfo:
         raise AudioError(f"no such file: {path}")
     if p.is_dir():
         raise AudioError(f"{path} is a folder; expected an audio file")
+    if not p.is_file():  # a pipe or a device would block the probe, or never end
+        raise AudioError(f"{path} is not a regular file; expected an audio file")
     st = p.stat()
     return _probe(str(p.resolve()), st.st_mtime_ns, st.st_size, any_type)
 
