@@ -3,6 +3,7 @@ words are 220 Hz bursts at known samples, the bed a steady 2 kHz tone; a band sp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -289,7 +290,79 @@ def test_a_segments_bed_stays_put_when_an_earlier_segment_changes_length():
     assert x[z1] == a[2] - music.JOIN_GAP  # the next segment's bed from here on
 
 
-def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path):
+def _stems(starts: list[int], total: int, seed: int, edited: int | None = None):
+    """Voices, bed, a sting and a clip's sound laid on `starts`; each segment's stems the same relative
+    to its start, whatever the segment before it did (the `edited` one's voice at another pitch)."""
+    s = Settings().with_(music_level_lufs=-16.0, music_duck_db=12.0)
+    voice = np.zeros(total, np.float32)
+    segments, ids = [], []  # the voices' places and what they are (the track keys them by their narration)
+    for k, a in enumerate(starts):
+        w0 = a + R
+        pitch = 200 + 40 * k + (90 if k == edited else 0)
+        voice[w0 : w0 + 4 * R] = 0.5 * np.sin(2 * np.pi * pitch * np.arange(4 * R) / R)
+        ids.append((w0, 4 * R, pitch))
+        end = starts[k + 1] if k + 1 < len(starts) else total
+        segments.append((a, end, [(w0, w0 + 2 * R), (w0 + 2 * R + R // 10, w0 + 4 * R)]))
+    track = (np.random.default_rng(seed).standard_normal((2, 60 * R)) * 0.2).astype(np.float32)
+    offsets = music.bed_offsets(starts)
+    floors = [a + 5 * R + 4096 for a in starts]
+    bed = music.lay(track, starts, offsets, 0, total, floors)
+    sting = (0.3 * np.sin(np.arange(R // 2) / 5)).astype(np.float32)
+    st = [music.placed(a, np.vstack([sting, sting])) for a in starts[1:]]
+    ex = [music.placed(starts[2] + 777, (np.random.default_rng(7).standard_normal((2, 3 * R)) * 0.05).astype(np.float32))]
+    voice_e = music.energy_bins(sound.k_weight(voice, R)[None, :])
+    bed_e = music.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
+    mp = music.analyse(voice_e, music.peak_bins(sound.tp_envelope(voice)), segments, bed_e,
+                       music.peak_bins(np.abs(bed).max(axis=0) * 1.41), -20.0, st, ex, s, total)  # fmt: skip
+    return mp, voice, track, offsets, floors, st, ex, ids
+
+
+def test_windows_with_the_same_inputs_are_the_same_samples_wherever_they_sit():
+    """The track keys each encoded piece by the inputs of its window (music.window_inputs), relative to
+    where it starts, instead of making its samples to hash them: equal inputs must mean equal samples.
+    Here the first concept grows by three AAC frames and its voice changes; the windows after it move."""
+    grow = 3 * 1024
+    base = [0, 7 * R + 1024 * 5, 19 * R + 1024 * 11, 33 * R]
+    for total_extra in (0, 1024):  # the outro's rounding: the episode's end moves by a frame more or not
+        runs = []
+        for k, extra in enumerate((0, grow)):
+            starts = [base[0], base[1], *(a + extra for a in base[2:])]
+            total = 45 * R + extra + (total_extra if k else 0)
+            runs.append((starts, total, *_stems(starts, total, 3, edited=1 if k else None)))
+        same = differ = 0
+        for lo in [0, 2 * R, base[1] + R, base[2] - 2048, base[2] + 3 * R, base[3] - 4096, base[3] + R, 41 * R, 43 * R - 512]:
+            got = []
+            for (starts, total, mp, voice, track, offsets, floors, st, ex, ids), shift in zip(runs, (0, grow)):
+                a = lo + shift if lo >= base[2] - 2048 else lo
+                b = min(a + 2 * R + 512, total)
+                x = music.render(mp, a, b, voice[a:b], music.lay(track, starts, offsets, a, b, floors), st, ex)
+                voices = [(w0 - a, n, pitch) for w0, n, pitch in ids if w0 < b and w0 + n > a]
+                got.append((repr([music.window_inputs(mp, a, b, starts, offsets, floors), voices]), x))
+            if got[0][0] == got[1][0]:
+                same += 1
+                assert np.array_equal(got[0][1], got[1][1]), lo
+            else:
+                differ += 1
+        # later windows are found again; the edited segment's are not, nor the fade-out's when the end moved
+        assert (same, differ) == (8, 1) if not total_extra else same >= 5 and differ >= 2, (same, differ)
+
+
+def test_the_window_inputs_follow_every_setting_of_the_mix():
+    starts = [0, 7 * R, 19 * R]
+    mp, voice, track, offsets, floors, st, ex, _ = _stems(starts, 30 * R, 3)
+    key = repr(music.window_inputs(mp, 20 * R, 22 * R, starts, offsets, floors))
+    for change in ({"bed_gain": mp.bed_gain * 1.01}, {"voice_gain": mp.voice_gain * 1.01}, {"whole": 0.5},
+                   {"attack": mp.attack + 1}, {"fade_out": 9 * R}, {"limiter": mp.limiter * 0.99},
+                   {"spans": ((20 * R, 21 * R, 3.0),)}):  # fmt: skip
+        other = dataclasses.replace(mp, **change)
+        assert repr(music.window_inputs(other, 20 * R, 22 * R, starts, offsets, floors)) != key, change
+    assert repr(music.window_inputs(mp, 20 * R, 22 * R, starts, [*offsets[:2], offsets[2] + 2 * R], floors)) != key
+
+
+def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path, monkeypatch):
+    from shortgen import track
+
+    monkeypatch.setattr(track, "VERIFY_PIECES", True)  # every piece found by its inputs is held to its samples
     tone_wav(tmp_path / "bed.wav", 30.0)
     p = episode(tmp_path, "music: bed.wav")
     layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
@@ -304,3 +377,8 @@ def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path):
     # the intro and the first concept keep their pieces; the edited segment's (and the outro's, which
     # it moved across the bed's grid or not) are made again
     assert 1 <= again <= pieces - 2, (again, pieces)
+    # more edits, each rendered (the pieces found by their inputs are checked against their samples)
+    louder = ("music: bed.wav", "music: bed.wav\n  music_level_lufs: -20")
+    for before, after in (("Memorising all the noise", "Memorising noise"), louder):
+        p.write_text(p.read_text().replace(before, after))
+        render_episode(load_episode(p, layer), FakeEngine(), FakeEncoder(), cache)

@@ -41,7 +41,7 @@ VOICE = "voice-v5"
 AUDIO = "audio-v5"
 FINAL = "final-v1"
 MIX = "mix-v1"
-MIXED = "mixed-v1"
+MIXED = "mixed-v2"  # v2: keyed by the window's inputs (music.window_inputs), not its samples
 BED = "bed-v2"
 THUMBS = "thumbs-v1"
 
@@ -133,9 +133,9 @@ def music_inputs(plan: Plan, settings: Settings) -> dict:
     return {"v": MIX, **out}
 
 
-def mixed_chunk(pcm_digest: str, frames: int, settings: Settings) -> str:
-    """A chunk of the mixed track: its samples (with what is around them), length, AAC settings."""
-    return key_of(MIXED, pcm_digest, frames, settings.audio_bitrate)
+def mixed_chunk(inputs_digest: str, frames: int, settings: Settings) -> str:
+    """A chunk of the mixed track: what makes its samples (with what is around them), length, AAC settings."""
+    return key_of(MIXED, inputs_digest, frames, settings.audio_bitrate)
 
 
 def bed(digest: str, settings: Settings, steps: int) -> str:

@@ -17,6 +17,7 @@ the manifest reports the separation each segment gets, measured on the two stems
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import warnings
@@ -497,6 +498,26 @@ def render(
     return out
 
 
+def window_inputs(mp: MixPlan, lo: int, hi: int, starts: list[int], offsets: list[int], floors: list[int]) -> list:
+    """Everything `render` and `lay` read for samples [lo, hi) of the episode (0 <= lo < hi <= total),
+    as positions relative to `lo`, besides the stems themselves: two windows with equal inputs and the
+    same stems there are bit for bit the same samples (every operation is per sample, and integer
+    positions are exact in float64), wherever they sit in the episode. An edit then finds the pieces it
+    left alone by these alone, without making their samples to hash them."""
+    n_in, n_out = min(mp.fade_in, mp.total // 2), min(mp.fade_out, mp.total // 2)
+    out: list = [lo % BIN, hi - lo, repr((mp.whole, mp.bed_gain, mp.voice_gain, mp.attack, mp.release))]
+    out.append((lo, n_in) if lo < n_in else None)  # inside a fade, the distance from its end matters
+    out.append((mp.total - lo, n_out) if mp.total - hi < n_out else None)
+    out.append([(a - lo, b - lo, repr(d)) for a, b, d in mp.spans if a - mp.attack < hi and b + mp.release > lo])
+    out.append(hashlib.sha256(mp.limiter[lo // BIN : -(-hi // BIN)].tobytes()).hexdigest())
+    # the bed: where each stretch is read from the track (shift + lo), relative to the window
+    for part in lay_parts(starts, offsets, lo, hi, floors):
+        p, q, shift = part[:3]
+        fade = () if len(part) == 3 else (part[3] + lo, part[4] - lo, part[5] - lo)
+        out.append((p - lo, q - lo, shift + lo, *fade))
+    return out
+
+
 def _overlay(out: np.ndarray, a: int, s: Placed, gain: float = 1.0) -> None:
     """Add the part of a placed sound that falls in the window starting at sample `a`."""
     lo, hi = max(s.at, a), min(s.at + s.x.shape[1], a + out.shape[1])
@@ -563,6 +584,30 @@ def _layout(
     return own, nxt, w
 
 
+def lay_parts(starts: list[int], offsets: list[int], a: int, b: int, floors: list[int] | None = None) -> list[tuple]:
+    """Where samples [a, b) of the laid bed come from: (p, q, shift) for a stretch read straight from the
+    track at p + shift, and (p, q, shift, next shift, z0, z1) for a join's crossfade from z0 to z1."""
+    shifts = [o - s for s, o in zip(starts, offsets)]
+    ends = starts[1:] + [max(b, starts[-1]) + 1]
+    parts: list[tuple] = []
+    for k, (s, e) in enumerate(zip(starts, ends)):
+        lo, hi = max(a, s if k else min(a, s)), min(b, e)
+        if hi <= lo:
+            continue
+        if k + 1 == len(starts) or shifts[k + 1] == shifts[k]:
+            parts.append((lo, hi, shifts[k]))
+            continue
+        z1 = e - JOIN_GAP
+        z0 = min(z1, max((floors or starts)[k], z1 - JOIN))
+        for p, q, shift in ((lo, min(hi, z0), shifts[k]), (max(lo, z1), hi, shifts[k + 1])):
+            if q > p:
+                parts.append((p, q, shift))
+        p, q = max(lo, z0), min(hi, z1)
+        if q > p:  # the crossfade
+            parts.append((p, q, shifts[k], shifts[k + 1], z0, z1))
+    return parts
+
+
 def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int, floors: list[int] | None = None) -> np.ndarray:
     """Samples [a, b) of the bed under the episode, from the decoded track (2, n) as int16 or float:
     each segment's from its offset, crossfaded (equal power) at the joins; past the track, silence.
@@ -579,24 +624,14 @@ def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int
         got *= scale
         return got
 
-    shifts = [o - s for s, o in zip(starts, offsets)]
-    ends = starts[1:] + [max(b, starts[-1]) + 1]
-    for k, (s, e) in enumerate(zip(starts, ends)):
-        lo, hi = max(a, s if k else min(a, s)), min(b, e)
-        if hi <= lo:
-            continue
-        if k + 1 == len(starts) or shifts[k + 1] == shifts[k]:
-            out[:, lo - a : hi - a] = take(lo, hi, shifts[k])
-            continue
-        z1 = e - JOIN_GAP
-        z0 = min(z1, max((floors or starts)[k], z1 - JOIN))
-        for p, q, shift in ((lo, min(hi, z0), shifts[k]), (max(lo, z1), hi, shifts[k + 1])):
-            if q > p:
-                out[:, p - a : q - a] = take(p, q, shift)
-        p, q = max(lo, z0), min(hi, z1)
-        if q > p:  # the crossfade: the weight of the next segment's bed rises from 0 to 1 (equal power)
+    for part in lay_parts(starts, offsets, a, b, floors):
+        p, q, shift = part[:3]
+        if len(part) == 3:
+            out[:, p - a : q - a] = take(p, q, shift)
+        else:  # the weight of the next segment's bed rises from 0 to 1 (equal power)
+            z0, z1 = part[4:]
             ang = (np.arange(p, q, dtype=np.float64) - z0 + 0.5) / max(z1 - z0, 1) * (np.pi / 2)
-            old, new = take(p, q, shifts[k]), take(p, q, shifts[k + 1])
+            old, new = take(p, q, shift), take(p, q, part[3])
             out[:, p - a : q - a] = old * np.cos(ang).astype(np.float32) + new * np.sin(ang).astype(np.float32)
     return out
 

@@ -81,6 +81,9 @@ def measure(plan: Plan, settings: Settings, encoder: Encoder, cache: Cache, info
 PIECE_FRAMES = 512  # 11 s: the mixed track is encoded in pieces this long at most, two at a time
 
 
+VERIFY_PIECES = False  # tests set it: a piece found by its inputs is made anyway and held to its samples
+
+
 def make_music(
     plan: Plan,
     narrations: dict,
@@ -96,9 +99,10 @@ def make_music(
     """The episode's AAC track with a music bed (music.py): the mix planned for the whole episode from
     its stems' energies and peaks, then made window by window and encoded on the voice's chunk grid,
     in pieces, each fed its neighbours' audio around it (AAC frames overlap: both encoders at a join
-    then saw the same signal, so the splice is seamless under music too). A piece is cached by a hash
-    of its samples: an edit re-encodes the pieces whose sound changed, two at a time (the bed is laid
-    per segment, so those are the edited segment's, as a rule). `narrations`: audio key -> (wav,
+    then saw the same signal, so the splice is seamless under music too). A piece is cached by a digest
+    of what makes its samples (music.window_inputs, the stems' keys), relative to where it starts: an
+    edit re-encodes the pieces whose sound changed, two at a time (the bed is laid per segment, so those
+    are the edited segment's, as a rule), and never makes the others' samples. `narrations`: audio key -> (wav,
     spoken words). The figures go to `info`."""
     import hashlib
     import itertools
@@ -120,16 +124,18 @@ def make_music(
     # the plan works from the stems' energies and peaks per bin; samples are read per window
     voices = []  # (first sample, length, the samples or the cached file they are read from when needed)
     fresh = set()  # segments spoken anew: their pieces are made first
+    voice_ids: list[str] = []  # the key each one's 48 kHz samples are cached by
     voice_e, voice_pb = np.zeros(nb), np.zeros(nb)
     spoken = []
     for ch in chs:
         seg = plan.segments[ch.segment]
         wav, words = narrations[seg.audio_key]
-        x, n_x, e, pb = _voice_48k(seg, wav, settings, cache)
+        x, n_x, e, pb, vkey = _voice_48k(seg, wav, settings, cache)
         if not isinstance(x, Path):
             fresh.add(ch.segment)
         at = (ch.first + ch.lead) * AAC_FRAME
         voices.append((at, n_x, x))
+        voice_ids.append(vkey)
         b0 = at // music.BIN
         music._add_bins(voice_e, b0, e)
         n = max(0, min(len(pb), nb - b0))
@@ -144,10 +150,11 @@ def make_music(
     floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
     try:
         if bedding is not None:
-            track, track_e, track_pb, track_lufs = bedding.result()
+            track, track_e, track_pb, track_lufs, bed_id = bedding.result()
             bed_e, bed_pb = music.lay_bins(track_e, track_pb, starts, offsets, nb, floors)
         else:  # only clips' own sounds
             track, bed_e, bed_pb, track_lufs = np.zeros((2, 0), np.int16), np.zeros(nb), np.zeros(nb), -np.inf
+            bed_id = "none"
         stings = _stings(plan, settings, total)
         extras = _clip_sounds(plan, settings, total)
         mp = music.analyse(voice_e, voice_pb, spoken, bed_e, bed_pb, track_lufs, stings, extras, settings, total)
@@ -157,6 +164,7 @@ def make_music(
         pool.shutdown(wait=True)
 
     reading = threading.Lock()
+    sounds = [(s.at, s.x.shape, hashlib.sha256(s.x.tobytes()).hexdigest()) for s in stings + extras]
 
     def window(a: int, b: int) -> np.ndarray:
         """Samples [a, b) of the mix, interleaved stereo; silence outside the episode."""
@@ -187,16 +195,33 @@ def make_music(
 
     encoded = itertools.count()
 
+    def inputs(a: int, b: int) -> str:
+        """A digest of what makes samples [a, b) of the mix (music.window_inputs), with the stems there."""
+        lo, hi = max(a, 0), min(b, total)
+        got = [a - lo, b - lo, len(stings), len(extras), bed_id, track.dtype.str, track.shape[1]]
+        if hi > lo:
+            got.append(music.window_inputs(mp, lo, hi, starts, offsets, floors))
+            got.append([(at - lo, n_x, k) for (at, n_x, _), k in zip(voices, voice_ids) if at < hi and at + n_x > lo])
+            got.append([(at - lo, shape, h) for at, shape, h in sounds if at < hi and at + shape[1] > lo])
+        return hashlib.sha256(repr(got).encode()).hexdigest()
+
     def encode(part) -> Path:
         segment, first, count = part
-        pcm = window((first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME).tobytes()
-        key = keys.mixed_chunk(hashlib.sha256(pcm).hexdigest(), count, settings)
+        a, b = (first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME
+        key = keys.mixed_chunk(inputs(a, b), count, settings)
         path = cache.path("segments", key, ".aac")
         if cache.has(path):
             stats.hits["segments"] += 1
+            if VERIFY_PIECES:  # tests: the inputs' digest stands for the samples it skipped making
+                digest = hashlib.sha256(window(a, b).tobytes()).hexdigest()
+                if digest != path.with_suffix(".pcm").read_text():
+                    raise AssertionError(f"mixed piece {path.name}: same inputs, other samples")
         else:
+            pcm = window(a, b).tobytes()
             seg = plan.segments[segment]
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
+            with cache.writing(path.with_suffix(".pcm")) as tmp:  # what it was made from (VERIFY_PIECES)
+                tmp.write_text(hashlib.sha256(pcm).hexdigest())
             with cache.writing(path) as tmp:
                 encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp)
             if next(encoded) >= 2:
@@ -257,7 +282,7 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v5.npz")  # v5: its length
     if cache.has(path):
         with np.load(path) as z:  # the samples are read only for the windows that need them
-            return path, int(z["n"]), z["e"], z["pb"]
+            return path, int(z["n"]), z["e"], z["pb"], path.name
     m = sound.master(sound.load_speech(wav), settings.loudness_lufs, settings.true_peak_dbtp)
     x = sound.resample(m.samples, sound.RATE, AAC_RATE)
     # the mastering already measured this narration: its energy and its true-peak envelope carry over to
@@ -272,7 +297,7 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     pb = music.peak_bins(p)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=x, e=e, pb=pb, n=len(x))
-    return x, len(x), e, pb
+    return x, len(x), e, pb, path.name
 
 
 def _samples(path: Path):
@@ -296,7 +321,7 @@ def _bed(settings: Settings, total: int, cache: Cache):
     path = cache.path("segments", key, ".bed-v5.npz")  # v5: decoded at 48 kHz by ffmpeg
     if cache.has(path):
         with np.load(path) as z:
-            return z["x"], z["e"], z["pb"], float(z["lufs"])
+            return z["x"], z["e"], z["pb"], float(z["lufs"]), path.name
     x = music.bed(info, total, settings.music_start_s, settings.music_loop)
     e = music.energy_bins(sound.k_weight(x[0], AAC_RATE)[None, :])  # a channel at a time
     e += music.energy_bins(sound.k_weight(x[1], AAC_RATE)[None, :])
@@ -308,7 +333,7 @@ def _bed(settings: Settings, total: int, cache: Cache):
     del x
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=x16, e=e, pb=pb, lufs=lufs)
-    return x16, e, pb, lufs
+    return x16, e, pb, lufs, path.name
 
 
 def _stings(plan: Plan, settings: Settings, total: int) -> list:
