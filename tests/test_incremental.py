@@ -108,7 +108,7 @@ def test_failure_mid_encode_keeps_the_old_video_and_poisons_nothing(short_script
 
 def test_batch_isolates_failures(tmp_path, short_script, layer):
     bad_schema = tmp_path / "scripts" / "broken.yaml"
-    bad_schema.write_text(short_script.read_text().replace("    one_liner: Fitting noise instead of signal\n", ""))
+    bad_schema.write_text(short_script.read_text().replace("one_liner: Fitting noise instead of signal", "one_liner: [a, list]"))
     bad_voice = tmp_path / "scripts" / "voice.yaml"
     bad_voice.write_text(
         short_script.read_text()
@@ -119,7 +119,9 @@ def test_batch_isolates_failures(tmp_path, short_script, layer):
         [short_script, bad_schema, bad_voice], layer, jobs=2, engine_factory=FakeEngine, encoder_factory=FakeEncoder
     )
     assert [o.ok for o in outs] == [True, False, False]
-    assert outs[1].exit_code == 2 and f"{bad_schema}:16:5: segments[1].one_liner: field required" == outs[1].error
+    assert (
+        outs[1].exit_code == 2 and f"{bad_schema}:19:16: segments[1].one_liner: input should be a valid string" == outs[1].error
+    )
     assert outs[2].exit_code == 2 and "unknown voice 'gmw/xx-nope'" in outs[2].error
     assert (layer["output_dir"] / "part9" / "part9.mp4").is_file()
     assert outs[0].stats["encodes"] == 4

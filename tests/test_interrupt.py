@@ -23,7 +23,7 @@ from shortgen.rendered import check_rendered
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
-SET = {"part9.mp4", "part9.srt", "part9.vtt", "thumbnail.jpg", "cover.jpg", "manifest.json"}
+SET = set(outputs.file_names("part9").values())  # video, captions, pictures, manifest and the upload package
 
 
 def _cli(script: Path, cache: Path, out: Path, fault: str | None = None) -> subprocess.Popen:
@@ -59,6 +59,10 @@ def _assert_one_whole_set(d: Path, cache: Path, scripts: dict[str, str]) -> str:
     srt = (d / "part9.srt").read_text()
     last_end = max(seg["end_frame"] for seg in man["segments"])
     assert last_end == man["total_frames"] and srt.count("-->") == sum(1 for _ in srt.split("\n\n") if "-->" in _)
+    # the upload package is of the same set: its duration and title are the manifest's
+    upload = json.loads((d / "upload.json").read_text())
+    assert upload["duration_s"] == round(man["total_frames"] / man["fps"], 3) and upload["title"] == man["title"]
+    assert (d / "description.txt").read_text() == upload["description"]
     return version
 
 

@@ -58,4 +58,7 @@ def test_the_wheel_renders_from_outside_the_checkout(tmp_path):
         "thumbnail.jpg",
         "cover.jpg",
         "manifest.json",
+        "description.txt",
+        "upload.json",
+        "storyboard.png",
     }

@@ -24,6 +24,7 @@ class Outcome:
     error: str = ""
     exit_code: int = 0
     stats: dict = field(default_factory=dict)
+    out_dir: str = ""  # where its files are (the gallery is written beside them)
 
 
 _events = None  # the progress queue, set in each worker process by _init_worker
@@ -47,7 +48,14 @@ def _render_one(path: str, layer: dict, engine_factory, encoder_factory) -> Outc
         name = ep.slug
         res = render_episode(ep, engine_factory(), encoder_factory(), Cache(ep.settings.cache_dir), sink=sink)
         return Outcome(
-            path, name, True, res.plan.total_frames / res.plan.fps, res.seconds, res.rendered, stats=res.stats.as_dict()
+            path,
+            name,
+            True,
+            res.plan.total_frames / res.plan.fps,
+            res.seconds,
+            res.rendered,
+            stats=res.stats.as_dict(),
+            out_dir=str(res.out_dir),
         )
     except (ShortgenError, OSError) as e:
         message = describe(e) if isinstance(e, ShortgenError) else f"{path}: {describe(e)}"

@@ -72,15 +72,17 @@ class Cache:
         return self.root / "tmp"
 
     def tmp_path(self, name: str) -> Path:
-        """A fresh temporary path, owned by this process (its pid leads the name, for `sweep`)."""
+        """A fresh temporary path, owned by this process (its pid and machine lead the name, for `sweep`)."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return self.tmp_dir / f"{os.getpid()}-{time.monotonic_ns()}-{name}"
+        return self.tmp_dir / f"{owner()}-{time.monotonic_ns()}-{name}"
 
     def lock_path(self, what: Path | str) -> Path:
         """Where the lock for `what` (an output folder, say) lives: in the cache, keyed by its real path."""
         d = self.root / "locks"
         d.mkdir(parents=True, exist_ok=True)
-        return d / f"{hashlib.sha256(str(Path(what).resolve()).encode()).hexdigest()[:24]}.lock"
+        # a name ('narration:<key>') is the same on every machine; a folder is named by its real path
+        name = what if isinstance(what, str) and ":" in what else str(Path(what).resolve())
+        return d / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.lock"
 
     @contextmanager
     def locked(self, what: Path | str) -> Iterator[None]:
@@ -108,7 +110,7 @@ class Cache:
                 old = now - e.stat(follow_symlinks=False).st_mtime > STALE_TMP_S
             except OSError:
                 continue
-            if not old and owner.isdigit() and process_alive(int(owner)):
+            if not old and owner_alive(owner):
                 continue
             if e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path, ignore_errors=True)
@@ -139,7 +141,7 @@ class Cache:
         if final.is_relative_to(self.root):
             tmp = self.tmp_path(f"{final.stem}{final.suffix}")
         else:
-            tmp = final.with_name(f".{final.name}.tmp{os.getpid()}-{time.monotonic_ns()}{final.suffix}")
+            tmp = final.with_name(f".{final.name}.tmp{owner()}-{time.monotonic_ns()}{final.suffix}")
         try:
             yield tmp
             os.replace(tmp, final)
@@ -172,6 +174,31 @@ class Cache:
         return n, size
 
 
+def _host_tag() -> str:
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+HOST = _host_tag()  # a cache shared by several machines (a cluster's workers) names each one's temporaries
+
+
+def owner() -> str:
+    """Who owns a temporary: this process on this machine ('1234.ab12cd34')."""
+    return f"{os.getpid()}.{HOST}"
+
+
+def owner_alive(tag: str) -> bool:
+    """Whether the owner of a temporary may still be at work: a process of this machine that runs, or any
+    process of another machine (its pid means nothing here: only age lets its leftovers go)."""
+    pid, _, host = tag.partition(".")
+    if not pid.isdigit():
+        return False
+    if host and host != HOST:
+        return True
+    return process_alive(int(pid))
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this pid runs (the owner of a temporary or a staging folder)."""
     try:
@@ -185,7 +212,7 @@ def process_alive(pid: int) -> bool:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{owner()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -46,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="the full plan as JSON")
     settings_flags(pl)
 
+    im = sub.add_parser("import", help="write an episode script from an article of the series (plain text or Markdown)")
+    im.add_argument("article", type=Path)
+    im.add_argument("-o", "--out", type=Path, help="the script to write (default: scripts/partN.yaml)")
+    im.add_argument("--force", action="store_true", help="replace an existing script")
+    im.add_argument("--no-check", dest="check", action="store_false", help="do not speak the script to check its budget")
+    settings_flags(im)
+
+    ga = sub.add_parser("gallery", help="write output/index.html: every rendered part, playable in a browser")
+    ga.add_argument("out", nargs="?", type=Path, help="the output folder (default: the settings' output_dir)")
+
     cl = sub.add_parser("clean", help="prune the cache")
     cl.add_argument("--older-than", type=float, metavar="DAYS", help="only entries unused for this many days")
     cl.add_argument("--cache-dir", type=Path)
@@ -135,6 +145,12 @@ def _dispatch(a: argparse.Namespace) -> ExitStatus:
         return ExitStatus.OK
     if a.cmd == "plan":
         return _plan(a)
+    if a.cmd == "import":
+        return _import(a)
+    if a.cmd == "gallery":
+        page = _gallery(a.out or Settings().output_dir)
+        print(f"wrote {page}")
+        return ExitStatus.OK
     if a.cmd == "check":
         return _check(a)
     return _render(a)
@@ -164,6 +180,38 @@ def _plan(a) -> ExitStatus:
             print(f"{seg.start:6d}-{seg.end:6d}  {seg.frames / fps:6.2f} s  {seg.kind:7s} {seg.name}  ({len(seg.cues)} cues)")
         print(f"total {m.plan.total_frames} frames, {m.plan.total_frames / fps:.2f} s at {fps} fps")
     return ExitStatus.OK
+
+
+def _import(a) -> ExitStatus:
+    from . import article, check
+    from .load import load_episode
+    from .timeline import speak_and_plan
+
+    t0 = time.monotonic()
+    layer = _cli_layer(a)
+    art = article.read(a.article)
+    out = a.out or Path("scripts") / f"part{art.part}.yaml"
+    text, warnings = article.script(art, out)
+    for w in warnings:
+        print(f"shortgen: warning: {w}", file=sys.stderr)
+    article.write(out, text, a.force)
+    print(
+        f"wrote {out}: part {art.part}, {text.count('  - name:')} segments, {len(warnings)} warnings"
+        f" ({time.monotonic() - t0:.2f} s)"
+    )
+    if not a.check:
+        return ExitStatus.OK
+    ep = load_episode(out, layer)
+    engine, cache = _engine_cache(layer)
+    m = speak_and_plan(ep, engine, cache)
+    problems = check.problems(m) + check.fit_problems(m)
+    print(check.format_table(check.rows(m)))
+    for msg in problems:
+        print(f"shortgen: {msg}", file=sys.stderr)
+    print(f"checked in {time.monotonic() - t0:.1f} s")
+    if check.problems(m):
+        return ExitStatus.OVER_BUDGET
+    return ExitStatus.BAD_INPUT if problems else ExitStatus.OK
 
 
 def _check(a) -> ExitStatus:
@@ -259,10 +307,34 @@ def _render(a) -> ExitStatus:
     t0 = time.monotonic()
     outcomes = render_many(targets, layer, jobs=a.jobs, sink=printer)
     print(_summary(outcomes, time.monotonic() - t0))
+    for out in sorted({Path(o.out_dir).parent for o in outcomes if o.out_dir}):
+        print(f"gallery: {_gallery(out, layer)}")
     bad = [o for o in outcomes if not o.ok]
     for o in bad:
         print(f"shortgen: {o.error}", file=sys.stderr)
     return ExitStatus(max(o.exit_code for o in bad)) if bad else ExitStatus.OK
+
+
+def _gallery(out: Path, layer: dict | None = None) -> Path:
+    """The series' page: each part's status is `shortgen check`'s on its folder."""
+    from . import gallery
+    from .encode import FfmpegEncoder
+    from .rendered import check_rendered
+
+    engine, cache = _engine_cache(layer or {})
+
+    def status(d: Path) -> tuple[bool, str]:
+        try:
+            rows, msgs = check_rendered(d, FfmpegEncoder(), engine, cache, layer)
+        except ShortgenError as e:
+            return False, str(e)
+        bad = [r for r in rows if not r.ok]
+        if bad or msgs:
+            return False, "; ".join(msgs) or f"{len(bad)} segments failed"
+        longest = max((r.seconds for r in rows if r.segment), default=0.0)
+        return True, f"file probed, every segment within budget (longest {longest:.2f} s)"
+
+    return gallery.write(out, status)
 
 
 def _print_result(res) -> None:
@@ -270,7 +342,7 @@ def _print_result(res) -> None:
     state = "rendered" if res.rendered else "up to date (cached)"
     print(f"{res.episode.path}: {state} in {res.seconds:.1f} s")
     for name, path in res.files.items():
-        print(f"  {name:9s} {path}")
+        print(f"  {name:10s} {path}")
     for seg in res.plan.segments:
         label = f"{seg.number}. {seg.name}" if seg.number else seg.kind
         print(f"  {seg.frames / fps:6.2f} s  {label}")

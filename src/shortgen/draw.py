@@ -501,15 +501,31 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
         y = c.lines(x0, y, lines, f, _rgb(t.text), "name") + 24
         c.draw.rectangle((x0, y, x0 + 120, y + 8), fill=_rgb(t.accent))
         y += 40
-        f, lines = fit(
-            seg.one_liner, font_path(settings, "medium"), (52, 38), width, 3, f"{where}: one_liner", source=src + ("one_liner",)
-        )
-        y = c.lines(x0, y, lines, f, _rgb(t.text), "one_liner") + 24
-        f, lines = fit(
-            seg.reference, font_path(settings, "regular"), (32, 26), width, 2, f"{where}: reference", source=src + ("reference",)
-        )
-        y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
-        blame: tuple = src + ("reference",)
+        blame: tuple = src + ("name",)
+        if seg.one_liner:  # optional: an imported article may lack its quick-reference row
+            f, lines = fit(
+                seg.one_liner,
+                font_path(settings, "medium"),
+                (52, 38),
+                width,
+                3,
+                f"{where}: one_liner",
+                source=src + ("one_liner",),
+            )
+            y = c.lines(x0, y, lines, f, _rgb(t.text), "one_liner") + 24
+            blame = src + ("one_liner",)
+        if seg.reference:
+            f, lines = fit(
+                seg.reference,
+                font_path(settings, "regular"),
+                (32, 26),
+                width,
+                2,
+                f"{where}: reference",
+                source=src + ("reference",),
+            )
+            y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
+            blame = src + ("reference",)
     elif seg.kind == "intro":
         f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series", source=("series",))
         y = c.lines(x0, y + 20, lines, f, _rgb(t.text), "series") + 10

@@ -96,6 +96,24 @@ class TextOverflowError(ShortgenError):
         self.source, self.detail = source, detail or message
 
 
+class ArticleError(ShortgenError):
+    """`shortgen import`: the file is not an article of the series (empty, binary, another structure)."""
+
+    exit_code = ExitStatus.BAD_INPUT
+
+
+class OverwriteError(ShortgenError):
+    """A file the command would write exists, and replacing it was not asked for (--force)."""
+
+    exit_code = ExitStatus.BAD_INPUT
+
+
+class NothingRenderedError(ShortgenError):
+    """`shortgen gallery` pointed at a folder that does not exist."""
+
+    exit_code = ExitStatus.BAD_INPUT
+
+
 class MediaReadError(ShortgenError):
     """A picture or clip that passed its checks at load failed while being read (changed since, or
     broken past its first frames): the message names the script's place for it."""

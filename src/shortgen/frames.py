@@ -288,3 +288,32 @@ def _moving_pictures(
         for lay in (vis_layer, bg_layer):
             if lay is not None:
                 lay.close()
+
+
+def board_tiles(
+    card: Path, plan: Plan, seg: SegmentPlan, segment_key: str, settings: Settings, tiles: draw.TileCache, cache: Cache
+) -> Path:
+    """The segment's storyboard tiles (package.moments), made by the same composer as its frames and
+    cached beside its encoded segment: an edit makes only its own segment's again."""
+    import bisect
+
+    import numpy as np
+
+    from . import package
+
+    # the segment's key covers its pictures; the tiles' size is in the suffix
+    path = cache.path("segments", segment_key, f".board{package.TILE_W}x{package.TILE_H}-v1.npz")
+    if cache.has(path):
+        return path
+    starts = [st.start for st in seg.states]
+    row = package.moments(plan)[seg.index]
+    states = [seg.states[max(0, bisect.bisect_right(starts, f) - 1)] for f, _ in row]
+    painter = draw.CaptionPainter(seg, settings, tiles=tiles)
+    w, h = settings.width, settings.height
+    made = [
+        package.yuv420_to_tile(b"".join(bytes(p) for p in pic), w, h)
+        for pic in pictures(card, seg, settings, painter, states, plan)
+    ]
+    with cache.writing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, tiles=np.stack(made))
+    return path

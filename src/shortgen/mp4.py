@@ -109,3 +109,53 @@ def interleave_gap(tracks: list[Track]) -> float:
         if len(latest) > 1:
             worst = max(worst, max(latest.values()) - min(latest.values()))
     return worst
+
+
+def codecs(path: Path) -> str:
+    """The file's RFC 6381 codecs string, as a browser's canPlayType takes it: 'avc1.640028, mp4a.40.2'
+    (the profile, constraints and level from the avcC box; the AAC object type from the esds box)."""
+    data = Path(path).read_bytes()
+    out = []
+    stsd = [b"mdia", b"minf", b"stbl", b"stsd"]
+    for moov_a, moov_b in _find(data, 0, len(data), [b"moov"]):
+        for ta, tb in _find(data, moov_a, moov_b, [b"trak"]):
+            for sa, sb in _find(data, ta, tb, stsd):
+                for kind, ea, eb in _boxes(data, sa + 8, sb):
+                    if kind in (b"avc1", b"avc3"):
+                        for ca, _ in _find(data, ea + 78, eb, [b"avcC"]):
+                            out.append(f"{kind.decode()}.{data[ca + 1]:02x}{data[ca + 2]:02x}{data[ca + 3]:02x}")
+                    elif kind == b"mp4a":
+                        for da, db in _find(data, ea + 28, eb, [b"esds"]):
+                            out.append(_mp4a(data[da + 4 : db]))
+    return ", ".join(out)
+
+
+def _mp4a(es: bytes) -> str:
+    """'mp4a.40.N' from an ES descriptor: the decoder config's object type, the audio object type."""
+    i, oti, aot = 0, 0x40, 2
+    while i < len(es):
+        tag = es[i]
+        i += 1
+        size = 0
+        for _ in range(4):  # the expandable length: 7 bits a byte
+            b = es[i]
+            i += 1
+            size = size << 7 | (b & 0x7F)
+            if not b & 0x80:
+                break
+        if tag == 0x03:
+            flags = es[i + 2]
+            i += 3 + (2 if flags & 0x80 else 0)  # ES_ID, flags, dependsOn_ES_ID
+            i += 1 + es[i] if flags & 0x40 else 0  # a URL
+            i += 2 if flags & 0x20 else 0  # OCR_ES_Id
+        elif tag == 0x04:
+            oti = es[i]
+            i += 13
+        elif tag == 0x05:
+            aot = es[i] >> 3
+            if aot == 31:
+                aot = 32 + ((es[i] & 7) << 3 | es[i + 1] >> 5)
+            break
+        else:
+            i += size
+    return f"mp4a.{oti:x}.{aot}"

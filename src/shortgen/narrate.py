@@ -355,19 +355,75 @@ def _pyttsx3_version() -> str:
 
 
 @contextmanager
-def _one_speaker(cache: Cache) -> Iterator[None]:
-    """One speech engine at a time per cache (a batch renders parts in parallel processes). Measured:
-    two espeak workers side by side sometimes cut an utterance short or cancelled it, and a cut one
-    can pass for complete; speech is a fraction of a second per part, so queueing costs nothing."""
-    import fcntl
+def _one_speaker(cache: Cache, names: list[str]) -> Iterator[None]:
+    """Hold the narrations `names` (no two processes, on any machine sharing the cache, speak the same
+    one at once), then the machine's speech engine: one at a time per machine (a batch renders parts in
+    parallel processes; a cluster's workers may share a machine). Measured: two espeak workers side by
+    side sometimes cut an utterance short or cancelled it, and a cut one can pass for complete; speech is
+    a fraction of a second per part, so queueing costs nothing. The narrations are taken in sorted order,
+    before the engine, so two holders never wait on each other."""
+    from contextlib import ExitStack
 
-    cache.root.mkdir(parents=True, exist_ok=True)
-    with open(cache.root / "tts.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    from .cache import HOST
+
+    with ExitStack() as held:
+        for name in sorted(set(names)):
+            held.enter_context(cache.locked(f"narration:{name}"))
+        held.enter_context(cache.locked(f"tts-engine:{HOST}"))
+        yield
+
+
+
+def _speak(requests, todo: list[int], paths, engine: Engine, cache: Cache, stats: Stats, on_progress) -> dict[int, str]:
+    """One attempt at the requests `todo`; each that passes enters the cache. Returns those that failed."""
+    jobs: list[dict[str, Any]] = []
+    for i in todo:
+        paths[i][0].parent.mkdir(parents=True, exist_ok=True)
+        jobs.append(
+            {
+                "text": requests[i].text,
+                "voice": requests[i].voice,
+                "rate": requests[i].rate,
+                "wav": str(cache.tmp_path("speech.wav")),
+                "events": str(cache.tmp_path("events.json")),
+            }
+        )
+    if on_progress:
+        on_progress(len(requests) - len(todo), len(requests))
+    try:
+        res = engine.speak(jobs, cache.tmp_path("tts"))
+    finally:
+        stats.tts += 1
+    if res.unknown_voice:
+        _remove_jobs(jobs)
+        bad = res.unknown_voice
+        req = next(r for r in requests if r.voice == bad)
+        hint = get_close_matches(bad, res.voices, n=3)
+        raise VoiceError(
+            req.voice_where or Where(req.label),
+            "settings.voice",
+            f"unknown voice {bad!r}" + (f"; did you mean {', '.join(hint)}?" if hint else ""),
+        )
+    failed = {}
+    for n, i in enumerate(todo):
+        job = jobs[n]
+        problem = res.failed.get(n)
+        if problem and problem.startswith("disk full"):
+            _remove_jobs(jobs)
+            raise DiskFullError(f"{requests[i].label}: {problem}")
+        problem = (
+            problem
+            or _check_audio(job["wav"], job["events"], requests[i])
+            or verify_rate(res.reports.get(n), job["wav"], requests[i])
+        )
+        if problem:
+            failed[i] = problem
+            _remove_jobs([job])
+        else:
+            # events first, then the audio: an entry exists only once both are complete
+            os.replace(job["events"], paths[i][1])
+            os.replace(job["wav"], paths[i][0])
+    return failed
 
 
 def narrate(
@@ -396,55 +452,11 @@ def narrate(
     for _attempt in (1, 2):  # a rare utterance fails (an empty WAV, a wrong rate): speak it again, alone
         if not todo:
             break
-        jobs: list[dict[str, Any]] = []
-        for i in todo:
-            paths[i][0].parent.mkdir(parents=True, exist_ok=True)
-            jobs.append(
-                {
-                    "text": requests[i].text,
-                    "voice": requests[i].voice,
-                    "rate": requests[i].rate,
-                    "wav": str(cache.tmp_path("speech.wav")),
-                    "events": str(cache.tmp_path("events.json")),
-                }
-            )
-        if on_progress:
-            on_progress(len(requests) - len(todo), len(requests))
-        try:
-            with _one_speaker(cache):
-                res = engine.speak(jobs, cache.tmp_path("tts"))
-        finally:
-            stats.tts += 1
-        if res.unknown_voice:
-            _remove_jobs(jobs)
-            bad = res.unknown_voice
-            req = next(r for r in requests if r.voice == bad)
-            hint = get_close_matches(bad, res.voices, n=3)
-            raise VoiceError(
-                req.voice_where or Where(req.label),
-                "settings.voice",
-                f"unknown voice {bad!r}" + (f"; did you mean {', '.join(hint)}?" if hint else ""),
-            )
-        failed = {}
-        for n, i in enumerate(todo):
-            job = jobs[n]
-            problem = res.failed.get(n)
-            if problem and problem.startswith("disk full"):
-                _remove_jobs(jobs)
-                raise DiskFullError(f"{requests[i].label}: {problem}")
-            problem = (
-                problem
-                or _check_audio(job["wav"], job["events"], requests[i])
-                or verify_rate(res.reports.get(n), job["wav"], requests[i])
-            )
-            if problem:
-                failed[i] = problem
-                _remove_jobs([job])
-            else:
-                # events first, then the audio: an entry exists only once both are complete
-                os.replace(job["events"], paths[i][1])
-                os.replace(job["wav"], paths[i][0])
-        todo = list(failed)
+        with _one_speaker(cache, [names[i] for i in todo]):
+            todo = [i for i in todo if not cache.has(*paths[i])]  # spoken meanwhile by another worker
+            if todo:
+                failed = _speak(requests, todo, paths, engine, cache, stats, on_progress)
+            todo = list(failed) if todo else []
     if todo:
         i = todo[0]
         raise TTSError(f"{requests[i].label}: speech synthesis failed twice: {failed[i]}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cache import atomic_write_bytes, process_alive
+from .cache import atomic_write_bytes, owner, owner_alive
 from .plan import Plan, frames_to_ms
 
 
@@ -50,6 +50,12 @@ def save_jpeg(image: Image.Image, path: Path, max_bytes: int = 2_000_000) -> Non
         image.convert("RGB").save(buf, "JPEG", quality=q, optimize=True)
         if buf.tell() <= max_bytes:
             break
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    buf = io.BytesIO()
+    image.save(buf, "PNG", compress_level=3)  # 0.11 s for a storyboard against 0.15 s at 6, 17% larger
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -103,6 +109,7 @@ def episode_manifest(
             "meter": "BS.1770-4: integrated over the mastered narration; true peak by ffmpeg ebur128 on each encoded AAC chunk",
         },
         fits=[f.__dict__ for f in fits],
+        budget_s=settings.segment_budget_frames / settings.fps,
         inputs=inputs,
         **keys,
     )
@@ -237,7 +244,7 @@ def staging_dir(tmp_dir: Path, out_dir: Path) -> Path:
         same = os.stat(tmp_dir).st_dev == os.stat(out_dir.parent).st_dev
     except OSError:
         same = False
-    name = f"{os.getpid()}-{time.monotonic_ns()}"
+    name = f"{owner()}-{time.monotonic_ns()}"
     path = tmp_dir / f"{name}-staging-{out_dir.name}" if same else out_dir.parent / f".{out_dir.name}.staging-{name}"
     path.mkdir()
     return path
@@ -246,8 +253,8 @@ def staging_dir(tmp_dir: Path, out_dir: Path) -> Path:
 def clear_staging(out_dir: Path) -> None:
     """Staging folders beside the output left by renders that were killed (the caller holds the lock)."""
     for p in out_dir.parent.glob(f".{out_dir.name}.staging-*"):
-        pid = p.name.rsplit(".staging-", 1)[1].split("-")[0]
-        if not (pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid))):
+        tag = p.name.rsplit(".staging-", 1)[1].split("-")[0]
+        if tag == owner() or not owner_alive(tag):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -260,6 +267,9 @@ def file_names(slug: str) -> dict[str, str]:
         "thumbnail": "thumbnail.jpg",
         "cover": "cover.jpg",
         "manifest": "manifest.json",
+        "description": "description.txt",  # the upload package (package.py)
+        "upload": "upload.json",
+        "storyboard": "storyboard.png",
     }
 
 

@@ -105,7 +105,11 @@ def render_episode(
 
         staging = outputs.staging_dir(cache.tmp_dir, out_dir)
         try:
-            probe, loudness = _encode(timed, ek, encoder, cache, stats, progress, tiles, staging / names["video"])
+
+            def storyboard(board: list[Path]) -> None:
+                _write_package(staging, names, timed, board)
+
+            probe, loudness = _encode(timed, ek, encoder, cache, stats, progress, tiles, staging / names["video"], storyboard)
             progress("outputs")
             looks = _looks(timed, ek, cache, stats)
             _write_set(staging, names, timed, ek, probe, loudness, pictures, looks)
@@ -171,6 +175,26 @@ def _write_set(
     outputs.write_json(staging / names["manifest"], manifest)
 
 
+def _write_package(staging: Path, names: dict, timed: Timeline, board: list[Path]) -> None:
+    """The upload package: description, metadata and the storyboard (package.py)."""
+    import numpy as np
+
+    from . import package
+    from .draw import font_path
+
+    plan, settings = timed.plan, timed.episode.settings
+    files = {role: names[role] for role in ("video", "srt", "vtt", "thumbnail", "cover", "storyboard")}
+    meta = package.metadata(plan, files)
+    outputs.write_text(staging / names["description"], meta["description"])
+    outputs.write_json(staging / names["upload"], meta)
+    tiles = []
+    for path in board:
+        with np.load(path) as z:
+            tiles.append(list(z["tiles"]))
+    sheet = package.contact_sheet(plan, tiles, font_path(settings, "regular"), font_path(settings, "bold"))
+    outputs.save_png(sheet, staging / names["storyboard"])
+
+
 def _warm_captions(tiles: draw.TileCache, texts: list[str]) -> None:
     """New narrations mean new pictures: draw their caption tiles while the engine speaks."""
     import threading
@@ -188,6 +212,7 @@ def _encode(
     progress: Progress,
     tiles: draw.TileCache,
     mp4: Path,
+    storyboard: Callable[[list[Path]], None],
 ) -> tuple:
     """Two lanes: the video segments one after another, and the audio track (master, AAC, loudness)
     beside them; then the join into `mp4`. Returns (its probe, (integrated LUFS, true peak))."""
@@ -226,22 +251,28 @@ def _encode(
             measuring = audio.submit(track.measure, plan, settings, encoder, cache, figures)
         else:
             stats.hits["segments"] += 1
+        boards = []
         for seg, k in zip(plan.segments, ek.segments):
             seg_path = cache.path("segments", k.segment, ".h264")
             seg_paths.append(seg_path)
             label = f"{seg.number or seg.kind} {seg.name}"
+            card = None
             if cache.has(seg_path):
                 stats.hits["segments"] += 1
                 progress.done_frames += seg.frames
-                continue
-            progress("draw", label)
-            card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
-            futures.append(
-                video.submit(_encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
-            )
+            else:
+                progress("draw", label)
+                card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
+                futures.append(
+                    video.submit(_encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
+                )
+            # the storyboard's tiles, on the audio lane after the track (it finishes first in a cold render)
+            boards.append(audio.submit(_board, plan, seg, k, card, settings, cache, stats, tiles))
         try:
             for f in futures:
                 f.result()  # re-raise the first failure ...
+            # the storyboard is put together beside the join (which leaves a core idle)
+            sheet = video.submit(storyboard, [b.result() for b in boards])
             progress("join")
             encoder.join(seg_paths, audio_path, plan.fps, mp4)
             outputs.fault("join:after")
@@ -249,13 +280,20 @@ def _encode(
             probe = encoder.probe(mp4)
             if measuring:
                 measuring.result()
+            sheet.result()
         except BaseException:
-            for f in futures + ([measuring] if measuring else []):
+            for f in futures + boards + ([measuring] if measuring else []):
                 f.cancel()  # ... without starting queued work; `with` waits for the rest
             raise
     # the final file carries the audio track by stream copy: its figures were taken with the chunks
     measured = json.loads(figures.read_text())
     return probe, (measured["integrated_lufs"], measured["true_peak"], measured.get("music"))
+
+
+def _board(plan: Plan, seg: SegmentPlan, k: keys.SegmentKeys, card: Path | None, settings: Settings, cache: Cache,
+           stats: Stats, tiles: draw.TileCache) -> Path:  # fmt: skip
+    card = card or frames.ensure_card(plan, seg, k.card, settings, cache, stats)
+    return frames.board_tiles(card, plan, seg, k.segment, settings, tiles, cache)
 
 
 def _encode_segment(

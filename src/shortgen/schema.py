@@ -29,8 +29,8 @@ VISUAL = {
 SEGMENT = {
     "name": Rule("str", required=True, min_len=1, max_len=64),
     "narration": Rule("str", required=True, min_len=1, max_len=2000),
-    "one_liner": Rule("str", required=True, min_len=1, max_len=150),
-    "reference": Rule("str", required=True, min_len=1, max_len=150),
+    "one_liner": Rule("str", min_len=1, max_len=150),  # optional: the card then shows none
+    "reference": Rule("str", min_len=1, max_len=150),
     "rate": Rule("int", ge=80, le=450),  # per-segment speaking rate override
     "visual": Rule("model", of=VISUAL, shorthand="file"),
     "recording": Rule("str", min_len=1, max_len=1000),  # the creator's own voice, relative to the script
