@@ -35,14 +35,15 @@ def _init_worker(queue) -> None:
     _events = queue
 
 
-def _render_one(path: str, layer: dict, engine_factory, encoder_factory) -> Outcome:
-    """Render one part in a worker process; every failure becomes an Outcome, never an escaped exception."""
+def _render_one(path: str, layer: dict, engine_factory, encoder_factory, sink: Sink | None = None) -> Outcome:
+    """Render one part in a worker process; every failure becomes an Outcome, never an escaped exception.
+    Progress goes to `sink`, else to the pool's queue."""
     from .errors import ShortgenError, describe, status_of
     from .load import load_episode
 
     t0 = time.monotonic()
     name = Path(path).stem
-    sink = _events.put if _events is not None else None
+    sink = sink or (_events.put if _events is not None else None)
     try:
         ep = load_episode(path, layer)
         name = ep.slug

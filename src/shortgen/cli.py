@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("paths", nargs="+", type=Path)
     r.add_argument("-j", "--jobs", type=int, help="parallel workers (default: CPU count)")
     r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument(
+        "--scheduler",
+        help="render on a Dask cluster: tcp://HOST:8786, or local[:N] to start one here (env SHORTGEN_SCHEDULER; "
+        "needs pip install 'shortgen[cluster]')",
+    )
     settings_flags(r)
 
     c = sub.add_parser("check", help="check segment durations against the budget (scripts or rendered output dirs)")
@@ -295,6 +300,14 @@ def _render(a) -> ExitStatus:
     layer = _cli_layer(a)
     targets = expand_targets(a.paths)
     printer = _Printer(a.quiet)
+    scheduler = a.scheduler or os.environ.get("SHORTGEN_SCHEDULER")
+    if scheduler:  # Dask is imported only here
+        from . import cluster
+
+        spec = cluster.Scheduler.parse(scheduler)
+        t0 = time.monotonic()
+        outcomes = cluster.render_many(targets, layer, spec, sink=printer)
+        return _finish(outcomes, time.monotonic() - t0, layer)
     if len(targets) == 1:
         from .encode import FfmpegEncoder
         from .load import load_episode
@@ -306,7 +319,12 @@ def _render(a) -> ExitStatus:
         return ExitStatus.OK
     t0 = time.monotonic()
     outcomes = render_many(targets, layer, jobs=a.jobs, sink=printer)
-    print(_summary(outcomes, time.monotonic() - t0))
+    return _finish(outcomes, time.monotonic() - t0, layer)
+
+
+def _finish(outcomes, wall: float, layer: dict) -> ExitStatus:
+    """A series' summary table, its gallery, and the exit status: the worst failure's."""
+    print(_summary(outcomes, wall))
     for out in sorted({Path(o.out_dir).parent for o in outcomes if o.out_dir}):
         print(f"gallery: {_gallery(out, layer)}")
     bad = [o for o in outcomes if not o.ok]

@@ -373,7 +373,6 @@ def _one_speaker(cache: Cache, names: list[str]) -> Iterator[None]:
         yield
 
 
-
 def _speak(requests, todo: list[int], paths, engine: Engine, cache: Cache, stats: Stats, on_progress) -> dict[int, str]:
     """One attempt at the requests `todo`; each that passes enters the cache. Returns those that failed."""
     jobs: list[dict[str, Any]] = []
