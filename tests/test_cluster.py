@@ -152,3 +152,23 @@ def test_a_worker_unlike_the_client_fails_its_parts_clearly(tmp_path, monkeypatc
         assert f"shortgen {real['shortgen']}, the client has 9.9.9: install the same shortgen on every worker" in o.error
         assert o.exit_code == 1 and o.error.startswith("worker on ")
     assert not (tmp_path / "o" / "part1").exists()
+
+
+def test_a_worker_that_cannot_see_the_output_folder_returns_the_set_for_the_client(tmp_path):
+    """Where the token is not seen (another filesystem), the part renders privately and comes back as
+    bytes; the client publishes them as one set, the same files a worker writing in place makes."""
+    from shortgen import cluster
+
+    series = make_series(tmp_path, parts=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    layer = {"cache_dir": str(tmp_path / "cache"), "output_dir": str(out), "jobs": 1}
+    outcome, files = cluster.render_part(str(series.parent / "part1.yaml"), layer, cluster.environment(), "unseen")
+    assert outcome.ok and set(files) == set(outputs.file_names("part1").values())
+    assert outcome.out_dir == str(out / "part1") and not (out / "part1").exists()  # nothing written there yet
+    (out / "part1").mkdir()
+    (out / "part1" / "mine.txt").write_text("the creator's notes")  # kept, as a local render keeps it
+    cluster._publish(Path(outcome.out_dir), files, tmp_path / "cache")
+    got = {p.name: p.read_bytes() for p in (out / "part1").iterdir()}
+    assert got.pop("mine.txt") == b"the creator's notes" and got == files
+    assert not list(out.glob(".*"))

@@ -293,8 +293,8 @@ def _moving_pictures(
 def board_tiles(
     card: Path, plan: Plan, seg: SegmentPlan, segment_key: str, settings: Settings, tiles: draw.TileCache, cache: Cache
 ) -> Path:
-    """The segment's storyboard tiles (package.moments), made by the same composer as its frames and
-    cached beside its encoded segment: an edit makes only its own segment's again."""
+    """The segment's storyboard strip (package.moments: its tiles, made by the same composer as its
+    frames, with their labels), cached beside its encoded segment: an edit makes only its own again."""
     import bisect
 
     import numpy as np
@@ -302,7 +302,7 @@ def board_tiles(
     from . import package
 
     # the segment's key covers its pictures; the tiles' size is in the suffix
-    path = cache.path("segments", segment_key, f".board{package.TILE_W}x{package.TILE_H}-v1.npz")
+    path = cache.path("segments", segment_key, f".board{package.TILE_W}x{package.TILE_H}-v2.npz")  # v2: its strip
     if cache.has(path):
         return path
     starts = [st.start for st in seg.states]
@@ -314,6 +314,7 @@ def board_tiles(
         package.yuv420_to_tile(b"".join(bytes(p) for p in pic), w, h)
         for pic in pictures(card, seg, settings, painter, states, plan)
     ]
+    strip = package.strip(plan, seg.index, made, draw.font_path(settings, "regular"))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, tiles=np.stack(made))
+        np.savez(f, strip=strip)
     return path

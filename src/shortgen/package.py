@@ -199,32 +199,47 @@ def yuv420_to_tile(frame: bytes, w: int, h: int) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def contact_sheet(plan: Plan, tiles: list[list[np.ndarray]], regular, bold) -> Image.Image:
-    """The storyboard: a row per segment (its name and time at the left), a tile per moment with the
-    time it shows and its caption under it. `regular`, `bold`: the theme's font specs (draw.font_path),
-    so a caption's emoji or script draws as it does in the video."""
+BACKGROUND = (18, 18, 24)
+
+
+def strip(plan: Plan, index: int, tiles: list[np.ndarray], regular) -> np.ndarray:
+    """A segment's strip of the storyboard: its tiles, each with its time into the segment and its
+    caption under it. It depends on the segment alone, so it is cached beside the segment's tiles (an edit
+    draws its own segment's again, and only the rows' headers, which carry the episode's times).
+    `regular`: the theme's font spec (draw.font_path), so a caption's emoji or script draws as in the video."""
     from .draw import _font, draw_runs
 
-    rows = moments(plan)
-    cols = max(len(r) for r in rows)
+    seg, row = plan.segments[index], moments(plan)[index]
+    img = Image.new("RGB", (len(row) * (TILE_W + GAP), TILE_H + LABEL_H), BACKGROUND)
+    d = ImageDraw.Draw(img)
+    small = _font(regular, 12)
+    for i, ((frame, text), tile) in enumerate(zip(row, tiles)):
+        x = i * (TILE_W + GAP)
+        img.paste(Image.fromarray(tile), (x, 0))
+        draw_runs(d, (x, TILE_H + 3), f"+{(frame - seg.start) / plan.fps:.2f} s", small, (200, 200, 200))
+        draw_runs(d, (x, TILE_H + 17), _clip(text, small, TILE_W), small, (150, 150, 160))
+    return np.asarray(img)
+
+
+def contact_sheet(plan: Plan, strips: list[np.ndarray], bold) -> Image.Image:
+    """The storyboard: a row per segment, its name and span in the episode at the left, then its strip."""
+    from .draw import _font, draw_runs
+
+    cols = max(len(r) for r in moments(plan))
     width = HEAD_W + cols * (TILE_W + GAP) + GAP
-    height = GAP + len(rows) * (TILE_H + LABEL_H + GAP) + 40
-    sheet = Image.new("RGB", (width, height), (18, 18, 24))
+    height = GAP + len(strips) * (TILE_H + LABEL_H + GAP) + 40
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
     d = ImageDraw.Draw(sheet)
-    small, head = _font(regular, 12), _font(bold, 18)
+    head = _font(bold, 18)
     fps = plan.fps
     name = plan.title if plan.series in plan.title else f"{plan.series}: {plan.title or f'Part {plan.part}'}"
     draw_runs(d, (GAP, 10), f"{name}  ({plan.total_frames / fps:.1f} s, {plan.total_frames} frames)", head, (240, 240, 240))
     y = 40
-    for seg, row, pics in zip(plan.segments, rows, tiles):
+    for seg, row in zip(plan.segments, strips):
         label = f"{seg.number}. {seg.name}" if seg.number else seg.kind
         for i, line in enumerate([*_wrap(label, 18), f"{seg.start / fps:.2f}-{seg.end / fps:.2f} s"]):
             draw_runs(d, (GAP, y + i * 24), line, head, (255, 210, 63))
-        for i, ((frame, text), tile) in enumerate(zip(row, pics)):
-            x = HEAD_W + i * (TILE_W + GAP)
-            sheet.paste(Image.fromarray(tile), (x, y))
-            draw_runs(d, (x, y + TILE_H + 3), f"{frame / fps:.2f} s", small, (200, 200, 200))
-            draw_runs(d, (x, y + TILE_H + 17), _clip(text, small, TILE_W), small, (150, 150, 160))
+        sheet.paste(Image.fromarray(row), (HEAD_W, y))
         y += TILE_H + LABEL_H + GAP
     return sheet
 

@@ -187,11 +187,11 @@ def _write_package(staging: Path, names: dict, timed: Timeline, board: list[Path
     meta = package.metadata(plan, files)
     outputs.write_text(staging / names["description"], meta["description"])
     outputs.write_json(staging / names["upload"], meta)
-    tiles = []
+    strips = []
     for path in board:
         with np.load(path) as z:
-            tiles.append(list(z["tiles"]))
-    sheet = package.contact_sheet(plan, tiles, font_path(settings, "regular"), font_path(settings, "bold"))
+            strips.append(z["strip"])
+    sheet = package.contact_sheet(plan, strips, font_path(settings, "bold"))
     outputs.save_png(sheet, staging / names["storyboard"])
 
 
@@ -238,7 +238,13 @@ def _encode(
     futures: list[Future] = []
     measuring: Future | None = None
     seg_paths: list[Path] = []
-    with ThreadPoolExecutor(max_workers=1) as audio, ThreadPoolExecutor(max_workers=1) as video:
+    # a third lane for the storyboard: its tiles and sheet wait for no one and no one waits for them
+    # until the join is done (in an edit with music the audio lane is the long one, cold the video lane)
+    with (
+        ThreadPoolExecutor(max_workers=1) as audio,
+        ThreadPoolExecutor(max_workers=1) as video,
+        ThreadPoolExecutor(max_workers=1) as board_lane,
+    ):
         if not cache.has(audio_path, figures) and keys.mixes(plan, settings):
             spoken = {seg.audio_key: (n.wav, n.words) for seg, n in zip(plan.segments, timed.narrations)}
             where = str(timed.episode.where("music"))
@@ -266,13 +272,11 @@ def _encode(
                 futures.append(
                     video.submit(_encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
                 )
-            # the storyboard's tiles, on the audio lane after the track (it finishes first in a cold render)
-            boards.append(audio.submit(_board, plan, seg, k, card, settings, cache, stats, tiles))
+            boards.append(board_lane.submit(_board, plan, seg, k, card, settings, cache, stats, tiles))
+        sheet = board_lane.submit(lambda: storyboard([b.result() for b in boards]))
         try:
             for f in futures:
                 f.result()  # re-raise the first failure ...
-            # the storyboard is put together beside the join (which leaves a core idle)
-            sheet = video.submit(storyboard, [b.result() for b in boards])
             progress("join")
             encoder.join(seg_paths, audio_path, plan.fps, mp4)
             outputs.fault("join:after")
@@ -282,7 +286,7 @@ def _encode(
                 measuring.result()
             sheet.result()
         except BaseException:
-            for f in futures + boards + ([measuring] if measuring else []):
+            for f in futures + boards + [sheet] + ([measuring] if measuring else []):
                 f.cancel()  # ... without starting queued work; `with` waits for the rest
             raise
     # the final file carries the audio track by stream copy: its figures were taken with the chunks
