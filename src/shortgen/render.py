@@ -262,17 +262,20 @@ def _encode(
             seg_path = cache.path("segments", k.segment, ".h264")
             seg_paths.append(seg_path)
             label = f"{seg.number or seg.kind} {seg.name}"
-            card = None
+            card, encoding = None, None
             if cache.has(seg_path):
                 stats.hits["segments"] += 1
                 progress.done_frames += seg.frames
             else:
                 progress("draw", label)
                 card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
-                futures.append(
-                    video.submit(_encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
+                encoding = video.submit(
+                    _encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles
                 )
-            boards.append(board_lane.submit(_board, plan, seg, k, card, settings, cache, stats, tiles))
+                futures.append(encoding)
+            # a segment's storyboard strip is made once it is encoded: in an edit, while the video lane is
+            # idle (made beside the encode, it took the cores the edit's audio lane was waiting for)
+            boards.append(board_lane.submit(_board, plan, seg, k, card, settings, cache, stats, tiles, encoding))
         sheet = board_lane.submit(lambda: storyboard([b.result() for b in boards]))
         try:
             for f in futures:
@@ -295,7 +298,9 @@ def _encode(
 
 
 def _board(plan: Plan, seg: SegmentPlan, k: keys.SegmentKeys, card: Path | None, settings: Settings, cache: Cache,
-           stats: Stats, tiles: draw.TileCache) -> Path:  # fmt: skip
+           stats: Stats, tiles: draw.TileCache, after: Future | None) -> Path:  # fmt: skip
+    if after is not None:
+        after.result()
     card = card or frames.ensure_card(plan, seg, k.card, settings, cache, stats)
     return frames.board_tiles(card, plan, seg, k.segment, settings, tiles, cache)
 
