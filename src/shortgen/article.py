@@ -161,15 +161,18 @@ def parse(path: Path, text: str) -> Article:
     return Article(path, title, part, nxt, concepts, refs, ones, warnings)
 
 
+def _same(table_name: str, concept_name: str) -> bool:
+    """Whether a table's row names this concept: in full, or by a form of it (its acronym, its expansion)."""
+    return bool(set(_keys(table_name)) & set(_keys(concept_name)))
+
+
 def _find(table: dict[str, tuple[str, int]], concept: Concept) -> tuple[str, int] | None:
-    keys = _keys(concept.name)
+    """The concept's row: one naming it in full first, else one naming a form of it."""
+    full = _key(concept.name)
     for name, value in table.items():
-        if _key(name) == keys[0]:
+        if _key(name) == full:
             return value
-    for name, value in table.items():
-        if set(_keys(name)) & set(keys):
-            return value
-    return None
+    return next((value for name, value in table.items() if _same(name, concept.name)), None)
 
 
 def spoken_name(name: str) -> str:
@@ -217,10 +220,9 @@ def segments(article: Article, per_part: int = 5) -> tuple[list[dict], list[str]
             else:
                 seg[key] = got[0]
         out.append(seg)
-    used = {_key(s["name"]) for s in out}
     for table, what in ((article.references, "References"), (article.one_liners, "Quick Reference")):
         for name, (_, n) in table.items():
-            if not any(_find({name: ("", n)}, Concept(0, s["name"], 0)) for s in out) and _key(name) not in used:
+            if not any(_same(name, s["name"]) for s in out):
                 warnings.append(f"{path}:{n}: the {what} table names '{name}', which is not one of the concepts")
     return out, warnings
 

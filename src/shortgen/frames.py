@@ -310,10 +310,7 @@ def board_tiles(
     states = [seg.states[max(0, bisect.bisect_right(starts, f) - 1)] for f, _ in row]
     painter = draw.CaptionPainter(seg, settings, tiles=tiles)
     w, h = settings.width, settings.height
-    made = [
-        package.yuv420_to_tile(b"".join(bytes(p) for p in pic), w, h)
-        for pic in pictures(card, seg, settings, painter, states, plan)
-    ]
+    made = [package.yuv420_to_tile(b"".join(pic), w, h) for pic in pictures(card, seg, settings, painter, states, plan)]
     strip = package.strip(plan, seg.index, made, draw.font_path(settings, "regular"))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, strip=strip)

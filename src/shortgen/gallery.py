@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,16 +91,8 @@ def _part_html(p: Part) -> str:
         f'<li><a href="#" data-seek="{c["seconds"]}">{html.escape(c["time"])}</a> {html.escape(c["title"])}</li>'
         for c in chapters
     )
-    data = {
-        "folder": p.folder.name,
-        "duration": dur,
-        "frames": m.get("total_frames"),
-        "fps": fps,
-        "codecs": p.codecs,
-        "segments": [{"name": s["name"], "start": s["start_frame"], "end": s["end_frame"]} for s in m.get("segments", [])],
-    }
     return f"""
-<section class=part id="{html.escape(p.folder.name)}" data-part='{html.escape(json.dumps(data))}'>
+<section class=part id="{html.escape(p.folder.name)}">
   <h2>{title}</h2>
   <div class=row>
     <video controls preload=metadata playsinline width=270 height=480 poster="{_url(p.folder, names["thumbnail"])}">
