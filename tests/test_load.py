@@ -338,3 +338,42 @@ def test_output_cut_short_by_its_reader_is_not_an_error(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["schema"]) == 0
     assert capsys.readouterr().err == ""
+
+
+# ---- the machine's cores ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "files, cap",
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),  # cgroup v2: one and a half cores rounds up to two
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),  # no quota: the affinity decides
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage\n"}, None),
+        ({}, None),
+    ],
+)
+def test_usable_cpus_follow_the_containers_quota_and_the_affinity(tmp_path, files, cap):
+    """os.cpu_count() is the host's count; a container limited to fewer cores must not start more
+    workers, or x264 threads, than it has."""
+    import os
+
+    from shortgen.settings import usable_cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == (min(affinity, cap) if cap else affinity)
+
+
+def test_the_encoder_key_names_x264s_thread_count():
+    """x264's bytes depend on its thread count: a cached run is keyed by it, and the count is the
+    machine's, whatever the number of parts rendered at once."""
+    from shortgen.settings import X264_THREADS_MAX, Settings, usable_cpus
+
+    s = Settings()
+    assert s.encoder_key()["threads"] == s.x264_threads == min(X264_THREADS_MAX, usable_cpus())
+    assert s.with_(jobs=1).x264_threads == s.x264_threads

@@ -238,6 +238,29 @@ def test_worker_sets_the_rate_for_every_utterance_whatever_happened_before(tmp_p
     assert max(lengths) - min(lengths) <= 0.008 * max(lengths)  # the same speech each time
 
 
+@pytest.mark.e2e
+def test_a_narration_is_the_same_samples_whatever_the_engine_spoke_before(tmp_path):
+    """espeak keeps state from one utterance to the next (its pitch flutter's phase, among others), so
+    the same text came out a few samples longer or shorter after other speech: a narration's audio, and
+    so the whole render, depended on which narrations the cache already held. Each is spoken by a fresh
+    engine now: alone, after other text, or after itself, the WAV is the same bytes."""
+    from shortgen.narrate import EspeakEngine
+
+    text = "Follow for more. Next: Part 10."
+    eng = EspeakEngine()
+
+    def spoken(before: list[str], tag: str) -> bytes:
+        files = [(str(tmp_path / f"{tag}{i}.wav"), str(tmp_path / f"{tag}{i}.json")) for i in range(len(before) + 1)]
+        jobs = [{"text": t, "voice": "en-us", "rate": 175, "wav": w, "events": e} for t, (w, e) in zip([*before, text], files)]
+        res = eng.speak(jobs, tmp_path / f"work-{tag}")
+        assert res.ok == list(range(len(jobs))), res.failed
+        return (tmp_path / f"{tag}{len(before)}.wav").read_bytes() + (tmp_path / f"{tag}{len(before)}.json").read_bytes()
+
+    alone = spoken([], "a")
+    assert spoken(["Overfitting. Memorising the noise, not the pattern."], "b") == alone
+    assert spoken([text, "Go down, bit by bit."], "c") == alone
+
+
 # ---- the same voice on every machine -------------------------------------------------------------
 
 SYSTEM_LIB = [

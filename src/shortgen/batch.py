@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .cache import Cache
 from .render import Sink, render_episode
+from .settings import usable_cpus
 
 
 @dataclass
@@ -86,17 +87,12 @@ def render_many(
     """Render parts in parallel worker processes (`jobs`, default the CPU count). A failing part is
     reported in its Outcome; the others still finish. Factories must be picklable (module-level)."""
     import multiprocessing as mp
-    import os
     import queue as queue_mod
     import threading
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    cpus = os.cpu_count() or 1
-    workers = max(1, min(jobs or cpus, len(paths)))
-    # The cores are shared: each part's own segment pool gets its share of them.
-    layer = {**layer, "jobs": layer.get("jobs_per_part") or max(1, cpus // workers)}
-    layer.pop("jobs_per_part", None)
+    workers = max(1, min(jobs or usable_cpus(), len(paths)))
     ctx = mp.get_context("spawn")  # a clean interpreter per worker: espeak and threads do not survive fork
     q = ctx.Queue()
     stop = threading.Event()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .batch import Outcome
 from .errors import ShortgenError
+from .settings import usable_cpus
 
 ENV = "SHORTGEN_SCHEDULER"
 CONNECT_TIMEOUT_S = 10  # a scheduler that does not answer fails within this
@@ -53,7 +54,7 @@ class Scheduler:
             n = text.partition(":")[2]
             if n and not (n.isdigit() and int(n) >= 1):
                 raise ClusterError(f"--scheduler {text}: local:N takes a whole number of workers, at least 1")
-            return cls(None, int(n) if n else os.cpu_count() or 1)
+            return cls(None, int(n) if n else usable_cpus())
         if "://" not in text and ":" in text:
             text = "tcp://" + text
         if not text.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):
@@ -198,9 +199,7 @@ def render_many(paths: list[Path], layer: dict, spec: Scheduler, sink=None, clie
             client.subscribe_topic(PROGRESS, lambda event: sink(event[1]))
         expected = environment()
         cache_dir = Path(layer.get("cache_dir") or _default_cache()).resolve()
-        base = {k: v for k, v in layer.items() if k != "jobs_per_part"} | {"cache_dir": str(cache_dir)}
-        if spec.address is None and "jobs" not in base:  # local workers share this machine's cores
-            base["jobs"] = max(1, (os.cpu_count() or 1) // spec.workers)
+        base = layer | {"cache_dir": str(cache_dir)}
         futures: list = []
         early: dict[int, Outcome] = {}
         made: dict[Path, str] = {}

@@ -33,9 +33,9 @@ IDLE_TIMEOUT_S = 10.0  # espeak idle before the next utterance; far above the ~1
 APPLY_TIMEOUT_S = 5.0  # a queued parameter change reaching espeak's thread
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: str | None = None) -> None:
     """Linux: the kernel sends us SIGKILL when the render that started us dies (even by kill -9)."""
-    parent = os.environ.get("SHORTGEN_PARENT_PID")
+    parent = parent or os.environ.get("SHORTGEN_PARENT_PID")
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -232,6 +232,64 @@ def _speak_verified(sp: Speaker, voice: str, rate: int, text: str, wav: str) -> 
                 pass
 
 
+def _fresh_engine(work):
+    """Run `work(engine, voices)` in a child forked for it, whose espeak starts from its initial state, and
+    return what it returns (JSON data). espeak carries state from one utterance to the next (the pitch
+    flutter's phase and more: function statics that no call resets), so the same text came out a few
+    samples longer or shorter depending on what the process had spoken before, and a render's sound
+    depended on what the cache already held. Forked before espeak starts its thread; costs ~30 ms."""
+    r, w = os.pipe()
+    me = str(os.getpid())
+    pid = os.fork()
+    if pid == 0:  # the child: speak, write the answer, leave without running the parent's cleanup
+        os.close(r)
+        code = 0
+        try:
+            _die_with_parent(me)  # and the worker's children die with it
+            import pyttsx3
+            from pyttsx3.drivers import _espeak
+
+            engine = pyttsx3.init("espeak")
+            answer = work(engine, _espeak, voice_ids(engine))
+            with os.fdopen(w, "w", encoding="utf-8") as f:
+                json.dump(answer, f)
+        except BaseException as e:  # noqa: BLE001 - reported by the parent as this job's failure
+            print(f"speech engine: {type(e).__name__}: {e}", file=sys.stderr)
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, encoding="utf-8") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        why = (
+            f"signal {-os.waitstatus_to_exitcode(status)}"
+            if os.WIFSIGNALED(status)
+            else f"exit status {os.waitstatus_to_exitcode(status)}"
+        )
+        return {"problem": f"the speech engine process died ({why})"}
+    return json.loads(data)
+
+
+def _job(job: dict):
+    def work(engine, espeak, known: dict) -> dict:
+        voice = known.get(job["voice"].lower())
+        if voice is None:
+            return {"unknown_voice": job["voice"], "voices": sorted(set(known.values()))}
+        problem, info = _speak_verified(Speaker(engine, espeak), voice, int(job["rate"]), job["text"], job["wav"])
+        if problem:
+            return {"problem": problem}
+        events = info.pop("events")
+        try:
+            _write_json(job["events"], [{"pos": p, "len": ln, "sample": s, "ms": ms} for p, ln, s, ms in events])
+        except OSError as e:
+            return {"problem": _describe(e, job["events"]), "stop": True}
+        return {"info": info}
+
+    return work
+
+
 def main(argv: list[str]) -> int:
     with open(argv[0], encoding="utf-8") as f:
         spec = json.load(f)
@@ -239,42 +297,26 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     _die_with_parent()
     lib = _prepare_env(spec.get("library") or "wheel")
-    import pyttsx3
-    from pyttsx3.drivers import _espeak
+    import pyttsx3  # noqa: F401 - imported once here, before the children fork
+    from pyttsx3.drivers import _espeak  # noqa: F401
 
-    engine = pyttsx3.init("espeak")
-    known = voice_ids(engine)
-    result: dict = {
-        "lib": loaded_library() or lib,
-        "ok": [],
-        "failed": {},
-        "jobs": {},
-        "unknown_voice": None,
-        "voices": sorted(set(known.values())),
-    }
+    result: dict = {"lib": loaded_library() or lib, "ok": [], "failed": {}, "jobs": {}, "unknown_voice": None, "voices": []}
     if spec.get("list_voices"):
+        result["voices"] = _fresh_engine(lambda engine, espeak, known: sorted(set(known.values())))
         _write_json(spec["result"], result)
         return 0
-
-    sp = Speaker(engine, _espeak)
     for n, job in enumerate(spec["jobs"]):
-        voice = known.get(job["voice"].lower())
-        if voice is None:
-            result["unknown_voice"] = job["voice"]
+        answer = _fresh_engine(_job(job))
+        if "unknown_voice" in answer:
+            result["unknown_voice"], result["voices"] = answer["unknown_voice"], answer["voices"]
             break
-        problem, info = _speak_verified(sp, voice, int(job["rate"]), job["text"], job["wav"])
+        problem = answer.get("problem")
         if problem:
             result["failed"][str(n)] = problem
-            if problem.startswith("disk full"):
+            if problem.startswith("disk full") or answer.get("stop"):
                 break  # every later job would fail the same way: report it now
             continue
-        events = info.pop("events")
-        try:
-            _write_json(job["events"], [{"pos": p, "len": ln, "sample": s, "ms": ms} for p, ln, s, ms in events])
-        except OSError as e:
-            result["failed"][str(n)] = _describe(e, job["events"])
-            break
-        result["jobs"][str(n)] = info
+        result["jobs"][str(n)] = answer["info"]
         result["ok"].append(n)
     _write_json(spec["result"], result)
     return 0

@@ -265,7 +265,9 @@ def split_runs(stream: bytes, lengths: list[int]) -> list[bytes]:
         first_slice = next(i for i, t in enumerate(types) if t in (1, 5))
         if types[first_slice] != 5 or not {7, 8} <= set(types[:first_slice]):
             raise H264Error(f"the run at picture {at} does not open with parameter sets and an IDR picture")
-        runs.append(b"".join(b"\x00\x00\x00\x01" + nal for nal in nals))
+        # without SEI: x264 writes its version and options into the first picture of an encode only,
+        # which would make a run's bytes depend on whether it came first
+        runs.append(b"".join(b"\x00\x00\x00\x01" + nal for nal in nals if nal[0] & 0x1F != 6))
         at += n
     return runs
 

@@ -30,12 +30,12 @@ if TYPE_CHECKING:  # the speech stage asks for its key without loading the drawi
     from .plan import Plan, SegmentPlan
     from .settings import Settings
 
-NARRATION = "narration-v1"
+NARRATION = "narration-v2"  # v2: each narration spoken by a fresh espeak (no state from the one before)
 RECORDING = "recording-v1"
 CARD = "card"
 OVERLAY = "overlay"
 PICTURE = "picture-v1"
-RUN = "run-v1"
+RUN = "run-v2"  # v2: cue runs at a constant quantiser, without SEI (a run is its pictures' bytes alone)
 SEGMENT = "segment-v4"
 VOICE = "voice-v5"
 AUDIO = "audio-v5"

@@ -350,6 +350,11 @@ def build_plan(
     )
 
 
+def moves(seg: SegmentPlan) -> bool:
+    """Whether more than the caption changes from frame to frame: a moving visual, background or bar."""
+    return any(st.vis >= 0 or st.bg >= 0 or st.bar >= 0 for st in seg.states)
+
+
 def runs(seg: SegmentPlan, keyint: int) -> list[tuple[list[int], tuple[int, ...]]]:
     """A segment's states in runs, one per cue (and one per stretch without a caption; one in all where
     the picture moves): (state indices,
@@ -358,9 +363,9 @@ def runs(seg: SegmentPlan, keyint: int) -> list[tuple[list[int], tuple[int, ...]
     groups: list[list[int]] = []
     # where the picture moves, every picture depends on the segment's length (a motion spans it), so
     # runs by cue would save no re-encoding after an edit, and each would cost a keyframe
-    moves = any(st.vis >= 0 or st.bg >= 0 or st.bar >= 0 for st in seg.states)
+    whole = moves(seg)
     for i, st in enumerate(seg.states):
-        if groups and (moves or seg.states[groups[-1][-1]].cue == st.cue):
+        if groups and (whole or seg.states[groups[-1][-1]].cue == st.cue):
             groups[-1].append(i)
         else:
             groups.append([i])

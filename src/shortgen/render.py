@@ -9,7 +9,7 @@ cache serialises two renders of the same part. A whole series is batch.py.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from .encode import Encoder, VideoSettings
 from .load import Episode
 from .narrate import Engine
 from .plan import Plan, SegmentPlan, cue_texts
+from .plan import moves as plan_moves
 from .plan import runs as plan_runs
 from .settings import Settings
 from .timeline import Timeline, speak_and_plan
@@ -219,7 +220,7 @@ def _encode(
     import json
 
     plan, settings = timed.plan, timed.episode.settings
-    # One x264 at a time, with a thread per core this render may use: measured as fast as two
+    # One x264 at a time, with a thread per core (see Settings.x264_threads): measured as fast as two
     # single-threaded encoders side by side in half the memory, and as fast as x264's own choice (1.5
     # threads per core) in 20 MB less.
     vs = VideoSettings(
@@ -228,7 +229,7 @@ def _encode(
         settings.fps,
         settings.preset,
         settings.crf,
-        threads=min(settings.jobs, os.cpu_count() or 1),
+        threads=settings.x264_threads,
         mode=settings.encoder,
         keyint=settings.keyint_frames,
     )
@@ -338,7 +339,8 @@ def _encode_segment(
                     made = encoder.encode_runs(
                         frames.pictures(card, seg, settings, painter, states, plan),
                         [(len(idx), inner) for idx, inner in todo.values()],
-                        vs,
+                        # a moving segment is one run, encoded alone: x264's rate control serves it
+                        vs if plan_moves(seg) else dataclasses.replace(vs, rate="cqp"),
                         scratch,
                     )
                 finally:

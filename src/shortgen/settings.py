@@ -9,6 +9,7 @@ command-line flag. The file schema (schema.py), its JSON Schema (`shortgen schem
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,35 @@ from typing import Any
 from .rules import Rule, _colour
 
 ASSETS = Path(str(resources.files(__package__))) / "assets"  # fonts ship inside the package
+
+
+@functools.cache
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, and a container's CPU quota (cgroup v2 or v1)
+    where one is set. os.cpu_count() reports the host's cores, which in a container limited to two of
+    them made every pool and encoder oversubscribe the two."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    for read in (
+        lambda: (cgroup / "cpu.max").read_text().split(),  # v2: "QUOTA PERIOD", or "max PERIOD"
+        lambda: [(cgroup / "cpu" / f"cpu.cfs_{k}_us").read_text() for k in ("quota", "period")],  # v1: -1 for none
+    ):
+        try:
+            quota, period = (t.strip() for t in read()[:2])
+            if quota not in ("max", "-1") and int(period) > 0:
+                n = min(n, max(1, -(-int(quota) // int(period))))
+        except (OSError, ValueError):
+            continue
+    return max(1, n)
+
+
+# x264's output depends on its thread count (frame threads narrow the motion search), so the count is
+# a property of the machine, not of how many parts run at once: a part rendered by the pool, alone or by a
+# cluster worker on this machine is the same bytes. At most 4: beyond that x264 gains little on the
+# few distinct pictures it sees, and each thread holds frames.
+X264_THREADS_MAX = 4
 
 
 def _default_cache_dir() -> Path:
@@ -134,7 +164,7 @@ class Settings:
     )
     crf: int = setting(20, Rule("int", ge=0, le=51), "--crf", "x264 quality (lower is better; 20 by default)")
     keyint_frames: int = setting(60, Rule("int", ge=1, le=3000))  # a keyframe at least every 2 s, for seeking
-    jobs: int = setting(max(1, os.cpu_count() or 1))
+    jobs: int = setting(usable_cpus())  # a series' parts rendered at once (a part's own lanes are fixed)
     # places
     cache_dir: Path = setting(
         factory=_default_cache_dir, flag="--cache-dir", help="default: $SHORTGEN_CACHE_DIR or ~/.cache/shortgen"
@@ -154,7 +184,12 @@ class Settings:
             "crf": self.crf,
             "mode": self.encoder,
             "keyint": self.keyint_frames,
+            "threads": self.x264_threads,
         }
+
+    @property
+    def x264_threads(self) -> int:
+        return min(X264_THREADS_MAX, usable_cpus())
 
 
 def rules_of(cls: type) -> dict[str, Rule]:
