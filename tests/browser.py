@@ -41,6 +41,7 @@ class Browser:
             "--disable-dev-shm-usage",
             "--autoplay-policy=no-user-gesture-required",
             "--mute-audio",
+            "--window-size=1200,2200",  # a 1080x1920 video fits in the view: its screenshot is what is on screen
             f"--user-data-dir={self.profile}",
             "--remote-debugging-port=0",
             "about:blank",

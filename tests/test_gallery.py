@@ -9,6 +9,7 @@ import io
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -172,25 +173,42 @@ def _decoded(video: Path, n: int, w: int, h: int) -> np.ndarray:
 def _shown(page, i: int, t: float, w: int, h: int) -> np.ndarray:
     """The picture the video shows at `t`: drawn to a canvas where the page may read it back (a page
     from a web server); from a file:// page, whose canvas the video taints, a screenshot of the video
-    laid out at its own size with its controls hidden."""
-    url = page.evaluate(f"""(async () => {{ {_ready(i)}
-      v.pause(); {_seek(t)}
-      if (location.protocol === 'file:') return null;
-      const c = document.createElement('canvas'); c.width = {w}; c.height = {h};
-      c.getContext('2d').drawImage(v, 0, 0, {w}, {h});
-      return c.toDataURL('image/png');
-    }})()""")
-    if url is None:
-        x, y = page.evaluate(f"""(() => {{ const v = {_video(i)}; v.controls = false;
-          v.style.width = '{w}px'; v.style.height = '{h}px'; v.removeAttribute('poster');
-          const r = v.getBoundingClientRect(); return [r.left + scrollX, r.top + scrollY]; }})()""")
-        shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                         clip={"x": x, "y": y, "width": w, "height": h, "scale": 1})  # fmt: skip
-        page.evaluate(f"(() => {{ const v = {_video(i)}; v.controls = true; v.style.width = ''; v.style.height = ''; }})()")
-        data = base64.b64decode(shot["data"])
-    else:
-        data = base64.b64decode(url.split(",", 1)[1])
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32)
+    laid out at its own size with its controls and caption track hidden."""
+    if page.evaluate("location.protocol") != "file:":
+        url = page.evaluate(f"""(async () => {{ {_ready(i)}
+          v.pause(); {_seek(t)}
+          const c = document.createElement('canvas'); c.width = {w}; c.height = {h};
+          c.getContext('2d').drawImage(v, 0, 0, {w}, {h});
+          return c.toDataURL('image/png');
+        }})()""")
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"), np.float32)
+    view = page.evaluate("[innerWidth, innerHeight]")
+    assert view[0] >= w and view[1] >= h, f"the browser's view {view} is smaller than the video (see browser.py)"
+    # laid out at its own size, fixed at the viewport's corner (whole pixels, whatever the page's layout
+    # and scrollbars do), before the seek, so that the frame the seek presents is painted at that size;
+    # then two animation frames, for the compositor to put it on screen
+    page.evaluate(f"""(async () => {{ {_ready(i)}
+      v.pause(); v.controls = false; v.removeAttribute('poster');
+      const modes = [...v.textTracks].map(t => t.mode); for (const t of v.textTracks) t.mode = 'hidden';  // no cue box
+      v.dataset.modes = JSON.stringify(modes);
+      Object.assign(v.style, {{position: 'fixed', left: '0px', top: '0px', zIndex: '2147483647',
+                               width: '{w}px', height: '{h}px', borderRadius: '0px'}});
+      {_seek(t)}
+      await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); }})()""")
+    try:
+        # the screenshot once two in a row agree: a paused video's picture does not change, but the
+        # first capture can come before the compositor has drawn it (seen once in CI: a blank picture)
+        last = None
+        for _ in range(8):
+            shot = page.call("Page.captureScreenshot", format="png", clip={"x": 0, "y": 0, "width": w, "height": h, "scale": 1})
+            if shot["data"] == last:
+                break
+            last = shot["data"]
+            time.sleep(0.1)
+    finally:
+        page.evaluate(f"""(() => {{ const v = {_video(i)}; v.controls = true; v.removeAttribute('style');
+          JSON.parse(v.dataset.modes || '[]').forEach((m, k) => {{ v.textTracks[k].mode = m; }}); }})()""")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(last))).convert("RGB"), np.float32)
 
 
 def test_a_seek_to_each_segments_midpoint_shows_its_picture(page, series):
