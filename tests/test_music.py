@@ -160,6 +160,64 @@ def test_render_with_music_measures_on_target_and_reports_the_music(tmp_path):
     assert env[50:].max() > -40  # the bed is audible somewhere after the fade-in
 
 
+class _Meter:
+    """Stands in for ffmpeg's meter: each piece's true peak from a table, and which pieces were metered."""
+
+    def __init__(self, peaks: dict):
+        self.peaks, self.metered = peaks, []
+
+    def loudness(self, path, skip=0):
+        self.metered.append(Path(path).name)
+        return -14.0, self.peaks[Path(path).name]
+
+
+def test_a_quiet_piece_is_metered_only_where_its_bound_could_be_the_tracks_true_peak(tmp_path):
+    """The track's true peak is always a meter's reading: a quiet piece's bound
+    (its sample peak + 6 dB) stands in for metering it only while a metered piece is louder than the bound."""
+    from shortgen import track
+
+    cache = Cache(tmp_path / "c")
+    pieces = {}
+    for name, bound in (("loud", None), ("quiet", -12.0), ("near", -1.5)):
+        pieces[name] = cache.path("segments", name, ".aac")
+        pieces[name].parent.mkdir(parents=True, exist_ok=True)
+        pieces[name].write_bytes(b"aac")
+        if bound is not None:
+            pieces[name].with_suffix(".tpb").write_text(json.dumps(bound))
+    info = tmp_path / "figures.json"
+
+    def measure(names: list[str], peaks: dict) -> tuple[float, list[str]]:
+        for p in pieces.values():
+            p.with_suffix(".tp").unlink(missing_ok=True)
+        info.with_name(info.name + ".mix").write_text(json.dumps({"chunks": [str(pieces[n]) for n in names]}))
+        meter = _Meter({f"{n}.aac": v for n, v in peaks.items()})
+        track.measure_music(meter, cache, info)
+        return json.loads(info.read_text())["true_peak"], sorted(meter.metered)
+
+    peaks = {"loud": -2.0, "quiet": -15.2, "near": -1.6}
+    assert measure(["loud", "quiet"], peaks) == (-2.0, ["loud.aac"])  # -12 < -2: the quiet one stays unmetered
+    # a bound above the loudest reading: metered, and the reading counts
+    assert measure(["loud", "quiet", "near"], peaks) == (-1.6, ["loud.aac", "near.aac"])
+    assert measure(["quiet"], peaks) == (-15.2, ["quiet.aac"])  # nothing metered but it: metered
+
+
+def test_a_quiet_pieces_bound_is_above_its_meter_reading(tmp_path):
+    """The bound rests on a measurement: music alone, encoded to AAC, read by ffmpeg's true-peak meter,
+    stays within 6 dB of its sample peak (here as peaky a signal as music gets: a naive square wave)."""
+    from shortgen import track
+    from shortgen.encode import AAC_FRAME, POST_ROLL, PRE_ROLL
+
+    frames = 94
+    t = np.arange((PRE_ROLL + frames + POST_ROLL) * AAC_FRAME) / 48000
+    x = (10 ** (-13 / 20) * np.sign(np.sin(2 * np.pi * 997 * t))).astype(np.float32)
+    pcm = np.stack([x, x], 1)
+    piece = tmp_path / "piece.aac"
+    FfmpegEncoder().encode_pcm(pcm.tobytes(), frames, "160k", piece)
+    sample = 20 * np.log10(np.abs(pcm).max())
+    assert np.abs(pcm).max() < track.BOUND_BELOW
+    assert FfmpegEncoder().loudness(piece, skip=AAC_FRAME)[1] <= sample + track.BOUND_DB
+
+
 def test_changing_the_music_re_encodes_audio_only(tmp_path):
     tone_wav(tmp_path / "a.wav", 30.0)
     tone_wav(tmp_path / "b.wav", 30.0, freq=1000.0)
