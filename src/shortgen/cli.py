@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="render episodes (files, series files or directories)")
     r.add_argument("paths", nargs="+", type=Path)
-    r.add_argument("-j", "--jobs", type=int, help="parallel workers (default: CPU count)")
+    r.add_argument("-j", "--jobs", type=int, help="a series' parts rendered at once (default: the usable cores)")
     r.add_argument("-q", "--quiet", action="store_true")
     r.add_argument(
         "--scheduler",
