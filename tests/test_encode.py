@@ -130,6 +130,18 @@ def test_run_args_open_every_run_with_an_idr_picture_and_its_parameter_sets():
     assert a[: a.index("-c:v")] == distinct_args("ffmpeg", V, 60, Path("o.h264"))[: a.index("-c:v")]
 
 
+def test_cue_runs_take_a_constant_quantiser_above_the_crf_and_moving_runs_keep_crf():
+    """A cue run's bytes must be its pictures' alone (x264's CRF carries state from run to run)."""
+    import dataclasses
+
+    cqp = dataclasses.replace(V, rate="cqp")
+    assert after(run_args("ff", V, [0], Path("o")), "-crf") == "20" and "-qp" not in run_args("ff", V, [0], Path("o"))
+    a = run_args("ff", cqp, [0], Path("o"))
+    assert after(a, "-qp") == "26" and "-crf" not in a
+    assert after(run_args("ff", dataclasses.replace(cqp, crf=0), [0], Path("o")), "-qp") == "0"  # lossless stays lossless
+    assert after(run_args("ff", dataclasses.replace(cqp, crf=50), [0], Path("o")), "-qp") == "51"
+
+
 def test_loudness_meter_asks_for_true_peak():
     assert after(loudness_args("ff", Path("x.mp4")), "-af") == "ebur128=peak=true"
     assert after(loudness_args("ff", Path("x.aac"), 1024), "-af") == "atrim=start_sample=1024,ebur128=peak=true"

@@ -74,7 +74,9 @@ CQP_OFFSET = 6
 
 
 def _x264(v: VideoSettings, keyint: int | str) -> list[str]:
-    quality = ["-qp", str(min(51, v.crf + CQP_OFFSET))] if v.rate == "cqp" else ["-crf", str(v.crf)]
+    # crf 0 asks for lossless: quantiser 0 is x264's lossless mode too
+    qp = 0 if v.crf == 0 else min(51, v.crf + CQP_OFFSET)
+    quality = ["-qp", str(qp)] if v.rate == "cqp" else ["-crf", str(v.crf)]
     return [
         "-c:v",
         "libx264",
