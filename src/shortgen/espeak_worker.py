@@ -233,7 +233,7 @@ def _speak_verified(sp: Speaker, voice: str, rate: int, text: str, wav: str) -> 
 
 
 def _fresh_engine(work):
-    """Run `work(engine, voices)` in a child forked for it, whose espeak starts from its initial state, and
+    """Run `work(engine, espeak, voice_ids)` in a child forked for it, whose espeak starts from its initial state, and
     return what it returns (JSON data). espeak carries state from one utterance to the next (the pitch
     flutter's phase and more: function statics that no call resets), so the same text came out a few
     samples longer or shorter depending on what the process had spoken before, and a render's sound
@@ -263,11 +263,8 @@ def _fresh_engine(work):
         data = f.read()
     _, status = os.waitpid(pid, 0)
     if not data:
-        why = (
-            f"signal {-os.waitstatus_to_exitcode(status)}"
-            if os.WIFSIGNALED(status)
-            else f"exit status {os.waitstatus_to_exitcode(status)}"
-        )
+        code = os.waitstatus_to_exitcode(status)  # negative: the signal that killed it
+        why = f"signal {-code}" if code < 0 else f"exit status {code}"
         return {"problem": f"the speech engine process died ({why})"}
     return json.loads(data)
 

@@ -204,10 +204,19 @@ def make_music(
             got.append([(at - lo, shape, h) for at, shape, h in sounds if at < hi and at + shape[1] > lo])
         return hashlib.sha256(repr(got).encode()).hexdigest()
 
-    def encode(part) -> Path:
-        segment, first, count = part
-        a, b = (first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME
-        path = _piece_path(part, cache, settings, inputs)
+    def span(part) -> tuple[int, int]:
+        """The samples a piece's encoder is fed: its frames with PRE_ROLL before and POST_ROLL after."""
+        _, first, count = part
+        return (first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME
+
+    # each piece is cached by a digest of what makes its samples
+    paths = [cache.path("segments", keys.mixed_chunk(inputs(*span(part)), part[2], settings), ".aac") for part in parts]
+    new_pieces = sum(not cache.has(path) for path in paths)
+
+    def encode(i: int) -> Path:
+        part, path = parts[i], paths[i]
+        segment, _, count = part
+        a, b = span(part)
         if cache.has(path):
             stats.hits["segments"] += 1
             if VERIFY_PIECES:  # tests: the inputs' digest stands for the samples it skipped making
@@ -222,23 +231,22 @@ def make_music(
             with cache.writing(path.with_suffix(".pcm")) as tmp:  # what it was made from (VERIFY_PIECES)
                 tmp.write_text(hashlib.sha256(pcm).hexdigest())
             peak = float(np.abs(block).max(initial=0.0))
-            if peak < BOUND_BELOW:  # a quiet piece (music alone): a bound stands for its meter, see _peak
+            if peak < BOUND_BELOW:  # a quiet piece (music alone): a bound stands for its meter, see _bound
                 with cache.writing(path.with_suffix(".tpb")) as tmp:
                     tmp.write_text(json.dumps(round(20 * np.log10(max(peak, 1e-6)) + BOUND_DB, 2)))
             with cache.writing(path) as tmp:
                 encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp)
-            if next(encoded) >= 2 and len(todo) > FEW_PIECES:
+            if next(encoded) >= 2 and new_pieces > FEW_PIECES and _bound(cache, path) is None:
                 # many pieces (a cold render): meter each as it is made, while the other lane works; an
                 # edit's few are metered by `measure_music`, beside the join
-                _peak(encoder, cache, path, bound_ok=True)
+                _peak(encoder, cache, path)
         return path
 
     # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle;
     # the pieces of segments spoken anew first (an edit's encodes start at once)
     order = sorted(range(len(parts)), key=lambda i: parts[i][0] not in fresh)
-    todo = [i for i in order if not cache.has(_piece_path(parts[i], cache, settings, inputs))]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        made = dict(zip(order, pool.map(encode, [parts[i] for i in order])))
+        made = dict(zip(order, pool.map(encode, order)))
     done = [made[i] for i in range(len(parts))]
     pieces = [(path, 0, count + 1) if first == 0 else (path, 1, count) for (_, first, count), path in zip(parts, done)]
     progress("audio", "splice")
@@ -248,13 +256,6 @@ def make_music(
     mixed_figures = {"integrated_lufs": round(mp.lufs, 2), "music": mp.figures, "chunks": [str(p) for p in done]}
     with cache.writing(_pending(info)) as tmp:
         tmp.write_text(json.dumps(mixed_figures))
-
-
-def _piece_path(part, cache: Cache, settings: Settings, inputs: Callable) -> Path:
-    """Where a piece of the mixed track is cached: by a digest of what makes its samples."""
-    _, first, count = part
-    a, b = (first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME
-    return cache.path("segments", keys.mixed_chunk(inputs(a, b), count, settings), ".aac")
 
 
 def _pending(info: Path) -> Path:
@@ -272,11 +273,12 @@ def measure_music(encoder: Encoder, cache: Cache, info: Path) -> None:
 
     figures = json.loads(_pending(info).read_text())
     chunks = [Path(p) for p in figures.pop("chunks")]
+    bounds = [_bound(cache, p) for p in chunks]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        got = list(pool.map(lambda p: _peak(encoder, cache, p, bound_ok=True), chunks))
-        metered = max((v for v, exact in got if exact), default=-np.inf)
-        unsure = [p for p, (v, exact) in zip(chunks, got) if not exact and v >= metered]
-        figures["true_peak"] = max([metered, *pool.map(lambda p: _peak(encoder, cache, p), unsure)])
+        meter = lambda ps: list(pool.map(lambda p: _peak(encoder, cache, p), ps))  # noqa: E731
+        metered = max(meter([p for p, b in zip(chunks, bounds) if b is None]), default=-np.inf)
+        unsure = [p for p, b in zip(chunks, bounds) if b is not None and b >= metered]
+        figures["true_peak"] = max([metered, *meter(unsure)])
     with cache.writing(info) as tmp:
         tmp.write_text(json.dumps(figures))
 
@@ -290,18 +292,22 @@ BOUND_DB = 6.0
 FEW_PIECES = 8  # an edit's new pieces: all metered beside the join, off the audio lane
 
 
-def _peak(encoder: Encoder, cache: Cache, piece: Path, bound_ok: bool = False):
-    """An encoded piece's true peak (ffmpeg's ebur128 meter on the decoded AAC), cached beside it. With
-    `bound_ok`, (value, metered?): a quiet piece's bound where it has one and no meter reading."""
-    tp_path, bound = piece.with_suffix(".tp"), piece.with_suffix(".tpb")
-    if bound_ok and not cache.has(tp_path) and cache.has(bound):
-        return json.loads(bound.read_text()), False
+def _bound(cache: Cache, piece: Path) -> float | None:
+    """A quiet piece's bound on its true peak, where it has one and no meter reading."""
+    bound = piece.with_suffix(".tpb")
+    if cache.has(piece.with_suffix(".tp")) or not cache.has(bound):
+        return None
+    return json.loads(bound.read_text())
+
+
+def _peak(encoder: Encoder, cache: Cache, piece: Path) -> float:
+    """An encoded piece's true peak (ffmpeg's ebur128 meter on the decoded AAC), cached beside it."""
+    tp_path = piece.with_suffix(".tp")
     if not cache.has(tp_path):
         tp = encoder.loudness(piece, skip=AAC_FRAME)[1]
         with cache.writing(tp_path) as tmp:
             tmp.write_text(json.dumps(tp))
-    value = json.loads(tp_path.read_text())
-    return (value, True) if bound_ok else value
+    return json.loads(tp_path.read_text())
 
 
 def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
