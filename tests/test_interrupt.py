@@ -156,10 +156,13 @@ def test_sigkill_during_speech_leaves_no_speaker_and_no_temporaries(tmp_path):
     deadline = time.monotonic() + 30
     worker = None
     while time.monotonic() < deadline and worker is None and proc.poll() is None:
-        kids = subprocess.run(["pgrep", "-f", "shortgen.espeak_worker"], capture_output=True, text=True).stdout.split()
+        # the worker starts before the script is loaded; speech begins once its job file is written
+        speaking = any(p.name.endswith("-tts") for p in (cache / "tmp").glob("*")) if (cache / "tmp").exists() else False
+        mine = ["pgrep", "-f", f"shortgen.espeak_worker --standby wheel --for {proc.pid}"]
+        kids = subprocess.run(mine, capture_output=True, text=True).stdout.split() if speaking else []
         worker = int(kids[0]) if kids else None
         time.sleep(0.002)
-    assert worker, "no speech worker was seen"
+    assert worker, "no speech worker was seen speaking"
     os.kill(proc.pid, signal.SIGKILL)  # the render only: its worker must notice and go
     proc.wait()
     for _ in range(200):
@@ -262,6 +265,7 @@ def test_ctrl_c_mid_render_exits_130_keeps_the_old_set_and_cleans_up(first_rende
     assert "interrupted" in err and "Traceback" not in err
     assert _assert_one_whole_set(r["out"] / "part9", r["cache"], r["shas"]) == "old"
     time.sleep(0.2)
-    workers = subprocess.run(["pgrep", "-f", f"shortgen.espeak_worker.*{r['cache']}"], capture_output=True).stdout
+    mine = f"shortgen.espeak_worker.*({r['cache']}|--for {proc.pid})"  # a worker given its jobs, or standing by
+    workers = subprocess.run(["pgrep", "-f", mine], capture_output=True).stdout
     assert not workers.strip()
     assert not [p for p in (r["cache"] / "tmp").iterdir()] if (r["cache"] / "tmp").exists() else True

@@ -320,3 +320,35 @@ def test_every_shipped_script_speaks_with_a_system_espeak(tmp_path):
         assert m.engine_id == engine.id
         for seg, n in zip(m.plan.segments, m.narrations):
             assert [w.text for w in n.words] == n.text.split() and seg.frames > 0
+
+
+@pytest.mark.e2e
+def test_a_worker_started_ahead_speaks_what_a_fresh_one_speaks_and_an_unused_one_leaves(tmp_path):
+    """The CLI starts the speech worker before it loads the script (espeak_worker.start_standby): it
+    must speak the same samples and word events as a worker started for the job, serve one batch and
+    go, and one never given a job must leave when told to (no speaker outlives its render)."""
+    import json
+    from pathlib import Path
+
+    from shortgen import espeak_worker as W
+    from shortgen.narrate import EspeakEngine
+
+    eng = EspeakEngine()
+
+    def say(name: str) -> tuple[bytes, list]:
+        job = {"text": "Adam keeps running averages of gradients.", "voice": "en-us", "rate": 175,
+               "wav": str(tmp_path / f"{name}.wav"), "events": str(tmp_path / f"{name}.json")}  # fmt: skip
+        res = eng.speak([job], tmp_path / f"work-{name}")
+        assert res.ok == [0], res.failed
+        return Path(job["wav"]).read_bytes(), json.loads(Path(job["events"]).read_text())
+
+    W.start_standby(eng.library)
+    ahead = W._STANDBY[eng.library]
+    got = say("ahead")
+    assert ahead.wait(10) == 0 and eng.library not in W._STANDBY  # it served this batch, and left
+    assert "--standby" in ahead.args
+    assert got == say("fresh")
+    W.start_standby(eng.library)
+    unused = W._STANDBY[eng.library]
+    W.stop_standby()
+    assert unused.returncode == 0 and not W._STANDBY

@@ -293,6 +293,18 @@ def _check(a) -> ExitStatus:
 
 
 def _render(a) -> ExitStatus:
+    from . import espeak_worker
+
+    scheduler = a.scheduler or os.environ.get("SHORTGEN_SCHEDULER")
+    if not scheduler:
+        espeak_worker.start_standby()  # the speech worker starts while the rest of this process loads
+    try:
+        return _render_targets(a, scheduler)
+    finally:
+        espeak_worker.stop_standby()
+
+
+def _render_targets(a, scheduler: str | None) -> ExitStatus:
     from .batch import render_many
     from .load import expand_targets
     from .render import render_episode
@@ -300,7 +312,6 @@ def _render(a) -> ExitStatus:
     layer = _cli_layer(a)
     targets = expand_targets(a.paths)
     printer = _Printer(a.quiet)
-    scheduler = a.scheduler or os.environ.get("SHORTGEN_SCHEDULER")
     if scheduler:  # Dask is imported only here
         from . import cluster
 

@@ -1,4 +1,5 @@
-"""Child process that speaks text with pyttsx3 + espeak-ng. Run as `python -m shortgen.espeak_worker JOBS.json`.
+"""Child process that speaks text with pyttsx3 + espeak-ng. Run as `python -m shortgen.espeak_worker JOBS.json`,
+or as `... --standby LIBRARY`, started ahead of need, reading the job file's path from stdin (start_standby).
 
 Why a separate process: espeak initialises once per process, pyttsx3 can hang on a later call, and the
 driver prints `Audio saved to ...` on stdout. The parent gives us a timeout, a clean stdout and a retry.
@@ -288,15 +289,37 @@ def _job(job: dict):
 
 
 def main(argv: list[str]) -> int:
-    with open(argv[0], encoding="utf-8") as f:
-        spec = json.load(f)
     # The driver prints on stdout; keep our stdout clean by pointing fd 1 at stderr.
     os.dup2(2, 1)
     _die_with_parent()
+    if argv[:1] == ["--standby"]:  # started ahead of need (start_standby): the job file comes on stdin
+        library = argv[1]
+        lib = _prepare_env(library)
+        import pyttsx3  # noqa: F401 - imported once here, before the children fork
+        from pyttsx3.drivers import _espeak  # noqa: F401
+
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0  # not needed: the render had all its speech cached, or ended
+        spec = _read_spec(line)
+        if (spec.get("library") or "wheel") != library:
+            print(f"speech engine: started for library {library!r}, asked for {spec.get('library')!r}", file=sys.stderr)
+            return 1
+        return _serve(spec, lib)
+    spec = _read_spec(argv[0])
     lib = _prepare_env(spec.get("library") or "wheel")
     import pyttsx3  # noqa: F401 - imported once here, before the children fork
     from pyttsx3.drivers import _espeak  # noqa: F401
 
+    return _serve(spec, lib)
+
+
+def _read_spec(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _serve(spec: dict, lib: str) -> int:
     result: dict = {"lib": loaded_library() or lib, "ok": [], "failed": {}, "jobs": {}, "unknown_voice": None, "voices": []}
     if spec.get("list_voices"):
         result["voices"] = _fresh_engine(lambda engine, espeak, known: sorted(set(known.values())))
@@ -331,6 +354,67 @@ def _write_json(path: str, data) -> None:
         except OSError:
             pass
         raise
+
+
+# ---- the parent's side --------------------------------------------------------------------------
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shortgen.espeak_worker", *args]
+
+
+def worker_env() -> dict:
+    """The parent's environment, with this package importable and the parent named (_die_with_parent)."""
+    from pathlib import Path
+
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["SHORTGEN_PARENT_PID"] = str(os.getpid())
+    return env
+
+
+_STANDBY: dict = {}  # library -> a worker started ahead of need, not yet given its jobs
+
+
+def start_standby(library: str = "wheel") -> None:
+    """Start a worker now: Python, pyttsx3 and the espeak library load while the render imports and
+    loads the script (70 ms of a one-word edit's critical path), then it waits for its job file's path
+    on stdin. Unused (all speech cached), it reads end-of-file when this process exits, and leaves.
+    Only the standard library is imported here: this runs before anything else of a render."""
+    import subprocess
+
+    if library in _STANDBY:
+        return
+    try:
+        _STANDBY[library] = subprocess.Popen(
+            command("--standby", library, "--for", str(os.getpid())),  # named for ps and pgrep
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=worker_env(),
+        )
+    except OSError:
+        pass  # the worker is started when needed, as without a standby
+
+
+def stop_standby() -> None:
+    """Let the unused standby workers go: each reads end-of-file and leaves."""
+    import subprocess
+
+    while _STANDBY:
+        _, proc = _STANDBY.popitem()
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def take_standby(library: str):
+    """The standby worker for `library`, if one is waiting (each serves one batch of jobs), else None."""
+    proc = _STANDBY.pop(library, None)
+    return proc if proc is not None and proc.poll() is None else None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import wave
 from bisect import bisect_right
@@ -248,15 +247,20 @@ class EspeakEngine:
             if e.errno == 28:
                 raise DiskFullError(f"disk full while writing {spec_path}") from None
             raise
-        env = {**_worker_env(), "SHORTGEN_PARENT_PID": str(os.getpid())}
-        proc = subprocess.run(
-            [sys.executable, "-m", "shortgen.espeak_worker", str(spec_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            env=env,
-        )
-        err = proc.stderr.decode(errors="replace")
+        from . import espeak_worker as worker
+
+        proc = worker.take_standby(self.library)  # started ahead of need, waiting for its job file
+        if proc is None:
+            cmd = worker.command(str(spec_path))
+            out, env = subprocess.DEVNULL, worker.worker_env()
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=env)
+        try:
+            _, stderr = proc.communicate(None if proc.stdin is None else f"{spec_path}\n".encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        err = stderr.decode(errors="replace")
         if "No space left on device" in err:
             raise DiskFullError(f"disk full while the speech engine wrote into {workdir}")
         tail = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), f"exit status {proc.returncode}")
@@ -294,13 +298,6 @@ def _workdir(given: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="shortgen-tts-") as tmp:
         yield Path(tmp)
-
-
-def _worker_env() -> dict:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _library_file(library: str) -> str:
