@@ -221,3 +221,21 @@ def test_escape_matches_the_standards_byte_by_byte_rule():
 def test_split_nals_handles_3_and_4_byte_start_codes():
     stream = b"\x00\x00\x00\x01\x67\xaa" + b"\x00\x00\x01\x68\xbb" + b"\x00\x00\x01\x65\xcc\xdd"
     assert h264.split_nals(stream) == [b"\x67\xaa", b"\x68\xbb", b"\x65\xcc\xdd"]
+
+
+def test_the_bundled_ffmpeg_is_found_without_importing_imageio_ffmpeg_and_its_variable_is_honoured(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import imageio_ffmpeg
+
+    code = "import sys; from shortgen.encode import ffmpeg_exe; print(ffmpeg_exe()); print('imageio_ffmpeg' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "IMAGEIO_FFMPEG_EXE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out == [imageio_ffmpeg.get_ffmpeg_exe(), "False"]
+    mine = tmp_path / "my-ffmpeg"
+    mine.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    env["IMAGEIO_FFMPEG_EXE"] = str(mine)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out[0] == str(mine)

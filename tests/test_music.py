@@ -440,3 +440,27 @@ def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path, monkeypa
     for before, after in (("Memorising all the noise", "Memorising noise"), louder):
         p.write_text(p.read_text().replace(before, after))
         render_episode(load_episode(p, layer), FakeEngine(), FakeEncoder(), cache)
+
+
+def test_a_probe_is_remembered_by_the_files_stat_and_made_again_when_the_file_changes(tmp_path, monkeypatch):
+    f = tone_wav(tmp_path / "bed.wav", 3.0)
+    kept = tmp_path / "checks"
+    first = music.probe(f, remember=kept)
+    assert len(list(kept.glob("probe-*.json"))) == 1
+
+    def no_ffmpeg(*a, **k):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(music, "_PROBED", {})  # a new run: only the folder remembers
+    monkeypatch.setattr(music, "_probe", no_ffmpeg)
+    assert music.probe(f, remember=kept) == first
+    monkeypatch.undo()
+
+    tone_wav(f, 5.0)  # the same name, other content: its stat changed
+    monkeypatch.setattr(music, "_PROBED", {})
+    again = music.probe(f, remember=kept)
+    assert (again.duration, again.digest) != (first.duration, first.digest) and abs(again.duration - 5.0) < 0.05
+    for p in kept.glob("probe-*.json"):  # an unreadable memory is probed again, not trusted
+        p.write_text("{not json")
+    monkeypatch.setattr(music, "_PROBED", {})
+    assert music.probe(f, remember=kept) == again

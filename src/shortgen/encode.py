@@ -17,10 +17,12 @@ files drifts: each carries its own priming and padding).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import re
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,10 +37,28 @@ _FINDING = threading.Lock()
 
 
 def ffmpeg_exe() -> str:
-    import imageio_ffmpeg  # the static ffmpeg moviepy ships: no system ffmpeg needed
+    """The static ffmpeg imageio-ffmpeg ships (moviepy's): no system ffmpeg needed."""
+    with _FINDING:  # imageio-ffmpeg runs `ffmpeg -version` once per process; two lanes at once ran it twice
+        return _ffmpeg_exe()
 
-    with _FINDING:  # it runs `ffmpeg -version` once per process; two lanes asking at once ran it twice
-        return imageio_ffmpeg.get_ffmpeg_exe()
+
+@functools.cache
+def _ffmpeg_exe() -> str:
+    # On Linux the binary is found by its name in the package's folder: importing imageio_ffmpeg (57 ms)
+    # and its check, which runs the binary (24 ms), were 5% of a one-word edit. Anything unusual (its
+    # environment variable, another system, no such file) goes imageio-ffmpeg's own way.
+    import importlib.util
+    import os
+
+    spec = None if os.environ.get("IMAGEIO_FFMPEG_EXE") else importlib.util.find_spec("imageio_ffmpeg")
+    if spec and spec.submodule_search_locations and sys.platform.startswith("linux"):
+        for folder in spec.submodule_search_locations:
+            found = sorted(Path(folder, "binaries").glob(f"ffmpeg-linux-{os.uname().machine}-*"))
+            if len(found) == 1 and found[0].is_file() and os.access(found[0], os.X_OK):
+                return str(found[0])
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @dataclass(frozen=True)
@@ -257,9 +277,11 @@ def join_args(ffmpeg: str, fps: int, audio: Path, out: Path) -> list[str]:
     ]
 
 
-def probe_args(ffmpeg: str, path: Path) -> list[str]:
-    # Stream copy to the null muxer counts packets exactly without decoding.
-    return [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+def probe_args(ffmpeg: str, path: Path, count: bool = True) -> list[str]:
+    """Stream copy to the null muxer counts packets exactly without decoding; without `count`, ffmpeg
+    reads the header only (it then says no output was named, and exits 1 after its report)."""
+    head = [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)]
+    return [*head, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"] if count else head
 
 
 def loudness_args(ffmpeg: str, path: Path, skip: int = 0) -> list[str]:
@@ -387,7 +409,10 @@ class Encoder(Protocol):
 
     def splice_audio(self, pieces: Sequence[tuple[Path, int, int]], out: Path) -> None: ...
     def join(self, segments: Sequence[Path], audio: Path, fps: int, out: Path) -> None: ...
-    def probe(self, path: Path) -> Probe: ...
+    def probe(self, path: Path, count: bool = True) -> Probe:
+        """What the file is. `count`: its video packets counted by reading them all (else its frames
+        are its sample table's: the render's own, just written, file)."""
+
     def loudness(self, path: Path, skip: int = 0) -> tuple[float, float]: ...
 
 
@@ -526,10 +551,11 @@ class FfmpegEncoder:
         # a segment is a complete Annex B stream (headers, IDR, frames): back to back they make one stream
         _feed(join_args(self.ffmpeg, fps, audio, out), ((Path(p).read_bytes(),) for p in segments), "joining segments")
 
-    def probe(self, path):
+    def probe(self, path, count=True):
         if not Path(path).is_file():
             raise ProbeError(f"{path}: no such file")
-        proc = subprocess.run(probe_args(self.ffmpeg, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+        args = probe_args(self.ffmpeg, path, count)
+        proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
         probe = parse_probe(proc.stderr.decode(errors="replace"), path)
         from . import mp4
 
@@ -541,6 +567,7 @@ class FfmpegEncoder:
         offsets = [off for t in tracks for off, _, _ in t.chunks]
         return dataclasses.replace(
             probe,
+            frames=probe.frames if count else sum(n for n, _ in video.stts) if video else 0,
             frame_lengths=len(video.stts) if video else 0,
             index_first=not offsets or 0 <= mdat <= min(offsets),
             interleave_s=mp4.interleave_gap(tracks),

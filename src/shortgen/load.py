@@ -441,7 +441,7 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
     from . import music
 
     try:
-        info = music.probe(name)
+        info = music.probe(name, remember=Path(settings.cache_dir) / "checks")
         start = settings.music_start_s if key == "music" else 0.0
         if start >= info.duration:
             past = f"starts at {start:g} s, past the end of {Path(name).name} ({info.duration:.2f} s)"

@@ -17,12 +17,14 @@ the manifest reports the separation each segment gets, measured on the two stems
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import os
 import re
 import subprocess
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +58,11 @@ _DUR = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
 
 
-def probe(path: Path | str, any_type: bool = False) -> AudioInfo:
+def probe(path: Path | str, any_type: bool = False, remember: Path | None = None) -> AudioInfo:
     """What an audio file is, from ffmpeg's report (imageio-ffmpeg has no ffprobe); raises AudioError.
-    `any_type`: a clip's sound, whatever its container."""
+    `any_type`: a clip's sound, whatever its container. `remember`: a folder where the answer is kept
+    for later runs, by the file's path and stat (its ctime and inode change with any write or
+    replacement, so a changed file is probed again): the probe was 3% of a one-word edit."""
     p = Path(path)
     if not p.exists():
         raise AudioError(f"no such file: {path}")
@@ -67,11 +71,37 @@ def probe(path: Path | str, any_type: bool = False) -> AudioInfo:
     if not p.is_file():  # a pipe or a device would block the probe, or never end
         raise AudioError(f"{path} is not a regular file; expected an audio file")
     st = p.stat()
-    return _probe(str(p.resolve()), st.st_mtime_ns, st.st_size, any_type)
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev, any_type)
+    if key in _PROBED:
+        return _PROBED[key]
+    kept = remember / f"probe-{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.json" if remember else None
+    try:
+        info = AudioInfo(**json.loads(kept.read_text())) if kept else None
+    except (OSError, ValueError, TypeError):
+        info = None
+    if info is None:
+        info = _probe(key[0], st.st_size, any_type)
+        if kept:
+            _keep(kept, json.dumps(dataclasses.asdict(info)))
+    _PROBED[key] = info
+    return info
 
 
-@lru_cache(maxsize=32)
-def _probe(path: str, mtime_ns: int, size: int, any_type: bool = False) -> AudioInfo:
+_PROBED: dict[tuple, AudioInfo] = {}
+
+
+def _keep(path: Path, text: str) -> None:
+    """Write a small file whole or not at all; a cache that cannot be written only costs a probe."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _probe(path: str, size: int, any_type: bool = False) -> AudioInfo:
     name = Path(path).name
     if Path(path).suffix.lower() not in AUDIO_TYPES and not any_type:
         raise AudioError(f"unsupported file type {Path(path).suffix or '(none)'!r}: use WAV, MP3, OGG, FLAC or M4A/AAC")

@@ -182,7 +182,7 @@ class FakeEncoder:
             )
         )
 
-    def probe(self, path):
+    def probe(self, path, count=True):
         d = json.loads(Path(path).read_text())
         return Probe(
             duration=d["frames"] / d["fps"],
