@@ -248,3 +248,35 @@ def test_a_long_caption_word_is_broken_where_a_reader_would(short_script, layer,
     if "/" in word:
         assert pieces[0].endswith("/")  # a URL breaks after a slash, with no hyphen added
     render_episode(load_episode(script, layer), FakeEngine(), FakeEncoder(), cache)  # and it renders
+
+
+def test_render_lays_out_again_only_what_it_will_draw_and_still_refuses_a_new_overflow(short_script, layer, cache, monkeypatch):
+    """A render holds to the fit rules the cards, captions, thumbnail and cover it will draw; what it
+    keeps passed them when it was drawn. An edit's new text that does not fit is refused as before."""
+    from shortgen import draw
+
+    render_episode(load_episode(short_script, layer), FakeEngine(), FakeEncoder(), cache)
+    laid_out: list[str] = []
+    real_card, real_thumb = draw.draw_card, draw.draw_thumbnail
+
+    def card(seg, plan, settings, dry=False):
+        if dry:
+            laid_out.append(seg.name)
+        return real_card(seg, plan, settings, dry)
+
+    def thumb(plan, settings, dry=False):
+        if dry:
+            laid_out.append("thumbnail")
+        return real_thumb(plan, settings, dry)
+
+    monkeypatch.setattr(draw, "draw_card", card)
+    monkeypatch.setattr(draw, "draw_thumbnail", thumb)
+    edited = _edited(short_script, "Memorising the noise", "Memorising all the noise")
+    render_episode(load_episode(edited, layer), FakeEngine(), FakeEncoder(), cache)
+    names = [seg.name for seg in measure(edited, layer, cache).plan.segments]
+    assert laid_out == [names[2]]  # the edited segment's card: the others and the pictures were kept
+    laid_out.clear()
+    long = _edited(edited, "name: Overfitting", "name: Overfitting Versus Underfitting In Models")
+    with pytest.raises(Exception) as e:
+        render_episode(load_episode(long, layer), FakeEngine(), FakeEncoder(), cache)
+    assert "segments[1].name" in str(e.value) and "thumbnail" in laid_out  # a new name: the pictures too

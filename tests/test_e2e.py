@@ -69,6 +69,8 @@ def test_video_facts(rendered):
     assert p.frames == plan.total_frames
     assert abs(p.duration - plan.total_frames / 30) <= 1 / 30
     assert (p.audio, p.audio_rate, p.audio_channels) == ("aac", 48000, "stereo")
+    # the render reads its file's header and sample table only: what it reports is what counting says
+    assert FfmpegEncoder().probe(d / "part9.mp4", count=False) == p
 
 
 def test_an_independent_reader_agrees(rendered):
@@ -426,3 +428,23 @@ def test_an_independent_h264_decoder_gives_the_same_frames(rendered):
     if code != 0:
         pytest.skip("this ffmpeg has no openh264 decoder")
     assert theirs == frames()[1] and len(theirs) == rendered["plan"].total_frames
+
+
+def test_the_storyboard_lane_runs_below_the_render_priority():
+    """The storyboard waits for no one: its thread yields the cores to the lanes the join waits for."""
+    import os
+    import threading
+
+    from shortgen.render import _background
+
+    got = {}
+
+    def lane():
+        _background()
+        got["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=lane)
+    t.start()
+    t.join()
+    assert got["nice"] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == os.getpriority(os.PRIO_PROCESS, 0)

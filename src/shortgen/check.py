@@ -63,19 +63,20 @@ def rule_episode_budget(m: Timeline) -> list[str]:
 RULES = (rule_segment_budget, rule_episode_budget)
 
 
-def fit_problems(m: Timeline, captions: list | None = None) -> list[str]:
-    """Every text box of the episode held to the fit rules a render draws with (cards, captions of
-    `captions`, default all, thumbnail, cover), each problem placed at its field: file:line:col: field."""
+def fit_problems(m: Timeline, captions: list | None = None, cards: list | None = None, covers: bool = True) -> list[str]:
+    """Every text box of the episode held to the fit rules a render draws with (cards of `cards` and
+    captions of `captions`, default all, the thumbnail and cover), each problem placed at its field:
+    file:line:col: field."""
     ep = m.episode
     out = []
-    for e in draw.check_fits(m.plan, ep.settings, captions):
+    for e in draw.check_fits(m.plan, ep.settings, captions, cards, covers):
         where, name = ep.locate(e.source)
         out.append(f"{where}: {name + ': ' if name else ''}{e.detail}")
     return out
 
 
-def enforce_fits(m: Timeline, captions: list | None = None) -> None:
-    found = fit_problems(m, captions)
+def enforce_fits(m: Timeline, captions: list | None = None, cards: list | None = None, covers: bool = True) -> None:
+    found = fit_problems(m, captions, cards, covers)
     if found:
         raise TextOverflowError(found[0] if len(found) == 1 else f"{len(found)} texts do not fit:\n  " + "\n  ".join(found))
 

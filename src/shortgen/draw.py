@@ -835,10 +835,15 @@ def _popped(tile: Image.Image, xy: tuple[int, int], step: int) -> tuple[Image.Im
     return big, (xy[0] - (big.width - w) // 2, xy[1] - (big.height - h) // 2)
 
 
-def check_fits(plan: Plan, settings: Settings, captions: list[SegmentPlan] | None = None) -> list[TextOverflowError]:
-    """Every fit rule of every text box, laid out and not painted: each card, the captions (of
-    `captions`, default all segments), the thumbnail and the cover. `check` and `render` both run this,
-    so a script that passes one passes the other. Returns every problem, not just the first."""
+def check_fits(
+    plan: Plan, settings: Settings, captions: list[SegmentPlan] | None = None, cards: list[SegmentPlan] | None = None,
+    covers: bool = True,
+) -> list[TextOverflowError]:  # fmt: skip
+    """Every fit rule of every text box, laid out and not painted: each card (of `cards`, default all
+    segments), the captions (of `captions`, default all), the thumbnail and the cover (unless `covers`
+    is False). `check` and `render` both run this, so a script that passes one passes the other; a
+    render leaves out what it will not draw (its cached pictures passed when they were drawn). Returns
+    every problem, not just the first."""
     problems: list[TextOverflowError] = []
 
     def run(fn, *args) -> None:
@@ -848,13 +853,14 @@ def check_fits(plan: Plan, settings: Settings, captions: list[SegmentPlan] | Non
             if not any(p.source == e.source and p.detail == e.detail for p in problems):
                 problems.append(e)
 
-    for seg in plan.segments:
+    for seg in plan.segments if cards is None else cards:
         run(draw_card, seg, plan, settings, True)
     for seg in plan.segments if captions is None else captions:
         for cue in seg.cues:
             run(layout_caption, cue.text, settings, f"{seg.source}: {seg.name!r}", ("segment", seg.index, "narration"))
-    run(draw_thumbnail, plan, settings, True)
-    run(draw_cover, plan, settings, True)
+    if covers:
+        run(draw_thumbnail, plan, settings, True)
+        run(draw_cover, plan, settings, True)
     return problems
 
 

@@ -81,7 +81,8 @@ def measure(plan: Plan, settings: Settings, encoder: Encoder, cache: Cache, info
 PIECE_FRAMES = 512  # 11 s: the mixed track is encoded in pieces this long at most, two at a time
 
 
-VERIFY_PIECES = False  # tests set it: a piece found by its inputs is made anyway and held to its samples
+VERIFY_PIECES = False  # tests set it before a first render: a piece found by its inputs is made anyway and held to
+# the samples it was made from
 
 
 def make_music(
@@ -117,40 +118,47 @@ def make_music(
     total = (chs[-1].first + chs[-1].count) * AAC_FRAME
     nb = total // music.BIN
     progress("audio", "music")
-    # the bed is decoded (or read from the cache) while the narrations are brought to 48 kHz
-    pool = ThreadPoolExecutor(max_workers=2)
-    bedding = pool.submit(_bed, settings, total + music.BED_GRID, cache) if keys.has_music(settings) else None
+    starts = [ch.first * AAC_FRAME for ch in chs]
+    offsets = music.bed_offsets(starts)
+    # where each segment's join may start to crossfade: past its speech and tail (where its last piece
+    # is cut) and past the frame the piece before it hears after its end
+    floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
+
+    def bed():
+        track, track_e, track_pb, track_lufs, bed_id = _bed(settings, total + music.BED_GRID, cache)
+        return track, *music.lay_bins(track_e, track_pb, starts, offsets, nb, floors), track_lufs, bed_id
+
+    # the bed is decoded (or read from the cache) and laid while the narrations are brought to 48 kHz,
+    # two at a time (cold, the audio lane is the longer one: this gives it a fairer share of the cores)
+    pool = ThreadPoolExecutor(max_workers=3)
+    bedding = pool.submit(bed) if keys.has_music(settings) else None
+    segs = [plan.segments[ch.segment] for ch in chs]
+    prepared = [pool.submit(_voice_48k, seg, narrations[seg.audio_key][0], settings, cache) for seg in segs]
     # the plan works from the stems' energies and peaks per bin; samples are read per window
     voices = []  # (first sample, length, the samples or the cached file they are read from when needed)
     fresh = set()  # segments spoken anew: their pieces are made first
     voice_ids: list[str] = []  # the key each one's 48 kHz samples are cached by
     voice_e, voice_pb = np.zeros(nb), np.zeros(nb)
     spoken = []
-    for ch in chs:
-        seg = plan.segments[ch.segment]
-        wav, words = narrations[seg.audio_key]
-        x, n_x, e, pb, vkey = _voice_48k(seg, wav, settings, cache)
-        if not isinstance(x, Path):
-            fresh.add(ch.segment)
-        at = (ch.first + ch.lead) * AAC_FRAME
-        voices.append((at, n_x, x))
-        voice_ids.append(vkey)
-        b0 = at // music.BIN
-        music._add_bins(voice_e, b0, e)
-        n = max(0, min(len(pb), nb - b0))
-        np.maximum(voice_pb[b0 : b0 + n], pb[:n], out=voice_pb[b0 : b0 + n])
-        r = AAC_RATE / seg.sample_rate
-        timed = [(at + round(w.start * r), at + round(w.end * r)) for w in words]
-        spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
-    starts = [ch.first * AAC_FRAME for ch in chs]
-    offsets = music.bed_offsets(starts)
-    # where each segment's join may start to crossfade: past its speech and tail (where its last piece
-    # is cut) and past the frame the piece before it hears after its end
-    floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
     try:
+        for ch, preparing in zip(chs, prepared):
+            seg = plan.segments[ch.segment]
+            words = narrations[seg.audio_key][1]
+            x, n_x, e, pb, vkey = preparing.result()
+            if not isinstance(x, Path):
+                fresh.add(ch.segment)
+            at = (ch.first + ch.lead) * AAC_FRAME
+            voices.append((at, n_x, x))
+            voice_ids.append(vkey)
+            b0 = at // music.BIN
+            music._add_bins(voice_e, b0, e)
+            n = max(0, min(len(pb), nb - b0))
+            np.maximum(voice_pb[b0 : b0 + n], pb[:n], out=voice_pb[b0 : b0 + n])
+            r = AAC_RATE / seg.sample_rate
+            timed = [(at + round(w.start * r), at + round(w.end * r)) for w in words]
+            spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
         if bedding is not None:
-            track, track_e, track_pb, track_lufs, bed_id = bedding.result()
-            bed_e, bed_pb = music.lay_bins(track_e, track_pb, starts, offsets, nb, floors)
+            track, bed_e, bed_pb, track_lufs, bed_id = bedding.result()
         else:  # only clips' own sounds
             track, bed_e, bed_pb, track_lufs = np.zeros((2, 0), np.int16), np.zeros(nb), np.zeros(nb), -np.inf
             bed_id = "none"
@@ -160,7 +168,7 @@ def make_music(
     except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
         raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
 
     reading = threading.Lock()
     sounds = [(s.at, s.x.shape, hashlib.sha256(s.x.tobytes()).hexdigest()) for s in stings + extras]
@@ -228,8 +236,9 @@ def make_music(
             pcm = block.tobytes()
             seg = plan.segments[segment]
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
-            with cache.writing(path.with_suffix(".pcm")) as tmp:  # what it was made from (VERIFY_PIECES)
-                tmp.write_text(hashlib.sha256(pcm).hexdigest())
+            if VERIFY_PIECES:  # what it was made from, for the check above (hashing each piece costs 8 ms)
+                with cache.writing(path.with_suffix(".pcm")) as tmp:
+                    tmp.write_text(hashlib.sha256(pcm).hexdigest())
             peak = float(np.abs(block).max(initial=0.0))
             if peak < BOUND_BELOW:  # a quiet piece (music alone): a bound stands for its meter, see _bound
                 with cache.writing(path.with_suffix(".tpb")) as tmp:
