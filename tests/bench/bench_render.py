@@ -9,6 +9,7 @@ What is measured:
   cold       `shortgen render` as a subprocess with an empty cache (median of --runs)
   no-op      the same render again, nothing changed
   edit       one word of segment 3's narration changed (a different word each run)
+             (--runs rounds of the three, each round in that order: the ratios are taken within rounds)
   moviepy    the naive way: CompositeVideoClip of ImageClips (the same cards and caption images, drawn
              beforehand and not timed) plus the mastered audio, write_videofile(libx264, default preset,
              30 fps). Only --moviepy-segments segments are run; the rest is extrapolated per frame.
@@ -266,29 +267,27 @@ def main() -> int:
 
         ep = load_episode(script, {"cache_dir": cache})
         s = ep.settings
-        colds, peaks = [], []
-        # timed runs are not sampled (reading /proc every 20 ms takes CPU from the render); memory is
-        # taken in runs of their own
-        for sampled in [False] * a.runs + [True] * a.memory_runs:
+        seg3 = ep.segments[2]
+        colds, noops, edits, peaks = [], [], [], []
+        # in rounds of a cold render, a no-op and a one-word edit: the machine's speed drifts over
+        # minutes, so each ratio is taken within rounds. Timed runs are not sampled (reading /proc every
+        # 20 ms takes CPU from the render); memory is taken in cold runs of their own
+        for i in range(a.runs):
             shutil.rmtree(cache, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
-            wall, peak = run_cli(args, env, sample_rss=sampled)
-            if sampled:
-                peaks.append(peak)
-            else:
-                colds.append(wall)
-        import resource
-
-        max_single = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-
-        noops = [run_cli(args, env)[0] for _ in range(a.runs)]
-
-        seg3 = ep.segments[2]
-        edits = []
-        for i in range(a.runs):
+            colds.append(run_cli(args, env)[0])
+            noops.append(run_cli(args, env)[0])
             script.write_text(_replace_word(original, seg3, i))
             edits.append(run_cli(args, env)[0])
             script.write_text(original)
+        for _ in range(a.memory_runs):
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+            peaks.append(run_cli(args, env, sample_rss=True)[1])
+        import resource
+
+        max_single = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        run_cli(args, env)  # the original script rendered again, for the rows below
 
         m = speak_and_plan(load_episode(script, {"cache_dir": cache}), EspeakEngine(), Cache(cache))
         plan = m.plan
