@@ -295,22 +295,26 @@ def _check(a) -> ExitStatus:
 def _render(a) -> ExitStatus:
     from . import espeak_worker
 
-    scheduler = a.scheduler or os.environ.get("SHORTGEN_SCHEDULER")
-    if not scheduler:
-        espeak_worker.start_standby()  # the speech worker starts while the rest of this process loads
     try:
-        return _render_targets(a, scheduler)
+        return _render_targets(a)
     finally:
         espeak_worker.stop_standby()
 
 
-def _render_targets(a, scheduler: str | None) -> ExitStatus:
-    from .batch import render_many
+def _render_targets(a) -> ExitStatus:
     from .load import expand_targets
-    from .render import render_episode
 
+    scheduler = a.scheduler or os.environ.get("SHORTGEN_SCHEDULER")
     layer = _cli_layer(a)
     targets = expand_targets(a.paths)
+    if not scheduler and len(targets) == 1:  # a series' parts speak in worker processes of their own
+        from .espeak_worker import start_standby
+
+        start_standby()  # the speech worker starts while the rest of this process imports and loads
+
+    from .batch import render_many
+    from .render import render_episode
+
     printer = _Printer(a.quiet)
     if scheduler:  # Dask is imported only here
         from . import cluster
