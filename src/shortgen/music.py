@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import subprocess
 import warnings
@@ -82,23 +81,18 @@ def probe(path: Path | str, any_type: bool = False, remember: Path | None = None
     if info is None:
         info = _probe(key[0], st.st_size, any_type)
         if kept:
-            _keep(kept, json.dumps(dataclasses.asdict(info)))
+            from .cache import atomic_write_bytes
+            from .errors import DiskFullError
+
+            try:
+                atomic_write_bytes(kept, json.dumps(dataclasses.asdict(info)).encode())
+            except (OSError, DiskFullError):
+                pass  # a memory that cannot be written only costs a probe next time
     _PROBED[key] = info
     return info
 
 
 _PROBED: dict[tuple, AudioInfo] = {}
-
-
-def _keep(path: Path, text: str) -> None:
-    """Write a small file whole or not at all; a cache that cannot be written only costs a probe."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
 
 
 def _probe(path: str, size: int, any_type: bool = False) -> AudioInfo:
