@@ -292,12 +292,14 @@ def main(argv: list[str]) -> int:
     # The driver prints on stdout; keep our stdout clean by pointing fd 1 at stderr.
     os.dup2(2, 1)
     _die_with_parent()
-    if argv[:1] == ["--standby"]:  # started ahead of need (start_standby): the job file comes on stdin
-        library = argv[1]
-        lib = _prepare_env(library)
-        import pyttsx3  # noqa: F401 - imported once here, before the children fork
-        from pyttsx3.drivers import _espeak  # noqa: F401
+    standby = argv[:1] == ["--standby"]  # started ahead of need (start_standby): the job file comes on stdin
+    spec = None if standby else _read_spec(argv[0])
+    library = argv[1] if spec is None else spec.get("library") or "wheel"
+    lib = _prepare_env(library)
+    import pyttsx3  # noqa: F401 - imported once here, before the children fork
+    from pyttsx3.drivers import _espeak  # noqa: F401
 
+    if spec is None:
         line = sys.stdin.readline().strip()
         if not line:
             return 0  # not needed: the render had all its speech cached, or ended
@@ -305,12 +307,6 @@ def main(argv: list[str]) -> int:
         if (spec.get("library") or "wheel") != library:
             print(f"speech engine: started for library {library!r}, asked for {spec.get('library')!r}", file=sys.stderr)
             return 1
-        return _serve(spec, lib)
-    spec = _read_spec(argv[0])
-    lib = _prepare_env(spec.get("library") or "wheel")
-    import pyttsx3  # noqa: F401 - imported once here, before the children fork
-    from pyttsx3.drivers import _espeak  # noqa: F401
-
     return _serve(spec, lib)
 
 
