@@ -311,6 +311,16 @@ def test_runs_stand_alone_and_follow_one_another_in_any_order(tmp_path):
             assert np.abs(got[i] - frame).mean() < 3, (order, i)
 
 
+def test_a_segment_of_more_than_a_hundred_runs_encodes(tmp_path):
+    """One-word sentences at 450 wpm make over a hundred cues in 30 s, each run opened by a forced IDR
+    picture: ffmpeg's keyframe expression failed past a hundred terms ("Cannot allocate memory")."""
+    w, h = 32, 32
+    pics = [yuv420(Image.new("RGB", (w, h), (i % 256, (7 * i) % 256, (31 * i) % 256))) for i in range(130)]
+    v = VideoSettings(w, h, 30, "ultrafast", 18, threads=1, keyint=60)
+    runs = FfmpegEncoder().encode_runs(pics, [(1, ())] * 120 + [(10, (5,))], v, tmp_path / "scratch.h264")
+    assert len(runs) == 121  # split_runs found an IDR picture opening each run, where it was forced
+
+
 def _textured(seed: int, w: int = 128, h: int = 96) -> Image.Image:
     rng = np.random.default_rng(seed)
     y = np.linspace(0, 255, h)[:, None, None]
