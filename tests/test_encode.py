@@ -19,6 +19,7 @@ from shortgen.encode import (
     loudness_args,
     parse_loudness,
     parse_probe,
+    pcm_args,
     run_args,
     splice,
     voice_args,
@@ -73,6 +74,20 @@ def test_voice_chunk_is_aac_48k_stereo_placed_and_cut_to_the_sample():
     assert af[-1] == "pan=stereo|c0=c0|c1=c0"  # both channels at full level (not -ac 2's -3 dB)
     assert (after(a, "-c:a"), after(a, "-b:a"), after(a, "-aac_coder")) == ("aac", "160k", "fast")
     assert a[a.index("-c:a") :].count("-f") == 1 and a[-3:] == ["-f", "adts", "v.aac"]
+
+
+def test_a_mixed_piece_is_metered_from_its_own_encoded_packets_over_its_frames_only():
+    a = pcm_args("ff", "160k", Path("m.aac"))
+    assert (after(a, "-f"), after(a, "-ar"), after(a, "-ac"), after(a, "-i")) == ("f32le", "48000", "2", "-")
+    assert a[-3:] == ["-f", "adts", "m.aac"] and "-dec" not in a and after(a, "-v") == "error"
+    m = pcm_args("ff", "160k", Path("m.aac"), meter=(2048, 2048 + 1024 * 94))
+    assert m[: len(a)] == a[: a.index("-v")] + ["-v", "info"] + a[a.index("-v") + 2 :]  # the same encode ...
+    # ... its packets decoded back in the same run (a loopback decoder: output lines up with the input)
+    assert after(m, "-dec") == "0:0" and m[-3:] == ["-f", "null", "-"]
+    assert [m[i + 1] for i, x in enumerate(m) if x == "-map"] == ["0:a", "[m]"]
+    graph = after(m, "-filter_complex").split(",")
+    assert graph[0] == "[dec:0]atrim=start_sample=2048:end_sample=98304"  # the piece's frames, not its rolls
+    assert graph[1].startswith("ebur128=peak=true") and graph[1].endswith("[m]")
 
 
 def _adts(payload: bytes) -> bytes:

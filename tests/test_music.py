@@ -218,6 +218,33 @@ def test_a_quiet_pieces_bound_is_above_its_meter_reading(tmp_path):
     assert FfmpegEncoder().loudness(piece, skip=AAC_FRAME)[1] <= sample + track.BOUND_DB
 
 
+def test_a_piece_metered_as_it_is_encoded_reads_what_its_kept_frames_read_alone(tmp_path):
+    """The meter in the encoder's own run (its packets decoded back) reads the piece's frames as a meter
+    of the written piece does, the same bytes written; a louder neighbour in the pre-roll or post-roll
+    is not counted."""
+    from shortgen.encode import AAC_FRAME, POST_ROLL, PRE_ROLL
+
+    rng = np.random.default_rng(4)
+    frames = 94
+    n = (PRE_ROLL + frames + POST_ROLL) * AAC_FRAME
+    t = np.arange(n) / 48000
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+    x = (x + 0.03 * rng.standard_normal(n)).astype(np.float32)
+    loud = x.copy()
+    loud[: PRE_ROLL * AAC_FRAME] *= 2.5
+    loud[-POST_ROLL * AAC_FRAME :] *= 2.5
+    enc = FfmpegEncoder()
+    for y in (x, loud):
+        pcm = np.stack([y, 0.8 * y], 1).tobytes()
+        alone, metered = tmp_path / "alone.aac", tmp_path / "metered.aac"
+        assert enc.encode_pcm(pcm, frames, "160k", alone) is None
+        tp = enc.encode_pcm(pcm, frames, "160k", metered, meter=True)
+        assert metered.read_bytes() == alone.read_bytes()
+        assert tp == enc.loudness(alone, skip=AAC_FRAME)[1]
+        own = 20 * np.log10(np.abs(y[PRE_ROLL * AAC_FRAME : -POST_ROLL * AAC_FRAME]).max())
+        assert abs(tp - own) < 1.0  # the piece's own peak, not its louder neighbours' (+8 dB)
+
+
 def test_changing_the_music_re_encodes_audio_only(tmp_path):
     tone_wav(tmp_path / "a.wav", 30.0)
     tone_wav(tmp_path / "b.wav", 30.0, freq=1000.0)
@@ -288,6 +315,61 @@ def test_bad_music_files_fail_in_one_line_naming_the_setting(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1, err
         assert f"{p}:7:10: settings.music: " in err[0] and phrase in err[0], err[0]
+
+
+# ---- the bed: decoded, looped, measured ----------------------------------------------------------
+
+
+def _stereo_wav(path: Path, seconds: float, rate: int = 48000) -> Path:
+    """A stereo track whose two channels differ and whose end does not meet its start (a loop's join
+    is heard): a chord that swells, and noise."""
+    import wave
+
+    rng = np.random.default_rng(7)
+    t = np.arange(int(seconds * rate)) / rate
+    swell = 0.5 + 0.5 * np.sin(2 * np.pi * t / seconds)
+    left = 0.25 * swell * (np.sin(2 * np.pi * 220 * t) + 0.5 * np.sin(2 * np.pi * 3300 * t)) + 0.02 * rng.standard_normal(len(t))
+    right = 0.25 * swell * np.sin(2 * np.pi * 277 * t) + 0.02 * rng.standard_normal(len(t))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.stack([left, right], 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("start_s, loop, seconds", [(0.0, True, 70), (2.5, True, 70), (0.0, False, 40), (9.7, True, 31)])
+def test_a_looped_beds_bins_are_what_the_laid_bed_measures(tmp_path, start_s, loop, seconds):
+    """A loop's copies reuse the decoded track's energy and peaks, and only its joins are measured
+    anew: the bins equal those of the whole laid bed, K-weighted and measured directly."""
+    info = music.probe(_stereo_wav(tmp_path / "t.wav", 10.0))
+    total = seconds * R
+    x, e, pb = music.bed(info, total, start_s, loop)
+    assert x.dtype == np.int16 and x.shape[0] == 2 and x.shape[1] >= total and x.shape[1] % (music.BED_STEP_S * R) == 0
+    direct = np.zeros(x.shape[1] // music.BIN)
+    for ch in x:
+        direct += music.energy_bins(sound.k_weight(ch.astype(np.float64) * music.BED_SCALE, R)[None, :])
+    assert len(e) == len(direct) and np.abs(e - direct).max() <= 1e-5 * direct.max()
+    assert np.array_equal(pb, music.bed_peaks(x))
+    played = int((10.0 - start_s) * R)
+    # the track from its start offset, unchanged
+    assert np.abs(x[0, :1000].astype(float) / 32767 - music.to_array(music.decode(info, start_s, 0.1))[0, :1000]).max() < 1e-4
+    if not loop:
+        assert not x[:, played + R // 10 :].any()  # then silence
+        return
+    # looped: each copy of the track starts on a bin, after a crossfade with no jump in level
+    level = envelope_db(x[0].astype(float) / 32767)
+    assert np.abs(np.diff(level[5:-5])).max() < 6.0
+    assert x[:, -R:].any()
+
+
+def test_a_bed_from_late_in_a_long_file_decodes_only_what_the_episode_needs(tmp_path, monkeypatch):
+    info = music.probe(long_wav(tmp_path / "long.wav"))  # three hours
+    asked = []
+    real = music.decode
+    monkeypatch.setattr(music, "decode", lambda i, s, n: asked.append(n) or real(i, s, n))
+    x, e, pb = music.bed(info, 20 * R, info.duration - 5.0, True)  # 5 s left: looped from the file's start
+    assert x.shape[1] == music.BED_STEP_S * R and max(asked) <= music.BED_STEP_S
 
 
 # ---- rendering by window: an edit re-makes only what it changed -----------------------------------

@@ -58,7 +58,7 @@ def test_filters_match_the_reference_implementations():
     assert np.abs(sound.k_weight(x) - direct).max() < 1e-5  # FFT filtering == IIR filtering
     # a long signal (a music bed at 48 kHz) is filtered block by block: the same, to float32 precision
     long = np.tile(speechlike(3.0, 5), 12)
-    assert len(long) > sound.K_BLOCK * 4
+    assert len(long) > sound.K_SIZE * 4
     direct = long.astype(np.float64)
     for b, a in sound.k_filters(48000):
         direct = lfilter(b, a, direct)

@@ -202,11 +202,19 @@ def voice_args(ffmpeg: str, rate: int, delay: int, total: int, bitrate: str, out
     ]
 
 
-def pcm_args(ffmpeg: str, bitrate: str, out: Path) -> list[str]:
+def pcm_args(ffmpeg: str, bitrate: str, out: Path, meter: tuple[int, int] | None = None) -> list[str]:
     """A chunk of the mixed track: stereo float32 PCM at 48 kHz on stdin (already placed and padded,
-    with its neighbours' audio around it), to a raw AAC (ADTS) stream."""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(AAC_RATE), "-ac", "2", "-i", "-",
-            "-c:a", "aac", *AAC_FAST, "-b:a", bitrate, "-f", "adts", str(out)]  # fmt: skip
+    with its neighbours' audio around it), to a raw AAC (ADTS) stream. `meter`: input samples [a, b)
+    are also decoded back from the encoder's own packets (a loopback decoder: its output lines up with
+    the input, the priming dropped) and measured by ebur128 with true peak, in the same run; its
+    summary is logged at info level."""
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "info" if meter else "error", "-y",
+            "-f", "f32le", "-ar", str(AAC_RATE), "-ac", "2", "-i", "-",
+            "-map", "0:a", "-c:a", "aac", *AAC_FAST, "-b:a", bitrate, "-f", "adts", str(out)]  # fmt: skip
+    if meter:
+        trim = f"[dec:0]atrim=start_sample={meter[0]}:end_sample={meter[1]},ebur128=peak=true:framelog=verbose[m]"
+        args += ["-dec", "0:0", "-filter_complex", trim, "-map", "[m]", "-f", "null", "-"]
+    return args
 
 
 def adts_frames(data: bytes) -> list[bytes]:
@@ -406,10 +414,11 @@ class Encoder(Protocol):
         then silence. Writes frames + 1 ADTS frames: the first codes the silent frame just before, which
         serves as the priming frame when this chunk opens the episode."""
 
-    def encode_pcm(self, pcm: bytes, frames: int, bitrate: str, out: Path) -> None:
+    def encode_pcm(self, pcm: bytes, frames: int, bitrate: str, out: Path, meter: bool = False) -> float | None:
         """AAC (ADTS) of a mixed chunk: stereo float32 PCM at 48 kHz holding PRE_ROLL frames of what comes
         before the chunk, its `frames` frames, then POST_ROLL frames of what follows. Writes frames + 1
-        ADTS frames, the first coding the frame just before the chunk (see encode_voice)."""
+        ADTS frames, the first coding the frame just before the chunk (see encode_voice). `meter`: also
+        returns the chunk's true peak (dBTP) as decoded from what was encoded, read in the same run."""
 
     def splice_audio(self, pieces: Sequence[tuple[Path, int, int]], out: Path) -> None: ...
     def join(self, segments: Sequence[Path], audio: Path, fps: int, out: Path) -> None: ...
@@ -420,8 +429,8 @@ class Encoder(Protocol):
     def loudness(self, path: Path, skip: int = 0) -> tuple[float, float]: ...
 
 
-def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
-    """Run ffmpeg with raw pictures (or any bytes) written to its stdin. A thread writes while this one
+def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> str:
+    """Run ffmpeg with raw pictures (or any bytes) written to its stdin; returns what it logged. A thread writes while this one
     makes the next pictures: a frame is 3 MB against a 64 kB pipe, so otherwise making and encoding
     take turns (measured: Part 4 with motion on every concept rendered in 19.2 s instead of 20.8 s)."""
     import queue
@@ -463,6 +472,7 @@ def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> None:
         raise
     err = proc.stderr.read().decode(errors="replace")  # drain stderr before waiting: no pipe deadlock
     _check_exit(proc.wait(), err, what)
+    return err
 
 
 def _run(args: list[str], what: str) -> str:
@@ -524,17 +534,19 @@ class FfmpegEncoder:
             lambda raw: voice_args(self.ffmpeg, rate, (PRE_ROLL + lead) * AAC_FRAME, total, bitrate, raw), pcm, frames, out
         )
 
-    def encode_pcm(self, pcm, frames, bitrate, out):
-        self._chunk(lambda raw: pcm_args(self.ffmpeg, bitrate, raw), pcm, frames, out)
+    def encode_pcm(self, pcm, frames, bitrate, out, meter=False):
+        span = (PRE_ROLL * AAC_FRAME, (PRE_ROLL + frames) * AAC_FRAME) if meter else None
+        err = self._chunk(lambda raw: pcm_args(self.ffmpeg, bitrate, raw, span), pcm, frames, out)
+        return parse_loudness(err)[1] if meter else None
 
-    def _chunk(self, args, pcm: bytes, frames: int, out: Path) -> None:
+    def _chunk(self, args, pcm: bytes, frames: int, out: Path) -> str:
         """Encode a chunk fed with PRE_ROLL frames before it and keep frames + 1 ADTS frames: frame j
         codes input frame j - 1 (frame 0 is the priming frame), so input frame PRE_ROLL - 1, the last
-        pre-roll frame, is ADTS frame PRE_ROLL."""
+        pre-roll frame, is ADTS frame PRE_ROLL. Returns what ffmpeg logged."""
         what = f"encoding audio {out.name}"
         raw = out.with_name(out.name + ".adts")
         try:
-            _feed(args(raw), [(pcm,)], what)
+            err = _feed(args(raw), [(pcm,)], what)
             got = adts_frames(raw.read_bytes())
         except ValueError as e:
             raise EncodeError(f"{what}: {e}") from None
@@ -544,6 +556,7 @@ class FfmpegEncoder:
         if len(keep) != frames + 1:
             raise EncodeError(f"{what}: the AAC encoder returned {len(got)} frames, expected at least {PRE_ROLL + frames + 1}")
         out.write_bytes(b"".join(keep))
+        return err
 
     def splice_audio(self, pieces, out):
         try:

@@ -2,8 +2,9 @@
 mastered with it.
 
 pydub does what it is good at: decoding any format through the bundled ffmpeg (only the span the
-episode needs), slicing, looping with a crossfade. numpy does what must be fast or exact, or must not
-change the decoded bed (cached across edits): the fades at the episode's ends, resampling, the ducking
+episode needs), slicing, and a clip's own sound looped with a crossfade. numpy does what must be fast
+or exact, or must not change the decoded bed (cached across edits): the bed's loop (its copies keep
+the decoded samples, so their loudness is measured once), the fades at the episode's ends, the ducking
 envelope (from the narration's word timings, sample-accurate), the mix, loudness (BS.1770) and the
 true-peak limiter, at 48 kHz stereo.
 
@@ -178,23 +179,95 @@ def to_array(seg) -> np.ndarray:
 BED_STEP_S = 30  # a bed is decoded to a whole number of these: an edit that changes the length reuses it
 
 
-def bed(info: AudioInfo, total: int, start_s: float, loop: bool) -> np.ndarray:
+def to_int16(seg) -> np.ndarray:
+    """A decoded AudioSegment as 16-bit stereo (2, n) at RATE: the decoder's own samples when they are
+    that already (a bed stays as decoded, and is cached so), else by way of to_array."""
+    if seg.channels == 2 and seg.sample_width == 2 and seg.frame_rate == RATE:
+        return np.frombuffer(seg.raw_data, dtype="<i2").reshape(-1, 2).T.copy()
+    return np.clip(np.rint(to_array(seg) * 32767.0), -32768, 32767).astype(np.int16)
+
+
+BED_SCALE = 1 / 32767.0  # the bed's int16 samples as the mix reads them (see lay)
+
+
+def bed(info: AudioInfo, total: int, start_s: float, loop: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The track laid under at least `total` samples (rounded up to BED_STEP_S, so the bed survives
-    edits): from `start_s`, looped with a crossfade (or stopping, then silence) when it is shorter."""
-    need_ms = -(-total * 1000 // RATE // (BED_STEP_S * 1000)) * BED_STEP_S * 1000
-    seg = decode(info, start_s, need_ms / 1000)
-    if len(seg) < need_ms and loop:
-        whole = seg if start_s == 0 else decode(info, 0.0, info.duration)
-        while len(seg) < need_ms:
-            seg = seg.append(whole, crossfade=min(CROSSFADE_MS, len(whole) // 4, len(seg) // 4))
-    x = to_array(seg[:need_ms])
-    del seg
-    n_out = need_ms * RATE // 1000
-    if x.shape[1] >= n_out:
-        return np.ascontiguousarray(x[:, :n_out])
-    out = np.zeros((2, n_out), np.float32)
-    out[:, : x.shape[1]] = x
-    return out
+    edits), 16-bit stereo: from `start_s`, looped with a crossfade (or stopping, then silence) when it
+    is shorter; and its K-weighted energy and a bound on its true peak (bed_peaks) per BIN.
+
+    pydub decodes (only the span needed); the loop is laid here, in numpy: each copy of the track
+    starts on a bin, so its bins are the decoded track's own, moved by whole bins, and only the
+    crossfades (and the filters' settling after them) are measured anew. Measured on the shipped 32 s
+    pad under a 2-minute episode: 0.12 s of CPU against 0.5 s (pydub's crossfades, then weighting the
+    whole bed)."""
+    n_out = -(-total // (BED_STEP_S * RATE)) * BED_STEP_S * RATE
+    first = to_int16(decode(info, start_s, n_out / RATE))[:, :n_out]
+    out = np.zeros((2, n_out), np.int16)
+    out[:, : first.shape[1]] = first
+    copies = [(0, first)]  # (where, source): the bed is the source's samples from there on (a bin) ...
+    joins = []  # ... but over these spans (crossfades, and the end), weighted anew
+    pos = first.shape[1]
+    if pos < n_out and loop:
+        whole = first if start_s == 0 else to_int16(decode(info, 0.0, min(info.duration, n_out / RATE)))
+        while pos < n_out:
+            fade = min(CROSSFADE_MS * RATE // 1000, whole.shape[1] // 4, pos // 4) // BIN * BIN
+            at = pos - fade - pos % BIN  # the copy starts on a bin
+            fade = pos - at
+            w = ((np.arange(fade) + 0.5) / fade * (np.pi / 2)).astype(np.float32)  # equal power
+            mixed = out[:, at:pos] * np.cos(w) + whole[:, :fade] * np.sin(w)
+            out[:, at:pos] = np.clip(np.rint(mixed), -32768, 32767)
+            n = min(whole.shape[1] - fade, n_out - pos)
+            out[:, pos : pos + n] = whole[:, fade : fade + n]
+            copies.append((at, whole))
+            joins.append((at, pos))
+            pos += n
+    joins.append((pos, pos))  # the end: the filters ring on past the last copy
+    return out, *_bed_bins(out, copies, joins)
+
+
+def _bed_bins(x: np.ndarray, copies: list, joins: list) -> tuple[np.ndarray, np.ndarray]:
+    """K-weighted energy and peak bound (bed_peaks) per BIN of the laid bed `x`: its sources' where it
+    copies them (each copy later in the list overrides those before it), made anew over each join and
+    the k_history after it, where the filters still hear the join."""
+    e, pb = np.zeros(x.shape[1] // BIN), np.zeros(x.shape[1] // BIN)
+    made: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for where, src in copies:
+        if id(src) not in made:
+            n = src.shape[1] // BIN * BIN
+            made[id(src)] = _k_energy(src, 0, n), bed_peaks(src[:, :n])
+        for into, v in zip((e, pb), made[id(src)]):
+            n = min(len(v), len(into) - where // BIN)
+            into[where // BIN : where // BIN + n] = v[:n]
+    hist = sound.k_history(RATE)
+    for a, b in joins:
+        a, b = a // BIN * BIN, min(x.shape[1], -(-(b + hist) // BIN) * BIN)
+        if b > a:
+            e[a // BIN : b // BIN] = _k_energy(x, a, b)
+            pb[a // BIN : b // BIN] = bed_peaks(x[:, a:b])
+    return e, pb
+
+
+def _k_energy(x: np.ndarray, a: int, b: int) -> np.ndarray:
+    """K-weighted energy per BIN of int16 stereo samples [a, b) of `x` (a on a bin), heard with the
+    k_history before them."""
+    lo = max(0, a - sound.k_history(RATE))
+    e = np.zeros((b - a) // BIN)
+    for ch in x[:, lo:b]:
+        if b - lo > sound.K_SIZE // 2:
+            k = sound._k_weight_blocks(ch, RATE, BED_SCALE)
+        else:
+            k = sound.k_weight(ch.astype(np.float32) * np.float32(BED_SCALE), RATE)
+        e += energy_bins(k[a - lo :][None, :])[: len(e)]
+    return e
+
+
+def bed_peaks(x: np.ndarray) -> np.ndarray:
+    """A bound on int16 stereo samples' true peak per BIN (a whole number of bins), without
+    oversampling: the sample peak and 3 dB (an inter-sample peak of real music stays well under it;
+    the bed sits 20 dB and more under the voice, so it rarely matters)."""
+    top = np.maximum(x[0], x[1]).reshape(-1, BIN).max(axis=1).astype(np.int32)
+    bottom = np.minimum(x[0], x[1]).reshape(-1, BIN).min(axis=1).astype(np.int32)
+    return np.maximum(top, -bottom) * (1.41 * BED_SCALE)
 
 
 def fade_at(t: np.ndarray, total: int, fade_in: int, fade_out: int) -> np.ndarray:
@@ -233,6 +306,22 @@ def spread_energy(e: np.ndarray, bin_in: int, rate_in: int, n_out: int) -> np.nd
     cum = np.concatenate([[0.0], np.cumsum(e)])
     edges_out = np.arange(n + 1) * BIN / RATE
     return np.diff(np.interp(edges_out, edges_in, cum)) * (RATE / rate_in)
+
+
+def spread_peaks(p: np.ndarray, rate_in: int, n_out: int) -> np.ndarray:
+    """peak_bins of a true-peak envelope at `rate_in` held over RATE samples `n_out` long: each output
+    sample holds the larger of the input sample it falls in and the next one. Taken per bin from the
+    input's samples, without making the 48 kHz envelope (a 20 s narration: 1 ms instead of 9 ms)."""
+    if n_out == 0 or len(p) == 0:
+        return np.zeros(-(-n_out // BIN))
+    q = np.maximum(p, np.append(p[1:], p[-1]))  # each sample's own and its next neighbour's
+    b = np.arange(-(-n_out // BIN), dtype=np.int64) * BIN
+    lo = np.minimum(b * rate_in // RATE, len(q) - 1)  # the input sample a bin's first output falls in ...
+    hi = np.minimum((np.minimum(b + BIN, n_out) - 1) * rate_in // RATE, len(q) - 1)  # ... and its last
+    q = q[: hi[-1] + 1]
+    got = np.maximum.reduceat(q, lo)  # [lo of this bin, lo of the next): the next bin may share its last
+    nxt = np.append(lo[1:], len(q))
+    return np.where(hi >= nxt, np.maximum(got, q[hi]), got)
 
 
 def phrases(words: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
@@ -638,7 +727,7 @@ def lay(track: np.ndarray, starts: list[int], offsets: list[int], a: int, b: int
     `floors`: per segment, the earliest sample its join's crossfade may start at (where its speech
     ends: what comes before is then the segment's own, whatever the next one does)."""
     out = np.zeros((2, b - a), np.float32)
-    scale = np.float32(1 / 32767.0) if track.dtype == np.int16 else np.float32(1.0)
+    scale = np.float32(BED_SCALE) if track.dtype == np.int16 else np.float32(1.0)
 
     def take(lo: int, hi: int, shift: int) -> np.ndarray:  # samples [lo, hi) as the bed shifted by `shift`
         got = np.zeros((2, hi - lo), np.float32)

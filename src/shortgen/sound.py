@@ -199,31 +199,39 @@ def k_weight(x: np.ndarray, rate: int = RATE) -> np.ndarray:
     """K-weighted signal. The two IIR biquads are applied in the frequency domain, with 250 ms of zero
     padding for their impulse responses to die away in (they decay in a few tens of ms), which matches
     direct filtering to float32 precision without scipy's lfilter."""
-    if len(x) > K_BLOCK:
+    if len(x) > K_SIZE // 2:
         return _k_weight_blocks(x, rate)
     size = _fast_size(len(x) + rate // 4)
     # float32 transforms (numpy >= 2): half the memory traffic, and far inside the precision a meter needs
     return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * _k_response(size, rate), size)[: len(x)].astype(np.float32)
 
 
-K_BLOCK = 1 << 16
+K_SIZE = 1 << 17  # a block and its history: a power of two, the size the FFT is fastest at
 
 
-def _k_weight_blocks(x: np.ndarray, rate: int) -> np.ndarray:
-    """k_weight of a long signal (a music bed) by overlap-save: each block of K_BLOCK transformed with
-    the 250 ms before it, which the filters' responses need to die away in (the same truncation the
-    whole-signal transform makes). Measured on two minutes at 48 kHz: 0.3 s instead of 1.4 s (one
-    transform of millions of points, and a filter response computed for each new length)."""
-    hist = -(-(rate // 4) // 1024) * 1024
-    size = K_BLOCK + hist
-    h = _k_response(size, rate)
-    xp = np.concatenate([np.zeros(hist, np.float32), x.astype(np.float32)])
+def k_history(rate: int) -> int:
+    """The samples before a block that the filters' responses die away in (250 ms, whole kilosamples)."""
+    return -(-(rate // 4) // 1024) * 1024
+
+
+def _k_weight_blocks(x: np.ndarray, rate: int, scale: float = 1.0) -> np.ndarray:
+    """k_weight of a long signal (a music bed; int16 is read as `scale` a step) by overlap-save: each
+    block transformed with the k_history samples before it, which the filters' responses need to die
+    away in (the same truncation the whole-signal transform makes). Measured on two minutes at 48 kHz:
+    0.12 s a channel, against 1.4 s as one transform of millions of points (and a filter response for
+    each new length), and 0.17 s in blocks whose size had a factor of 19."""
+    hist = k_history(rate)
+    size = max(K_SIZE, 4 * hist)
+    block = size - hist
+    h = _k_response(size, rate) * np.complex64(scale)
     out = np.empty(len(x), np.float32)
-    for s in range(0, len(x), K_BLOCK):
-        seg = xp[s : s + size]
-        y = np.fft.irfft(np.fft.rfft(seg, size) * h, size)
-        n = min(K_BLOCK, len(x) - s)
-        out[s : s + n] = y[hist : hist + n]
+    seg = np.empty(size, np.float32)
+    for s in range(0, len(x), block):
+        lo, hi = max(s - hist, 0), min(s + block, len(x))
+        seg.fill(0.0)  # silence before the start and past the end
+        seg[lo - (s - hist) : hi - (s - hist)] = x[lo:hi]
+        y = np.fft.irfft(np.fft.rfft(seg) * h, size)
+        out[s:hi] = y[hist : hist + hi - s]
     return out
 
 

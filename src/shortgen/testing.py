@@ -159,9 +159,10 @@ class FakeEncoder:
         self.calls.append(("audio", out.name))
         out.write_text(json.dumps({"samples": len(pcm) // 4, "rate": rate, "lead": lead, "frames": frames}))
 
-    def encode_pcm(self, pcm, frames, bitrate, out):
+    def encode_pcm(self, pcm, frames, bitrate, out, meter=False):
         self.calls.append(("audio", out.name))
         out.write_text(json.dumps({"samples": len(pcm) // 8, "frames": frames, "mixed": True}))
+        return self.loudness(out)[1] if meter else None
 
     def splice_audio(self, pieces, out):
         self.calls.append(("splice", out.name))

@@ -106,7 +106,6 @@ def make_music(
     are the edited segment's, as a rule), and never makes the others' samples. `narrations`: audio key -> (wav,
     spoken words). The figures go to `info`."""
     import hashlib
-    import itertools
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -200,8 +199,6 @@ def make_music(
         bounds = [*range(0, cut, PIECE_FRAMES), cut, ch.count]
         parts += [(ch.segment, ch.first + i, j - i) for i, j in zip(bounds, bounds[1:]) if j > i]
 
-    encoded = itertools.count()
-
     def inputs(a: int, b: int) -> str:
         """A digest of what makes samples [a, b) of the mix (music.window_inputs), with the stems there."""
         lo, hi = max(a, 0), min(b, total)
@@ -219,7 +216,7 @@ def make_music(
 
     # each piece is cached by a digest of what makes its samples
     paths = [cache.path("segments", keys.mixed_chunk(inputs(*span(part)), part[2], settings), ".aac") for part in parts]
-    new_pieces = sum(not cache.has(path) for path in paths)
+    many = sum(not cache.has(path) for path in paths) > FEW_PIECES
 
     def encode(i: int) -> Path:
         part, path = parts[i], paths[i]
@@ -240,21 +237,25 @@ def make_music(
                 with cache.writing(path.with_suffix(".pcm")) as tmp:
                     tmp.write_text(hashlib.sha256(pcm).hexdigest())
             peak = float(np.abs(block).max(initial=0.0))
-            if peak < BOUND_BELOW:  # a quiet piece (music alone): a bound stands for its meter, see _bound
+            quiet = peak < BOUND_BELOW  # music alone: a bound stands for its meter, see _bound
+            if quiet:
                 with cache.writing(path.with_suffix(".tpb")) as tmp:
                     tmp.write_text(json.dumps(round(20 * np.log10(max(peak, 1e-6)) + BOUND_DB, 2)))
+            # many pieces (a cold render): each loud one is metered as it is encoded, in the same ffmpeg
+            # run; an edit's few are metered by `measure_music`, beside the join, and encode sooner
             with cache.writing(path) as tmp:
-                encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp)
-            if next(encoded) >= 2 and new_pieces > FEW_PIECES and _bound(cache, path) is None:
-                # many pieces (a cold render): meter each as it is made, while the other lane works; an
-                # edit's few are metered by `measure_music`, beside the join
-                _peak(encoder, cache, path)
+                tp = encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp, meter=not quiet and many)
+            if tp is not None:
+                with cache.writing(path.with_suffix(".tp")) as tmp:
+                    tmp.write_text(json.dumps(tp))
         return path
 
     # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle;
-    # the pieces of segments spoken anew first (an edit's encodes start at once)
+    # an edit's few pieces (a segment's two long ones and its short last one) all at once, so the short
+    # one does not wait for a long one; the pieces of segments spoken anew first (an edit's encodes
+    # start at once)
     order = sorted(range(len(parts)), key=lambda i: parts[i][0] not in fresh)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=2 if many else 3) as pool:
         made = dict(zip(order, pool.map(encode, order)))
     done = [made[i] for i in range(len(parts))]
     pieces = [(path, 0, count + 1) if first == 0 else (path, 1, count) for (_, first, count), path in zip(parts, done)]
@@ -295,10 +296,11 @@ def measure_music(encoder: Encoder, cache: Cache, info: Path) -> None:
 # A piece whose samples stay under -12 dBFS (the music alone, between and around the words) is not
 # metered unless it could be the loudest: its true peak after AAC is taken as at most its sample peak
 # + 6 dB. Measured: Part 4's seven quiet pieces +0.04 dB at most; a naive square wave, as peaky as
-# music gets, +3.6 dB. Metering costs an ffmpeg run per piece.
+# music gets, +3.6 dB. Metering decodes a piece again and oversamples it four times (in its encoder's
+# run, 0.03 s of CPU less a piece than a run of its own: Part 4 has twelve loud pieces).
 BOUND_BELOW = 10 ** (-12 / 20)
 BOUND_DB = 6.0
-FEW_PIECES = 8  # an edit's new pieces: all metered beside the join, off the audio lane
+FEW_PIECES = 8  # an edit's new pieces: metered beside the join, not in their encoders' runs
 
 
 def _bound(cache: Cache, piece: Path) -> float | None:
@@ -339,9 +341,7 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     # two grids' offsets, and the ceiling keeps 1 dB for the AAC encoder)
     e = music.spread_energy(m.energy, sound.BIN, sound.RATE, len(x))
     assert m.peak is not None
-    at = np.arange(len(x)) * sound.RATE // AAC_RATE
-    p = np.maximum(m.peak[np.minimum(at, len(m.peak) - 1)], m.peak[np.minimum(at + 1, len(m.peak) - 1)])
-    pb = music.peak_bins(p)
+    pb = music.spread_peaks(m.peak, sound.RATE, len(x))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=x, e=e, pb=pb, n=len(x))
     return x, len(x), e, pb, path.name
@@ -361,23 +361,16 @@ def _bed(settings: Settings, total: int, cache: Cache):
     sets the bed's gain): cached."""
     import numpy as np
 
-    from . import music, sound
+    from . import music
 
     info = music.probe(settings.music or "")
     key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
-    path = cache.path("segments", key, ".bed-v5.npz")  # v5: decoded at 48 kHz by ffmpeg
+    path = cache.path("segments", key, ".bed-v6.npz")  # v6: looped in numpy, its energy reused per copy
     if cache.has(path):
         with np.load(path) as z:
             return z["x"], z["e"], z["pb"], float(z["lufs"]), path.name
-    x = music.bed(info, total, settings.music_start_s, settings.music_loop)
-    e = music.energy_bins(sound.k_weight(x[0], AAC_RATE)[None, :])  # a channel at a time
-    e += music.energy_bins(sound.k_weight(x[1], AAC_RATE)[None, :])
-    # a bound on its true peak without oversampling: the sample peak and 3 dB (an inter-sample peak of
-    # real music stays well under it); the bed sits 20 dB and more under the voice, so it rarely matters
-    pb = music.peak_bins(np.maximum(np.abs(x[0]), np.abs(x[1])) * np.float32(1.41))
+    x16, e, pb = music.bed(info, total, settings.music_start_s, settings.music_loop)
     lufs = music._gated_bins(e)
-    x16 = np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16)
-    del x
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=x16, e=e, pb=pb, lufs=lufs)
     return x16, e, pb, lufs, path.name
