@@ -372,6 +372,31 @@ def test_a_bed_from_late_in_a_long_file_decodes_only_what_the_episode_needs(tmp_
     assert x.shape[1] == music.BED_STEP_S * R and max(asked) <= music.BED_STEP_S
 
 
+def test_a_render_checks_its_music_beside_the_speech_and_refuses_a_bad_file_before_drawing(tmp_path):
+    """The render loads its script without the music's decode check and runs it beside the speech:
+    a bad file is refused with the same line `check` gives, nothing encoded, the earlier render intact."""
+    from shortgen.errors import ScriptError
+
+    tone_wav(tmp_path / "bed.wav", 4.0)
+    layer = {"cache_dir": tmp_path / "c", "output_dir": tmp_path / "o"}
+    res = render_episode(
+        load_episode(episode(tmp_path, "music: bed.wav"), layer), FakeEngine(), FakeEncoder(), Cache(tmp_path / "c")
+    )
+    before = {f: f.read_bytes() for f in res.out_dir.iterdir()}
+    for name, phrase in bad_audio(tmp_path).items():
+        p = episode(tmp_path, f"music: {name}")
+        with pytest.raises(ScriptError) as refused:
+            load_episode(p, layer)
+        ep = load_episode(p, layer, audio=False)  # as `shortgen render` loads it
+        enc = FakeEncoder()
+        with pytest.raises(ScriptError) as got:
+            render_episode(ep, FakeEngine(), enc, Cache(tmp_path / "c"))
+        assert str(got.value) == str(refused.value) and phrase in str(got.value), name
+        assert str(got.value).startswith(f"{p}:7:10: settings.music: ")
+        assert enc.calls == []  # nothing drawn or encoded
+        assert {f: f.read_bytes() for f in res.out_dir.iterdir()} == before
+
+
 # ---- rendering by window: an edit re-makes only what it changed -----------------------------------
 
 

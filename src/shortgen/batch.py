@@ -46,7 +46,7 @@ def _render_one(path: str, layer: dict, engine_factory, encoder_factory, sink: S
     name = Path(path).stem
     sink = sink or (_events.put if _events is not None else None)
     try:
-        ep = load_episode(path, layer)
+        ep = load_episode(path, layer, audio=False)  # render_episode checks its audio files
         name = ep.slug
         res = render_episode(ep, engine_factory(), encoder_factory(), Cache(ep.settings.cache_dir), sink=sink)
         return Outcome(

@@ -327,7 +327,7 @@ def _render_targets(a) -> ExitStatus:
         from .encode import FfmpegEncoder
         from .load import load_episode
 
-        ep = load_episode(targets[0], layer)
+        ep = load_episode(targets[0], layer, audio=False)  # render_episode checks its audio files
         engine, cache = _engine_cache(layer)
         res = render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer)
         _print_result(res)

@@ -348,7 +348,9 @@ def check_cli_layer(layer: dict) -> dict:
     return out
 
 
-def load_episode(path: Path | str, cli: dict | None = None, base: Settings | None = None) -> Episode:
+def load_episode(path: Path | str, cli: dict | None = None, base: Settings | None = None, audio: bool = True) -> Episode:
+    """An episode script, validated, with its settings resolved. `audio`: its music and sting files are
+    checked here (check_audio); a render checks them itself, beside the speech."""
     path = Path(path)
     data, pos = _read_yaml(path)
     if "parts" in data and "segments" not in data:
@@ -412,12 +414,10 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
         except media.MediaError as e:
             raise ScriptError(where, "settings.background", str(e)) from None
         background = VisualSpec(bg, motion="none", where=f"{where}: settings.background")
-    for key in ("music", "sting"):
-        _check_audio(settings, key, origins.get(key) or Where(path))
     places = {k: Where(path, *pos.values[(k,)]) for k in ("series", "next", "title") if (k,) in pos.values}
     if "series" not in places and series_where is not None:
         places["series"] = series_where
-    return Episode(
+    ep = Episode(
         path=path,
         series=series_name,
         part=m["part"],
@@ -430,6 +430,15 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
         places=places,
         background=background,
     )
+    if audio:
+        check_audio(ep)
+    return ep
+
+
+def check_audio(ep: Episode) -> None:
+    """The episode's `music:` and `sting:` files: usable, or a ScriptError naming the setting's place."""
+    for key in ("music", "sting"):
+        _check_audio(ep.settings, key, ep.where(key))
 
 
 def _check_audio(settings: Settings, key: str, where: Where) -> None:

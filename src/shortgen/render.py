@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import check, draw, frames, keys, outputs, track
+from . import check, draw, frames, keys, load, outputs, track
 from .cache import Cache, Stats
 from .encode import Encoder, VideoSettings
 from .load import Episode
@@ -73,9 +73,15 @@ def render_episode(
     cache.sweep()  # temporaries of runs that were killed
 
     progress("narrate")
+    # the music's and sting's files are decoded and checked beside the speech (a first check of a file
+    # decodes its first 30 s: 0.1 s that would otherwise come before the speech starts)
+    checking = ThreadPoolExecutor(max_workers=1)
+    audio_checked = checking.submit(load.check_audio, ep)
+    checking.shutdown(wait=False)
     tiles = draw.TileCache(settings, tile_map=frames.ycc)
     timed = speak_and_plan(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
                            on_speak=lambda texts: _warm_captions(tiles, texts))  # fmt: skip
+    audio_checked.result()
     check.enforce(timed)  # refuse over-budget scripts before writing anything
     plan = timed.plan
     progress.total_frames = plan.total_frames

