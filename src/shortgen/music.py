@@ -401,12 +401,23 @@ def _add_bins(into: np.ndarray, b0: int, v: np.ndarray, scale: float | np.ndarra
 
 def _gated_bins(e: np.ndarray) -> float:
     """BS.1770-4 gated loudness from energy bins (BIN samples each, summed over channels)."""
-    step = RATE // 10 // BIN  # 100 ms
-    n = len(e) // step
-    if n < 4:
+    return _gated_steps(_steps(e))
+
+
+STEP_BINS = RATE // 10 // BIN  # BS.1770's 100 ms step
+
+
+def _steps(e: np.ndarray) -> np.ndarray:
+    """Energy per whole 100 ms step, from energy bins: what gated loudness is taken from (and linear in
+    the bins, so a mix's steps are its stems' steps, gained)."""
+    n = len(e) // STEP_BINS
+    return e[: n * STEP_BINS].reshape(n, STEP_BINS).sum(axis=1)
+
+
+def _gated_steps(s100: np.ndarray) -> float:
+    if len(s100) < 4:
         return -np.inf
-    s100 = e[: n * step].reshape(n, step).sum(axis=1)
-    return sound._gated((s100[:-3] + s100[1:-2] + s100[2:-1] + s100[3:]) / (4 * step * BIN))
+    return sound._gated((s100[:-3] + s100[1:-2] + s100[2:-1] + s100[3:]) / (4 * STEP_BINS * BIN))
 
 
 def _span_energy(e: np.ndarray, spans: list[tuple[int, int]]) -> float:
@@ -519,13 +530,14 @@ def analyse(
     # pass the target, the whole mix comes down instead (so the separation rule still holds)
     voice_e2 = 2 * voice_e
     gv = 1.0
-    if _gated_bins(voice_e2 + music_e) < settings.loudness_lufs:
+    voice_s, music_s = _steps(voice_e2), _steps(music_e)  # the search below works on these
+    if _gated_steps(voice_s + music_s) < settings.loudness_lufs:
         lo, hi = 1.0, 10 ** (3 / 20)
         for _ in range(16):  # to 0.0001 dB: far finer than the 0.5 dB steps it is rounded to
             mid = (lo * hi) ** 0.5
-            lo, hi = (mid, hi) if _gated_bins(mid * mid * voice_e2 + music_e) < settings.loudness_lufs else (lo, mid)
+            lo, hi = (mid, hi) if _gated_steps(mid * mid * voice_s + music_s) < settings.loudness_lufs else (lo, mid)
         gv = hi
-    lufs = _gated_bins(gv * gv * voice_e2 + music_e)
+    lufs = _gated_steps(gv * gv * voice_s + music_s)
     whole = _stepped(10 ** ((settings.loudness_lufs - lufs) / 20)) if np.isfinite(lufs) else 1.0  # 1 unless the bed is loud
     gv *= whole
     music_e *= whole * whole

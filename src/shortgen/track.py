@@ -365,14 +365,18 @@ def _bed(settings: Settings, total: int, cache: Cache):
 
     info = music.probe(settings.music or "")
     key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
-    path = cache.path("segments", key, ".bed-v6.npz")  # v6: looped in numpy, its energy reused per copy
-    if cache.has(path):
-        with np.load(path) as z:
-            return z["x"], z["e"], z["pb"], float(z["lufs"]), path.name
+    # v7: looped in numpy, its energy reused per copy; the samples apart from the bins, mapped from the
+    # file when read back (an edit reads the few seconds its pieces need, not all 23 MB)
+    path, bins = cache.path("segments", key, ".bed-v7.npy"), cache.path("segments", key, ".bed-v7.npz")
+    if cache.has(path, bins):
+        with np.load(bins) as z:
+            return np.load(path, mmap_mode="r"), z["e"], z["pb"], float(z["lufs"]), path.name
     x16, e, pb = music.bed(info, total, settings.music_start_s, settings.music_loop)
     lufs = music._gated_bins(e)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, x=x16, e=e, pb=pb, lufs=lufs)
+        np.save(f, x16)
+    with cache.writing(bins) as tmp, open(tmp, "wb") as f:
+        np.savez(f, e=e, pb=pb, lufs=lufs)
     return x16, e, pb, lufs, path.name
 
 
