@@ -272,9 +272,10 @@ def bed_peaks(x: np.ndarray) -> np.ndarray:
 
 def fade_at(t: np.ndarray, total: int, fade_in: int, fade_out: int) -> np.ndarray:
     """The bed's fade in and out at the episode's ends (raised-cosine ramps of `fade_in` and `fade_out`
-    samples, each at most half the episode), as a gain at sample positions `t` (float64)."""
+    samples, each at most half the episode, the fade out ending at `total`), as a gain at sample
+    positions `t` (float64); silence from `total` on."""
     g = np.ones(len(t))
-    for n, ramp_at in ((min(fade_in, total // 2), t), (min(fade_out, total // 2), total - 1 - t)):
+    for n, ramp_at in ((min(fade_in, total // 2), t), (min(fade_out, total // 2), np.maximum(total - 1 - t, 0))):
         if n > 0:
             inside = ramp_at < n
             g[inside] *= 0.5 - 0.5 * np.cos(np.pi * ramp_at[inside] / n)
@@ -449,6 +450,7 @@ class MixPlan:
     are rounded to GAIN_STEP_DB for the same reason; the limiter works per bin."""
 
     total: int
+    fade_end: int  # where the fade out ends: the episode's end, as its last segment places it (see analyse)
     bed_gain: float  # the bed to its set level
     whole: float  # the music's share of the episode-wide correction
     voice_gain: float  # the voice's
@@ -474,6 +476,7 @@ def analyse(
     extras: list[Placed],
     settings,
     total: int,
+    fade_end: int | None = None,
 ) -> MixPlan:
     """Plan the mix of a mastered voice (mono, placed) and a bed (stereo, laid under the episode).
 
@@ -489,7 +492,12 @@ def analyse(
     `segments`: per segment (first sample, end sample, its words as (start, end) samples).
     `stings`: sounds laid over the music after ducking; `extras`: sounds under the voice, already at
     their level (a clip's own sound), ducked with the bed. With no bed they are the music.
+    `fade_end`: where the fade out ends (the episode's end, `total`, by default). The track places it
+    from its last segment's own narration and length, so that an edit earlier in the episode (which
+    moves the end by a part of an AAC frame, from the frames' rounding) leaves the fade, and the last
+    segment's encoded pieces, as they were.
     """
+    fade_end = total if fade_end is None else fade_end
     nb = -(-total // BIN)
     voice_e, voice_pb, bed_e, bed_pb = (np.pad(v, (0, max(0, nb - len(v))))[:nb] for v in (voice_e, voice_pb, bed_e, bed_pb))
     if not np.isfinite(bed_lufs) and not extras:
@@ -515,7 +523,7 @@ def analyse(
     attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
 
     def gain_at(t: np.ndarray) -> np.ndarray:
-        return _gain(t, spans, attack, release, total, fade_in, fade_out).astype(np.float64)
+        return _gain(t, spans, attack, release, fade_end, fade_in, fade_out).astype(np.float64)
 
     edge = gain_at(np.minimum(np.arange(nb + 1, dtype=np.float64) * BIN, total - 1))  # at the bins' edges
     gain_e = ((edge[:-1] + edge[1:]) / 2) ** 2  # mid-bin: the gain moves over 100 ms and more, a bin 0.3 ms
@@ -579,7 +587,7 @@ def analyse(
         speaking[max(0, a - attack) // BIN : (b + release) // BIN + 1] = True
     pauses = ~speaking
     pauses[: fade_in // BIN] = False
-    pauses[max(0, total - fade_out) // BIN :] = False
+    pauses[max(0, fade_end - fade_out) // BIN :] = False
     gaps = _lufs(float(music_e[pauses].sum()) / (int(pauses.sum()) * BIN)) if pauses.any() else None
     figures = {
         "level_in_pauses_lufs": None if gaps is None else round(gaps, 2),
@@ -589,17 +597,19 @@ def analyse(
         "separation_rule_lu": settings.music_separation_lu,
         "segments": per,
     }
-    return MixPlan(total, level, whole, gv, tuple(spans), attack, release, fade_in, fade_out, curve, final_lufs, tp, figures)
+    return MixPlan(
+        total, fade_end, level, whole, gv, tuple(spans), attack, release, fade_in, fade_out, curve, final_lufs, tp, figures
+    )
 
 
-def _gain(t: np.ndarray, spans, attack: int, release: int, total: int, fade_in: int, fade_out: int) -> np.ndarray:
+def _gain(t: np.ndarray, spans, attack: int, release: int, fade_end: int, fade_in: int, fade_out: int) -> np.ndarray:
     """The bed's linear gain at sample positions `t` (sorted): the dip under the voice and the fades
     at the episode's ends. float32, computed per position: the same wherever a window starts."""
     g = duck_at(t, spans, attack, release)
     g *= np.float32(np.log(10) / 20)
     np.exp(g, out=g)
-    if len(t) and (t[0] < fade_in or t[-1] >= total - fade_out):
-        g *= fade_at(t, total, fade_in, fade_out).astype(np.float32)
+    if len(t) and (t[0] < fade_in or t[-1] >= fade_end - fade_out):
+        g *= fade_at(t, fade_end, fade_in, fade_out).astype(np.float32)
     return g
 
 
@@ -610,7 +620,7 @@ def render(
     own level) are that window of the stems. Every operation is per sample, so a window is bit for bit
     the same samples of the whole."""
     t = np.arange(a, b, dtype=np.float64)
-    gain = _gain(t, list(mp.spans), mp.attack, mp.release, mp.total, mp.fade_in, mp.fade_out)
+    gain = _gain(t, list(mp.spans), mp.attack, mp.release, mp.fade_end, mp.fade_in, mp.fade_out)
     gain *= np.float32(mp.whole)
     out = bed * np.float32(mp.bed_gain)
     for s in extras:
@@ -629,10 +639,10 @@ def window_inputs(mp: MixPlan, lo: int, hi: int, starts: list[int], offsets: lis
     same stems there are bit for bit the same samples (every operation is per sample, and integer
     positions are exact in float64), wherever they sit in the episode. An edit then finds the pieces it
     left alone by these alone, without making their samples to hash them."""
-    n_in, n_out = min(mp.fade_in, mp.total // 2), min(mp.fade_out, mp.total // 2)
+    n_in, n_out = min(mp.fade_in, mp.fade_end // 2), min(mp.fade_out, mp.fade_end // 2)
     out: list = [lo % BIN, hi - lo, repr((mp.whole, mp.bed_gain, mp.voice_gain, mp.attack, mp.release))]
     out.append((lo, n_in) if lo < n_in else None)  # inside a fade, the distance from its end matters
-    out.append((mp.total - lo, n_out) if mp.total - hi < n_out else None)
+    out.append((mp.fade_end - lo, n_out) if mp.fade_end - hi < n_out else None)
     out.append([(a - lo, b - lo, repr(d)) for a, b, d in mp.spans if a - mp.attack < hi and b + mp.release > lo])
     out.append(hashlib.sha256(mp.limiter[lo // BIN : -(-hi // BIN)].tobytes()).hexdigest())
     # the bed: where each stretch is read from the track (shift + lo), relative to the window

@@ -122,6 +122,12 @@ def make_music(
     # where each segment's join may start to crossfade: past its speech and tail (where its last piece
     # is cut) and past the frame the piece before it hears after its end
     floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
+    # the fade out ends where the last segment's own narration and length place the episode's end, on
+    # its chunk's grid (the true end, as rounded to AAC frames, moves by one with edits before it, and
+    # would re-encode the last segment's pieces): at most 32 ms before the end, or 11 ms after it
+    last, last_seg = chs[-1], plan.segments[chs[-1].segment]
+    after_narration = (last_seg.start + last_seg.frames - last_seg.narration_start) * AAC_RATE // plan.fps
+    fade_end = (last.first + last.lead + after_narration // AAC_FRAME) * AAC_FRAME
 
     def bed():
         track, track_e, track_pb, track_lufs, bed_id = _bed(settings, total + music.BED_GRID, cache)
@@ -163,7 +169,7 @@ def make_music(
             bed_id = "none"
         stings = _stings(plan, settings, total)
         extras = _clip_sounds(plan, settings, total)
-        mp = music.analyse(voice_e, voice_pb, spoken, bed_e, bed_pb, track_lufs, stings, extras, settings, total)
+        mp = music.analyse(voice_e, voice_pb, spoken, bed_e, bed_pb, track_lufs, stings, extras, settings, total, fade_end)
     except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
         raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
     finally:
