@@ -253,11 +253,7 @@ def _k_energy(x: np.ndarray, a: int, b: int) -> np.ndarray:
     lo = max(0, a - sound.k_history(RATE))
     e = np.zeros((b - a) // BIN)
     for ch in x[:, lo:b]:
-        if b - lo > sound.K_SIZE // 2:
-            k = sound._k_weight_blocks(ch, RATE, BED_SCALE)
-        else:
-            k = sound.k_weight(ch.astype(np.float32) * np.float32(BED_SCALE), RATE)
-        e += energy_bins(k[a - lo :][None, :])[: len(e)]
+        e += energy_bins(sound.k_weight(ch, RATE, BED_SCALE)[a - lo :][None, :])[: len(e)]
     return e
 
 
@@ -555,7 +551,7 @@ def analyse(
 
     def limit(gv: float) -> tuple[np.ndarray, np.ndarray]:
         env = voice_pb * gv + rest_pb
-        return env, sound.gain_curve(env.astype(np.float32), ceiling, block=1, rate=bin_rate)
+        return env, sound.block_gains(env.astype(np.float32), ceiling, rate=bin_rate)
 
     # the limiter takes a little loudness off the voice's peaks, which the voice gets back: the voice's
     # gain is the step nearest the estimate, or a step either side where that meets the target better

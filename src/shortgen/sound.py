@@ -202,15 +202,17 @@ def _fast_size(n: int) -> int:
     return best
 
 
-def k_weight(x: np.ndarray, rate: int = RATE) -> np.ndarray:
-    """K-weighted signal. The two IIR biquads are applied in the frequency domain, with 250 ms of zero
-    padding for their impulse responses to die away in (they decay in a few tens of ms), which matches
-    direct filtering to float32 precision without scipy's lfilter."""
+def k_weight(x: np.ndarray, rate: int = RATE, scale: float = 1.0) -> np.ndarray:
+    """K-weighted signal (of x * scale: int16 samples are read so, without a float copy of them). The two
+    IIR biquads are applied in the frequency domain, with 250 ms of zero padding for their impulse
+    responses to die away in (they decay in a few tens of ms), which matches direct filtering to
+    float32 precision without scipy's lfilter."""
     if len(x) > K_SIZE // 2:
-        return _k_weight_blocks(x, rate)
+        return _k_weight_blocks(x, rate, scale)
     size = _fast_size(len(x) + rate // 4)
     # float32 transforms (numpy >= 2): half the memory traffic, and far inside the precision a meter needs
-    return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * _k_response(size, rate), size)[: len(x)].astype(np.float32)
+    h = _k_response(size, rate) * np.complex64(scale)
+    return np.fft.irfft(np.fft.rfft(x.astype(np.float32), size) * h, size)[: len(x)].astype(np.float32)
 
 
 K_SIZE = 1 << 17  # a block and its history: a power of two, the size the FFT is fastest at
@@ -347,11 +349,13 @@ def gain_curve(
     Computed on 16-sample blocks (each block takes its most demanding sample), which is 16x cheaper and
     still smooth: the steps are a third of a millisecond apart and tiny.
     """
-    n = len(env)
-    if block == 1:
-        return block_gains(env, ceiling_db, lookahead_ms, release_ms, rate)
-    top = np.concatenate([env, np.zeros(-n % block, dtype=env.dtype)]).reshape(-1, block).max(axis=1)
-    return np.repeat(block_gains(top, ceiling_db, lookahead_ms, release_ms, rate / block), block)[:n]
+    gains = block_gains(block_tops(env, block), ceiling_db, lookahead_ms, release_ms, rate / block)
+    return np.repeat(gains, block)[: len(env)]
+
+
+def block_tops(env: np.ndarray, block: int) -> np.ndarray:
+    """The largest value in each `block` samples of an envelope (the last block padded with zeros)."""
+    return np.concatenate([env, np.zeros(-len(env) % block, dtype=env.dtype)]).reshape(-1, block).max(axis=1)
 
 
 def block_gains(
@@ -389,7 +393,7 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     # and the meter's 100 ms step edges cut the signal into (a gain of g for a block scales its
     # pieces' energy by g^2). Measured: a 20 s narration mastered in 45 ms instead of 70 ms.
     m = len(x)
-    tops = np.concatenate([env, np.zeros(-m % LIMIT_BLOCK, np.float32)]).reshape(-1, LIMIT_BLOCK).max(axis=1)
+    tops = block_tops(env, LIMIT_BLOCK)
     step = int(0.1 * RATE)
     steps = m // step  # the meter's whole steps (gated_loudness)
     edges = np.union1d(np.arange(0, steps * step + 1, LIMIT_BLOCK), np.arange(0, steps * step + 1, step))

@@ -371,9 +371,9 @@ def _bed(settings: Settings, total: int, cache: Cache):
 
     info = music.probe(settings.music or "")
     key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
-    # v7: looped in numpy, its energy reused per copy; the samples apart from the bins, mapped from the
+    # v8: looped in numpy, its energy reused per copy; the samples apart from the bins, mapped from the
     # file when read back (an edit reads the few seconds its pieces need, not all 23 MB)
-    path, bins = cache.path("segments", key, ".bed-v7.npy"), cache.path("segments", key, ".bed-v7.npz")
+    path, bins = cache.path("segments", key, ".bed-v8.npy"), cache.path("segments", key, ".bed-v8.npz")
     if cache.has(path, bins):
         with np.load(bins) as z:
             return np.load(path, mmap_mode="r"), z["e"], z["pb"], float(z["lufs"]), path.name
