@@ -13,7 +13,9 @@ from . import __version__
 from .errors import ExitStatus, ShortgenError, describe, status_of
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(cmd: str | None = None) -> argparse.ArgumentParser:
+    """The command line. `cmd`: the command about to run, if known: only it gets the settings' flags
+    (declaring them all on every command took 40 ms of each run's start)."""
     p = argparse.ArgumentParser(prog="shortgen", description="Turn episode scripts into vertical short videos.")
     p.add_argument("--version", action="version", version=f"shortgen {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -21,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     def settings_flags(sp):
         # derived from the settings' own declarations (settings.py), held to the same rules as a file
         from .settings import flags
+
+        if cmd is not None and sp.prog.split()[-1] != cmd:
+            return
 
         for name, flag, text, rule in flags():
             if rule is not None and rule.kind == "bool":
@@ -107,7 +112,8 @@ class _Printer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
     try:
         return int(_dispatch(args))
     except KeyboardInterrupt:
@@ -302,19 +308,16 @@ def _render(a) -> ExitStatus:
 
 
 def _render_targets(a) -> ExitStatus:
-    from .load import expand_targets
-
     scheduler = a.scheduler or os.environ.get("SHORTGEN_SCHEDULER")
-    layer = _cli_layer(a)
-    targets = expand_targets(a.paths)
-    if not scheduler and len(targets) == 1:  # a series' parts speak in worker processes of their own
+    if not scheduler and len(a.paths) == 1 and a.paths[0].is_file():  # one part, as a rule (a series' parts
+        # speak in worker processes of their own: a series file's standby is let go unused)
         from .espeak_worker import start_standby
 
         start_standby()  # the speech worker starts while the rest of this process imports and loads
+    from .load import expand_targets
 
-    from .batch import render_many
-    from .render import render_episode
-
+    layer = _cli_layer(a)
+    targets = expand_targets(a.paths)
     printer = _Printer(a.quiet)
     if scheduler:  # Dask is imported only here
         from . import cluster
@@ -324,14 +327,21 @@ def _render_targets(a) -> ExitStatus:
         outcomes = cluster.render_many(targets, layer, spec, sink=printer)
         return _finish(outcomes, time.monotonic() - t0, layer)
     if len(targets) == 1:
-        from .encode import FfmpegEncoder
         from .load import load_episode
+        from .timeline import speak_ahead
 
         ep = load_episode(targets[0], layer, audio=False)  # render_episode checks its audio files
         engine, cache = _engine_cache(layer)
-        res = render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer)
+        ahead = speak_ahead(ep, engine, cache)  # the speech is asked for before the renderer is imported
+
+        from .encode import FfmpegEncoder
+        from .render import render_episode
+
+        res = render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer, ahead=ahead)
         _print_result(res)
         return ExitStatus.OK
+    from .batch import render_many
+
     t0 = time.monotonic()
     outcomes = render_many(targets, layer, jobs=a.jobs, sink=printer)
     return _finish(outcomes, time.monotonic() - t0, layer)

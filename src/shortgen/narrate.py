@@ -422,6 +422,13 @@ def _speak(requests, todo: list[int], paths, engine: Engine, cache: Cache, stats
     return failed
 
 
+def unspoken(requests: Sequence[Request], engine: Engine, cache: Cache) -> list[str]:
+    """The texts of `requests` that are not in the cache yet."""
+    names = [keys.narration(engine.id, r.text, r.voice, r.rate) for r in requests]
+    have = [cache.has(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in names]
+    return [r.text for r, h in zip(requests, have) if not h]
+
+
 def narrate(
     requests: Sequence[Request], engine: Engine, cache: Cache, stats: Stats | None = None, on_progress=None, on_speak=None
 ) -> list[Narration]:

@@ -26,7 +26,7 @@ from .plan import Plan, SegmentPlan, cue_texts
 from .plan import moves as plan_moves
 from .plan import runs as plan_runs
 from .settings import Settings
-from .timeline import Timeline, speak_and_plan
+from .timeline import Ahead, Timeline, speak_and_plan
 
 Sink = Callable[[dict], None]
 
@@ -65,8 +65,15 @@ class RenderResult:
 
 
 def render_episode(
-    ep: Episode, engine: Engine, encoder: Encoder, cache: Cache, sink: Sink | None = None, stats: Stats | None = None
+    ep: Episode,
+    engine: Engine,
+    encoder: Encoder,
+    cache: Cache,
+    sink: Sink | None = None,
+    stats: Stats | None = None,
+    ahead: Ahead | None = None,
 ) -> RenderResult:
+    """Render one episode into its output folder, as one set. `ahead`: its speech, already asked for."""
     t0 = time.monotonic()
     settings, stats, progress = ep.settings, stats or Stats(), Progress(sink, ep.slug)
     out_dir, names = settings.output_dir / ep.slug, outputs.file_names(ep.slug)
@@ -80,7 +87,7 @@ def render_episode(
     checking.shutdown(wait=False)
     tiles = draw.TileCache(settings, tile_map=frames.ycc)
     timed = speak_and_plan(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
-                           on_speak=lambda texts: _warm_captions(tiles, texts))  # fmt: skip
+                           on_speak=lambda texts: _warm_captions(tiles, texts), ahead=ahead)  # fmt: skip
     audio_checked.result()
     check.enforce(timed)  # refuse over-budget scripts before writing anything
     plan = timed.plan

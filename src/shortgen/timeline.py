@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .cache import Cache, Stats
 from .load import Episode, Segment, VisualSpec
-from .narrate import Engine, Narration, Request, narrate
+from .narrate import Engine, Narration, Request, narrate, unspoken
 from .plan import AUTO_MOTIONS, Motion, Plan, SampleWord, SegmentInput, Visual, build_plan, narration_frames, visual_rect
 
 
@@ -51,6 +51,69 @@ def _request(ep: Episode, text: str, seg, rate: int) -> Request:
     return Request(text=text, voice=ep.settings.voice, rate=rate, label=label, voice_where=ep.where("voice"))
 
 
+def _requests(ep: Episode) -> list[Request]:
+    """The episode's narrations at the script's rates, in order."""
+    return [_request(ep, text, seg, seg.rate if seg else ep.settings.rate) for _, text, _, seg in _texts(ep)]
+
+
+def _engine(ep: Episode, engine: Engine) -> Engine:
+    if hasattr(engine, "with_library"):  # the speech library the settings name
+        return engine.with_library(ep.settings.speech_library)
+    return engine
+
+
+class Ahead:
+    """An episode's narrations being spoken on a thread (`speak_ahead`): `texts` are the ones not yet
+    in the cache; `speak_and_plan` takes the rest from here."""
+
+    def __init__(self, ep: Episode, engine: Engine, cache: Cache) -> None:
+        import threading
+        from concurrent.futures import Future
+
+        self.requests = _requests(ep)
+        self.texts = unspoken(self.requests, _engine(ep, engine), cache)
+        self.stats = Stats()
+        self._heard: tuple[int, int] | None = None
+        self._listener: Callable | None = None
+        self._lock = threading.Lock()
+        self._done: Future = Future()
+
+        def speak() -> None:
+            try:
+                self._done.set_result(narrate(self.requests, _engine(ep, engine), cache, self.stats, self._progress))
+            except BaseException as e:  # raised where it is waited for, by speak_and_plan
+                self._done.set_exception(e)
+
+        threading.Thread(target=speak, daemon=True, name="speak-ahead").start()
+
+    def _progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._heard = (done, total)
+            listener = self._listener
+        if listener:
+            listener(done, total)
+
+    def result(self, stats: Stats | None, on_progress: Callable | None) -> list[Narration]:
+        """The narrations, once spoken; progress from now on goes to `on_progress`, and the counts to `stats`."""
+        with self._lock:
+            self._listener, heard = on_progress, self._heard
+        if on_progress and heard:
+            on_progress(*heard)
+        narrs = self._done.result()
+        if stats is not None:
+            stats.tts += self.stats.tts
+            for k, n in self.stats.hits.items():
+                stats.hits[k] = stats.hits.get(k, 0) + n
+        return narrs
+
+
+def speak_ahead(ep: Episode, engine: Engine, cache: Cache) -> Ahead:
+    """Start speaking the episode's new narrations now, on a thread: a render of one part asks for its
+    speech before it imports the renderer (0.1 s in which the engine, a process of its own, would
+    otherwise wait). Its errors are raised by `speak_and_plan`, as they would have been."""
+    return Ahead(ep, engine, cache)
+
+
 def speak_and_plan(
     ep: Episode,
     engine: Engine,
@@ -58,16 +121,21 @@ def speak_and_plan(
     stats: Stats | None = None,
     on_progress: Callable | None = None,
     on_speak: Callable | None = None,
+    ahead: Ahead | None = None,
 ) -> Timeline:
     """Speak every segment (cached), plan the timeline on the measured speech and, where the script
-    allows, fit the rate: durations always come from the audio."""
+    allows, fit the rate: durations always come from the audio. `ahead`: this episode's speech, already
+    asked for (`speak_ahead`)."""
     settings = ep.settings
-    if hasattr(engine, "with_library"):  # the speech library the settings name
-        engine = engine.with_library(settings.speech_library)
+    engine = _engine(ep, engine)
     texts = _texts(ep)
-    rates = [seg.rate if seg else settings.rate for _, _, _, seg in texts]
-    reqs = [_request(ep, text, seg, r) for (_, text, _, seg), r in zip(texts, rates)]
-    narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
+    reqs = _requests(ep)
+    if ahead is not None and ahead.requests == reqs:
+        if on_speak and ahead.texts:
+            on_speak(ahead.texts)
+        narrs = ahead.result(stats, on_progress)
+    else:
+        narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
     alignment: dict[int, tuple[float, str | None]] = {}
     for i, (_, text, _, seg) in enumerate(texts):
         if seg is not None and seg.recording is not None:
