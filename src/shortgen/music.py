@@ -24,6 +24,7 @@ import json
 import re
 import subprocess
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -434,6 +435,19 @@ def _lufs(e: float) -> float:
 GAIN_STEP_DB = 0.5
 
 
+def _best_step(miss: Callable[[int], float], half: float) -> int:
+    """Of the gain steps k (0: the one nearest the estimate), the one whose loudness misses the target
+    least: 0 against 1 (then on up while that is better still), and -1 where 0 overshoots by more than
+    `half` a step. `miss(k)`: the loudness at step k, less the target."""
+    if not np.isfinite(miss(0)):
+        return 0
+    ks = [0, -1] if miss(0) > half else [0]
+    k = 0
+    while k < 3 and abs(miss(k + 1)) < abs(miss(k)):
+        k += 1
+    return min([*ks, k], key=lambda j: abs(miss(j)))
+
+
 def _stepped(g: float) -> float:
     return 10 ** (round(20 * np.log10(g) / GAIN_STEP_DB) * GAIN_STEP_DB / 20) if g > 0 else 0.0
 
@@ -554,17 +568,23 @@ def analyse(
         return env, sound.block_gains(env.astype(np.float32), ceiling, rate=bin_rate)
 
     # the limiter takes a little loudness off the voice's peaks, which the voice gets back: the voice's
-    # gain is the step nearest the estimate, or a step either side where that meets the target better
-    # (the gated loudness can jump with the gain, where blocks cross the relative gate)
-    tried: list[tuple[float, float, np.ndarray, np.ndarray]] = []
-    for k in (0, 1, -1, 2):
-        g = _stepped(gv) * 10 ** (k * GAIN_STEP_DB / 20)
-        env, curve = limit(g)
-        err = abs(_gated_bins((voice_e2 * g * g + music_e) * curve.astype(np.float64) ** 2) - settings.loudness_lufs)
-        tried.append((err if np.isfinite(err) else np.inf, g, env, curve))
-        if err <= GAIN_STEP_DB / 2 or not np.isfinite(err):
-            break
-    _, gv, env, curve = min(tried, key=lambda c: c[0])
+    # gain is the step nearest the estimate or the one above, whichever meets the target better (then
+    # further up while that is better still), or the one below where the nearest overshoots by more than
+    # half a step (the gated loudness can jump with the gain, where blocks cross the relative gate).
+    # Both nearest and next are always weighed: taking the nearest wherever it was within half a step,
+    # Part 4 sat on that edge (-14.25 LUFS, and -14.05 a step up), and a one-word edit that crossed it
+    # changed the whole episode's gain, so every piece of the track was encoded again
+    tried: dict[int, tuple[float, float, np.ndarray, np.ndarray]] = {}
+
+    def miss(k: int) -> float:  # the loudness at step k, less the target
+        if k not in tried:
+            g = _stepped(gv) * 10 ** (k * GAIN_STEP_DB / 20)
+            env, curve = limit(g)
+            d = _gated_bins((voice_e2 * g * g + music_e) * curve.astype(np.float64) ** 2) - settings.loudness_lufs
+            tried[k] = (d if np.isfinite(d) else np.inf, g, env, curve)
+        return tried[k][0]
+
+    _, gv, env, curve = tried[_best_step(miss, GAIN_STEP_DB / 2)]
     c2 = curve.astype(np.float64) ** 2
     tp = float(20 * np.log10(max(float((env * curve).max(initial=0.0)), 1e-12)))
     music_e *= c2
@@ -639,7 +659,12 @@ def window_inputs(mp: MixPlan, lo: int, hi: int, starts: list[int], offsets: lis
     out: list = [lo % BIN, hi - lo, repr((mp.whole, mp.bed_gain, mp.voice_gain, mp.attack, mp.release))]
     out.append((lo, n_in) if lo < n_in else None)  # inside a fade, the distance from its end matters
     out.append((mp.fade_end - lo, n_out) if mp.fade_end - hi < n_out else None)
-    out.append([(a - lo, b - lo, repr(d)) for a, b, d in mp.spans if a - mp.attack < hi and b + mp.release > lo])
+    # a span that starts before the window or ends after it gives the same gains in it as one cut at its
+    # edge (the ramps there are past their full depth): an edit later in a phrase leaves a window at its
+    # start as it was
+    out.append(
+        [(max(a, lo) - lo, min(b, hi) - lo, repr(d)) for a, b, d in mp.spans if a - mp.attack < hi and b + mp.release > lo]
+    )
     out.append(hashlib.sha256(mp.limiter[lo // BIN : -(-hi // BIN)].tobytes()).hexdigest())
     # the bed: where each stretch is read from the track (shift + lo), relative to the window
     for part in lay_parts(starts, offsets, lo, hi, floors):

@@ -196,14 +196,7 @@ def make_music(
         block[lo - a : hi - a] = music.render(mp, lo, hi, voice, bed, stings, extras).T
         return block
 
-    # each chunk in pieces of PIECE_FRAMES from its start up to where its speech and tail end, then what
-    # is left: an edit that moves a later chunk by a frame more or less than the next one (the frames'
-    # rounding) changes that short last piece only (the bed's crossfade to the next segment lies in it)
-    parts = []
-    for ch in chs:
-        cut = min(ch.encoded, ch.count)
-        bounds = [*range(0, cut, PIECE_FRAMES), cut, ch.count]
-        parts += [(ch.segment, ch.first + i, j - i) for i, j in zip(bounds, bounds[1:]) if j > i]
+    parts = piece_layout(chs, spoken, mp.release)
 
     def inputs(a: int, b: int) -> str:
         """A digest of what makes samples [a, b) of the mix (music.window_inputs), with the stems there."""
@@ -272,6 +265,33 @@ def make_music(
     mixed_figures = {"integrated_lufs": round(mp.lufs, 2), "music": mp.figures, "chunks": [str(p) for p in done]}
     with cache.writing(_pending(info)) as tmp:
         tmp.write_text(json.dumps(mixed_figures))
+
+
+def piece_layout(chs: list, spoken: list, release: int) -> list[tuple[int, int, int]]:
+    """The mixed track's pieces, (segment, first AAC frame, frames), tiling the episode. Each chunk in
+    pieces of PIECE_FRAMES up to where its speech and tail end, then what is left: an edit that moves a
+    later chunk by a frame more or less than the next one (the frames' rounding) changes that last piece
+    only (the bed's crossfade to the next segment lies in it). Where the last phrase's release (`release`
+    samples) may still sound in the next chunk, a frame either way (a short lead-in: the outro's), the
+    rounding moves it there too: that piece then runs on into the next chunk as far as a release
+    reaches, and the next chunk's first long piece starts there. `spoken`: per chunk, (start, end,
+    [(word start, word end)]) in samples."""
+    cuts = [min(ch.encoded, ch.count) for ch in chs]
+    head = -(-(release + AAC_FRAME) // AAC_FRAME) + PRE_ROLL  # a release from the join on, and a frame, not heard
+
+    def reaches(i: int) -> bool:  # chunk i-1's last release, a frame either way, past chunk i's pre-roll?
+        ends = [b for _, b in spoken[i - 1][2]]
+        return bool(ends) and max(ends) + release + 2 * AAC_FRAME > (chs[i].first - PRE_ROLL) * AAC_FRAME
+
+    heads = [0] + [min(head, cuts[i]) if reaches(i) else 0 for i in range(1, len(chs))]
+    parts = []
+    for i, ch in enumerate(chs):
+        own = [*range(heads[i], cuts[i], PIECE_FRAMES), cuts[i]]
+        parts += [(ch.segment, ch.first + a, b - a) for a, b in zip(own, own[1:]) if b > a]
+        end = ch.count + (heads[i + 1] if i + 1 < len(chs) else 0)
+        if end > cuts[i]:
+            parts.append((ch.segment, ch.first + cuts[i], end - cuts[i]))
+    return parts
 
 
 def _pending(info: Path) -> Path:
