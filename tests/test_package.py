@@ -62,3 +62,67 @@ def test_the_wheel_renders_from_outside_the_checkout(tmp_path):
         "upload.json",
         "storyboard.png",
     }
+
+
+def test_the_storyboards_png_is_its_pixels_to_pillow_and_to_ffmpeg(tmp_path):
+    """The storyboard's PNG is written here (a filter a row, zlib), not by Pillow: it must read back as
+    exactly its pixels, by Pillow (which checks every chunk's CRC) and by ffmpeg, at any size or mode."""
+    import io
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from shortgen.encode import ffmpeg_exe
+    from shortgen.outputs import png_bytes
+
+    rng = np.random.default_rng(4)
+    ramp = np.broadcast_to(np.arange(2230, dtype=np.uint8)[None, :, None], (300, 2230, 3))
+    pictures = [
+        Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)),  # odd, and noise: rows wrap mod 256
+        Image.fromarray((ramp + rng.integers(0, 3, ramp.shape)).astype(np.uint8)),  # several IDAT chunks' worth
+        Image.fromarray(rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)).convert("RGBA"),
+        Image.new("RGB", (1, 1), (5, 6, 7)),
+    ]
+    for im in pictures:
+        want = np.asarray(im.convert("RGB"))
+        data = png_bytes(im)
+        with Image.open(io.BytesIO(data)) as back:
+            assert back.format == "PNG" and back.mode == "RGB" and np.array_equal(np.asarray(back), want)
+        path = tmp_path / "sheet.png"
+        path.write_bytes(data)
+        raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                             capture_output=True, check=True).stdout  # fmt: skip
+        assert raw == want.tobytes()
+        # its chunks: IHDR first, IDATs of at most 256 kB, IEND last, each CRC right
+        i, kinds = 8, []
+        while i < len(data):
+            (n,) = struct.unpack(">I", data[i : i + 4])
+            kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + n]
+            assert struct.unpack(">I", data[i + 8 + n : i + 12 + n])[0] == zlib.crc32(kind + body)
+            assert kind != b"IDAT" or n <= 1 << 18
+            kinds.append(kind)
+            i += 12 + n
+        assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and set(kinds[1:-1]) == {b"IDAT"}
+
+
+def test_a_storyboard_tile_is_its_frame_averaged_down():
+    """A tile is each plane averaged over its blocks (a whole factor at 1080x1920: Pillow's reduce), then
+    turned into RGB: within a level of the exact block means, at any frame size."""
+    import numpy as np
+
+    from shortgen import package
+
+    rng = np.random.default_rng(5)
+    for w, h in ((1080, 1920), (720, 1280)):
+        y = rng.integers(16, 236, (h, w), dtype=np.uint8)
+        c = rng.integers(16, 241, (2, h // 2, w // 2), dtype=np.uint8)
+        tile = package.yuv420_to_tile(y.tobytes() + c.tobytes(), w, h).astype(np.float64)
+        assert tile.shape == (package.TILE_H, package.TILE_W, 3)
+        if w == 1080:  # whole blocks: compare with their exact means
+            means = [p.reshape(package.TILE_H, p.shape[0] // package.TILE_H, package.TILE_W, -1).mean(axis=(1, 3))
+                     for p in (y.astype(np.float64), *c.astype(np.float64))]  # fmt: skip
+            yy, u, v = 1.164384 * (means[0] - 16), means[1] - 128, means[2] - 128
+            rgb = np.stack([yy + 1.792741 * v, yy - 0.213249 * u - 0.532909 * v, yy + 2.112402 * u], axis=-1)
+            assert np.abs(tile - np.clip(rgb, 0, 255)).max() <= 5.0  # a level in Y, Cb and Cr, through the matrix

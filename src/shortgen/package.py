@@ -192,7 +192,12 @@ def yuv420_to_tile(frame: bytes, w: int, h: int) -> np.ndarray:
     cb = Image.frombuffer("L", (w // 2, h // 2), frame[w * h :], "raw", "L", 0, 1)
     cr = Image.frombuffer("L", (w // 2, h // 2), frame[w * h + w * h // 4 :], "raw", "L", 0, 1)
     size = (TILE_W, TILE_H)
-    yf, u, v = (np.asarray(p.resize(size, Image.Resampling.BOX), np.float32) for p in (y, cb, cr))
+
+    def down(p: Image.Image) -> Image.Image:  # a whole factor (1080x1920: 8, and 4 for chroma) reduces, 3x faster
+        f = p.width // TILE_W
+        return p.reduce(f) if p.size == (TILE_W * f, TILE_H * f) else p.resize(size, Image.Resampling.BOX)
+
+    yf, u, v = (np.asarray(down(p), np.float32) for p in (y, cb, cr))
     yy, u, v = 1.164384 * (yf - 16), u - 128, v - 128
     rgb = np.stack([yy + 1.792741 * v, yy - 0.213249 * u - 0.532909 * v, yy + 2.112402 * u], axis=-1)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
