@@ -515,6 +515,76 @@ def test_windows_with_the_same_inputs_are_the_same_samples_wherever_they_sit():
         assert (same, differ) == (8, 1) if not total_extra or anchored else same >= 5 and differ >= 2, (same, differ)
 
 
+def test_a_phrase_that_runs_past_a_window_gives_it_the_same_inputs_however_far_it_runs():
+    """A one-word edit late in a phrase moves the phrase's end: the windows at its start, where the dip
+    is at its full depth either way, keep their inputs (and so their encoded pieces)."""
+    starts = [0, 7 * R, 19 * R]
+    mp, voice, track, offsets, floors, st, ex, _ = _stems(starts, 30 * R, 3)
+    a, b = 20 * R, 22 * R
+    bed = music.lay(track, starts, offsets, a, b, floors)
+
+    def window(spans):
+        other = dataclasses.replace(mp, spans=spans)
+        return repr(music.window_inputs(other, a, b, starts, offsets, floors)), music.render(other, a, b, voice[a:b], bed, st, ex)
+
+    key, x = window(((19 * R, 25 * R, 12.0), (27 * R, 28 * R, 12.0)))
+    for same in (((18 * R, 29 * R, 12.0),), ((a, b, 12.0),), ((19 * R, 25 * R, 12.0), (27 * R, 29 * R, 9.0))):
+        k, y = window(same)
+        assert k == key and np.array_equal(x, y), same
+    for other in (((19 * R, 21 * R, 12.0),), ((21 * R, 25 * R, 12.0),), ((19 * R, 25 * R, 9.0),), ((a + 1, b, 12.0),)):
+        k, y = window(other)
+        assert k != key and not np.array_equal(x, y), other
+
+
+def test_the_voice_gain_is_the_step_that_meets_the_target_best():
+    """The voice's gain is rounded to 0.5 dB steps (so that an edit elsewhere leaves every other piece
+    of the track alone); of the nearest step and those either side, the one that meets the target best.
+    Part 4 sat where the nearest step missed by 0.25 LU and the next by 0.06 (the limiter took 0.31 of
+    its 0.5 dB): taking the nearest wherever it was within half a step, a one-word edit flipped the
+    episode between the two, and every piece of its track was encoded again."""
+    part4 = {-1: -0.75, 0: -0.25, 1: -0.06, 2: 0.40, 3: 0.87}.__getitem__  # the loudness at step k, less the target
+    assert music._best_step(part4, 0.25) == 1
+    # the same episode a little louder or quieter (an edit): the same step, far from the edge
+    assert {music._best_step(lambda k, d=d: part4(k) + d, 0.25) for d in (-0.05, -0.02, 0.02, 0.05)} == {1}
+    assert music._best_step(lambda k: -0.05 + 0.5 * k, 0.25) == 0  # the nearest is best: kept
+    assert music._best_step(lambda k: -0.9 + 0.19 * k, 0.25) == 3  # up, while each step is better
+    assert music._best_step(lambda k: 0.3 + 0.5 * k, 0.25) == -1  # the nearest overshoots: one down
+    assert music._best_step(lambda k: 0.2 + 0.5 * k, 0.25) == 0
+    assert music._best_step(lambda k: float("inf"), 0.25) == 0  # silence: nothing to weigh
+
+
+def test_a_release_into_the_next_chunk_lies_in_the_piece_across_the_join():
+    """The track's pieces tile the episode. Where a segment's last phrase is released into the next
+    chunk (the outro's short lead-in), the piece across the join takes that release, a frame either way
+    of the rounding, so that the next chunk's first long piece, fed from PRE_ROLL frames before it, never
+    hears it: an edit that moves the join by a frame re-encodes the short piece only."""
+    from shortgen.encode import AAC_FRAME, PRE_ROLL
+    from shortgen.sound import Chunk
+    from shortgen.track import PIECE_FRAMES, piece_layout
+
+    release = Settings().music_release_ms * R // 1000
+    chs = [Chunk(0, 0, 700, 8, 640), Chunk(1, 700, 300, 8, 280), Chunk(2, 1000, 160, 8, 150)]
+
+    def spoken(last_ends: list[int]) -> list:
+        return [(ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, [(ch.first * AAC_FRAME + 9000, e)])
+                for ch, e in zip(chs, last_ends)]  # fmt: skip
+
+    early, late = (chs[1].first - 40) * AAC_FRAME, (chs[2].first - 2) * AAC_FRAME
+    for ends in ([early, early, 0], [early, late, 0]):
+        parts = piece_layout(chs, spoken(ends), release)
+        assert parts[0][1] == 0 and all(p[1] + p[2] == q[1] for p, q in zip(parts, parts[1:]))
+        assert parts[-1][1] + parts[-1][2] == chs[-1].first + chs[-1].count and max(p[2] for p in parts) <= PIECE_FRAMES
+        firsts = {p[1] for p in parts}
+        assert chs[1].first in firsts  # the first concept's release ends well before the next chunk
+        if ends[1] == late:
+            across = next(p for p in parts if p[1] < chs[2].first < p[1] + p[2])
+            assert across[0] == 1 and across[1] == chs[1].first + chs[1].encoded
+            after = across[1] + across[2]  # the outro's first long piece, and where its encoder starts listening
+            assert (after - PRE_ROLL) * AAC_FRAME >= late + AAC_FRAME + release
+        else:
+            assert chs[2].first in firsts
+
+
 def test_the_fade_out_ends_at_its_end_and_is_silent_after_it():
     t = np.arange(10 * R, dtype=np.float64)
     g = music.fade_at(t, 8 * R, R, 2 * R)
@@ -582,3 +652,31 @@ def test_a_probe_is_remembered_by_the_files_stat_and_made_again_when_the_file_ch
         p.write_text("{not json")
     monkeypatch.setattr(music, "_PROBED", {})
     assert music.probe(f, remember=kept) == again
+
+
+def test_speech_asked_for_ahead_is_the_speech_the_render_uses_and_its_errors_are_the_renders(tmp_path):
+    """`shortgen render` of one part asks for its speech before it imports the renderer (speak_ahead):
+    the render then speaks nothing twice, plans on the same narrations, and a failure to speak is raised
+    by the render as it would have been, nothing written."""
+    from shortgen.errors import TTSError
+    from shortgen.timeline import speak_ahead
+
+    p = episode(tmp_path, "music: none")
+    runs = []
+    for ahead in (False, True):
+        layer = {"cache_dir": tmp_path / f"c{ahead}", "output_dir": tmp_path / f"o{ahead}"}
+        ep, engine, cache = load_episode(p, layer), FakeEngine(), Cache(layer["cache_dir"])
+        early = speak_ahead(ep, engine, cache) if ahead else None
+        if early is not None:
+            assert early.texts == [r.text for r in early.requests]  # nothing cached yet: all of them
+        stats = Stats()
+        res = render_episode(ep, engine, FakeEncoder(), cache, stats=stats, ahead=early)
+        runs.append((res.plan, engine.calls, stats.tts, stats.hits["narration"]))
+    (plan, calls, tts, hits), (plan2, calls2, tts2, hits2) = runs
+    assert plan2 == plan and (calls2, tts2, hits2) == (calls, tts, hits) == (1, 1, 0)  # one batch, spoken once
+
+    layer = {"cache_dir": tmp_path / "cx", "output_dir": tmp_path / "ox"}
+    ep, engine, cache = load_episode(p, layer), FakeEngine(fail_with="espeak fell over"), Cache(layer["cache_dir"])
+    with pytest.raises(TTSError, match="espeak fell over"):
+        render_episode(ep, engine, FakeEncoder(), cache, ahead=speak_ahead(ep, engine, cache))
+    assert not (tmp_path / "ox").exists()
