@@ -299,11 +299,20 @@ def _check(a) -> ExitStatus:
 
 
 def _render(a) -> ExitStatus:
-    from . import espeak_worker
+    import gc
 
+    from . import espeak_worker
+    from .settings import keep_freed_memory
+
+    keep_freed_memory()
+    # a render allocates many objects that live until its end: collected every 50,000 allocations
+    # instead of every 700 (a one-word edit: 100 collections, 28 ms, down to one of 15 ms)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
     try:
         return _render_targets(a)
     finally:
+        gc.set_threshold(*thresholds)
         espeak_worker.stop_standby()
 
 

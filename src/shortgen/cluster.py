@@ -100,17 +100,10 @@ def _usual_malloc() -> None:
     stops raising its mmap threshold as big blocks come and go, so every frame buffer and audio array is
     mapped and unmapped afresh: measured on a 4-part series, 31 s of system time against 10 s, and the
     cluster 47% slower than the process pool. The thresholds are set where glibc's own dynamic ones end up."""
-    import ctypes
-    import ctypes.util
+    from .settings import keep_freed_memory
 
-    if os.environ.pop("MALLOC_TRIM_THRESHOLD_", None) is None:
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: glibc's dynamic maximum on 64-bit
-        libc.mallopt(-1, 64 * 1024 * 1024)  # M_TRIM_THRESHOLD: twice that, as the dynamic rule keeps it
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing was set
+    if os.environ.pop("MALLOC_TRIM_THRESHOLD_", None) is not None:
+        keep_freed_memory()
 
 
 def render_part(path: str, layer: dict, expected: dict, token: str) -> tuple[Outcome, dict[str, bytes]]:
