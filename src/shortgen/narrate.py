@@ -422,11 +422,15 @@ def _speak(requests, todo: list[int], paths, engine: Engine, cache: Cache, stats
     return failed
 
 
+def _cached(requests: Sequence[Request], engine: Engine, cache: Cache) -> tuple[list[str], list[tuple[Path, Path]]]:
+    """Each request's narration key, and the cache paths of its WAV and its word events."""
+    names = [keys.narration(engine.id, r.text, r.voice, r.rate) for r in requests]
+    return names, [(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in names]
+
+
 def unspoken(requests: Sequence[Request], engine: Engine, cache: Cache) -> list[str]:
     """The texts of `requests` that are not in the cache yet."""
-    names = [keys.narration(engine.id, r.text, r.voice, r.rate) for r in requests]
-    have = [cache.has(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in names]
-    return [r.text for r, h in zip(requests, have) if not h]
+    return [r.text for r, (w, j) in zip(requests, _cached(requests, engine, cache)[1]) if not cache.has(w, j)]
 
 
 def narrate(
@@ -436,8 +440,7 @@ def narrate(
     `on_speak(texts)` hears which texts are about to be spoken: work that needs only the words can start
     while the engine speaks. Nothing enters the cache before `verify` accepts it."""
     stats = stats or Stats()
-    names = [keys.narration(engine.id, r.text, r.voice, r.rate) for r in requests]
-    paths = [(cache.path("narration", k, ".wav"), cache.path("narration", k, ".json")) for k in names]
+    names, paths = _cached(requests, engine, cache)
     todo = [i for i, (w, j) in enumerate(paths) if not cache.has(w, j)]
     stats.hits["narration"] += len(requests) - len(todo)
 

@@ -70,8 +70,9 @@ class Ahead:
         import threading
         from concurrent.futures import Future
 
+        engine = _engine(ep, engine)
         self.requests = _requests(ep)
-        self.texts = unspoken(self.requests, _engine(ep, engine), cache)
+        self.texts = unspoken(self.requests, engine, cache)
         self.stats = Stats()
         self._heard: tuple[int, int] | None = None
         self._listener: Callable | None = None
@@ -80,7 +81,7 @@ class Ahead:
 
         def speak() -> None:
             try:
-                self._done.set_result(narrate(self.requests, _engine(ep, engine), cache, self.stats, self._progress))
+                self._done.set_result(narrate(self.requests, engine, cache, self.stats, self._progress))
             except BaseException as e:  # raised where it is waited for, by speak_and_plan
                 self._done.set_exception(e)
 
