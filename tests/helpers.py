@@ -45,7 +45,9 @@ def episode_track(plan: Plan, wavs: dict, target_lufs: float, ceiling_dbtp: floa
     """The whole episode's mastered narration at the mastering rate, each at its planned frame."""
     track = np.zeros(-(-plan.total_frames * RATE // plan.fps), dtype=np.float32)
     for seg in plan.segments:
-        y = master(load_speech(wavs[seg.audio_key]), target_lufs, ceiling_dbtp).samples
+        x, rate = load_speech(wavs[seg.audio_key])
+        assert rate == RATE, "the engine's speech"
+        y = master(x, target_lufs, ceiling_dbtp).samples
         at = seg.narration_start * RATE // plan.fps
         track[at : at + len(y)] = y[: len(track) - at]
     return track
@@ -126,3 +128,10 @@ def bad_audio(d: Path) -> dict[str, str]:
         "video.mp4": "no audio stream",
         "cut.flac": "cut.flac",
     }
+
+
+def read_pcm(path) -> np.ndarray:
+    """A 16-bit mono WAV (the engine's speech) as float samples."""
+    from shortgen.narrate import read_wav
+
+    return read_wav(path)[0].astype(np.float32) / 32768.0

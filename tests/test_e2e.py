@@ -132,7 +132,8 @@ def test_each_narration_plays_where_the_plan_puts_it_and_the_splices_are_silent(
     track = np.concatenate([np.zeros(pad, np.float32), np.frombuffer(out.stdout, np.float32)])
     m = speak_and_plan(rendered["ep"], EspeakEngine(), Cache(rendered["layer"]["cache_dir"]))
     for seg, narration, ch in zip(plan.segments, m.narrations, sound.chunks(plan)):
-        y = sound.master(sound.load_speech(narration.wav), s.loudness_lufs, s.true_peak_dbtp).samples
+        x, rate = sound.load_speech(narration.wav)
+        y = sound.master(x, s.loudness_lufs, s.true_peak_dbtp, rate).samples
         y48 = np.frombuffer(
             subprocess.run(
                 [
@@ -142,7 +143,7 @@ def test_each_narration_plays_where_the_plan_puts_it_and_the_splices_are_silent(
                     "-f",
                     "f32le",
                     "-ar",
-                    str(sound.RATE),
+                    str(rate),
                     "-ac",
                     "1",
                     "-i",

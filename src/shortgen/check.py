@@ -119,6 +119,9 @@ def rows(m: Timeline) -> list[Row]:
             continue
         f = fits.get((sp.number or 0) - 1)
         note = f"rate fitted {f.from_rate}->{f.to_rate} wpm" if f else ""
+        verdict = m.alignment.get((sp.number or 0) - 1)
+        if verdict is not None:  # a creator's take: how sure its alignment is, before anything renders
+            note = verdict.summary() + (f"; NOT ITS TEXT: {verdict.mismatch}" if verdict.mismatch else "")
         out.append(
             Row(
                 str(m.episode.path),

@@ -50,10 +50,11 @@ def narration(engine_id: str, text: str, voice: str, rate: int) -> str:
     return key_of(NARRATION, engine_id, text, voice, rate)
 
 
-def recording(digest: str, text: str, reference: str, version: int, rule: float) -> str:
+def recording(digest: str, text: str, reference: str, version: int, rule: float, others: list) -> str:
     """A recording, trimmed and aligned: its content, the text, the engine's speech it was aligned to
-    (which carries the engine, voice and rate), the aligner's version and its mismatch rule."""
-    return key_of(RECORDING, digest, text, reference, version, rule)
+    (which carries the engine, voice and rate), the aligner's version, its mismatch rule and the other
+    segments' speech it was compared with."""
+    return key_of(RECORDING, digest, text, reference, version, rule, others)
 
 
 @dataclass(frozen=True)

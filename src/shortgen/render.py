@@ -10,6 +10,7 @@ cache serialises two renders of the same part. A whole series is batch.py.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -185,9 +186,16 @@ def _write_set(
         from .record import MISMATCH_RATIO
 
         manifest["recordings"] = [
-            {"segment": k, "file": str(ep.segments[k].recording), "alignment_cost": round(cost, 3), "rule": MISMATCH_RATIO}
-            | ({"mismatch": mismatch} if mismatch else {})
-            for k, (cost, mismatch) in sorted(timed.alignment.items())
+            {
+                "segment": k,
+                "file": os.path.relpath(str(ep.segments[k].recording), ep.path.parent),  # as the script names it
+                "take_seconds": round(v.take_s, 3),
+                "alignment_cost": round(v.cost, 3),
+                "rule": MISMATCH_RATIO,
+                "weakest_at_seconds": round(v.at_s, 2),
+            }
+            | ({"mismatch": v.mismatch} if v.mismatch else {})
+            for k, v in sorted(timed.alignment.items())
         ]
     outputs.write_json(staging / names["manifest"], manifest)
 

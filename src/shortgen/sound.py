@@ -54,18 +54,21 @@ class Mastered:
     lufs: float
     true_peak: float
     gain_db: float
-    energy: np.ndarray  # K-weighted energy in BIN-sample bins: what the episode's loudness is summed from
+    energy: np.ndarray  # K-weighted energy in BIN-sample bins at RATE: what the episode's loudness is summed from
     peak: np.ndarray | None = None  # the true-peak envelope (per sample, 4x oversampled) after the gain
+    rate: int = RATE  # the samples' rate: the engine's 22050 Hz, or a creator's take at the track's 48 kHz
 
 
-def load_speech(wav) -> np.ndarray:
-    """A narration as float32 at the mastering rate, with short fades at both ends."""
+def load_speech(wav) -> tuple[np.ndarray, int]:
+    """A narration as float32 with short fades at both ends, and its rate: the engine's speech at RATE,
+    a creator's take at the track's 48 kHz (mastered there, it keeps its top octave); anything else is
+    brought to RATE."""
     seg = _pydub().from_wav(wav).set_channels(1).set_sample_width(2)
     seg = seg.fade_in(FADE_MS).fade_out(FADE_MS)
     x = np.array(seg.get_array_of_samples(), dtype=np.float32) / 32768.0
-    if seg.frame_rate != RATE:  # espeak always speaks at 22050 Hz; other engines may not
-        x = resample(x, seg.frame_rate, RATE)
-    return x
+    if seg.frame_rate in (RATE, AAC_RATE):
+        return x, seg.frame_rate
+    return resample(x, seg.frame_rate, RATE), RATE  # espeak always speaks at 22050 Hz; other engines may not
 
 
 def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
@@ -306,9 +309,9 @@ def gated_loudness_multi(k: np.ndarray, rate: int) -> float:
     return _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / block)
 
 
-def gated_loudness(kx: np.ndarray, channels: int = 1) -> float:
+def gated_loudness(kx: np.ndarray, channels: int = 1, rate: int = RATE) -> float:
     """BS.1770-4 gated loudness of an already K-weighted mono signal, as if on `channels` identical channels."""
-    block, step = int(0.4 * RATE), int(0.1 * RATE)
+    block, step = int(0.4 * rate), int(0.1 * rate)
     if len(kx) < block:
         return -np.inf
     # Energy per 100 ms step, a second at a time (no signal-sized float64 temporaries), then each 400 ms
@@ -376,7 +379,7 @@ def block_gains(
 LIMIT_BLOCK = 16  # samples the limiter's gain holds over (gain_curve's block)
 
 
-def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
+def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float, rate: int = RATE) -> Mastered:
     """Gain and limit a mono narration, for playback as stereo (two identical channels).
 
     Stereo with identical channels measures 3.01 LU louder than the mono signal, so we aim the mono at
@@ -385,8 +388,8 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     """
     n = len(x)
     # BS.1770 measures 400 ms blocks: a shorter narration is measured as one block, padded with silence
-    x = np.concatenate([x, np.zeros(max(0, int(0.4 * RATE) - n) + 1, dtype=np.float32)]).astype(np.float32)
-    env, kx = tp_envelope(x), k_weight(x)
+    x = np.concatenate([x, np.zeros(max(0, int(0.4 * rate) - n) + 1, dtype=np.float32)]).astype(np.float32)
+    env, kx = tp_envelope(x), k_weight(x, rate)
     ceiling = ceiling_dbtp - TP_MARGIN_DB
     # The limiter's gain holds over each 16-sample block (gain_curve), so the search works per block:
     # each block's largest envelope value, and the K-weighted energy of the pieces that block edges
@@ -394,7 +397,7 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     # pieces' energy by g^2). Measured: a 20 s narration mastered in 45 ms instead of 70 ms.
     m = len(x)
     tops = block_tops(env, LIMIT_BLOCK)
-    step = int(0.1 * RATE)
+    step = int(0.1 * rate)
     steps = m // step  # the meter's whole steps (gated_loudness)
     edges = np.union1d(np.arange(0, steps * step + 1, LIMIT_BLOCK), np.arange(0, steps * step + 1, step))
     cum = np.concatenate([[0.0], np.cumsum(np.square(kx[: steps * step], dtype=np.float64))])
@@ -403,17 +406,17 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
 
     def loud(gain_db: float) -> tuple[float, np.ndarray]:
         g = 10 ** (gain_db / 20)
-        gains = block_gains(tops * g, ceiling)
+        gains = block_gains(tops * g, ceiling, rate=rate / LIMIT_BLOCK)
         # K(g*x) ~ g*K(x): g moves slowly
         e = np.bincount(piece_step, weights=piece_e * np.square(gains[piece_block], dtype=np.float64), minlength=steps) * (g * g)
         lufs = _gated((e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / block400 * 2) if steps >= 4 else -np.inf
         return lufs, gains
 
-    if not np.isfinite(gated_loudness(kx, 2)):
+    if not np.isfinite(gated_loudness(kx, 2, rate)):
         raise TTSError("the narration is silent: the speech engine produced no audible audio")
     # After limiting, loudness still rises monotonically with gain, but flattens as the limiter works
     # harder; so bracket the target, then refine by false position (falling back to bisection).
-    lo = target_lufs - gated_loudness(kx, 2)  # the gain that would hit the target unlimited
+    lo = target_lufs - gated_loudness(kx, 2, rate)  # the gain that would hit the target unlimited
     l_lo = loud(lo)[0]
     hi, l_hi = lo, l_lo
     while l_hi < target_lufs and hi < lo + 40:
@@ -433,5 +436,11 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float) -> Mastered:
     # the envelope scales with the (slowly moving) gain, so the peak needs no second oversampling pass
     tp = float(20 * np.log10(max(float((env * gains).max()), 1e-12)))
     k = (kx * gains)[:n].astype(np.float64)
-    energy = np.bincount(np.arange(n) // BIN, weights=k * k)
-    return Mastered((x * gains).astype(np.float32)[:n], lufs, tp, gain_db, energy, (env * gains)[:n].astype(np.float32))
+    energy: np.ndarray
+    if rate == RATE:
+        energy = np.bincount(np.arange(n) // BIN, weights=k * k)
+    else:  # the same BIN-sample bins at RATE, summed over the samples each one's time covers
+        cum = np.concatenate([[0.0], np.cumsum(k * k)])
+        edges = np.minimum(np.rint(np.arange(-(-n * RATE // rate // BIN) + 1) * BIN * rate / RATE).astype(np.int64), n)
+        energy = np.diff(cum[edges]) * (RATE / rate)
+    return Mastered((x * gains).astype(np.float32)[:n], lufs, tp, gain_db, energy, (env * gains)[:n].astype(np.float32), rate)

@@ -30,7 +30,7 @@ class Timeline:
     narrations: list[Narration]
     fits: list[Fit] = field(default_factory=list)
     engine_id: str = ""
-    alignment: dict = field(default_factory=dict)  # concept index -> a recording's (worst alignment cost, mismatch or None)
+    alignment: dict = field(default_factory=dict)  # concept index -> a recording's record.Verdict
 
 
 def _texts(ep: Episode) -> list[tuple[str, str, int | None, Segment | None]]:
@@ -137,11 +137,13 @@ def speak_and_plan(
         narrs = ahead.result(stats, on_progress)
     else:
         narrs = narrate(reqs, engine, cache, stats, on_progress, on_speak)
-    alignment: dict[int, tuple[float, str | None]] = {}
+    alignment: dict = {}
+    spoken = {seg.index: n for (_, _, _, seg), n in zip(texts, narrs) if seg is not None}  # the engine's, for every text
     for i, (_, text, _, seg) in enumerate(texts):
         if seg is not None and seg.recording is not None:
             # the creator's voice: the engine's speech of the same text times its words
-            narrs[i], alignment[seg.index] = _recorded(ep, seg, text, narrs[i], cache)
+            others = {k: n for k, n in spoken.items() if k != seg.index}
+            narrs[i], alignment[seg.index] = _recorded(ep, seg, text, narrs[i], cache, others)
     fits: list[Fit] = []
 
     if settings.fit == "rate":
@@ -195,7 +197,7 @@ def speak_and_plan(
     return Timeline(ep, plan, narrs, fits, engine.id, alignment)
 
 
-def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache: Cache) -> tuple[Narration, tuple]:
+def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache: Cache, others: dict) -> tuple[Narration, object]:
     from . import record
     from .errors import ScriptError
 
@@ -204,10 +206,9 @@ def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache:
     try:
         budget = ep.settings.segment_budget_frames / ep.settings.fps
         refuse = ep.settings.recording_mismatch == "refuse"
-        n, worst, mismatch = record.narration(
-            seg.recording, record.probe(seg.recording, budget), text, reference, cache, budget, refuse
+        return record.narration(
+            seg.recording, record.probe(seg.recording, budget), text, reference, cache, budget, refuse, others
         )
-        return n, (worst, mismatch)
     except record.RecordingError as e:
         raise ScriptError(ep.field_where(seg, "recording"), field, str(e)) from None
 

@@ -40,9 +40,9 @@ def make(
             stats.hits["segments"] += 1
         else:
             progress("audio", f"{seg.number or seg.kind} {seg.name}")
-            m = sound.master(sound.load_speech(wavs[seg.audio_key]), settings.loudness_lufs, settings.true_peak_dbtp)
+            m = sound.master(*_speech(sound, wavs[seg.audio_key], settings))
             with cache.writing(path) as tmp:
-                encoder.encode_voice(m.samples.tobytes(), sound.RATE, ch.lead, ch.encoded, settings.audio_bitrate, tmp)
+                encoder.encode_voice(m.samples.tobytes(), m.rate, ch.lead, ch.encoded, settings.audio_bitrate, tmp)
             with cache.writing(bins) as tmp, open(tmp, "wb") as f:
                 np.save(f, m.energy)
             with cache.writing(meta) as tmp:
@@ -358,8 +358,8 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     if cache.has(path):
         with np.load(path) as z:  # the samples are read only for the windows that need them
             return path, int(z["n"]), z["e"], z["pb"], path.name
-    m = sound.master(sound.load_speech(wav), settings.loudness_lufs, settings.true_peak_dbtp)
-    x = sound.resample(m.samples, sound.RATE, AAC_RATE)
+    m = sound.master(*_speech(sound, wav, settings))
+    x = m.samples if m.rate == AAC_RATE else sound.resample(m.samples, m.rate, AAC_RATE)
     # the mastering already measured this narration: its energy and its true-peak envelope carry over to
     # 48 kHz (the same band-limited signal) by spreading each bin, and by holding each sample's envelope
     # over the samples it spans, with its neighbour's (measured on our narrations: the bound's maximum
@@ -367,10 +367,16 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     # two grids' offsets, and the ceiling keeps 1 dB for the AAC encoder)
     e = music.spread_energy(m.energy, sound.BIN, sound.RATE, len(x))
     assert m.peak is not None
-    pb = music.spread_peaks(m.peak, sound.RATE, len(x))
+    pb = music.spread_peaks(m.peak, m.rate, len(x))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=x, e=e, pb=pb, n=len(x))
     return x, len(x), e, pb, path.name
+
+
+def _speech(sound, wav: Path, settings: Settings) -> tuple:
+    """What sound.master takes for a narration: its samples, the targets, and its own rate."""
+    x, rate = sound.load_speech(wav)
+    return x, settings.loudness_lufs, settings.true_peak_dbtp, rate
 
 
 def _samples(path: Path):
