@@ -33,7 +33,7 @@ HOP = RATE // 100  # 10 ms frames
 N_FFT = 512  # 23 ms windows
 N_MELS = 40
 N_MFCC = 13  # c1..c12 are kept: c0 (loudness) says more about the microphone than about the words
-ALIGN_VERSION = 2  # bump when alignment changes: cached timings are keyed by it
+ALIGN_VERSION = 3  # bump when alignment changes: cached timings are keyed by it
 # How sure the alignment is (see the module's docstring and README for the measurements behind these)
 # Calibrated on human readings and on other voices in other rooms, not on the engine against itself
 # (README, "Your own voice"): genuine takes reached a cost of 0.80 (human), 81 frames added (human) and
@@ -98,19 +98,14 @@ def decode(info: music.AudioInfo, allow_short: bool = False) -> np.ndarray:
         last = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()][-1:] or ["ffmpeg failed"]
         raise RecordingError(f"{name} cannot be decoded ({last[0].strip()[:120]})")
     got = len(x) / TAKE_RATE
-    if not allow_short and short_decode(got, info.duration):
-        raise RecordingError(
-            f"{name} decodes to {got:.2f} s of the {info.duration:.2f} s its header claims: the file is damaged or "
-            "truncated: export or copy it again"
-        )
+    if not allow_short:
+        try:
+            music.refuse_short(info, got, info.duration)
+        except music.AudioError as e:
+            raise RecordingError(str(e)) from None
     if len(x) < TAKE_RATE // 10:
         raise RecordingError(f"{name} holds no sound to speak with ({got * 1000:.0f} ms)")
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
-def short_decode(decoded_s: float, claimed_s: float) -> bool:
-    """Whether a file stopped well before the length its container claims (a second, or 5%, whichever is more)."""
-    return decoded_s < claimed_s - max(1.0, 0.05 * claimed_s)
 
 
 def voiced(x: np.ndarray, rate: int = RATE) -> np.ndarray:
@@ -257,7 +252,7 @@ def align(ref: np.ndarray, ref_words: tuple[SpokenWord, ...], rec: np.ndarray) -
     """Word times in `rec` (samples at RATE) for the words the engine spoke in `ref`, and how sure
     they are: the worst windowed cost ratio, where it is, and what does not match, if anything."""
     fa, fb = features(ref), features(rec)
-    rows, cols = dtw(_costs(fa, fb))
+    rows, cols = dtw(_costs(*with_pauses(fa, fb, ref_words, rec)))
     # the recording's position for each engine frame: the middle of the frames it was paired with
     first = np.full(len(fa), -1)
     last = np.zeros(len(fa), int)
@@ -278,6 +273,33 @@ def align(ref: np.ndarray, ref_words: tuple[SpokenWord, ...], rec: np.ndarray) -
         words.append(SpokenWord(w.text, w.char_start, s, e))
         prev = s
     return tuple(words), _confidence(ref, rec, fa, fb, rows, cols, tuple(words))
+
+
+PAUSE_WEIGHT = 3.0  # how much a pause against speech costs, in the features' units (measured: README)
+CLOSURE_FRAMES = 8  # a silence shorter than this inside speech is a consonant's closure, not a pause
+
+
+def with_pauses(fa: np.ndarray, fb: np.ndarray, ref_words, rec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The features with one more dimension each, where a person's pause may fall: for the engine's
+    speech, 1 inside a word (its stop closures too), 0 between words, and 0.5 on the frames where a word
+    starts; for the take, 1 where it speaks and 0 in its pauses (CLOSURE_FRAMES and longer). A take's
+    pause then pairs cheaply only with a gap between words: a reader who pauses where the engine does
+    not (a breath, a sonnet's number and then two seconds) no longer stretches a word across the pause.
+    Measured on human takes: the largest phrase-onset error fell from 2.3 s to 0.18 s (README)."""
+    ia = np.zeros(len(fa), np.float32)
+    for w in ref_words:
+        ia[w.start // HOP : -(-w.end // HOP)] = 1.0
+    for w in ref_words:
+        f = int(round(w.start / HOP))
+        ia[max(0, f - 2) : f + 1] = np.minimum(ia[max(0, f - 2) : f + 1], 0.5)
+    vb = voiced(rec)
+    runs = np.flatnonzero(np.diff(np.concatenate([[1], vb.astype(np.int8), [1]])))  # silent runs: [start, end) pairs
+    for a, b in zip(runs[::2], runs[1::2]):
+        if 0 < a and b < len(vb) and b - a < CLOSURE_FRAMES:
+            vb[a:b] = True
+    ib = np.zeros(len(fb), np.float32)
+    ib[: min(len(vb), len(fb))] = vb[: len(fb)]
+    return np.hstack([fa, PAUSE_WEIGHT * ia[:, None]]), np.hstack([fb, PAUSE_WEIGHT * ib[:, None]])
 
 
 def _near(words, sample: int) -> str:
