@@ -46,7 +46,14 @@ def test_unknown_key_is_an_error_at_its_own_position(tmp_path):
 
 def test_top_level_unknown_key(tmp_path):
     p = write(tmp_path, "ep.yaml", "series: S\npart: 1\ntitel: oops\nsegments:\n" + GOOD_SEG.format(n="A"))
-    assert error_of(p) == f"{p}:3:1: titel: unknown key"
+    assert error_of(p) == f"{p}:3:1: titel: unknown key; did you mean title?"
+
+
+def test_a_misspelt_key_is_named_at_its_own_line_with_the_key_it_was_meant_to_be(tmp_path):
+    seg = GOOD_SEG.format(n="A").replace("narration:", "narrration:")
+    p = write(tmp_path, "ep.yaml", "series: S\npart: 1\nsegments:\n" + seg)
+    line = 4 + seg.split("\n").index(next(ln for ln in seg.split("\n") if "narrration" in ln))
+    assert error_of(p) == f"{p}:{line}:5: segments[0].narrration: unknown key; did you mean narration?"
 
 
 def test_malformed_yaml_names_the_position(tmp_path):

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArticleError, OverwriteError
+from .errors import ArticleError, OverwriteError, byte_position
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
 _CONCEPT = re.compile(r"^(?:#{1,6}\s*)?(\d{1,2})[.)]\s+(.+?)\s*#*$")
@@ -294,11 +294,13 @@ def read(path: Path) -> Article:
     except IsADirectoryError:
         raise ArticleError(f"{path}: is a directory, not an article") from None
     if b"\0" in raw[:4096]:
-        raise ArticleError(f"{path}: a binary file, not an article")
+        line, col = byte_position(raw, raw.index(b"\0"))
+        raise ArticleError(f"{path}:{line}:{col}: a binary file, not an article")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ArticleError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        line, col = byte_position(raw, e.start)
+        raise ArticleError(f"{path}:{line}:{col}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
     return parse(path, text)
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DiskFullError
+from .errors import DiskFullError, disk_full
 
 KINDS = ("narration", "frames", "segments")
 STALE_TMP_S = 6 * 3600  # a temporary this old is removed even if a process with its pid runs
@@ -147,7 +147,7 @@ class Cache:
             os.replace(tmp, final)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise DiskFullError(f"disk full while writing {final}") from None
+                raise DiskFullError(disk_full(final)) from None
             raise
         finally:
             if tmp.exists():
@@ -220,5 +220,5 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
-            raise DiskFullError(f"disk full while writing {path}") from None
+            raise DiskFullError(disk_full(path)) from None
         raise

@@ -13,10 +13,17 @@ from . import __version__
 from .errors import ExitStatus, ShortgenError, describe, status_of
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (its usage block is what --help is for), exit 2."""
+
+    def error(self, message: str):
+        self.exit(ExitStatus.BAD_INPUT, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _parser(cmd: str | None = None) -> argparse.ArgumentParser:
     """The command line. `cmd`: the command about to run, if known: only it gets the settings' flags
     (declaring them all on every command took 40 ms of each run's start)."""
-    p = argparse.ArgumentParser(prog="shortgen", description="Turn episode scripts into vertical short videos.")
+    p = _Parser(prog="shortgen", description="Turn episode scripts into vertical short videos.")
     p.add_argument("--version", action="version", version=f"shortgen {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batch import Outcome
-from .errors import ShortgenError
+from .errors import ExitStatus, ShortgenError
 from .settings import usable_cpus
 
 ENV = "SHORTGEN_SCHEDULER"
@@ -32,6 +32,12 @@ PROGRESS = "shortgen-progress"  # the topic workers log progress events on (Work
 
 class ClusterError(ShortgenError):
     """No Dask, a scheduler that does not answer, or a worker unlike the client."""
+
+
+class SchedulerFlagError(ClusterError):
+    """A --scheduler value that names no cluster: bad input, like any other flag."""
+
+    exit_code = ExitStatus.BAD_INPUT
 
 
 def _distributed():
@@ -53,12 +59,12 @@ class Scheduler:
         if text == "local" or text.startswith("local:"):
             n = text.partition(":")[2]
             if n and not (n.isdigit() and int(n) >= 1):
-                raise ClusterError(f"--scheduler {text}: local:N takes a whole number of workers, at least 1")
+                raise SchedulerFlagError(f"--scheduler {text}: local:N takes a whole number of workers, at least 1")
             return cls(None, int(n) if n else usable_cpus())
         if "://" not in text and ":" in text:
             text = "tcp://" + text
         if not text.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):
-            raise ClusterError(f"--scheduler {text}: expected tcp://HOST:PORT, local or local:N")
+            raise SchedulerFlagError(f"--scheduler {text}: expected tcp://HOST:PORT, local or local:N")
         return cls(text, 0)
 
 
@@ -172,10 +178,35 @@ def connect(spec: Scheduler, timeout_s: float = CONNECT_TIMEOUT_S):
             n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
         )
         return distributed.Client(cluster)
+    _refused(spec.address)
     try:
         return distributed.Client(spec.address, timeout=f"{timeout_s}s")
-    except (OSError, TimeoutError) as e:
-        raise ClusterError(f"scheduler {spec.address} did not answer within {timeout_s:g} s ({type(e).__name__})") from None
+    except (OSError, TimeoutError):
+        raise ClusterError(f"scheduler {spec.address} did not answer within {timeout_s:g} s") from None
+
+
+def _refused(address: str) -> None:
+    """Fail at once where nothing listens at a tcp:// address (the client would wait out its timeout)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return
+    try:
+        u = urlsplit(address)
+        host, port = u.hostname, u.port
+    except ValueError:
+        raise SchedulerFlagError(f"--scheduler {address}: expected tcp://HOST:PORT") from None
+    if not host or not port:
+        raise SchedulerFlagError(f"--scheduler {address}: expected tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=2.0).close()
+    except ConnectionRefusedError:
+        raise ClusterError(f"scheduler {address} refused the connection: no scheduler listens there") from None
+    except socket.gaierror:
+        raise ClusterError(f"scheduler {address}: no such host {host!r}") from None
+    except OSError:
+        pass  # no answer yet: the client's own timeout decides
 
 
 def render_many(paths: list[Path], layer: dict, spec: Scheduler, sink=None, client=None) -> list[Outcome]:
@@ -223,7 +254,8 @@ def render_many(paths: list[Path], layer: dict, spec: Scheduler, sink=None, clie
             try:
                 outcome, files = f.result()
             except Exception as e:  # noqa: BLE001 - a task Dask gave up on (KilledWorker) or could not run
-                outcome, files = Outcome(str(p), Path(p).stem, False, error=f"{p}: {type(e).__name__}: {e}", exit_code=1), {}
+                why = f"{p}: the cluster could not render it ({str(e).strip() or 'its worker was lost'})"
+                outcome, files = Outcome(str(p), Path(p).stem, False, error=why, exit_code=1), {}
             if outcome.ok and files:
                 _publish(Path(outcome.out_dir), files, cache_dir)
             outcome.seconds = outcome.seconds or time.monotonic() - t0

@@ -103,12 +103,13 @@ def _fitted(img: Image.Image, size: tuple[int, int], fit: str, fill: tuple) -> I
     sw, sh = img.size
     cover = max(w / sw, h / sh)
     if fit == "cover":
-        cw, ch = max(w, math.ceil(sw * cover)), max(h, math.ceil(sh * cover))
-        # bicubic, with Pillow's reducing gap for big downscales: as sharp as Lanczos at these ratios
-        # and a third of its time
-        big = img.resize((cw, ch), Image.Resampling.BICUBIC, reducing_gap=2.0)
-        x, y = (cw - w) // 2, (ch - h) // 2
-        return big.crop((x, y, x + w, y + h))
+        # only the centred part that covers the box is scaled (Pillow's resize with a source box): the work
+        # and the memory are the box's, whatever the picture's shape (a 4 x 11000 strip scaled whole to
+        # cover a panel would be 888 x 2.4 million pixels). Bicubic, with Pillow's reducing gap for big
+        # downscales: as sharp as Lanczos at these ratios and a third of its time
+        bw, bh = w / cover, h / cover
+        x0, y0 = (sw - bw) / 2, (sh - bh) / 2
+        return img.resize((w, h), Image.Resampling.BICUBIC, box=(x0, y0, x0 + bw, y0 + bh), reducing_gap=2.0)
     inside = min(w / sw, h / sh)
     fw, fh = max(1, round(sw * inside)), max(1, round(sh * inside))
     small = img.resize((max(1, w // 16), max(1, h // 16)), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -130,7 +131,12 @@ def still_canvas(v: Visual, fill: tuple) -> Image.Image:
 
 
 def _flatten(im: Image.Image, fill: tuple) -> Image.Image:
-    """Any mode to RGB; transparency over the theme's background colour."""
+    """Any mode to RGB; transparency over the theme's background colour; 16-bit and float greys scaled to
+    8 bits (Pillow's own conversion clips them: a 16-bit PNG showed white)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0 if a.max(initial=0) <= 1 else 255.0
+        im = Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         out = Image.new("RGB", rgba.size, fill)

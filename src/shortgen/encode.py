@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import h264
-from .errors import DiskFullError, EncodeError, ProbeError
+from .errors import DiskFullError, EncodeError, ProbeError, disk_full
 
 _FINDING = threading.Lock()
 
@@ -471,7 +471,7 @@ def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> str:
         proc.wait()
         raise
     err = proc.stderr.read().decode(errors="replace")  # drain stderr before waiting: no pipe deadlock
-    _check_exit(proc.wait(), err, what)
+    _check_exit(proc.wait(), err, what, args)
     return err
 
 
@@ -481,18 +481,35 @@ def _run(args: list[str], what: str) -> str:
     except FileNotFoundError:
         raise EncodeError(f"{what}: ffmpeg not found at {args[0]}") from None
     err = proc.stderr.decode(errors="replace")
-    _check_exit(proc.returncode, err, what)
+    _check_exit(proc.returncode, err, what, args)
     return err
 
 
-def _check_exit(code: int, err: str, what: str) -> None:
-    """Turn a failed ffmpeg run into one typed, one-line error: disk full, or ffmpeg's last words."""
+def _check_exit(code: int, err: str, what: str, args: list[str] | None = None) -> None:
+    """Turn a failed ffmpeg run into one typed, one-line error: disk full (naming the folder, what is
+    free there and about what the output needs), or ffmpeg's last words."""
     if code == 0:
         return
     if "No space left on device" in err:
-        raise DiskFullError(f"{what}: disk full")
+        out = Path(args[-1]) if args and args[-1] not in ("-", "pipe:1") else None
+        raise DiskFullError(f"{what}: {disk_full(out, _input_bytes(args or []))}" if out else f"{what}: disk full")
     last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), f"exit status {code}")
     raise EncodeError(f"{what}: ffmpeg failed: {last.strip()}")
+
+
+def _input_bytes(args: list[str]) -> int:
+    """About what an ffmpeg run's output needs: the size of its input files (a concat list's files too)."""
+    total = 0
+    for flag, value in zip(args, args[1:]):
+        if flag != "-i" or not Path(value).is_file():
+            continue
+        total += Path(value).stat().st_size
+        if value.endswith(".txt"):  # a concat list: its files are the inputs
+            for ln in Path(value).read_text(errors="replace").splitlines():
+                name = ln.strip()[len("file ") :].strip().strip("'") if ln.strip().startswith("file ") else ""
+                f = Path(value).parent / name if name and not Path(name).is_absolute() else Path(name)
+                total += f.stat().st_size if name and f.is_file() else 0
+    return total
 
 
 class FfmpegEncoder:

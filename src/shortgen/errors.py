@@ -43,7 +43,7 @@ def describe(err: BaseException) -> str:
         return str(err)
     if isinstance(err, OSError):
         if err.errno == 28:
-            return f"disk full: {err.filename or ''}"
+            return disk_full(err.filename) if err.filename else "disk full"
         return f"{err.strerror or err}: {err.filename or ''}"
     return str(err)
 
@@ -147,3 +147,22 @@ class ProbeError(ShortgenError):
 
 class DiskFullError(ShortgenError):
     exit_code = ExitStatus.DISK_FULL
+
+
+def byte_position(data: bytes, at: int) -> tuple[int, int]:
+    """The 1-based line and column (in characters) of byte `at` of a file, for messages."""
+    start = data.rfind(b"\n", 0, at) + 1
+    return data.count(b"\n", 0, at) + 1, len(data[start:at].decode("utf-8", errors="replace")) + 1
+
+
+def disk_full(path, need: int = 0) -> str:
+    """'disk full' with what a user can act on: the folder, what is free there, about what was needed."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(path).parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:.0f} MB free there"
+    except OSError:
+        free = "its free space unknown"
+    return f"disk full writing {Path(path).name} in {folder} ({free}{f'; about {need / 1e6:.0f} MB needed' if need else ''})"

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from . import media, schema
-from .errors import ScriptError, Where
+from .errors import ScriptError, Where, byte_position
 from .rules import check_value
 from .settings import Settings, resolve
 
@@ -175,18 +175,40 @@ def read_text(path: Path) -> str:
     except OSError as e:
         raise ScriptError(Where(path), "", f"cannot read: {e.strerror or e}") from None
     if b"\0" in data:
-        at = data.index(b"\0")
-        line = data.count(b"\n", 0, at) + 1
-        raise ScriptError(Where(path, line, at - (data.rfind(b"\n", 0, at) + 1) + 1), "", "a binary file, not a YAML script")
+        raise ScriptError(Where(path, *byte_position(data, data.index(b"\0"))), "", "a binary file, not a YAML script")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        col = len(data[data.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8", errors="replace")) + 1
-        raise ScriptError(
-            Where(path, line, col), "", f"not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8"
-        ) from None
+        where = Where(path, *byte_position(data, e.start))
+        raise ScriptError(where, "", f"not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
     return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is fine
+
+
+def _opened_far_away(text: str, mark) -> str:
+    """Where an error's cause began, when that is lines before it: a quote left open runs on to the
+    next quote (often many lines down), and a bracket left open to the file's end. "" otherwise."""
+    if mark is None:
+        return ""
+    last, opened = None, []
+    try:
+        for tok in yaml.scan(text, Loader=yaml.SafeLoader):
+            if tok.start_mark.index >= mark.index:
+                break
+            if isinstance(tok, yaml.ScalarToken) and tok.style in ('"', "'") and tok.end_mark.line > tok.start_mark.line:
+                last = tok
+            elif isinstance(tok, (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken)):
+                opened.append(tok)
+            elif isinstance(tok, (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken)) and opened:
+                opened.pop()
+    except yaml.YAMLError:
+        pass  # the scan stops at the same error: what it saw before it is what counts
+    if last is not None and mark.line - last.end_mark.line <= 1:
+        at = last.start_mark
+        return f" (the quoted text that opens at line {at.line + 1}, column {at.column + 1} runs to here: a quote left open?)"
+    if opened and mark.line > opened[-1].start_mark.line:
+        at = opened[-1].start_mark
+        return f" (the bracket opened at line {at.line + 1}, column {at.column + 1} is not closed)"
+    return ""
 
 
 def _read_yaml(path: Path) -> tuple[Any, _Positions]:
@@ -196,7 +218,7 @@ def _read_yaml(path: Path) -> tuple[Any, _Positions]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = Where(path, mark.line + 1, mark.column + 1) if mark else Where(path)
-        raise ScriptError(where, "", f"invalid YAML: {e.problem or e.context}") from None
+        raise ScriptError(where, "", f"invalid YAML: {e.problem or e.context}{_opened_far_away(text, mark)}") from None
     pos = _Positions()
     if node is None:
         raise ScriptError(Where(path, 1, 1), "", "the file is empty")
@@ -456,10 +478,15 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
             past = f"starts at {start:g} s, past the end of {Path(name).name} ({info.duration:.2f} s)"
             raise ScriptError(where, "settings.music_start_s", past)
         # a file that decoded once is remembered by its content (every render would otherwise decode it)
-        passed = Path(settings.cache_dir) / "checks" / f"{info.digest[:32]}-{start:g}.ok"
+        passed = Path(settings.cache_dir) / "checks" / f"{info.digest[:32]}-{start:g}-v2.ok"  # v2: its whole span decoded
         if passed.is_file():
             return
-        head = music.to_array(music.decode(info, start, 30.0))
+        # a file an episode may play whole (or loop) is decoded whole, so one damaged anywhere is refused
+        # here, naming both lengths, not looped from its first seconds; of a longer one, the first 30 s
+        # (the bed refuses a span of it that decodes short as it is laid)
+        rest = info.duration - start
+        decoded = music.decode(info, start, rest if rest <= 200.0 else 30.0)
+        head = music.to_array(decoded[:30_000])
         if float(abs(head).max(initial=0.0)) < 1e-4 and info.duration - start <= 30.0:
             raise music.AudioError(f"{Path(name).name} is silent")
         try:

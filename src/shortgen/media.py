@@ -97,8 +97,9 @@ def _still(path: str, fmt: str, digest: str) -> Media | None:
                         f"{name} is {w} x {h} pixels; a picture may have at most {MAX_PIXELS // 1_000_000} megapixels "
                         f"and {MAX_SIDE} on a side (scale it down)"
                     )
-                if getattr(im, "n_frames", 1) > 1:
-                    return None
+                if getattr(im, "n_frames", 1) > 1 and fmt == "GIF":
+                    return None  # an animated GIF plays as a clip; an animated WebP shows its first frame
+                    # (ffmpeg cannot decode WebP's animation)
                 im.load()
         except MediaError:
             raise

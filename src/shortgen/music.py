@@ -52,6 +52,23 @@ class AudioInfo:
     rate: int
     channels: int
     duration: float
+    estimated: bool = False  # the duration is ffmpeg's guess from the bitrate (an MP3 without a VBR header)
+
+
+def short_decode(decoded_s: float, claimed_s: float) -> bool:
+    """Whether a file stopped well before the length its container claims (by a second, or 5%, whichever
+    is more): ffmpeg decodes a damaged or truncated file without an error and stops early."""
+    return decoded_s < claimed_s - max(1.0, 0.05 * claimed_s)
+
+
+def refuse_short(info: AudioInfo, decoded_s: float, claimed_s: float) -> None:
+    """AudioError naming both lengths where a file decoded short of what its header claims (a guessed
+    length, from an MP3's bitrate, is no claim: it is not held to)."""
+    if not info.estimated and short_decode(decoded_s, claimed_s):
+        raise AudioError(
+            f"{Path(info.path).name} decodes to {decoded_s:.2f} s of the {claimed_s:.2f} s its header claims: the file is "
+            "damaged or truncated; export or copy it again"
+        )
 
 
 _STREAM = re.compile(r"Stream #\S+.*?: Audio: (\w+)[^,]*, (\d+) Hz, ([^,]+)")
@@ -125,7 +142,8 @@ def _probe(path: str, size: int, any_type: bool = False) -> AudioInfo:
     channels = _LAYOUTS.get(layout) or (int(counted.group(1)) if counted else 2)
     from .cache import file_digest
 
-    return AudioInfo(path, file_digest(Path(path)), m.group(1), int(m.group(2)), channels, duration)
+    estimated = "Estimating duration from bitrate" in text
+    return AudioInfo(path, file_digest(Path(path)), m.group(1), int(m.group(2)), channels, duration, estimated)
 
 
 def _pydub():
@@ -155,6 +173,7 @@ def decode(info: AudioInfo, start_s: float, seconds: float):
         raise AudioError(f"{Path(info.path).name} cannot be decoded ({last[0].strip()[:120]})") from None
     if len(got) == 0:
         raise AudioError(f"{Path(info.path).name}: no audio in the span asked for (from {start_s:g} s)")
+    refuse_short(info, len(got) / 1000, want)
     return got
 
 

@@ -1,10 +1,11 @@
 """The rule engine that checks script files by hand: one small Rule per field (a validation library's
 import cost more than a whole no-op render). `validate` returns a plain dict with every field present
 (None where unset), strings stripped, and raises SchemaError(location, kind, message) at the first
-problem, fields in the order declared and unknown keys last."""
+problem: unknown keys first (naming the closest known key), then fields in the order declared."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,10 @@ def _colour(v: str) -> None:
 def validate(model: dict, data: Any, loc: tuple = ()) -> dict:
     if not isinstance(data, dict):
         raise SchemaError(loc, "type", "input should be a mapping")
+    for name in data:  # first: a misspelt key is the cause of the "missing" one it was meant to be
+        if name not in model:
+            close = difflib.get_close_matches(str(name), list(model), n=1, cutoff=0.75)
+            raise SchemaError(loc + (name,), "extra_forbidden", "unknown key" + (f"; did you mean {close[0]}?" if close else ""))
     out = {}
     for name, rule in model.items():
         if name in data and data[name] is not None:
@@ -62,9 +67,6 @@ def validate(model: dict, data: Any, loc: tuple = ()) -> dict:
             raise SchemaError(loc + (name,), "missing", "field required")
         else:
             out[name] = None
-    for name in data:
-        if name not in model:
-            raise SchemaError(loc + (name,), "extra_forbidden", "unknown key")
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .cache import Cache, Stats
 from .load import Episode, Segment, VisualSpec
@@ -223,13 +224,16 @@ def plan_visual(spec: VisualSpec, ep: Episode, index: int, full: bool = False) -
     motion = spec.motion
     if motion == "auto":
         motion = "none" if m.kind == "clip" else AUTO_MOTIONS[index % len(AUTO_MOTIONS)]
+    rect = visual_rect("full" if full else s.visual_layout, s.width, s.height)
+    if m.kind == "clip" and spec.fit == "cover":
+        _bounded_cover(spec, rect)
     return Visual(
         file=m.path,
         digest=m.digest,
         kind=m.kind,
         width=m.width,
         height=m.height,
-        rect=visual_rect("full" if full else s.visual_layout, s.width, s.height),
+        rect=rect,
         fit=spec.fit,
         motion=motion,
         zoom=s.motion_zoom,
@@ -241,3 +245,23 @@ def plan_visual(spec: VisualSpec, ep: Episode, index: int, full: bool = False) -
         source=spec.where,
         audio=spec.audio,
     )
+
+
+MAX_COVER_AREA = 4  # a clip scaled to cover its box may be at most this many times the box's area
+
+
+def _bounded_cover(spec: VisualSpec, rect: tuple[int, int, int, int]) -> None:
+    """Refuse a clip whose cover fit would have ffmpeg make frames far larger than the box they fill (a
+    7 x 4999 clip covering the panel: 888 x 634,000 pixels a frame). Stills crop before they scale."""
+    from .errors import ScriptError
+
+    m, (w, h) = spec.media, (rect[2] - rect[0], rect[3] - rect[1])
+    scale = max(w / m.width, h / m.height)
+    cw, ch = math.ceil(m.width * scale), math.ceil(m.height * scale)
+    if cw * ch > MAX_COVER_AREA * w * h:
+        raise ScriptError(
+            spec.where,  # type: ignore[arg-type]  # "file:line:col: field", formatted as a Where is
+            "",
+            f"{Path(m.path).name} is {m.width} x {m.height} pixels: to cover the {w} x {h} box it would be scaled to "
+            f"{cw:,} x {ch:,}; use `fit: contain`, or crop the clip nearer the box's shape",
+        )
