@@ -198,3 +198,15 @@ def test_a_phone_photo_is_shown_upright(tmp_path):
     f = _frame(tmp_path / "o" / "part9" / "part9.mp4", 2.5).astype(int)
     left, right = f[950, 200], f[950, 880]
     assert left[0] > left[2] + 80 and right[2] > right[0] + 80, (left, right)
+
+
+def test_a_truncated_clip_is_refused_naming_both_lengths(tmp_path, capsys):
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=8:s=320x240:r=30", "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart", str(whole)], check=True)  # fmt: skip
+    data = whole.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # a copy that stopped half way
+    p = episode(tmp_path, {1: "visual: cut.mp4"})
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2
+    line = one_line(capsys)
+    assert "segments[1].visual: cut.mp4 holds " in line and "of the 8.00 s its header claims" in line, line

@@ -178,9 +178,40 @@ class ClipReader:
         self._reader.close()
 
 
+def packet_seconds_args(ffmpeg: str, path: str) -> list[str]:
+    """The ffmpeg command that reads a clip's video packets to the end without decoding them, reporting
+    how far they go (its -progress lines on stdout)."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0:v:0", "-c", "copy", "-f", "null",
+            "-progress", "pipe:1", "-nostats", "-"]  # fmt: skip
+
+
+def packet_seconds(path: str) -> float | None:
+    """How many seconds of video a clip's packets hold (None if ffmpeg could not tell)."""
+    import subprocess
+
+    from .encode import ffmpeg_exe
+
+    try:
+        run = subprocess.run(packet_seconds_args(ffmpeg_exe(), path), capture_output=True, timeout=120)
+        out = run.stdout.decode(errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    times = [ln.split("=", 1)[1] for ln in out.splitlines() if ln.startswith("out_time_us=")]
+    return int(times[-1]) / 1e6 if times and times[-1].strip().lstrip("-").isdigit() else None
+
+
 def verify_clip(m: Media, start_frame: int) -> None:
-    """Decode the clip's first frame to be shown, small: a file with a readable header and broken data
-    fails here, at load, rather than mid-render."""
+    """Decode the clip's first frame to be shown, small, and read its packets to the end: a file with a
+    readable header and broken or missing data fails here, at load, rather than mid-render (or playing a
+    truncated clip's last frame for the rest of its span)."""
+    from .music import short_decode
+
+    got = packet_seconds(m.path)
+    if got is not None and m.duration and short_decode(got, m.duration):
+        raise MediaError(
+            f"{Path(m.path).name} holds {got:.2f} s of video of the {m.duration:.2f} s its header claims: the file is damaged "
+            "or truncated; export or copy it again"
+        )
     try:
         r = ClipReader(m, (64, 64))
         try:
