@@ -234,6 +234,18 @@ def read_counter(frame: np.ndarray, rect: tuple) -> int:
     return k
 
 
+def test_every_parameter_set_in_the_samples_is_the_sample_entrys(rendered):
+    """Cue runs (a constant quantiser), moving runs (CRF) and the footage all carry their SPS and PPS
+    in-band; each must be byte-equal to the one in the track's avcC with the same id, so a decoder or
+    remuxer that takes the sample entry's sets alone decodes every run with the right quantiser."""
+    from shortgen import mp4
+
+    entry, inband = mp4.parameter_sets(rendered[0].files["video"])
+    assert {t for t, _ in entry} == {7, 8} and len(inband) > 10  # every run opens with its sets
+    differ = [(k, t, i) for k, t, i, nal in inband if entry.get((t, i)) != nal]
+    assert not differ, f"{len(differ)} in-band parameter sets differ from the sample entry's, first {differ[:3]}"
+
+
 def test_clip_frames_land_where_planned(rendered, video):
     res, plan, ep = rendered
     for seg in plan.segments[2:4]:

@@ -78,8 +78,11 @@ class VideoSettings:
     rate: str = "crf"
 
 
-# What h264.expand needs from x264: CAVLC, no B-frames, one reference, no weighted prediction.
-SKIP_X264 = "bframes=0:ref=1:weightp=0:cabac=0:scenecut=0"
+# What h264.expand needs from x264: CAVLC, no B-frames, one reference, no weighted prediction. And one
+# picture parameter set for every run: x264 sets pic_init_qp from the rate control (26 for CRF, the
+# quantiser for a constant-quantiser cue run), unless stitchable, where it is 26 for all; the track's
+# sample entry holds one PPS, and a decoder that takes it alone then decodes every run right.
+SKIP_X264 = "bframes=0:ref=1:weightp=0:cabac=0:scenecut=0:stitchable=1"
 
 
 COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]

@@ -159,3 +159,52 @@ def _mp4a(es: bytes) -> str:
         else:
             i += size
     return f"mp4a.{oti:x}.{aot}"
+
+
+def parameter_sets(path: Path) -> tuple[dict[tuple[int, int], bytes], list[tuple[int, int, int, bytes]]]:
+    """The video track's H.264 parameter sets: those of its sample entry (`avcC`), keyed by (NAL type,
+    id), and every one carried in its samples, as (sample, NAL type, id, bytes). The `avc1` contract is
+    that the sample entry's sets hold for the whole track: an in-band set must equal the entry's."""
+    from .h264 import BitReader, unescape
+
+    def set_id(nal: bytes) -> int:
+        r = BitReader(unescape(nal)[4 if nal[0] & 31 == 7 else 1 :])  # an SPS's id follows profile and level
+        return r.ue()
+
+    data = Path(path).read_bytes()
+    entry: dict[tuple[int, int], bytes] = {}
+    inband: list[tuple[int, int, int, bytes]] = []
+    for moov_a, moov_b in _find(data, 0, len(data), [b"moov"]):
+        for ta, tb in _find(data, moov_a, moov_b, [b"trak"]):
+            ((ha, _),) = _find(data, ta, tb, [b"mdia", b"hdlr"])
+            if data[ha + 8 : ha + 12] != b"vide":
+                continue
+            stbl = [b"mdia", b"minf", b"stbl"]
+            ((sa, sb),) = _find(data, ta, tb, stbl + [b"stsd"])
+            ((va, vb),) = _find(data, sa + 8, sb, [b"avc1"])
+            ((ca, _),) = _find(data, va + 78, vb, [b"avcC"])  # after the visual sample entry's 78 bytes
+            length_size = (data[ca + 4] & 3) + 1
+            i, sets = ca + 5, []
+            for count_mask in (31, 255):  # the SPS count (5 bits), then the PPS count
+                n = data[i] & count_mask
+                i += 1
+                for _ in range(n):
+                    size = struct.unpack(">H", data[i : i + 2])[0]
+                    sets.append(data[i + 2 : i + 2 + size])
+                    i += 2 + size
+            entry = {(s[0] & 31, set_id(s)): s for s in sets}
+            ((za, _),) = _find(data, ta, tb, stbl + [b"stsz"])
+            fixed, count = struct.unpack(">II", data[za + 4 : za + 12])
+            sizes = [fixed] * count if fixed else list(struct.unpack(f">{count}I", data[za + 12 : za + 12 + 4 * count]))
+            track = next(t for t in read_tracks(path)[0] if t.kind == "vide")
+            for off, first, per in track.chunks:
+                for k in range(first, first + per):
+                    a, end = off, off + sizes[k]
+                    while a + length_size <= end:
+                        n = int.from_bytes(data[a : a + length_size], "big")
+                        nal = data[a + length_size : a + length_size + n]
+                        if nal and nal[0] & 31 in (7, 8):
+                            inband.append((k, nal[0] & 31, set_id(nal), nal))
+                        a += length_size + n
+                    off += sizes[k]
+    return entry, inband
