@@ -397,6 +397,7 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     origins.update(_origins(episode_layer, pos, path))
     origins.update({k: Where("command line") for k in (cli or {})})
     settings = resolve(series_layer, episode_layer, cli, base=base)
+    media.remember_in(Path(settings.cache_dir) / "checks")  # what a visual is, kept: a no-op reads no pixels
 
     if settings.segments_per_part and len(m["segments"]) != settings.segments_per_part:
         raise ScriptError(

@@ -42,8 +42,40 @@ class Media:
     duration: float = 0.0
 
 
+_MEMORY: list[Path] = []  # where what was learnt about a file is kept between runs (remember_in)
+
+
+def remember_in(folder: Path) -> None:
+    """Keep what probe and verify_clip learn in `folder`, by each file's path and stat: a run with
+    nothing changed then neither hashes nor decodes a visual, nor imports moviepy (a no-op's cost)."""
+    _MEMORY[:] = [folder]
+
+
+def _kept(kind: str, key: tuple) -> Path | None:
+    import hashlib
+
+    return _MEMORY[0] / f"{kind}-{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.json" if _MEMORY else None
+
+
+def _keep(kept: Path | None, data: dict) -> None:
+    if kept is None:
+        return
+    import json
+
+    from .cache import atomic_write_bytes
+
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(kept, json.dumps(data).encode())
+    except Exception:  # noqa: BLE001 - a memory that cannot be written only costs the work next time
+        pass
+
+
 def probe(path: Path | str) -> Media:
-    """Measure a picture or clip file; raises MediaError."""
+    """Measure a picture or clip file; raises MediaError. Kept between runs by the file's path and stat
+    (its ctime and inode change with any write or replacement, so a changed file is measured again)."""
+    import json
+
     p = Path(path)
     try:
         st = p.stat()
@@ -53,7 +85,17 @@ def probe(path: Path | str) -> Media:
         raise MediaError(f"cannot read {path}: {e.strerror or e}") from None
     if p.is_dir():
         raise MediaError(f"{path} is a folder; expected a picture or a clip")
-    return _probe(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    resolved = str(p.resolve())
+    kept = _kept("media", (resolved, st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev))
+    try:
+        if kept is not None and kept.is_file():
+            d = json.loads(kept.read_text())
+            return Media(**{**d, "fps": Fraction(d["fps"])})
+    except (OSError, ValueError, TypeError):
+        pass
+    m = _probe(resolved, st.st_mtime_ns, st.st_size)
+    _keep(kept, {**m.__dict__, "fps": str(m.fps)})
+    return m
 
 
 @lru_cache(maxsize=256)
@@ -206,6 +248,9 @@ def verify_clip(m: Media, start_frame: int) -> None:
     truncated clip's last frame for the rest of its span)."""
     from .music import short_decode
 
+    passed = _kept("clip-ok", (m.digest, m.path, start_frame))
+    if passed is not None and passed.is_file():
+        return
     got = packet_seconds(m.path)
     if got is not None and m.duration and short_decode(got, m.duration):
         raise MediaError(
@@ -221,4 +266,5 @@ def verify_clip(m: Media, start_frame: int) -> None:
     except MediaError:
         raise
     except Exception as e:
-        raise MediaError(f"{Path(m.path).name}: cannot decode its frames ({str(e).strip()[:120] or type(e).__name__})") from None
+        raise MediaError(f"{Path(m.path).name}: cannot decode its frames ({str(e).strip()[:120] or 'ffmpeg failed'})") from None
+    _keep(passed, {"ok": True})
