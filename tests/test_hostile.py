@@ -152,8 +152,7 @@ def _families(d: Path) -> dict[str, str | None]:
     frames[0].save(d / "animated.webp", save_all=True, append_images=frames[1:], duration=100, loop=0)
     frames[0].save(d / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     hdr = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=d=1:s=360x640:r=30", "-c:v", "libx264",
-           "-pix_fmt", "yuv420p10le", "-color_primaries", "bt2020", "-color_trc", "arib-std-b67",
-           "-colorspace", "bt2020nc"]  # fmt: skip
+           "-pix_fmt", "yuv420p10le", "-x264-params", "colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc"]  # fmt: skip
     subprocess.run([*hdr, str(d / "phone-hdr-10bit.mp4")], check=True)
     return {
         "one-pixel-wide.png": "1 x 500 pixels; too small to show",
@@ -180,6 +179,8 @@ def test_every_family_of_picture_and_clip_renders_or_is_refused_in_one_line(tmp_
             line = one_line(capsys)
             assert f"segments[0].visual: {name}" in line and phrase in line, line
         capsys.readouterr()
+    # the HLG phone clip was read through a tone-mapped SDR copy, made once for its content
+    assert len(list((tmp_path / "c" / "sdr").glob("*.mp4"))) == 1
     # a 16-bit grey ramp shows as a ramp (Pillow's own conversion clipped it to white)
     f = _frame(tmp_path / "o-grey16.png" / "part9" / "part9.mp4", 2.5)
     row = f[950, 150:930].mean(axis=1)  # across the panel (y 880 to 1480), above the captions
@@ -210,3 +211,12 @@ def test_a_truncated_clip_is_refused_naming_both_lengths(tmp_path, capsys):
     assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2
     line = one_line(capsys)
     assert "segments[1].visual: cut.mp4 holds " in line and "of the 8.00 s its header claims" in line, line
+
+
+def test_the_tone_map_command_reads_the_first_video_stream_into_bt709():
+    from shortgen import media
+
+    args = media.tonemap_args("ffmpeg", "in.mov", "out.mp4")
+    assert args[:1] == ["ffmpeg"] and args[-1] == "out.mp4" and args[args.index("-map") + 1] == "0:v:0"
+    chain = args[args.index("-vf") + 1]
+    assert chain.index("t=linear") < chain.index("tonemap=hable") < chain.index("t=bt709") and chain.endswith("format=yuv420p")

@@ -185,6 +185,58 @@ def _clip(path: str, digest: str) -> Media:
     return Media(path, digest, "clip", int(w), int(h), rate, frames, duration)
 
 
+HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ (HDR10, Dolby Vision) and HLG: what phones record in HDR
+
+
+def tonemap_args(ffmpeg: str, src: str, out: str) -> list[str]:
+    """The ffmpeg command that brings an HDR clip to SDR BT.709 (linear light, Hable's curve, then
+    BT.709 primaries and transfer), as a near-lossless H.264 proxy with the clip's own timing."""
+    chain = ("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,"
+             "zscale=t=bt709:m=bt709:r=tv,format=yuv420p")  # fmt: skip
+    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", src, "-map", "0:v:0", "-vf", chain,
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-an", "-f", "mp4", out]  # fmt: skip
+
+
+def sdr_source(m: Media) -> str:
+    """The file to read a clip's pictures from: itself, or for an HDR clip (PQ or HLG), a tone-mapped SDR
+    copy, made once per content and kept beside the checks (its pixels read as BT.709 otherwise: a
+    phone's HLG clip showed washed out)."""
+    import subprocess
+
+    from .encode import ffmpeg_exe
+
+    kept = _kept("transfer", (m.digest,))
+    transfer = ""
+    try:
+        if kept is not None and kept.is_file():
+            import json
+
+            transfer = json.loads(kept.read_text())["transfer"]
+        else:
+            head = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", m.path], capture_output=True, timeout=60)
+            line = next((ln for ln in head.stderr.decode(errors="replace").splitlines() if "Video:" in ln), "")
+            transfer = next((t for t in HDR_TRANSFERS if t in line), "")
+            _keep(kept, {"transfer": transfer})
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        transfer = ""
+    if not transfer:
+        return m.path
+    import tempfile
+
+    folder = _MEMORY[0].parent / "sdr" if _MEMORY else Path(tempfile.gettempdir()) / "shortgen-sdr"
+    out = folder / f"{m.digest[:32]}.mp4"
+    if not out.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        run = subprocess.run(tonemap_args(ffmpeg_exe(), m.path, str(tmp)), capture_output=True, timeout=3600)
+        if run.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            last = [ln for ln in run.stderr.decode(errors="replace").splitlines() if ln.strip()][-1:] or ["ffmpeg failed"]
+            raise MediaError(f"{Path(m.path).name}: an HDR ({transfer}) clip that could not be tone-mapped ({last[0][:120]})")
+        os.replace(tmp, out)
+    return str(out)
+
+
 class ClipReader:
     """A clip's frames in order, scaled by ffmpeg to `size` (w, h) on the way out of the decoder, as RGB
     Pillow images. moviepy's reader does the work: it starts ffmpeg at a seek point (only the needed span
@@ -194,10 +246,11 @@ class ClipReader:
         from moviepy.video.io.ffmpeg_reader import FFMPEG_VideoReader
 
         self.media, self.size = m, size
+        source = sdr_source(m)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # decode_file=False: moviepy would otherwise decode the whole file once to measure it
-            self._reader = FFMPEG_VideoReader(m.path, decode_file=False, target_resolution=size, resize_algo="area")
+            self._reader = FFMPEG_VideoReader(source, decode_file=False, target_resolution=size, resize_algo="area")
         self._last: tuple[int, object] | None = None
 
     def frame(self, k: int):
