@@ -220,3 +220,16 @@ def test_the_tone_map_command_reads_the_first_video_stream_into_bt709():
     assert args[:1] == ["ffmpeg"] and args[-1] == "out.mp4" and args[args.index("-map") + 1] == "0:v:0"
     chain = args[args.index("-vf") + 1]
     assert chain.index("t=linear") < chain.index("tonemap=hable") < chain.index("t=bt709") and chain.endswith("format=yuv420p")
+
+
+def test_allow_short_uses_a_damaged_file_as_it_decodes(tmp_path, capsys):
+    """Each refusal of a file that decodes short can be overruled for that file: `allow_short: true`."""
+    data = bytearray((ROOT / "assets" / "music" / "soft-pad.ogg").read_bytes())
+    data[len(data) // 8 : 7 * len(data) // 8] = bytes(3 * len(data) // 4)
+    (tmp_path / "bed.ogg").write_bytes(bytes(data))
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=8:s=320x240:r=30", "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart", str(whole)], check=True)  # fmt: skip
+    (tmp_path / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    p = episode(tmp_path, {1: "visual: {file: cut.mp4, allow_short: true}"}, settings="music: bed.ogg\n  music_allow_short: true")
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 0, capsys.readouterr().err

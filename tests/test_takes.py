@@ -138,6 +138,19 @@ def test_a_damaged_take_is_refused_naming_both_lengths(tmp_path, capsys):
     assert f"{p}:17:16: segments[1].recording: damaged.ogg decodes to " in err[0] and "of the 20.00 s its header claims" in err[0]
 
 
+def test_allow_short_takes_a_damaged_take_as_it_decodes(tmp_path, capsys):
+    f = tmp_path / "damaged.ogg"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:sample_rate=48000:duration=20", "-c:a", "libvorbis", str(f))
+    data = bytearray(f.read_bytes())
+    data[len(data) // 4 : 3 * len(data) // 4] = bytes(len(data) // 2)
+    f.write_bytes(bytes(data))
+    p = episode(tmp_path, "{file: damaged.ogg, allow_short: true}")
+    main(["check", "--cache-dir", str(tmp_path / "c"), str(p)])
+    err = capsys.readouterr().err
+    assert "decodes to" not in err and "segments[1].recording" in err  # what decodes is judged: a tone is no speech
+    assert "holds no speech" in err, err
+
+
 def test_a_take_of_steady_noise_is_refused(tmp_path, capsys):
     rng = np.random.default_rng(1)
     helpers.write_wav(tmp_path / "hiss.wav", rng.standard_normal(T * 5).astype(np.float32) * 0.05, T)

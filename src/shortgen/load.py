@@ -7,6 +7,7 @@ rules in schema.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class VisualSpec:
     clip_end: str = "loop"
     where: str = ""  # file:line:col: field, for messages
     audio: bool = False  # a clip's own sound, under the voice
+    allow_short: bool = False  # a clip that stops short of its header's length is used as far as it goes
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Segment:
     fields: dict = field(default_factory=dict, compare=False)  # field name -> Pos of its value
     visual: VisualSpec | None = None
     recording: Path | None = None  # the creator's own voice for this segment (resolved, probed at load)
+    recording_allow_short: bool = False  # a take that decodes short of its header is used as it decodes
 
 
 @dataclass(frozen=True)
@@ -424,6 +427,7 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
             fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values},
             visual=_visual(s["visual"], ("segments", i, "visual"), pos, path, settings.fps) if s["visual"] else None,
             recording=_recording(s["recording"], ("segments", i, "recording"), pos, path, settings) if s["recording"] else None,
+            recording_allow_short=bool(s["recording"] and s["recording"]["allow_short"]),
         )
         for i, s in enumerate(m["segments"])
     )
@@ -474,6 +478,8 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
 
     try:
         info = music.probe(name, remember=Path(settings.cache_dir) / "checks")
+        if key == "music" and settings.music_allow_short:
+            info = dataclasses.replace(info, allow_short=True)
         start = settings.music_start_s if key == "music" else 0.0
         if start >= info.duration:
             past = f"starts at {start:g} s, past the end of {Path(name).name} ({info.duration:.2f} s)"
@@ -499,17 +505,18 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
         raise ScriptError(where, f"settings.{key}", str(e)) from None
 
 
-def _recording(name: str, at: tuple, pos: _Positions, path: Path, settings: Settings) -> Path:
+def _recording(v: dict, at: tuple, pos: _Positions, path: Path, settings: Settings) -> Path:
     """A segment's `recording:`, found relative to the script: an audio file with a stream, not far
     longer than a segment may run (it is decoded, trimmed and aligned when the episode is spoken)."""
     from . import record
 
-    f = Path(name).expanduser()
+    file_at = at if at + ("file",) not in pos.values else at + ("file",)
+    f = Path(v["file"]).expanduser()
     f = f if f.is_absolute() else path.parent / f
     try:
         record.probe(f, settings.segment_budget_frames / settings.fps)
     except record.RecordingError as e:
-        raise ScriptError(pos.where(path, at), _fmt(at), str(e)) from None
+        raise ScriptError(pos.where(path, file_at), _fmt(file_at), str(e)) from None
     return f
 
 
@@ -539,7 +546,7 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
                 f"starts at {start:g} s, past the end of {f.name} ({m.duration:.2f} s)",
             )
         try:
-            media.verify_clip(m, first)
+            media.verify_clip(m, first, allow_short=bool(v["allow_short"]))
         except media.MediaError as e:
             raise ScriptError(pos.where(path, file_at), name, str(e)) from None
         if v["audio"]:
@@ -557,6 +564,7 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
         clip_end=v["clip_end"] or "loop",
         where=f"{pos.where(path, file_at)}: {name}",
         audio=bool(v["audio"]),
+        allow_short=bool(v["allow_short"]),
     )
 
 

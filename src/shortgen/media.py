@@ -295,20 +295,20 @@ def packet_seconds(path: str) -> float | None:
     return int(times[-1]) / 1e6 if times and times[-1].strip().lstrip("-").isdigit() else None
 
 
-def verify_clip(m: Media, start_frame: int) -> None:
+def verify_clip(m: Media, start_frame: int, allow_short: bool = False) -> None:
     """Decode the clip's first frame to be shown, small, and read its packets to the end: a file with a
     readable header and broken or missing data fails here, at load, rather than mid-render (or playing a
     truncated clip's last frame for the rest of its span)."""
     from .music import short_decode
 
-    passed = _kept("clip-ok", (m.digest, m.path, start_frame))
+    passed = _kept("clip-ok", (m.digest, m.path, start_frame, allow_short))
     if passed is not None and passed.is_file():
         return
-    got = packet_seconds(m.path)
+    got = None if allow_short else packet_seconds(m.path)
     if got is not None and m.duration and short_decode(got, m.duration):
         raise MediaError(
             f"{Path(m.path).name} holds {got:.2f} s of video of the {m.duration:.2f} s its header claims: the file is damaged "
-            "or truncated; export or copy it again"
+            "or truncated; export or copy it again, or say `allow_short: true` to use what it holds"
         )
     try:
         r = ClipReader(m, (64, 64))

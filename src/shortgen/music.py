@@ -52,7 +52,8 @@ class AudioInfo:
     rate: int
     channels: int
     duration: float
-    estimated: bool = False  # the duration is ffmpeg's guess from the bitrate (an MP3 without a VBR header)
+    estimated: bool = False  # the duration is a guess (an MP3 without a VBR header) or the container's, not the sound's
+    allow_short: bool = False  # the user says to use what decodes (`allow_short: true`)
 
 
 def short_decode(decoded_s: float, claimed_s: float) -> bool:
@@ -63,11 +64,11 @@ def short_decode(decoded_s: float, claimed_s: float) -> bool:
 
 def refuse_short(info: AudioInfo, decoded_s: float, claimed_s: float) -> None:
     """AudioError naming both lengths where a file decoded short of what its header claims (a guessed
-    length, from an MP3's bitrate, is no claim: it is not held to)."""
-    if not info.estimated and short_decode(decoded_s, claimed_s):
+    length, from an MP3's bitrate, or a video's container, is no claim about the sound: not held to)."""
+    if not info.estimated and not info.allow_short and short_decode(decoded_s, claimed_s):
         raise AudioError(
             f"{Path(info.path).name} decodes to {decoded_s:.2f} s of the {claimed_s:.2f} s its header claims: the file is "
-            "damaged or truncated; export or copy it again"
+            "damaged or truncated; export or copy it again, or say `allow_short: true` to use what decodes"
         )
 
 
@@ -142,7 +143,8 @@ def _probe(path: str, size: int, any_type: bool = False) -> AudioInfo:
     channels = _LAYOUTS.get(layout) or (int(counted.group(1)) if counted else 2)
     from .cache import file_digest
 
-    estimated = "Estimating duration from bitrate" in text
+    # the Duration line is the container's: with a video stream beside it, the sound may rightly end sooner
+    estimated = "Estimating duration from bitrate" in text or bool(re.search(r"Stream #\S+.*?: Video: ", text))
     return AudioInfo(path, file_digest(Path(path)), m.group(1), int(m.group(2)), channels, duration, estimated)
 
 

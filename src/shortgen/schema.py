@@ -24,6 +24,13 @@ VISUAL = {
     "start": Rule("float", ge=0, le=86400),  # seconds into a clip
     "clip_end": Rule("choice", choices=("loop", "hold")),  # a clip shorter than its segment
     "audio": Rule("bool"),  # a clip's own sound, under the voice at the music's level (muted by default)
+    "allow_short": Rule("bool"),  # a clip that stops short of its header's length is used as far as it goes
+}
+
+# A segment's take: a file name, or a mapping with options (see README, "Your own voice").
+RECORDING = {
+    "file": Rule("str", required=True, min_len=1, max_len=1000),
+    "allow_short": Rule("bool"),  # a take that decodes short of its header's length is used as it decodes
 }
 
 SEGMENT = {
@@ -33,7 +40,7 @@ SEGMENT = {
     "reference": Rule("str", min_len=1, max_len=150),
     "rate": Rule("int", ge=80, le=450),  # per-segment speaking rate override
     "visual": Rule("model", of=VISUAL, shorthand="file"),
-    "recording": Rule("str", min_len=1, max_len=1000),  # the creator's own voice, relative to the script
+    "recording": Rule("model", of=RECORDING, shorthand="file"),  # the creator's own voice, relative to the script
 }
 
 EPISODE = {

@@ -154,6 +154,7 @@ class Settings:
     music_fade_out_ms: int = setting(2500, Rule("int", ge=0, le=30000))
     music_start_s: float = setting(0.0, Rule("float", ge=0, le=86400))  # where in the track to start
     music_loop: bool = setting(True, Rule("bool"))  # a track shorter than the episode loops, or stops
+    music_allow_short: bool = setting(False, Rule("bool"))  # a damaged track that decodes short is used as it decodes
     sting: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # a short sound; "none": off
     sting_at: str = setting("intro", Rule("choice", choices=("intro", "segments")))  # once, or at every segment change
     sting_level_lufs: float = setting(-20.0, Rule("float", ge=-50, le=-6))

@@ -207,9 +207,8 @@ def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache:
     try:
         budget = ep.settings.segment_budget_frames / ep.settings.fps
         refuse = ep.settings.recording_mismatch == "refuse"
-        return record.narration(
-            seg.recording, record.probe(seg.recording, budget), text, reference, cache, budget, refuse, others
-        )
+        info = record.probe(seg.recording, budget)
+        return record.narration(seg.recording, info, text, reference, cache, budget, refuse, others, seg.recording_allow_short)
     except record.RecordingError as e:
         raise ScriptError(ep.field_where(seg, "recording"), field, str(e)) from None
 

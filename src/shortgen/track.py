@@ -396,6 +396,10 @@ def _bed(settings: Settings, total: int, cache: Cache):
     from . import music
 
     info = music.probe(settings.music or "")
+    if settings.music_allow_short:
+        import dataclasses
+
+        info = dataclasses.replace(info, allow_short=True)
     key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
     # v8: looped in numpy, its energy reused per copy; the samples apart from the bins, mapped from the
     # file when read back (an edit reads the few seconds its pieces need, not all 23 MB)
