@@ -233,3 +233,38 @@ def test_allow_short_uses_a_damaged_file_as_it_decodes(tmp_path, capsys):
     (tmp_path / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     p = episode(tmp_path, {1: "visual: {file: cut.mp4, allow_short: true}"}, settings="music: bed.ogg\n  music_allow_short: true")
     assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 0, capsys.readouterr().err
+
+
+def test_a_clip_with_a_damaged_middle_is_refused(tmp_path, capsys):
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=8:s=320x240:r=30", "-pix_fmt", "yuv420p",
+                    str(whole)], check=True)  # fmt: skip
+    data = bytearray(whole.read_bytes())
+    data[len(data) // 3 : 2 * len(data) // 3] = bytes(len(data) // 3 + 1)[: len(data[len(data) // 3 : 2 * len(data) // 3])]
+    (tmp_path / "zeroed.mp4").write_bytes(bytes(data))  # its packets all there, their pictures gone
+    p = episode(tmp_path, {1: "visual: zeroed.mp4"})
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2
+    line = one_line(capsys)
+    assert "segments[1].visual: zeroed.mp4 has damaged frames (" in line and "allow_short: true" in line, line
+
+
+def test_the_beds_level_in_the_pauses_holds_for_every_channel_layout(tmp_path):
+    """Mono, stereo, 5.1 and 7.1 beds of the same sound sit at the same level in the pauses, within
+    0.5 LU of the setting (a surround file is folded down with ITU's coefficients, LFE dropped)."""
+    import json
+
+    mono = tmp_path / "mono.wav"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "anoisesrc=d=40:c=pink:r=48000:a=0.2", "-ac", "1",
+                    str(mono)], check=True)  # fmt: skip
+    layouts = {"stereo": "stereo|c0=c0|c1=c0", "51": "5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0",
+               "71": "7.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0|c6=c0|c7=c0"}  # fmt: skip
+    for name, pan in layouts.items():
+        subprocess.run(
+            [ffmpeg_exe(), "-v", "error", "-y", "-i", str(mono), "-af", f"pan={pan}", str(tmp_path / f"{name}.wav")], check=True
+        )
+    for name in ("mono", *layouts):
+        p = episode(tmp_path, settings=f"music: {name}.wav")
+        out = tmp_path / f"o-{name}"
+        assert main(["render", "-q", "--cache-dir", str(tmp_path / "c"), "--output-dir", str(out), str(p)]) == 0
+        m = json.loads((out / "part9" / "manifest.json").read_text())["music"]
+        assert abs(m["level_in_pauses_lufs"] - m["target_in_pauses_lufs"]) <= 0.5, (name, m["level_in_pauses_lufs"])

@@ -34,6 +34,9 @@ _events = None  # the progress queue, set in each worker process by _init_worker
 def _init_worker(queue) -> None:
     global _events
     _events = queue
+    from .errors import quiet_libraries
+
+    quiet_libraries()  # a worker process starts with Python's default filters
 
 
 def _render_one(path: str, layer: dict, engine_factory, encoder_factory, sink: Sink | None = None) -> Outcome:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import ExitStatus, ShortgenError, describe, status_of
+from .errors import ExitStatus, ShortgenError, describe, quiet_libraries, status_of
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,6 +120,7 @@ class _Printer:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_libraries()
     args = _parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
     try:
         return int(_dispatch(args))

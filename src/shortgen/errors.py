@@ -166,3 +166,13 @@ def disk_full(path, need: int = 0) -> str:
     except OSError:
         free = "its free space unknown"
     return f"disk full writing {Path(path).name} in {folder} ({free}{f'; about {need / 1e6:.0f} MB needed' if need else ''})"
+
+
+def quiet_libraries() -> None:
+    """No library chatter on stderr: what moviepy, Pillow, pydub or numpy warn about is either folded into
+    our own one line (an error) or not the user's business. SHORTGEN_WARNINGS=1 shows them again."""
+    import os
+    import warnings
+
+    if not os.environ.get("SHORTGEN_WARNINGS"):
+        warnings.simplefilter("ignore")

@@ -295,6 +295,29 @@ def packet_seconds(path: str) -> float | None:
     return int(times[-1]) / 1e6 if times and times[-1].strip().lstrip("-").isdigit() else None
 
 
+def decode_check_args(ffmpeg: str, path: str, start_s: float, seconds: float) -> list[str]:
+    """The ffmpeg command that decodes a clip's video from `start_s` for `seconds` to nowhere, reporting
+    only its errors: a damaged middle (its packets there, but not a picture in them) shows here."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{start_s:.3f}", "-i", path, "-map", "0:v:0",
+            "-t", f"{seconds:.3f}", "-f", "null", "-"]  # fmt: skip
+
+
+DAMAGE = ("Invalid NAL unit size", "error while decoding", "missing picture", "corrupt", "Invalid data found", "concealing")
+
+
+def damaged_frames(path: str, start_s: float, seconds: float = 31.0) -> list[str]:
+    """The decoder's complaints about a clip's span that mean broken pictures (a stray warning is not)."""
+    import subprocess
+
+    from .encode import ffmpeg_exe
+
+    try:
+        run = subprocess.run(decode_check_args(ffmpeg_exe(), path, start_s, seconds), capture_output=True, timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [ln.strip() for ln in run.stderr.decode(errors="replace").splitlines() if any(d in ln for d in DAMAGE)]
+
+
 def verify_clip(m: Media, start_frame: int, allow_short: bool = False) -> None:
     """Decode the clip's first frame to be shown, small, and read its packets to the end: a file with a
     readable header and broken or missing data fails here, at load, rather than mid-render (or playing a
@@ -309,6 +332,15 @@ def verify_clip(m: Media, start_frame: int, allow_short: bool = False) -> None:
         raise MediaError(
             f"{Path(m.path).name} holds {got:.2f} s of video of the {m.duration:.2f} s its header claims: the file is damaged "
             "or truncated; export or copy it again, or say `allow_short: true` to use what it holds"
+        )
+    # the span a segment can show (a segment runs at most 30 s) is decoded once: a few complaints are a
+    # glitch a player hides; more are a damaged file
+    bad = [] if allow_short else damaged_frames(m.path, float(start_frame / m.fps) if m.fps else 0.0)
+    if len(bad) >= 3:
+        said = bad[0].split("] ", 1)[-1][:80]
+        raise MediaError(
+            f"{Path(m.path).name} has damaged frames ({len(bad)} decoding errors, first: {said!r}): export or copy it "
+            "again, or say `allow_short: true` to use it as it decodes"
         )
     try:
         r = ClipReader(m, (64, 64))
