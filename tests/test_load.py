@@ -384,3 +384,12 @@ def test_the_encoder_key_names_x264s_thread_count():
     s = Settings()
     assert s.encoder_key()["threads"] == s.x264_threads == min(X264_THREADS_MAX, usable_cpus())
     assert s.with_(jobs=1).x264_threads == s.x264_threads
+
+
+def test_the_settings_table_in_the_docs_is_the_one_the_declarations_make():
+    from shortgen.settings import table
+
+    text = (ROOT / "docs" / "scripts.md").read_text()
+    start, end = "<!-- settings table: generated -->\n", "<!-- end of settings table -->"
+    shipped = text[text.index(start) + len(start) : text.index(end)]
+    assert shipped == table(), "docs/scripts.md's settings table is stale: paste shortgen.settings.table() between its markers"

@@ -9,7 +9,7 @@ carried across it. This is the method aeneas uses, in numpy: the DTW is one vect
 (a row's recurrence is a running minimum over a prefix sum), about 50 ms for a 25 s segment.
 
 Whether a take says its text is judged by rules calibrated on human readings and other voices, not on
-the engine against itself (README, "Your own voice"): the take must not fit another segment's text
+the engine against itself (docs/scripts.md, "Your own voice"): the take must not fit another segment's text
 better than its own; no passage may be skipped or added; and no stretch may match nothing.
 """
 
@@ -34,9 +34,9 @@ N_FFT = 512  # 23 ms windows
 N_MELS = 40
 N_MFCC = 13  # c1..c12 are kept: c0 (loudness) says more about the microphone than about the words
 ALIGN_VERSION = 3  # bump when alignment changes: cached timings are keyed by it
-# How sure the alignment is (see the module's docstring and README for the measurements behind these)
+# How sure the alignment is (see the module's docstring and docs/scripts.md for the measurements behind these)
 # Calibrated on human readings and on other voices in other rooms, not on the engine against itself
-# (README, "Your own voice"): genuine takes reached a cost of 0.80 (human), 81 frames added (human) and
+# (docs/scripts.md, "Your own voice"): genuine takes reached a cost of 0.80 (human), 81 frames added (human) and
 # 84 skipped (another voice with a pause of its own); each limit leaves a margin over those.
 MISMATCH_RATIO = 0.83
 MISMATCH_WINDOW_S = 2.0
@@ -275,7 +275,7 @@ def align(ref: np.ndarray, ref_words: tuple[SpokenWord, ...], rec: np.ndarray) -
     return tuple(words), _confidence(ref, rec, fa, fb, rows, cols, tuple(words))
 
 
-PAUSE_WEIGHT = 3.0  # how much a pause against speech costs, in the features' units (measured: README)
+PAUSE_WEIGHT = 3.0  # how much a pause against speech costs, in the features' units (measured: docs/scripts.md)
 CLOSURE_FRAMES = 8  # a silence shorter than this inside speech is a consonant's closure, not a pause
 
 
@@ -285,7 +285,7 @@ def with_pauses(fa: np.ndarray, fb: np.ndarray, ref_words, rec: np.ndarray) -> t
     starts; for the take, 1 where it speaks and 0 in its pauses (CLOSURE_FRAMES and longer). A take's
     pause then pairs cheaply only with a gap between words: a reader who pauses where the engine does
     not (a breath, a sonnet's number and then two seconds) no longer stretches a word across the pause.
-    Measured on human takes: the largest phrase-onset error fell from 2.3 s to 0.18 s (README)."""
+    Measured on human takes: the largest phrase-onset error fell from 2.3 s to 0.18 s (docs/scripts.md)."""
     ia = np.zeros(len(fa), np.float32)
     for w in ref_words:
         ia[w.start // HOP : -(-w.end // HOP)] = 1.0
@@ -374,7 +374,7 @@ def text_cost(ref: np.ndarray, rec: np.ndarray) -> float:
 def closer_text(rec: np.ndarray, own: np.ndarray, others: dict[int, np.ndarray]) -> tuple[int, float, float] | None:
     """The other segment whose text the take matches better than its own by more than OTHER_MARGIN:
     (its index, its cost, the own text's cost), or None. A voice unlike the engine's raises every cost
-    alike; which text fits best still says which text was read (measured: see README)."""
+    alike; which text fits best still says which text was read (measured: see docs/scripts.md)."""
     mine = text_cost(own, rec)
     best = min(((text_cost(x, rec), k) for k, x in others.items()), default=None)
     if best is not None and best[0] < mine - OTHER_MARGIN:

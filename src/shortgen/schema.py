@@ -16,7 +16,7 @@ SETTINGS = rules_of(Settings)
 # with Roboto at the box's smallest size: a name holds 45 to 64 characters in two lines, a one-liner 115
 # to 146 in three, a reference 120 to 145 in two). They catch the hopeless case early; whether a given
 # text fits is decided by the same fit rules a render draws with (draw.check_fits), in `check` too.
-# A segment's picture or footage: a file name, or a mapping with options (see README, "Visuals").
+# A segment's picture or footage: a file name, or a mapping with options (see docs/scripts.md, "Visuals").
 VISUAL = {
     "file": Rule("str", required=True, min_len=1, max_len=1000),
     "fit": Rule("choice", choices=("cover", "contain")),
@@ -27,7 +27,7 @@ VISUAL = {
     "allow_short": Rule("bool"),  # a clip that stops short of its header's length is used as far as it goes
 }
 
-# A segment's take: a file name, or a mapping with options (see README, "Your own voice").
+# A segment's take: a file name, or a mapping with options (see docs/scripts.md, "Your own voice").
 RECORDING = {
     "file": Rule("str", required=True, min_len=1, max_len=1000),
     "allow_short": Rule("bool"),  # a take that decodes short of its header's length is used as it decodes

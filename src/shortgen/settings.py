@@ -119,7 +119,7 @@ class Settings:
     fonts_dir: Path = setting(ASSETS / "fonts")
     # the creator's fonts for characters the theme's lack (CJK, say), relative to the file naming them
     fonts: tuple[Path, ...] = setting((), Rule("list", max_len=20, of=Rule("str", min_len=1)))
-    # look: what shows besides the card (see README, "Visuals")
+    # look: what shows besides the card (see docs/scripts.md, "Visuals")
     background: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # an image or looping clip; "none": off
     visual_layout: str = setting("panel", Rule("choice", choices=("panel", "full")))  # the safe zone's lower part, or full-bleed
     motion_zoom: float = setting(1.1, Rule("float", ge=1.0, le=1.5))  # how far a still's motion zooms or pans
@@ -143,7 +143,7 @@ class Settings:
     intro: bool = setting(True, Rule("bool"), "--no-intro", "leave out the intro")
     outro: bool = setting(True, Rule("bool"), "--no-outro", "leave out the outro")
     outro_text: str = setting("Follow for more.", Rule("str"))
-    # music: a bed under the voice, ducked while it speaks (see README, "Music")
+    # music: a bed under the voice, ducked while it speaks (see docs/scripts.md, "Music")
     music: str | None = setting(None, Rule("str", min_len=1, max_len=1000))  # an audio file; "none": off
     music_level_lufs: float = setting(-24.0, Rule("float", ge=-50, le=-10))  # the bed in the pauses
     music_duck_db: float = setting(12.0, Rule("float", ge=0, le=40))  # how far it dips under the voice
@@ -247,3 +247,51 @@ def resolve(*layers: Mapping[str, Any] | None, base: Settings | None = None) -> 
             changes["fonts"] = tuple(Path(f) for f in changes["fonts"])
         s = dataclasses.replace(s, **changes)
     return s
+
+
+def table() -> str:
+    """Every setting a script may hold, as a Markdown table generated from the declarations above (its
+    key, default, what it accepts, its flag, and its comment): docs/scripts.md carries it, and a test
+    holds the two equal, so the documentation cannot drift from the code."""
+    import inspect
+    import re
+
+    notes: dict[str, str] = {}
+    for cls in (Settings, Theme):
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+): .*?= (?:setting|_colour_setting)\(.*\)\s+#\s*(.+)$", line)
+            if m:
+                notes[m.group(1)] = m.group(2).strip()
+
+    def accepts(r: Rule) -> str:
+        if r.kind == "choice":
+            return " \\| ".join(f"`{c}`" for c in r.choices)
+        if r.kind in ("int", "float"):
+            lo = "" if r.ge is None else f"{r.ge:g}"
+            hi = "" if r.le is None else f"{r.le:g}"
+            step = ", even" if r.multiple_of == 2 else (f", a multiple of {r.multiple_of}" if r.multiple_of else "")
+            return f"{r.kind}, {lo} to {hi}{step}"
+        if r.kind == "list":
+            return f"a list of up to {r.max_len}" if r.max_len else "a list"
+        if r.check is _colour:
+            return "a colour (`#rrggbb` or a CSS name)"
+        return {"str": "text", "bool": "`true` \\| `false`"}.get(r.kind, r.kind)
+
+    def shown(v: Any) -> str:
+        if isinstance(v, bool):
+            return f"`{str(v).lower()}`"
+        if v is None or v == ():
+            return "(none)"
+        return f"`{v}`"
+
+    rows = ["| key | default | accepts | flag | what it does |", "|---|---|---|---|---|"]
+    for prefix, cls in (("", Settings), ("theme.", Theme)):
+        for f in fields(cls):
+            rule = f.metadata.get("rule")
+            if rule is None:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else "(computed)"
+            flag = f"`{f.metadata['flag']}`" if f.metadata.get("flag") else ""
+            note = notes.get(f.name) or f.metadata.get("help", "")
+            rows.append(f"| `{prefix}{f.name}` | {shown(default)} | {accepts(rule)} | {flag} | {note} |")
+    return "\n".join(rows) + "\n"
