@@ -246,6 +246,21 @@ def test_every_parameter_set_in_the_samples_is_the_sample_entrys(rendered):
     assert not differ, f"{len(differ)} in-band parameter sets differ from the sample entry's, first {differ[:3]}"
 
 
+def test_the_storyboard_taken_from_the_encode_is_the_one_composed_on_its_own(rendered, tmp_path):
+    """Its tiles are taken from the pictures the encode makes (frames.BoardTap); composed again on their
+    own (the board lane, when an edit left the encode's runs cached) they are the same pixels."""
+    res, _, ep = rendered
+    cache_dir = Path(ep.settings.cache_dir)
+    boards = {p.name: np.load(p)["strip"] for p in cache_dir.rglob("*.board*.npz")}
+    assert len(boards) >= 3
+    for p in cache_dir.rglob("*.board*.npz"):
+        p.unlink()
+    again = render_episode(ep, FakeEngine(), FfmpegEncoder(), Cache(cache_dir))  # segments cached: no encode, no tap
+    assert again.files["video"].exists()
+    for p in cache_dir.rglob("*.board*.npz"):
+        assert np.array_equal(np.load(p)["strip"], boards[p.name]), p.name
+
+
 def test_clip_frames_land_where_planned(rendered, video):
     res, plan, ep = rendered
     for seg in plan.segments[2:4]:

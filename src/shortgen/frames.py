@@ -294,24 +294,73 @@ def board_tiles(
     card: Path, plan: Plan, seg: SegmentPlan, segment_key: str, settings: Settings, tiles: draw.TileCache, cache: Cache
 ) -> Path:
     """The segment's storyboard strip (package.moments: its tiles, made by the same composer as its
-    frames, with their labels), cached beside its encoded segment: an edit makes only its own again."""
+    frames, with their labels), cached beside its encoded segment: an edit makes only its own again.
+    Where the segment's encode passed its pictures by (BoardTap), the strip is made already."""
+    from . import package
+
+    path = board_path(cache, segment_key)
+    if cache.has(path):
+        return path
+    states = board_states(plan, seg)
+    painter = draw.CaptionPainter(seg, settings, tiles=tiles)
+    w, h = settings.width, settings.height
+    made = [package.yuv420_to_tile(b"".join(pic), w, h) for pic in pictures(card, seg, settings, painter, states, plan)]
+    save_board(path, plan, seg, made, settings, cache)
+    return path
+
+
+def board_path(cache: Cache, segment_key: str) -> Path:
+    """Where a segment's storyboard strip is kept: the segment's key covers its pictures; the tiles' size
+    is in the suffix."""
+    from . import package
+
+    return cache.path("segments", segment_key, f".board{package.TILE_W}x{package.TILE_H}-v2.npz")  # v2: its strip
+
+
+def board_states(plan: Plan, seg: SegmentPlan) -> list[State]:
+    """The states the storyboard shows of a segment (package.moments), in its order."""
     import bisect
 
+    from . import package
+
+    starts = [st.start for st in seg.states]
+    return [seg.states[max(0, bisect.bisect_right(starts, f) - 1)] for f, _ in package.moments(plan)[seg.index]]
+
+
+def save_board(path: Path, plan: Plan, seg: SegmentPlan, made: list, settings: Settings, cache: Cache) -> None:
     import numpy as np
 
     from . import package
 
-    # the segment's key covers its pictures; the tiles' size is in the suffix
-    path = cache.path("segments", segment_key, f".board{package.TILE_W}x{package.TILE_H}-v2.npz")  # v2: its strip
-    if cache.has(path):
-        return path
-    starts = [st.start for st in seg.states]
-    row = package.moments(plan)[seg.index]
-    states = [seg.states[max(0, bisect.bisect_right(starts, f) - 1)] for f, _ in row]
-    painter = draw.CaptionPainter(seg, settings, tiles=tiles)
-    w, h = settings.width, settings.height
-    made = [package.yuv420_to_tile(b"".join(pic), w, h) for pic in pictures(card, seg, settings, painter, states, plan)]
     strip = package.strip(plan, seg.index, made, draw.font_path(settings, "regular"))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, strip=strip)
-    return path
+
+
+class BoardTap:
+    """The storyboard's tiles taken from the pictures a segment's encode makes anyway (each one it needs,
+    scaled down as it passes), instead of composing them all again: that second pass was the largest item
+    of a cold render's Python time (Part 4: about 3 CPU-s of 22)."""
+
+    def __init__(self, plan: Plan, seg: SegmentPlan, settings: Settings):
+        self.plan, self.seg, self.settings = plan, seg, settings
+        self.wanted = board_states(plan, seg)
+        self.tiles: dict[int, object] = {}  # a state's start frame -> its tile
+
+    def watch(self, states, pics: Iterator[tuple]) -> Iterator[tuple]:
+        """`pics` (the pictures of `states`, in order) passed through, the wanted ones kept as tiles."""
+        from . import package
+
+        need = {st.start for st in self.wanted}
+        w, h = self.settings.width, self.settings.height
+        for st, pic in zip(states, pics):
+            if st.start in need and st.start not in self.tiles:
+                self.tiles[st.start] = package.yuv420_to_tile(b"".join(pic), w, h)
+            yield pic
+
+    def save(self, path: Path, cache: Cache) -> bool:
+        """The strip, if every tile it needs passed by (an edit may encode only some runs)."""
+        if any(st.start not in self.tiles for st in self.wanted):
+            return False
+        save_board(path, self.plan, self.seg, [self.tiles[st.start] for st in self.wanted], self.settings, cache)
+        return True

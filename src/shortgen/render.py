@@ -371,9 +371,16 @@ def _encode_segment(
     progress("encode", label)
     painter = draw.CaptionPainter(seg, settings, tiles=tiles)
     repeats = [st.end - st.start for st in seg.states]
+    board = frames.board_path(cache, k.segment)
+    tap = None if cache.has(board) else frames.BoardTap(plan, seg, settings)
+
+    def pictures(states):
+        made = frames.pictures(card, seg, settings, painter, states, plan)
+        return made if tap is None else tap.watch(states, made)
+
     with cache.writing(out) as tmp:
         if vs.mode == "full":
-            encoder.encode_frames(frames.pictures(card, seg, settings, painter, seg.states, plan), repeats, vs, tmp)
+            encoder.encode_frames(pictures(seg.states), repeats, vs, tmp)
             stats.pictures += len(seg.states)
         else:
             runs = [(keys.run(k, idx, inner, settings), idx, inner) for idx, inner in plan_runs(seg, settings.keyint_frames)]
@@ -384,7 +391,7 @@ def _encode_segment(
                 states = [seg.states[i] for idx, _ in todo.values() for i in idx]
                 try:
                     made = encoder.encode_runs(
-                        frames.pictures(card, seg, settings, painter, states, plan),
+                        pictures(states),
                         [(len(idx), inner) for idx, inner in todo.values()],
                         # a moving segment is one run, encoded alone: x264's rate control serves it
                         vs if plan_moves(seg) else dataclasses.replace(vs, rate="cqp"),
@@ -399,6 +406,8 @@ def _encode_segment(
             encoder.assemble(
                 [paths[key].read_bytes() for key, _, _ in runs], [[repeats[i] for i in idx] for _, idx, _ in runs], tmp
             )
+    if tap is not None:
+        tap.save(board, cache)  # else the board lane composes what did not pass by
     stats.draws += painter.cues_drawn
     stats.encodes += 1
     progress.done_frames += seg.frames
