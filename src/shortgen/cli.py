@@ -384,6 +384,10 @@ def _gallery(out: Path, layer: dict | None = None) -> Path:
     engine, cache = _engine_cache(layer or {})
 
     def status(d: Path) -> tuple[bool, str]:
+        kept = _status_memory(d, cache.root)
+        if kept is not None and kept.is_file():
+            ok, text = json.loads(kept.read_text())
+            return bool(ok), str(text)
         try:
             rows, msgs = check_rendered(d, FfmpegEncoder(), engine, cache, layer)
         except ShortgenError as e:
@@ -392,9 +396,33 @@ def _gallery(out: Path, layer: dict | None = None) -> Path:
         if bad or msgs:
             return False, "; ".join(msgs) or f"{len(bad)} segments failed"
         longest = max((r.seconds for r in rows if r.segment), default=0.0)
-        return True, f"file probed, every segment within budget (longest {longest:.2f} s)"
+        verdict = (True, f"file probed, every segment within budget (longest {longest:.2f} s)")
+        if kept is not None:
+            from .cache import atomic_write_bytes
+
+            try:
+                atomic_write_bytes(kept, json.dumps(verdict).encode())
+            except Exception:  # noqa: BLE001 - a verdict that cannot be kept is only checked again next time
+                pass
+        return verdict
 
     return gallery.write(out, status)
+
+
+def _status_memory(d: Path, cache_root: Path) -> Path | None:
+    """Where a part's good status is kept: by its folder's files and its script, each by stat (any write or
+    replacement changes its ctime and inode), so a series no-op probes no MP4 again."""
+    import hashlib
+
+    try:
+        script = Path(json.loads((d / "manifest.json").read_text())["inputs"]["script"])
+        facts = []
+        for p in sorted([*d.iterdir(), script]):
+            st = p.stat()
+            facts.append((str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return cache_root / "checks" / f"status-{hashlib.sha256(repr(facts).encode()).hexdigest()[:32]}.json"
 
 
 def _print_result(res) -> None:
