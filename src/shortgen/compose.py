@@ -186,7 +186,7 @@ class VisualLayer:
             return self._at(sample)
         except (media.MediaError, OSError, ValueError, SyntaxError, EOFError) as e:
             where = self.v.source or self.v.file
-            raise MediaReadError(f"{where}: {Path(self.v.file).name}: {str(e).strip() or type(e).__name__}") from None
+            raise MediaReadError(f"{where}: {Path(self.v.file).name}: {str(e).strip() or 'it could not be read'}") from None
 
     def _at(self, sample: int) -> Image.Image:
         v = self.v

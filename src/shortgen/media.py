@@ -167,7 +167,7 @@ def _clip(path: str, digest: str) -> Media:
             warnings.simplefilter("ignore")
             info = ffmpeg_parse_infos(path, decode_file=False)
     except Exception as e:  # moviepy raises bare IOError/OSError/IndexError on files ffmpeg cannot read
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "ffmpeg could not read it"
         raise MediaError(f"{name} is not a readable video ({first[:120]})") from None
     if not info.get("video_found"):
         raise MediaError(f"{name} has no video stream")

@@ -171,7 +171,7 @@ def decode(info: AudioInfo, start_s: float, seconds: float):
                 info.path, codec=info.codec, start_second=start_s or None, duration=want + 0.05, parameters=["-ar", str(RATE)]
             )
     except (CouldntDecodeError, OSError, ValueError, IndexError) as e:
-        last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
+        last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or ["ffmpeg could not decode it"]
         raise AudioError(f"{Path(info.path).name} cannot be decoded ({last[0].strip()[:120]})") from None
     if len(got) == 0:
         raise AudioError(f"{Path(info.path).name}: no audio in the span asked for (from {start_s:g} s)")

@@ -527,7 +527,7 @@ def _check_audio(wav: str, events: str, req: Request) -> str | None:
             n = w.getnframes()
         evs = json.loads(Path(events).read_text())
     except (OSError, wave.Error, EOFError, json.JSONDecodeError) as e:
-        return f"unreadable output ({e.__class__.__name__})"
+        return f"unreadable output ({str(e).strip()[:80] or 'not a WAV file'})"
     if n == 0:
         return "empty WAV"
     if not evs:

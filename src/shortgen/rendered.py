@@ -50,7 +50,7 @@ def _check_rendered(out_dir: Path, shown: Path, encoder, engine, cache, layer, P
         mp4 = out_dir / f"{shown.name}.mp4"
         mp4 = mp4 if mp4.exists() else next(iter(sorted(out_dir.glob("*.mp4"))), mp4)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ProbeError(f"{shown / 'manifest.json'}: unreadable manifest ({type(e).__name__}: {e})") from None
+        raise ProbeError(f"{shown / 'manifest.json'}: unreadable manifest ({e or 'a field is missing'})") from None
 
     label = str(shown)
     p = encoder.probe(mp4)
