@@ -177,8 +177,19 @@ def _write_set(
     }
     manifest = outputs.episode_manifest(plan, ep.settings, probe, loudness[:2], timed.fits, inputs, looks,
                                         final_key=ek.final, thumbs_key=ek.thumbs)  # fmt: skip
+
+    def as_named(f: str | Path | None) -> str | None:
+        """A file the script names, relative to the script: an output folder moved to another machine
+        says the same (the content hashes beside them say which file it was)."""
+        return None if not f or str(f).lower() == "none" else os.path.relpath(str(f), ep.path.parent)
+
+    for s in manifest["segments"]:
+        if "visual" in s:
+            s["visual"]["file"] = as_named(s["visual"]["file"])
+    if "background" in manifest:
+        manifest["background"]["file"] = as_named(manifest["background"]["file"])
     if loudness[2] is not None:
-        manifest["music"] = {"file": ep.settings.music, "sting": ep.settings.sting, **loudness[2]}
+        manifest["music"] = {"file": as_named(ep.settings.music), "sting": as_named(ep.settings.sting), **loudness[2]}
         manifest["loudness"]["meter"] = (
             "BS.1770-4: integrated over the mix of voice and music; true peak by ffmpeg ebur128 on each encoded AAC piece"
         )
@@ -188,7 +199,7 @@ def _write_set(
         manifest["recordings"] = [
             {
                 "segment": k,
-                "file": os.path.relpath(str(ep.segments[k].recording), ep.path.parent),  # as the script names it
+                "file": as_named(ep.segments[k].recording),
                 "take_seconds": round(v.take_s, 3),
                 "alignment_cost": round(v.cost, 3),
                 "rule": MISMATCH_RATIO,
