@@ -62,6 +62,8 @@ FORMATS = [  # (file name, sample rate, channels, encoder options)
     ("take-44k-51.m4a", 44100, 6, ["-c:a", "aac", "-b:a", "256k"]),
     ("take-48k-stereo.ogg", 48000, 2, ["-c:a", "libvorbis"]),
     ("take-48k-stereo.opus", 48000, 2, ["-c:a", "libopus", "-b:a", "96k"]),
+    ("voice-memo-alac.m4a", 48000, 1, ["-c:a", "alac"]),  # a phone's lossless voice memo
+    ("phone-recorder.amr", 8000, 1, ["-c:a", "libopencore_amrnb", "-b:a", "12.2k"]),  # an Android recorder's AMR-NB
 ]
 
 

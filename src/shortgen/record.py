@@ -54,7 +54,8 @@ class RecordingError(ValueError):
 
 
 # a take may come from a phone's camera or a DAW as well as a recorder: any of these with an audio stream
-TAKE_TYPES = (*music.AUDIO_TYPES, ".mov", ".m4v", ".mkv", ".webm", ".3gp", ".aif", ".aiff", ".caf", ".wma")
+TAKE_TYPES = (*music.AUDIO_TYPES, ".mov", ".m4v", ".mkv", ".mka", ".webm", ".3gp", ".amr", ".awb", ".aif", ".aiff", ".caf",
+              ".wma", ".ac3", ".m4b")  # fmt: skip
 
 
 def probe(path: Path, budget_s: float) -> music.AudioInfo:
