@@ -631,6 +631,8 @@ def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path, monkeypa
 
 
 def test_a_probe_is_remembered_by_the_files_stat_and_made_again_when_the_file_changes(tmp_path, monkeypatch):
+    from shortgen import audiofile  # where music.probe lives (no numpy: a no-op reads it)
+
     f = tone_wav(tmp_path / "bed.wav", 3.0)
     kept = tmp_path / "checks"
     first = music.probe(f, remember=kept)
@@ -639,18 +641,18 @@ def test_a_probe_is_remembered_by_the_files_stat_and_made_again_when_the_file_ch
     def no_ffmpeg(*a, **k):
         raise AssertionError("probed again")
 
-    monkeypatch.setattr(music, "_PROBED", {})  # a new run: only the folder remembers
-    monkeypatch.setattr(music, "_probe", no_ffmpeg)
+    monkeypatch.setattr(audiofile, "_PROBED", {})  # a new run: only the folder remembers
+    monkeypatch.setattr(audiofile, "_probe", no_ffmpeg)
     assert music.probe(f, remember=kept) == first
     monkeypatch.undo()
 
     tone_wav(f, 5.0)  # the same name, other content: its stat changed
-    monkeypatch.setattr(music, "_PROBED", {})
+    monkeypatch.setattr(audiofile, "_PROBED", {})
     again = music.probe(f, remember=kept)
     assert (again.duration, again.digest) != (first.duration, first.digest) and abs(again.duration - 5.0) < 0.05
     for p in kept.glob("probe-*.json"):  # an unreadable memory is probed again, not trusted
         p.write_text("{not json")
-    monkeypatch.setattr(music, "_PROBED", {})
+    monkeypatch.setattr(audiofile, "_PROBED", {})
     assert music.probe(f, remember=kept) == again
 
 

@@ -119,7 +119,7 @@ def mixes(plan: Plan, settings: Settings) -> bool:
 def music_inputs(plan: Plan, settings: Settings) -> dict:
     """What the mix takes besides the voice: the files by content, every music setting, where the
     segments start (a sting may play at each), the clips that bring their sound and their spans."""
-    from . import music
+    from . import audiofile as music  # the probe only: no numpy on a no-op
 
     out = {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k.startswith(("music_", "sting_"))}
     out["music"] = music.probe(settings.music or "").digest if has_music(settings) else None

@@ -474,10 +474,10 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
     name = getattr(settings, key)
     if not name or name.lower() == "none":
         return
-    from . import music
+    from . import audiofile  # numpy and the mixer load only when a file is decoded
 
     try:
-        info = music.probe(name, remember=Path(settings.cache_dir) / "checks")
+        info = audiofile.probe(name, remember=Path(settings.cache_dir) / "checks")
         if key == "music" and settings.music_allow_short:
             info = dataclasses.replace(info, allow_short=True)
         start = settings.music_start_s if key == "music" else 0.0
@@ -491,17 +491,19 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
         # a file an episode may play whole (or loop) is decoded whole, so one damaged anywhere is refused
         # here, naming both lengths, not looped from its first seconds; of a longer one, the first 30 s
         # (the bed refuses a span of it that decodes short as it is laid)
+        from . import music
+
         rest = info.duration - start
         decoded = music.decode(info, start, rest if rest <= 200.0 else 30.0)
         head = music.to_array(decoded[:30_000])
         if float(abs(head).max(initial=0.0)) < 1e-4 and info.duration - start <= 30.0:
-            raise music.AudioError(f"{Path(name).name} is silent")
+            raise audiofile.AudioError(f"{Path(name).name} is silent")
         try:
             passed.parent.mkdir(parents=True, exist_ok=True)
             passed.touch()
         except OSError:
             pass  # a cache that cannot be written only costs the decode next time
-    except music.AudioError as e:
+    except audiofile.AudioError as e:
         raise ScriptError(where, f"settings.{key}", str(e)) from None
 
 
@@ -550,11 +552,11 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
         except media.MediaError as e:
             raise ScriptError(pos.where(path, file_at), name, str(e)) from None
         if v["audio"]:
-            from . import music
+            from . import audiofile
 
             try:
-                music.probe(m.path, any_type=True)
-            except music.AudioError as e:
+                audiofile.probe(m.path, any_type=True)
+            except audiofile.AudioError as e:
                 raise ScriptError(pos.where(path, at + ("audio",)), _fmt(at + ("audio",)), str(e)) from None
     return VisualSpec(
         media=m,

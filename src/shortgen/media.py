@@ -322,11 +322,11 @@ def verify_clip(m: Media, start_frame: int, allow_short: bool = False) -> None:
     """Decode the clip's first frame to be shown, small, and read its packets to the end: a file with a
     readable header and broken or missing data fails here, at load, rather than mid-render (or playing a
     truncated clip's last frame for the rest of its span)."""
-    from .music import short_decode
-
     passed = _kept("clip-ok", (m.digest, m.path, start_frame, allow_short))
     if passed is not None and passed.is_file():
         return
+    from .audiofile import short_decode
+
     got = None if allow_short else packet_seconds(m.path)
     if got is not None and m.duration and short_decode(got, m.duration):
         raise MediaError(
