@@ -270,3 +270,25 @@ def test_an_over_budget_recording_fails_check_with_the_overshoot_and_a_hint(spok
     text = out.out + out.err
     assert code == 3, text
     assert "segments[1] 'Overfitting'" in text and "over the 30.00 s budget: trim long.wav or re-record it" in text
+
+
+def test_an_over_budget_take_says_how_much_of_it_is_its_own_pauses(spoken, tmp_path, capsys):
+    """What to trim: the take's own pauses (breaths, hesitations), their sum and the longest, with where."""
+    import re
+
+    _, take, _ = spoken
+    x = pcm(take)
+    gap = np.zeros(int(1.2 * R), np.float32)
+    pieces = []
+    while sum(len(p) for p in pieces) < 34 * R:
+        pieces += [x, gap]
+    write_wav(tmp_path / "slow.wav", np.concatenate(pieces[:-1]))
+    p = episode(tmp_path, "slow.wav")
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 3
+    out = capsys.readouterr()
+    text = out.out + out.err
+    found = re.search(r"its (\d+) pauses of 0.4 s or more add up to ([\d.]+) s \(the longest, ([\d.]+) s, at ([\d.]+) s\)", text)
+    assert found, text
+    count, total, longest = int(found.group(1)), float(found.group(2)), float(found.group(3))
+    gaps = len(pieces) // 2 - 1
+    assert count >= gaps and total >= gaps * 1.2 and 1.2 <= longest < 2.5, found.group(0)

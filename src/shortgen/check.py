@@ -34,11 +34,13 @@ def rule_segment_budget(m: Timeline) -> list[str]:
         k = (sp.number or 0) - 1
         seg = m.episode.segments[k]
         if seg.recording is not None:
+            verdict = m.alignment.get(k)
+            hint = verdict.trim_hint() if verdict is not None else ""
             out.append(
                 f"{sp.source}: segments[{k}] {sp.name!r} runs {sp.frames / fps:.2f} s with its recording "
                 f"({n.seconds:.2f} s of speech, trimmed), {over / fps:.2f} s over the "
                 f"{settings.segment_budget_frames / fps:.2f} s budget: trim {seg.recording.name} or re-record it "
-                "(a recording's rate cannot be fitted)"
+                f"(a recording's rate cannot be fitted){hint}"
             )
             continue
         note = f" (already fitted from {seg.rate} wpm)" if sp.rate != seg.rate else ""

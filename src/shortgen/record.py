@@ -33,7 +33,7 @@ HOP = RATE // 100  # 10 ms frames
 N_FFT = 512  # 23 ms windows
 N_MELS = 40
 N_MFCC = 13  # c1..c12 are kept: c0 (loudness) says more about the microphone than about the words
-ALIGN_VERSION = 3  # bump when alignment changes: cached timings are keyed by it
+ALIGN_VERSION = 4  # bump when alignment changes: cached timings are keyed by it
 # How sure the alignment is (see the module's docstring and docs/scripts.md for the measurements behind these)
 # Calibrated on human readings and on other voices in other rooms, not on the engine against itself
 # (docs/scripts.md, "Your own voice"): genuine takes reached a cost of 0.80 (human), 81 frames added (human) and
@@ -240,6 +240,18 @@ class Verdict:
     at_s: float  # where that window starts, in the trimmed take
     near: str  # the words there
     mismatch: str | None = None  # why the take is refused, or None
+    pauses: tuple = ()  # the take's own pauses of PAUSE_HINT_S or more: (where, how long), in seconds
+
+    def trim_hint(self) -> str:
+        """For an over-budget take: what there is to trim without cutting a word."""
+        if not self.pauses:
+            return ""
+        at, longest = max(self.pauses, key=lambda p: p[1])
+        total = sum(p[1] for p in self.pauses)
+        return (
+            f"; its {len(self.pauses)} pauses of {PAUSE_HINT_S:g} s or more add up to {total:.1f} s "
+            f"(the longest, {longest:.1f} s, at {at:.1f} s)"
+        )
 
     def summary(self) -> str:
         """For `check`: the take's length, its confidence against the rule and its weakest stretch."""
@@ -301,6 +313,20 @@ def with_pauses(fa: np.ndarray, fb: np.ndarray, ref_words, rec: np.ndarray) -> t
     ib = np.zeros(len(fb), np.float32)
     ib[: min(len(vb), len(fb))] = vb[: len(fb)]
     return np.hstack([fa, PAUSE_WEIGHT * ia[:, None]]), np.hstack([fb, PAUSE_WEIGHT * ib[:, None]])
+
+
+PAUSE_HINT_S = 0.4  # a pause this long is a breath a creator could trim from a take that runs over
+
+
+def own_pauses(x: np.ndarray, rate: int) -> tuple:
+    """A take's pauses between its first and last speech of PAUSE_HINT_S or more: ((where, how long), ...)."""
+    v = voiced(x, rate)
+    runs = np.flatnonzero(np.diff(np.concatenate([[1], v.astype(np.int8), [1]])))  # silent runs: [start, end)
+    return tuple(
+        (round(a / 100, 2), round((b - a) / 100, 2))
+        for a, b in zip(runs[::2], runs[1::2])
+        if 0 < a and b < len(v) and b - a >= PAUSE_HINT_S * 100
+    )
 
 
 def _near(words, sample: int) -> str:
@@ -442,10 +468,10 @@ def narration(
         # cost a large warping matrix); the words spread in proportion stand in for the plan
         k = len(rec) / len(ref)
         words = tuple(replace(w, start=round(w.start * k), end=round(w.end * k)) for w in ref_words)
-        v = Verdict(take_s, 0.0, 0.0, "")
+        v = Verdict(take_s, 0.0, 0.0, "", pauses=own_pauses(rec, RATE))
     else:
         words, v = align(ref, ref_words, rec)
-        v = replace(v, take_s=take_s)
+        v = replace(v, take_s=take_s, pauses=own_pauses(rec, RATE))
         if v.mismatch is None and others:
             found = closer_text(rec, ref, {k: _pcm(n) for k, n in others.items()})
             if found:
