@@ -5,7 +5,6 @@ the rule for one that decodes short of its header. No numpy: a render with nothi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import subprocess
@@ -71,7 +70,9 @@ def probe(path: Path | str, any_type: bool = False, remember: Path | None = None
     key = (str(p.resolve()), st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev, any_type)
     if key in _PROBED:
         return _PROBED[key]
-    kept = remember / f"probe-{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.json" if remember else None
+    from .cache import keep, memory_path
+
+    kept = memory_path(remember, "probe", key) if remember else None
     try:
         info = AudioInfo(**json.loads(kept.read_text())) if kept else None
     except (OSError, ValueError, TypeError):
@@ -79,13 +80,7 @@ def probe(path: Path | str, any_type: bool = False, remember: Path | None = None
     if info is None:
         info = _probe(key[0], st.st_size, any_type)
         if kept:
-            from .cache import atomic_write_bytes
-            from .errors import DiskFullError
-
-            try:
-                atomic_write_bytes(kept, json.dumps(dataclasses.asdict(info)).encode())
-            except (OSError, DiskFullError):
-                pass  # a memory that cannot be written only costs a probe next time
+            keep(kept, dataclasses.asdict(info))
     _PROBED[key] = info
     return info
 

@@ -222,3 +222,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if e.errno == errno.ENOSPC:
             raise DiskFullError(disk_full(path)) from None
         raise
+
+
+def memory_path(folder: Path, kind: str, key) -> Path:
+    """Where something learnt about a file is kept between runs, by a key of its path and stat (its ctime
+    and inode change with any write or replacement, so a changed file is looked at again)."""
+    return Path(folder) / f"{kind}-{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.json"
+
+
+def keep(path: Path, data) -> None:
+    """Write what was learnt (JSON) to `path`, atomically; a memory that cannot be written only costs the
+    work next time, so a failure is dropped."""
+    try:
+        atomic_write_bytes(path, json.dumps(data).encode())
+    except (OSError, DiskFullError):
+        pass

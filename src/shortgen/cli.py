@@ -398,12 +398,9 @@ def _gallery(out: Path, layer: dict | None = None) -> Path:
         longest = max((r.seconds for r in rows if r.segment), default=0.0)
         verdict = (True, f"file probed, every segment within budget (longest {longest:.2f} s)")
         if kept is not None:
-            from .cache import atomic_write_bytes
+            from .cache import keep
 
-            try:
-                atomic_write_bytes(kept, json.dumps(verdict).encode())
-            except Exception:  # noqa: BLE001 - a verdict that cannot be kept is only checked again next time
-                pass
+            keep(kept, verdict)
         return verdict
 
     return gallery.write(out, status)
@@ -412,7 +409,7 @@ def _gallery(out: Path, layer: dict | None = None) -> Path:
 def _status_memory(d: Path, cache_root: Path) -> Path | None:
     """Where a part's good status is kept: by its folder's files and its script, each by stat (any write or
     replacement changes its ctime and inode), so a series no-op probes no MP4 again."""
-    import hashlib
+    from .cache import memory_path
 
     try:
         script = Path(json.loads((d / "manifest.json").read_text())["inputs"]["script"])
@@ -422,7 +419,7 @@ def _status_memory(d: Path, cache_root: Path) -> Path | None:
             facts.append((str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return cache_root / "checks" / f"status-{hashlib.sha256(repr(facts).encode()).hexdigest()[:32]}.json"
+    return memory_path(cache_root / "checks", "status", facts)
 
 
 def _print_result(res) -> None:

@@ -52,23 +52,16 @@ def remember_in(folder: Path) -> None:
 
 
 def _kept(kind: str, key: tuple) -> Path | None:
-    import hashlib
+    from .cache import memory_path
 
-    return _MEMORY[0] / f"{kind}-{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.json" if _MEMORY else None
+    return memory_path(_MEMORY[0], kind, key) if _MEMORY else None
 
 
 def _keep(kept: Path | None, data: dict) -> None:
-    if kept is None:
-        return
-    import json
+    if kept is not None:
+        from .cache import keep
 
-    from .cache import atomic_write_bytes
-
-    try:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(kept, json.dumps(data).encode())
-    except Exception:  # noqa: BLE001 - a memory that cannot be written only costs the work next time
-        pass
+        keep(kept, data)
 
 
 def probe(path: Path | str) -> Media:

@@ -306,9 +306,8 @@ def with_pauses(fa: np.ndarray, fb: np.ndarray, ref_words, rec: np.ndarray) -> t
         f = int(round(w.start / HOP))
         ia[max(0, f - 2) : f + 1] = np.minimum(ia[max(0, f - 2) : f + 1], 0.5)
     vb = voiced(rec)
-    runs = np.flatnonzero(np.diff(np.concatenate([[1], vb.astype(np.int8), [1]])))  # silent runs: [start, end) pairs
-    for a, b in zip(runs[::2], runs[1::2]):
-        if 0 < a and b < len(vb) and b - a < CLOSURE_FRAMES:
+    for a, b in _silences(vb):
+        if b - a < CLOSURE_FRAMES:
             vb[a:b] = True
     ib = np.zeros(len(fb), np.float32)
     ib[: min(len(vb), len(fb))] = vb[: len(fb)]
@@ -320,13 +319,15 @@ PAUSE_HINT_S = 0.4  # a pause this long is a breath a creator could trim from a 
 
 def own_pauses(x: np.ndarray, rate: int) -> tuple:
     """A take's pauses between its first and last speech of PAUSE_HINT_S or more: ((where, how long), ...)."""
-    v = voiced(x, rate)
-    runs = np.flatnonzero(np.diff(np.concatenate([[1], v.astype(np.int8), [1]])))  # silent runs: [start, end)
     return tuple(
-        (round(a / 100, 2), round((b - a) / 100, 2))
-        for a, b in zip(runs[::2], runs[1::2])
-        if 0 < a and b < len(v) and b - a >= PAUSE_HINT_S * 100
+        (round(a / 100, 2), round((b - a) / 100, 2)) for a, b in _silences(voiced(x, rate)) if b - a >= PAUSE_HINT_S * 100
     )
+
+
+def _silences(v: np.ndarray) -> list[tuple[int, int]]:
+    """The silent runs [start, end) of a voiced mask that lie between speech (not before or after it)."""
+    runs = np.flatnonzero(np.diff(np.concatenate([[1], v.astype(np.int8), [1]])))
+    return [(int(a), int(b)) for a, b in zip(runs[::2], runs[1::2]) if 0 < a and b < len(v)]
 
 
 def _near(words, sample: int) -> str:
