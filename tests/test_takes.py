@@ -195,3 +195,23 @@ def test_human_takes_are_accepted_and_a_take_of_another_segment_is_refused(tmp_p
     assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 2
     err = capsys.readouterr().err
     assert "does not say this segment's narration: it sounds like segments[" in err, err
+
+
+@pytest.mark.skipif(not HUMAN.exists(), reason="the shared human readings are not beside this checkout")
+def test_a_readers_long_pause_falls_between_words_and_the_next_word_starts_with_its_sound(tmp_path):
+    """Sonnet 3 opens "3", two seconds of silence, then "Look in thy glass". The pause used to pair with
+    the engine's quiet first frame, which put every word one late ("Look" on "in", 0.23 s out). Truth:
+    the end of the pause, where the reading's energy rises 12 dB over its floor (2.97 s in the reading)."""
+    f = tmp_path / "three.mp3"
+    ffmpeg("-ss", "0.38", "-to", "4.3", "-i", str(HUMAN / "sonnet-003.mp3"), "-c:a", "libmp3lame", "-b:a", "64k", str(f))
+    text = "3 Look in thy glass"
+    cache = Cache(tmp_path / "c")
+    ref = narrate([Request(text, "gmw/en-us", 175, "ref")], EspeakEngine(), cache)[0]
+    n, v = record.narration(f, record.probe(f, 30.0), text, ref, cache, 30.0)
+    assert v.mismatch is None
+    starts = {w.text: w.start / n.sample_rate for w in n.words}
+    # the words' times are in the trimmed take: the trim is the take's lead less the engine's
+    lead = record.speech_span(record.decode(record.probe(f, 30.0)), record.TAKE_RATE)[0] / record.TAKE_RATE
+    shift = lead - record.speech_span(helpers.read_pcm(ref.wav))[0] / ref.sample_rate
+    assert abs(starts["Look"] + shift - (2.97 - 0.38)) < 0.1, starts
+    assert starts["3"] + shift < 0.5, starts  # the number stays where it was said

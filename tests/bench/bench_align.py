@@ -4,7 +4,8 @@
 Data nobody here made, and our own:
 - human speech: the two LibriVox readings in ../shared/fixtures/human-speech (44.1 kHz stereo MP3), cut
   at pauses into 26 takes of 4 to 29 s. Truth: the ends of the reader's pauses (a 5 ms energy detector,
-  12 dB over the reading's noise floor), each labelled by hand with the word that follows (HUMAN_LABELS).
+  12 dB over the reading's noise floor, silent for 100 ms or more), each labelled by hand with the word
+  that follows (HUMAN_LABELS).
 - other voices: every segment of the series spoken by five other espeak-ng voices at 140 to 210 wpm, with
   room reverberation (RT60 0.4-0.5 s), noise (20 dB SNR), a telephone band (300-3400 Hz at 8 kHz), a
   tape-speed pitch shift, and long pauses of the speaker's own. Truth: that voice's own word events.
@@ -100,13 +101,22 @@ def phone(x: np.ndarray) -> np.ndarray:
 
 
 def onset(x: np.ndarray, rate: int, guess: float) -> float:
-    """The end of the pause before `guess` (+0.15 s), in 5 ms windows 12 dB over the noise floor."""
+    """The end of the reader's pause before `guess` (+0.15 s): the last run of 100 ms or more of 5 ms
+    windows at most 12 dB over the noise floor. A shorter dip is a stop's closure inside the phrase
+    ("Look in": the k), not the pause; stopping there put the truth on the second word."""
     hop = rate // 200
     n = len(x) // hop
     db = 20 * np.log10(np.sqrt((x[: n * hop].reshape(n, hop) ** 2).mean(1)) + 1e-9)
     thr, i = np.percentile(db, 10) + 12, min(n - 1, int(round((guess + 0.15) * 200)))
-    while i > 0 and db[i - 1] > thr:
-        i -= 1
+    while i > 0:
+        while i > 0 and db[i - 1] > thr:
+            i -= 1
+        j = i
+        while j > 0 and db[j - 1] <= thr:
+            j -= 1
+        if i - j >= 20 or j == 0:
+            break
+        i = j
     return i * hop / rate
 
 
@@ -204,8 +214,8 @@ def main() -> int:
                     x = add_noise(x, 20.0, i)
                 if room == "phone":
                     x = phone(x)
-                if room == "pauses":  # 2 s before, 1.5 s in the middle
-                    h = len(x) // 2
+                if room == "pauses":  # 2 s before, 1.5 s between the two words nearest the middle
+                    h = min((w.start for w in var.words), key=lambda t: abs(t - len(x) // 2))
                     x = np.concatenate([np.zeros(2 * R, np.float32), x[:h], np.zeros(3 * R // 2, np.float32), x[h:]])
                     truth = np.where(truth >= h, truth + 1.5 * R, truth) + 2 * R
                 others = {j: refs[j] for j in range(len(refs)) if j != i and episode_of[j] == episode_of[i]}
