@@ -35,8 +35,10 @@ def _init_worker(queue) -> None:
     global _events
     _events = queue
     from .errors import quiet_libraries
+    from .settings import keep_freed_memory
 
     quiet_libraries()  # a worker process starts with Python's default filters
+    keep_freed_memory()  # ... and glibc's default arenas and thresholds
 
 
 def _render_one(path: str, layer: dict, engine_factory, encoder_factory, sink: Sink | None = None) -> Outcome:
