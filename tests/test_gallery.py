@@ -18,7 +18,7 @@ from browser import Browser, find_chromium, serve
 from PIL import Image
 
 from helpers import parse_srt
-from shortgen import mp4, outputs, package
+from shortgen import mp4, outputs, storyboard
 from shortgen.cli import main
 from shortgen.encode import ffmpeg_exe
 
@@ -248,18 +248,18 @@ def test_the_upload_package_follows_the_platforms_rules(series):
             assert im.format == "PNG"
             sheet = np.asarray(im.convert("RGB"), np.float32)
         plan_rows = [[(seg["start_frame"] + seg["end_frame"]) // 2] for seg in man["segments"]]
-        assert sheet.shape[0] >= len(plan_rows) * package.TILE_H
+        assert sheet.shape[0] >= len(plan_rows) * storyboard.TILE_H
         moments = _moments(d)
         assert [len(r) for r in moments] == [1 + n for n in _cue_counts(d, man)]
         y = 40
         for row in moments:
             for i, frame in enumerate(row[:3]):
-                x = package.HEAD_W + i * (package.TILE_W + package.GAP)
-                tile = sheet[y : y + package.TILE_H, x : x + package.TILE_W]
+                x = storyboard.HEAD_W + i * (storyboard.TILE_W + storyboard.GAP)
+                tile = sheet[y : y + storyboard.TILE_H, x : x + storyboard.TILE_W]
                 want = Image.fromarray(_decoded(d / f"{d.name}.mp4", frame, man["width"], man["height"]).astype(np.uint8))
-                want_a = np.asarray(want.resize((package.TILE_W, package.TILE_H), Image.BOX), np.float32)
+                want_a = np.asarray(want.resize((storyboard.TILE_W, storyboard.TILE_H), Image.BOX), np.float32)
                 assert np.abs(tile - want_a).mean() < 4.0, (d.name, frame)
-            y += package.TILE_H + package.LABEL_H + package.GAP
+            y += storyboard.TILE_H + storyboard.LABEL_H + storyboard.GAP
         names = set(outputs.file_names(d.name).values())
         assert names <= {p.name for p in d.iterdir()}
 
@@ -282,4 +282,4 @@ def _moments(d: Path) -> list[list[int]]:
     man = json.loads((d / "manifest.json").read_text())
     cache = d.parent.parent / "cache"
     plan = speak_and_plan(load_episode(man["inputs"]["script"], {"cache_dir": cache}), EspeakEngine(), Cache(cache)).plan
-    return [[f for f, _ in row] for row in package.moments(plan)]
+    return [[f for f, _ in row] for row in storyboard.moments(plan)]

@@ -13,7 +13,7 @@ import helpers
 from shortgen import draw, frames
 from shortgen.cache import Cache, Stats
 from shortgen.load import load_episode
-from shortgen.render import render_episode
+from shortgen.render import key_inputs, render_episode
 from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.timeline import speak_and_plan
 
@@ -85,7 +85,7 @@ def test_the_progress_bar_fills_over_each_segment(tmp_path):
     cache = Cache(layer["cache_dir"])
     from shortgen import compose, keys
 
-    ek = keys.episode(plan, s)
+    ek = keys.episode(plan, s, key_inputs())
     for seg, k in zip(plan.segments[:2], ek.segments):
         bars = [st.bar for st in seg.states]
         assert bars == sorted(bars) and bars[0] == 0 and bars[-1] >= 888 * (seg.frames - 1) // seg.frames - 1

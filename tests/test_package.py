@@ -112,16 +112,16 @@ def test_a_storyboard_tile_is_its_frame_averaged_down():
     turned into RGB: within a level of the exact block means, at any frame size."""
     import numpy as np
 
-    from shortgen import package
+    from shortgen import storyboard
 
     rng = np.random.default_rng(5)
     for w, h in ((1080, 1920), (720, 1280)):
         y = rng.integers(16, 236, (h, w), dtype=np.uint8)
         c = rng.integers(16, 241, (2, h // 2, w // 2), dtype=np.uint8)
-        tile = package.yuv420_to_tile(y.tobytes() + c.tobytes(), w, h).astype(np.float64)
-        assert tile.shape == (package.TILE_H, package.TILE_W, 3)
+        tile = storyboard.yuv420_to_tile(y.tobytes() + c.tobytes(), w, h).astype(np.float64)
+        assert tile.shape == (storyboard.TILE_H, storyboard.TILE_W, 3)
         if w == 1080:  # whole blocks: compare with their exact means
-            means = [p.reshape(package.TILE_H, p.shape[0] // package.TILE_H, package.TILE_W, -1).mean(axis=(1, 3))
+            means = [p.reshape(storyboard.TILE_H, p.shape[0] // storyboard.TILE_H, storyboard.TILE_W, -1).mean(axis=(1, 3))
                      for p in (y.astype(np.float64), *c.astype(np.float64))]  # fmt: skip
             yy, u, v = 1.164384 * (means[0] - 16), means[1] - 128, means[2] - 128
             rgb = np.stack([yy + 1.792741 * v, yy - 0.213249 * u - 0.532909 * v, yy + 2.112402 * u], axis=-1)

@@ -293,10 +293,10 @@ def _moving_pictures(
 def board_tiles(
     card: Path, plan: Plan, seg: SegmentPlan, segment_key: str, settings: Settings, tiles: draw.TileCache, cache: Cache
 ) -> Path:
-    """The segment's storyboard strip (package.moments: its tiles, made by the same composer as its
+    """The segment's storyboard strip (storyboard.moments: its tiles, made by the same composer as its
     frames, with their labels), cached beside its encoded segment: an edit makes only its own again.
     Where the segment's encode passed its pictures by (BoardTap), the strip is made already."""
-    from . import package
+    from . import storyboard
 
     path = board_path(cache, segment_key)
     if cache.has(path):
@@ -304,7 +304,7 @@ def board_tiles(
     states = board_states(plan, seg)
     painter = draw.CaptionPainter(seg, settings, tiles=tiles)
     w, h = settings.width, settings.height
-    made = [package.yuv420_to_tile(b"".join(pic), w, h) for pic in pictures(card, seg, settings, painter, states, plan)]
+    made = [storyboard.yuv420_to_tile(b"".join(pic), w, h) for pic in pictures(card, seg, settings, painter, states, plan)]
     save_board(path, plan, seg, made, settings, cache)
     return path
 
@@ -312,27 +312,27 @@ def board_tiles(
 def board_path(cache: Cache, segment_key: str) -> Path:
     """Where a segment's storyboard strip is kept: the segment's key covers its pictures; the tiles' size
     is in the suffix."""
-    from . import package
+    from . import storyboard
 
-    return cache.path("segments", segment_key, f".board{package.TILE_W}x{package.TILE_H}-v2.npz")  # v2: its strip
+    return cache.path("segments", segment_key, f".board{storyboard.TILE_W}x{storyboard.TILE_H}-v2.npz")  # v2: its strip
 
 
 def board_states(plan: Plan, seg: SegmentPlan) -> list[State]:
-    """The states the storyboard shows of a segment (package.moments), in its order."""
+    """The states the storyboard shows of a segment (storyboard.moments), in its order."""
     import bisect
 
-    from . import package
+    from . import storyboard
 
     starts = [st.start for st in seg.states]
-    return [seg.states[max(0, bisect.bisect_right(starts, f) - 1)] for f, _ in package.moments(plan)[seg.index]]
+    return [seg.states[max(0, bisect.bisect_right(starts, f) - 1)] for f, _ in storyboard.moments(plan)[seg.index]]
 
 
 def save_board(path: Path, plan: Plan, seg: SegmentPlan, made: list, settings: Settings, cache: Cache) -> None:
     import numpy as np
 
-    from . import package
+    from . import storyboard
 
-    strip = package.strip(plan, seg.index, made, draw.font_path(settings, "regular"))
+    strip = storyboard.strip(plan, seg.index, made, draw.font_path(settings, "regular"))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, strip=strip)
 
@@ -349,13 +349,13 @@ class BoardTap:
 
     def watch(self, states, pics: Iterator[tuple]) -> Iterator[tuple]:
         """`pics` (the pictures of `states`, in order) passed through, the wanted ones kept as tiles."""
-        from . import package
+        from . import storyboard
 
         need = {st.start for st in self.wanted}
         w, h = self.settings.width, self.settings.height
         for st, pic in zip(states, pics):
             if st.start in need and st.start not in self.tiles:
-                self.tiles[st.start] = package.yuv420_to_tile(b"".join(pic), w, h)
+                self.tiles[st.start] = storyboard.yuv420_to_tile(b"".join(pic), w, h)
             yield pic
 
     def save(self, path: Path, cache: Cache) -> bool:

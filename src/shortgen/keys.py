@@ -21,12 +21,13 @@ the code that makes the entry changes. Reading down this file answers "what does
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .cache import key_of
 
-if TYPE_CHECKING:  # the speech stage asks for its key without loading the drawing code
+if TYPE_CHECKING:
     from .plan import Plan, SegmentPlan
     from .settings import Settings
 
@@ -64,11 +65,21 @@ class SegmentKeys:
     segment: str  # the encoded segment: its pictures, their durations, the encoder settings
 
 
-def segment(plan: Plan, seg: SegmentPlan, settings: Settings, fonts: dict) -> SegmentKeys:
-    from . import draw
+@dataclass(frozen=True)
+class Inputs:
+    """What the keys need from the lanes that make the entries, handed in by the driver (render), so
+    that this module imports no lane: the drawing's inputs of a card and of a caption picture, the fonts'
+    digests (picture/draw.py), and a media file's content digest (audio/audiofile.py's probe)."""
 
-    card = key_of(CARD, draw.card_key_inputs(seg, plan, settings, fonts))
-    overlays = [key_of(OVERLAY, k) if (k := draw.overlay_key_inputs(seg, st, settings, fonts)) else None for st in seg.states]
+    card: Callable[..., Any]  # (seg, plan, settings, fonts) -> the card's inputs
+    overlay: Callable[..., Any]  # (seg, state, settings, fonts) -> a caption picture's inputs, or None
+    fonts: Callable[[Settings], dict]
+    digest: Callable[[str], str]
+
+
+def segment(plan: Plan, seg: SegmentPlan, settings: Settings, fonts: dict, inputs: Inputs) -> SegmentKeys:
+    card = key_of(CARD, inputs.card(seg, plan, settings, fonts))
+    overlays = [key_of(OVERLAY, k) if (k := inputs.overlay(seg, st, settings, fonts)) else None for st in seg.states]
     # where more than the caption moves, a picture is also its moment of the visual, background and bar
     # (a still's motion path spans the segment: its length is part of each step); the card's key names
     # the media themselves
@@ -92,7 +103,7 @@ def voice(seg: SegmentPlan, settings: Settings, lead: int, encoded: int) -> str:
     return key_of(VOICE, seg.audio_key, settings.loudness_lufs, settings.true_peak_dbtp, settings.audio_bitrate, lead, encoded)
 
 
-def audio(plan: Plan, settings: Settings) -> str:
+def audio(plan: Plan, settings: Settings, digest: Callable[[str], str]) -> str:
     """Everything the spliced track depends on (the chunk geometry is a function of these), and the
     music and its settings where there is music."""
     return key_of(
@@ -103,7 +114,7 @@ def audio(plan: Plan, settings: Settings) -> str:
         settings.loudness_lufs,
         settings.true_peak_dbtp,
         settings.audio_bitrate,
-        *([music_inputs(plan, settings)] if mixes(plan, settings) else []),
+        *([music_inputs(plan, settings, digest)] if mixes(plan, settings) else []),
     )
 
 
@@ -116,20 +127,18 @@ def mixes(plan: Plan, settings: Settings) -> bool:
     return has_music(settings) or any(seg.visual is not None and seg.visual.audio for seg in plan.segments)
 
 
-def music_inputs(plan: Plan, settings: Settings) -> dict:
-    """What the mix takes besides the voice: the files by content, every music setting, where the
-    segments start (a sting may play at each), the clips that bring their sound and their spans."""
-    from . import audiofile as music  # the probe only: no numpy on a no-op
-
+def music_inputs(plan: Plan, settings: Settings, digest: Callable[[str], str]) -> dict:
+    """What the mix takes besides the voice: the files by content (`digest`), every music setting, where
+    the segments start (a sting may play at each), the clips that bring their sound and their spans."""
     out = {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k.startswith(("music_", "sting_"))}
-    out["music"] = music.probe(settings.music or "").digest if has_music(settings) else None
+    out["music"] = digest(settings.music or "") if has_music(settings) else None
     out["clips"] = [
         [seg.index, seg.start, seg.frames, seg.visual.digest, seg.visual.start, seg.visual.clip_end]
         for seg in plan.segments
         if seg.visual is not None and seg.visual.audio
     ]
     if settings.sting and settings.sting.lower() != "none":
-        out["sting"] = music.probe(settings.sting).digest
+        out["sting"] = digest(settings.sting)
         out["starts"] = [seg.start for seg in plan.segments]
     return {"v": MIX, **out}
 
@@ -148,13 +157,11 @@ def final(segments: list[SegmentKeys], audio_key: str) -> str:
     return key_of(FINAL, [k.segment for k in segments], audio_key)
 
 
-def thumbs(plan: Plan, settings: Settings, fonts: dict) -> str:
+def thumbs(plan: Plan, settings: Settings, fonts: dict, inputs: Inputs) -> str:
     """The pictures depend on the names and the look only: an edit to a narration keeps them."""
-    from . import draw
-
     return key_of(
         THUMBS,
-        [draw.card_key_inputs(g, plan, settings, fonts) for g in plan.segments if g.kind == "intro"],
+        [inputs.card(g, plan, settings, fonts) for g in plan.segments if g.kind == "intro"],
         [g.name for g in plan.concepts()],
         plan.series,
         plan.part,
@@ -174,10 +181,8 @@ class EpisodeKeys:
     thumbs: str
 
 
-def episode(plan: Plan, settings: Settings) -> EpisodeKeys:
-    from . import draw
-
-    fonts = draw.font_digests(settings)
-    segments = [segment(plan, seg, settings, fonts) for seg in plan.segments]
-    audio_key = audio(plan, settings)
-    return EpisodeKeys(fonts, segments, audio_key, final(segments, audio_key), thumbs(plan, settings, fonts))
+def episode(plan: Plan, settings: Settings, inputs: Inputs) -> EpisodeKeys:
+    fonts = inputs.fonts(settings)
+    segments = [segment(plan, seg, settings, fonts, inputs) for seg in plan.segments]
+    audio_key = audio(plan, settings, inputs.digest)
+    return EpisodeKeys(fonts, segments, audio_key, final(segments, audio_key), thumbs(plan, settings, fonts, inputs))

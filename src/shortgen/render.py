@@ -93,7 +93,7 @@ def render_episode(
     check.enforce(timed)  # refuse over-budget scripts before writing anything
     plan = timed.plan
     progress.total_frames = plan.total_frames
-    ek = keys.episode(plan, settings)
+    ek = keys.episode(plan, settings, key_inputs())
 
     def result(loudness: tuple[float, float], rendered: bool) -> RenderResult:
         progress("done")
@@ -142,6 +142,13 @@ def render_episode(
     return result(loudness[:2], rendered=True)
 
 
+def key_inputs() -> keys.Inputs:
+    """What the cache keys need from the picture and audio lanes (keys.py imports no lane)."""
+    from .audiofile import probe  # the probe only: no numpy on a no-op
+
+    return keys.Inputs(draw.card_key_inputs, draw.overlay_key_inputs, draw.font_digests, lambda p: probe(p).digest)
+
+
 def _looks(timed: Timeline, ek: keys.EpisodeKeys, cache: Cache, stats: Stats) -> dict:
     """Each picture's look (scrims, contrast), kept beside its card, for the manifest."""
     out = {}
@@ -171,7 +178,7 @@ def _write_set(
         "narration": {str(seg.index): seg.audio_key for seg in plan.segments},
         "segments": {str(seg.index): k.segment for seg, k in zip(plan.segments, ek.segments)},
         "audio": ek.audio,
-        **({"music_sha256": keys.music_inputs(plan, ep.settings)["music"]} if keys.has_music(ep.settings) else {}),
+        **({"music_sha256": key_inputs().digest(str(ep.settings.music))} if keys.has_music(ep.settings) else {}),
         "fonts": ek.fonts,
         "tts_engine": timed.engine_id,
     }
@@ -212,10 +219,10 @@ def _write_set(
 
 
 def _write_package(staging: Path, names: dict, timed: Timeline, board: list[Path]) -> None:
-    """The upload package: description, metadata and the storyboard (package.py)."""
+    """The upload package: description and metadata (package.py), and the storyboard (storyboard.py)."""
     import numpy as np
 
-    from . import package
+    from . import package, storyboard
     from .draw import font_path
 
     plan, settings = timed.plan, timed.episode.settings
@@ -227,7 +234,7 @@ def _write_package(staging: Path, names: dict, timed: Timeline, board: list[Path
     for path in board:
         with np.load(path) as z:
             strips.append(z["strip"])
-    sheet = package.contact_sheet(plan, strips, font_path(settings, "bold"))
+    sheet = storyboard.contact_sheet(plan, strips, font_path(settings, "bold"))
     outputs.save_png(sheet, staging / names["storyboard"])
 
 
