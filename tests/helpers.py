@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shortgen import draw
-from shortgen.encode import ffmpeg_exe
-from shortgen.frames import planes420, ycc
+from shortgen.audio.sound import RATE, load_speech, master
+from shortgen.picture import draw
+from shortgen.picture.frames import planes420, ycc
 from shortgen.plan import Plan, SegmentPlan, State
 from shortgen.settings import Settings
-from shortgen.sound import RATE, load_speech, master
+from shortgen.video.encode import ffmpeg_exe
 
 
 def yuv420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
@@ -132,6 +132,6 @@ def bad_audio(d: Path) -> dict[str, str]:
 
 def read_pcm(path) -> np.ndarray:
     """A 16-bit mono WAV (the engine's speech) as float samples."""
-    from shortgen.narrate import read_wav
+    from shortgen.speech.narrate import read_wav
 
     return read_wav(path)[0].astype(np.float32) / 32768.0

@@ -10,13 +10,13 @@ import pytest
 
 from shortgen import check
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder
 from shortgen.errors import BudgetError, ProbeError
-from shortgen.load import load_episode
 from shortgen.render import render_episode
 from shortgen.rendered import check_rendered
+from shortgen.script.load import load_episode
 from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.timeline import speak_and_plan
+from shortgen.video.encode import FfmpegEncoder
 
 FIX = Path(__file__).parent / "fixtures"
 UNDER, OVER = FIX / "budget_just_under.yaml", FIX / "budget_just_over.yaml"
@@ -86,9 +86,9 @@ def test_json_and_junit_reports(layer, cache):
 
 
 def test_cli_check_exit_codes_and_junit_file(layer, tmp_path, monkeypatch, capsys):
-    import shortgen.narrate
+    import shortgen.speech.narrate
 
-    monkeypatch.setattr(shortgen.narrate, "EspeakEngine", FakeEngine)  # budget fixtures are tuned to it
+    monkeypatch.setattr(shortgen.speech.narrate, "EspeakEngine", FakeEngine)  # budget fixtures are tuned to it
     cache = ["--cache-dir", str(layer["cache_dir"])]
     assert main(["check", *cache, str(UNDER)]) == 0
     out = tmp_path / "report.xml"
@@ -209,9 +209,9 @@ def test_check_refuses_what_render_refuses_naming_the_field(short_script, layer,
 
 
 def test_cli_check_exits_2_for_text_that_does_not_fit(short_script, layer, monkeypatch, capsys):
-    import shortgen.narrate
+    import shortgen.speech.narrate
 
-    monkeypatch.setattr(shortgen.narrate, "EspeakEngine", lambda *a, **k: FakeEngine())
+    monkeypatch.setattr(shortgen.speech.narrate, "EspeakEngine", lambda *a, **k: FakeEngine())
     script = _edited(short_script, "name: Overfitting", "name: Overfitting Versus Underfitting In Models")
     code = main(["check", "--cache-dir", str(layer["cache_dir"]), str(script)])
     out = capsys.readouterr()
@@ -227,7 +227,7 @@ def test_cli_check_exits_2_for_text_that_does_not_fit(short_script, layer, monke
     ],
 )
 def test_a_long_caption_word_is_broken_where_a_reader_would(short_script, layer, cache, word):
-    from shortgen import draw
+    from shortgen.picture import draw
 
     script = _edited(short_script, "Memorising the noise", f"Memorising {word}")
     m = measure(script, layer, cache)
@@ -253,7 +253,7 @@ def test_a_long_caption_word_is_broken_where_a_reader_would(short_script, layer,
 def test_render_lays_out_again_only_what_it_will_draw_and_still_refuses_a_new_overflow(short_script, layer, cache, monkeypatch):
     """A render holds to the fit rules the cards, captions, thumbnail and cover it will draw; what it
     keeps passed them when it was drawn. An edit's new text that does not fit is refused as before."""
-    from shortgen import draw
+    from shortgen.picture import draw
 
     render_episode(load_episode(short_script, layer), FakeEngine(), FakeEncoder(), cache)
     laid_out: list[str] = []

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shortgen import outputs
 from shortgen.cli import main
+from shortgen.publish import outputs
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
@@ -74,7 +74,7 @@ def test_no_token_or_temporary_is_left_behind(both):
 def test_a_worker_killed_mid_task_is_replaced_and_the_series_completes(tmp_path):
     from distributed import Client, LocalCluster
 
-    from shortgen import cluster
+    from shortgen.series import cluster
 
     series = make_series(tmp_path)
     events: list[dict] = []
@@ -141,7 +141,7 @@ def test_without_the_flag_nothing_of_dask_is_imported(tmp_path):
 
 
 def test_a_worker_unlike_the_client_fails_its_parts_clearly(tmp_path, monkeypatch):
-    from shortgen import cluster
+    from shortgen.series import cluster
 
     real = cluster.environment()
     monkeypatch.setattr(cluster, "environment", lambda: {**real, "shortgen": "9.9.9"})  # the client's, not the workers'
@@ -158,7 +158,7 @@ def test_a_worker_unlike_the_client_fails_its_parts_clearly(tmp_path, monkeypatc
 def test_a_worker_that_cannot_see_the_output_folder_returns_the_set_for_the_client(tmp_path):
     """Where the token is not seen (another filesystem), the part renders privately and comes back as
     bytes; the client publishes them as one set, the same files a worker writing in place makes."""
-    from shortgen import cluster
+    from shortgen.series import cluster
 
     series = make_series(tmp_path, parts=1)
     out = tmp_path / "out"

@@ -9,9 +9,10 @@ import pytest
 from PIL import Image, ImageChops, ImageDraw
 
 import helpers
-from shortgen import check, draw
+from shortgen import check
 from shortgen.errors import FontError, TextOverflowError
-from shortgen.load import expand_targets, load_episode
+from shortgen.picture import draw
+from shortgen.script.load import expand_targets, load_episode
 from shortgen.timeline import speak_and_plan
 
 ROOT = Path(__file__).parent.parent
@@ -149,7 +150,7 @@ def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, m
     commutes with the affine colour conversion, so the planes match converting the RGB picture, up to
     rounding (one level); the fallback path (touching word boxes) too."""
     from helpers import yuv420
-    from shortgen.frames import planes420, ycc
+    from shortgen.picture.frames import planes420, ycc
 
     plan = series_plans[3]
     s = load_episode(ROOT / "scripts" / "part4.yaml").settings

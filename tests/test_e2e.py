@@ -12,13 +12,14 @@ from PIL import Image
 
 import helpers
 from helpers import yuv420
-from shortgen import draw, outputs
 from shortgen.cache import Cache
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, VideoSettings, ffmpeg_exe
-from shortgen.load import load_episode
-from shortgen.narrate import EspeakEngine
+from shortgen.picture import draw
+from shortgen.publish import outputs
+from shortgen.script.load import load_episode
+from shortgen.speech.narrate import EspeakEngine
 from shortgen.timeline import speak_and_plan
+from shortgen.video.encode import FfmpegEncoder, VideoSettings, ffmpeg_exe
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
@@ -119,7 +120,7 @@ def test_loudness_and_true_peak(rendered):
 def test_each_narration_plays_where_the_plan_puts_it_and_the_splices_are_silent(rendered):
     """The spliced AAC track, decoded: every narration sits within half an AAC frame (512 samples) of
     its planned frame, matches its mastered speech, and the chunk joins are digital silence."""
-    from shortgen import sound
+    from shortgen.audio import sound
 
     plan, s = rendered["plan"], rendered["ep"].settings
     ff = ffmpeg_exe()
@@ -369,7 +370,7 @@ def test_an_edited_render_is_the_cold_render_of_the_edited_script_byte_for_byte(
 def test_the_file_streams_constant_rate_and_interleaved(rendered):
     """Read from the MP4's own sample tables, not ffmpeg's summary: one stts entry (every frame 1/30 s),
     moov before mdat, and audio and video never more than half a second apart along the file."""
-    from shortgen.mp4 import interleave_gap, read_tracks
+    from shortgen.video.mp4 import interleave_gap, read_tracks
 
     tracks, mdat = read_tracks(rendered["dir"] / "part9.mp4")
     video = next(t for t in tracks if t.kind == "vide")
@@ -383,7 +384,7 @@ def test_the_file_streams_constant_rate_and_interleaved(rendered):
 def test_consecutive_idr_pictures_never_share_an_idr_pic_id(tmp_path):
     """Runs of one picture shown one frame each are IDR after IDR, from separate x264 calls; segments
     joined in any order meet IDR to IDR too. Every such pair differs, and the stream decodes strictly."""
-    from shortgen import h264
+    from shortgen.video import h264
 
     enc = FfmpegEncoder()
     v = VideoSettings(64, 64, 30, "veryfast", 20, keyint=60)

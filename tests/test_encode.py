@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from helpers import yuv420
-from shortgen import h264
-from shortgen.encode import (
+from shortgen.errors import ProbeError
+from shortgen.video import h264
+from shortgen.video.encode import (
     VideoSettings,
     adts_frames,
     distinct_args,
@@ -24,7 +25,6 @@ from shortgen.encode import (
     splice,
     voice_args,
 )
-from shortgen.errors import ProbeError
 
 V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)
 
@@ -246,7 +246,7 @@ def test_the_bundled_ffmpeg_is_found_without_importing_imageio_ffmpeg_and_its_va
 
     import imageio_ffmpeg
 
-    code = "import sys; from shortgen.encode import ffmpeg_exe; print(ffmpeg_exe()); print('imageio_ffmpeg' in sys.modules)"
+    code = "import sys; from shortgen.video.encode import ffmpeg_exe; print(ffmpeg_exe()); print('imageio_ffmpeg' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "IMAGEIO_FFMPEG_EXE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
     assert out == [imageio_ffmpeg.get_ffmpeg_exe(), "False"]

@@ -18,9 +18,11 @@ from browser import Browser, find_chromium, serve
 from PIL import Image
 
 from helpers import parse_srt
-from shortgen import mp4, outputs, storyboard
 from shortgen.cli import main
-from shortgen.encode import ffmpeg_exe
+from shortgen.picture import storyboard
+from shortgen.publish import outputs
+from shortgen.video import mp4
+from shortgen.video.encode import ffmpeg_exe
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
@@ -275,8 +277,8 @@ def _cue_counts(d: Path, man: dict) -> list[int]:
 def _moments(d: Path) -> list[list[int]]:
     """The storyboard's moments, from the plan the render made (`plan --json`)."""
     from shortgen.cache import Cache
-    from shortgen.load import load_episode
-    from shortgen.narrate import EspeakEngine
+    from shortgen.script.load import load_episode
+    from shortgen.speech.narrate import EspeakEngine
     from shortgen.timeline import speak_and_plan
 
     man = json.loads((d / "manifest.json").read_text())

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shortgen import h264
-from shortgen.encode import ffmpeg_exe
+from shortgen.video import h264
+from shortgen.video.encode import ffmpeg_exe
 
 FIX = Path(__file__).parent / "fixtures" / "h264"
 

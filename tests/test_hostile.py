@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from shortgen.cli import main
-from shortgen.encode import ffmpeg_exe
+from shortgen.video.encode import ffmpeg_exe
 
 FIX = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_a_truncated_clip_is_refused_naming_both_lengths(tmp_path, capsys):
 
 
 def test_the_tone_map_command_reads_the_first_video_stream_into_bt709():
-    from shortgen import media
+    from shortgen.picture import media
 
     args = media.tonemap_args("ffmpeg", "in.mov", "out.mp4")
     assert args[:1] == ["ffmpeg"] and args[-1] == "out.mp4" and args[args.index("-map") + 1] == "0:v:0"

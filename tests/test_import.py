@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shortgen import article
 from shortgen.cli import main
-from shortgen.load import load_episode
+from shortgen.script import article
+from shortgen.script.load import load_episode
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "seed" / "five-ml-concepts-part4.txt"

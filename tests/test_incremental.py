@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from shortgen.batch import render_many
 from shortgen.cache import Stats
 from shortgen.cli import main
 from shortgen.errors import EncodeError
-from shortgen.load import load_episode
 from shortgen.render import render_episode
+from shortgen.script.load import load_episode
+from shortgen.series.batch import render_many
 from shortgen.testing import FakeEncoder, FakeEngine
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from shortgen import outputs
 from shortgen.cache import Cache
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, ffmpeg_exe
-from shortgen.narrate import EspeakEngine
+from shortgen.publish import outputs
 from shortgen.rendered import check_rendered
+from shortgen.speech.narrate import EspeakEngine
+from shortgen.video.encode import FfmpegEncoder, ffmpeg_exe
 
 pytestmark = pytest.mark.e2e
 FIX = Path(__file__).parent / "fixtures"
@@ -158,7 +158,7 @@ def test_sigkill_during_speech_leaves_no_speaker_and_no_temporaries(tmp_path):
     while time.monotonic() < deadline and worker is None and proc.poll() is None:
         # the worker starts before the script is loaded; speech begins once its job file is written
         speaking = any(p.name.endswith("-tts") for p in (cache / "tmp").glob("*")) if (cache / "tmp").exists() else False
-        mine = ["pgrep", "-f", f"shortgen.espeak_worker --standby wheel --for {proc.pid}"]
+        mine = ["pgrep", "-f", f"shortgen.speech.espeak_worker --standby wheel --for {proc.pid}"]
         kids = subprocess.run(mine, capture_output=True, text=True).stdout.split() if speaking else []
         worker = int(kids[0]) if kids else None
         time.sleep(0.002)
@@ -207,7 +207,7 @@ def test_publish_without_exchange_recovers_after_a_crash_between_renames(tmp_pat
 import os
 os.environ["{outputs.FAULT_ENV}"] = "publish:between-renames"
 from pathlib import Path
-from shortgen.outputs import publish
+from shortgen.publish.outputs import publish
 publish(Path({str(staging)!r}), Path({str(final)!r}), exchange=False)
 """,
         ]
@@ -265,7 +265,7 @@ def test_ctrl_c_mid_render_exits_130_keeps_the_old_set_and_cleans_up(first_rende
     assert "interrupted" in err and "Traceback" not in err
     assert _assert_one_whole_set(r["out"] / "part9", r["cache"], r["shas"]) == "old"
     time.sleep(0.2)
-    mine = f"shortgen.espeak_worker.*({r['cache']}|--for {proc.pid})"  # a worker given its jobs, or standing by
+    mine = f"shortgen.speech.espeak_worker.*({r['cache']}|--for {proc.pid})"  # a worker given its jobs, or standing by
     workers = subprocess.run(["pgrep", "-f", mine], capture_output=True).stdout
     assert not workers.strip()
     assert not [p for p in (r["cache"] / "tmp").iterdir()] if (r["cache"] / "tmp").exists() else True

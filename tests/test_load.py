@@ -8,7 +8,7 @@ import pytest
 
 from shortgen.cli import main
 from shortgen.errors import ScriptError
-from shortgen.load import expand_targets, load_episode
+from shortgen.script.load import expand_targets, load_episode
 
 ROOT = Path(__file__).parent.parent
 
@@ -318,7 +318,7 @@ def test_the_json_schema_refuses_what_the_loader_refuses(tmp_path):
     import jsonschema
     import yaml
 
-    from shortgen import schema
+    from shortgen.script import schema
 
     js = schema.json_schema(schema.EPISODE, "t")
     good = yaml.safe_load((ROOT / "scripts" / "part4.yaml").read_text())

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 import helpers
-from shortgen import draw, frames
 from shortgen.cache import Cache, Stats
-from shortgen.load import load_episode
+from shortgen.picture import draw, frames
 from shortgen.render import key_inputs, render_episode
+from shortgen.script.load import load_episode
 from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.timeline import speak_and_plan
 
@@ -83,7 +83,8 @@ def test_the_progress_bar_fills_over_each_segment(tmp_path):
     ep, plan, layer = measured(tmp_path, "  progress_bar: true\n")
     s = ep.settings
     cache = Cache(layer["cache_dir"])
-    from shortgen import compose, keys
+    from shortgen import keys
+    from shortgen.picture import compose
 
     ek = keys.episode(plan, s, key_inputs())
     for seg, k in zip(plan.segments[:2], ek.segments):
@@ -131,7 +132,7 @@ def test_a_background_picture_shows_behind_every_card_and_the_text_stays_legible
 def test_a_background_clip_keeps_moving_across_segments(tmp_path):
     import subprocess
 
-    from shortgen.encode import ffmpeg_exe
+    from shortgen.video.encode import ffmpeg_exe
 
     clip = tmp_path / "waves.mp4"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=d=1:s=270x480:r=10", "-c:v", "libx264",

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from helpers import bad_audio, long_wav, tone_wav
-from shortgen import music, sound
+from shortgen.audio import music, sound
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, ffmpeg_exe
-from shortgen.load import load_episode
 from shortgen.render import render_episode
+from shortgen.script.load import load_episode
 from shortgen.settings import Settings
 from shortgen.testing import FakeEncoder, FakeEngine
+from shortgen.video.encode import FfmpegEncoder, ffmpeg_exe
 
 FIX = Path(__file__).parent / "fixtures"
 R = music.RATE
@@ -174,7 +174,7 @@ class _Meter:
 def test_a_quiet_piece_is_metered_only_where_its_bound_could_be_the_tracks_true_peak(tmp_path):
     """The track's true peak is always a meter's reading: a quiet piece's bound
     (its sample peak + 6 dB) stands in for metering it only while a metered piece is louder than the bound."""
-    from shortgen import track
+    from shortgen.audio import track
 
     cache = Cache(tmp_path / "c")
     pieces = {}
@@ -204,8 +204,8 @@ def test_a_quiet_piece_is_metered_only_where_its_bound_could_be_the_tracks_true_
 def test_a_quiet_pieces_bound_is_above_its_meter_reading(tmp_path):
     """The bound rests on a measurement: music alone, encoded to AAC, read by ffmpeg's true-peak meter,
     stays within 6 dB of its sample peak (here as peaky a signal as music gets: a naive square wave)."""
-    from shortgen import track
-    from shortgen.encode import AAC_FRAME, POST_ROLL, PRE_ROLL
+    from shortgen.audio import track
+    from shortgen.video.encode import AAC_FRAME, POST_ROLL, PRE_ROLL
 
     frames = 94
     t = np.arange((PRE_ROLL + frames + POST_ROLL) * AAC_FRAME) / 48000
@@ -222,7 +222,7 @@ def test_a_piece_metered_as_it_is_encoded_reads_what_its_kept_frames_read_alone(
     """The meter in the encoder's own run (its packets decoded back) reads the piece's frames as a meter
     of the written piece does, the same bytes written; a louder neighbour in the pre-roll or post-roll
     is not counted."""
-    from shortgen.encode import AAC_FRAME, POST_ROLL, PRE_ROLL
+    from shortgen.video.encode import AAC_FRAME, POST_ROLL, PRE_ROLL
 
     rng = np.random.default_rng(4)
     frames = 94
@@ -558,9 +558,9 @@ def test_a_release_into_the_next_chunk_lies_in_the_piece_across_the_join():
     chunk (the outro's short lead-in), the piece across the join takes that release, a frame either way
     of the rounding, so that the next chunk's first long piece, fed from PRE_ROLL frames before it, never
     hears it: an edit that moves the join by a frame re-encodes the short piece only."""
-    from shortgen.encode import AAC_FRAME, PRE_ROLL
-    from shortgen.sound import Chunk
-    from shortgen.track import PIECE_FRAMES, piece_layout
+    from shortgen.audio.sound import Chunk
+    from shortgen.audio.track import PIECE_FRAMES, piece_layout
+    from shortgen.video.encode import AAC_FRAME, PRE_ROLL
 
     release = Settings().music_release_ms * R // 1000
     chs = [Chunk(0, 0, 700, 8, 640), Chunk(1, 700, 300, 8, 280), Chunk(2, 1000, 160, 8, 150)]
@@ -606,7 +606,7 @@ def test_the_window_inputs_follow_every_setting_of_the_mix():
 
 
 def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path, monkeypatch):
-    from shortgen import track
+    from shortgen.audio import track
 
     monkeypatch.setattr(track, "VERIFY_PIECES", True)  # every piece found by its inputs is held to its samples
     tone_wav(tmp_path / "bed.wav", 30.0)
@@ -631,7 +631,7 @@ def test_editing_one_segments_words_re_encodes_only_its_audio(tmp_path, monkeypa
 
 
 def test_a_probe_is_remembered_by_the_files_stat_and_made_again_when_the_file_changes(tmp_path, monkeypatch):
-    from shortgen import audiofile  # where music.probe lives (no numpy: a no-op reads it)
+    from shortgen.audio import audiofile  # where music.probe lives (no numpy: a no-op reads it)
 
     f = tone_wav(tmp_path / "bed.wav", 3.0)
     kept = tmp_path / "checks"

@@ -7,7 +7,7 @@ import pytest
 
 from shortgen.cache import Stats
 from shortgen.errors import TTSError, VoiceError, Where
-from shortgen.narrate import Request, align, narrate
+from shortgen.speech.narrate import Request, align, narrate
 from shortgen.testing import FakeEngine
 
 
@@ -134,7 +134,7 @@ def test_parallel_renders_sharing_a_cache_speak_one_at_a_time_and_every_utteranc
     import threading
 
     from shortgen.cache import Cache
-    from shortgen.narrate import EspeakEngine
+    from shortgen.speech.narrate import EspeakEngine
 
     cache = Cache(tmp_path / "cache")
     text = "A VLM can look at an image and answer questions about it, because it was trained on pictures paired with text."
@@ -190,7 +190,7 @@ def test_rate_tolerance_against_the_second_synthesis(tmp_path, reference_shift, 
     5 wpm error makes."""
     import wave as wavmod
 
-    from shortgen.narrate import RateReport, verify_rate
+    from shortgen.speech.narrate import RateReport, verify_rate
 
     path = tmp_path / "a.wav"
     n = 120_000
@@ -213,7 +213,7 @@ def test_worker_sets_the_rate_for_every_utterance_whatever_happened_before(tmp_p
 
     script = textwrap.dedent(f"""
         import json, os, sys
-        from shortgen import espeak_worker as W
+        from shortgen.speech import espeak_worker as W
         W._prepare_env("wheel")
         import pyttsx3
         from pyttsx3.drivers import _espeak
@@ -244,7 +244,7 @@ def test_a_narration_is_the_same_samples_whatever_the_engine_spoke_before(tmp_pa
     the same text came out a few samples longer or shorter after other speech: a narration's audio, and
     so the whole render, depended on which narrations the cache already held. Each is spoken by a fresh
     engine now: alone, after other text, or after itself, the WAV is the same bytes."""
-    from shortgen.narrate import EspeakEngine
+    from shortgen.speech.narrate import EspeakEngine
 
     text = "Follow for more. Next: Part 10."
     eng = EspeakEngine()
@@ -278,7 +278,7 @@ SYSTEM_LIB = [
 def test_the_wheels_engine_speaks_by_default_even_beside_a_system_espeak(cache):
     import espeakng_loader
 
-    from shortgen.narrate import EspeakEngine
+    from shortgen.speech.narrate import EspeakEngine
 
     eng = EspeakEngine()
     wheel = str(__import__("pathlib").Path(espeakng_loader.get_library_path()).resolve())
@@ -308,8 +308,8 @@ def test_every_shipped_script_speaks_with_a_system_espeak(tmp_path):
     from pathlib import Path
 
     from shortgen.cache import Cache
-    from shortgen.load import expand_targets, load_episode
-    from shortgen.narrate import EspeakEngine
+    from shortgen.script.load import expand_targets, load_episode
+    from shortgen.speech.narrate import EspeakEngine
     from shortgen.timeline import speak_and_plan as measure
 
     root = Path(__file__).parent.parent
@@ -330,8 +330,8 @@ def test_a_worker_started_ahead_speaks_what_a_fresh_one_speaks_and_an_unused_one
     import json
     from pathlib import Path
 
-    from shortgen import espeak_worker as W
-    from shortgen.narrate import EspeakEngine
+    from shortgen.speech import espeak_worker as W
+    from shortgen.speech.narrate import EspeakEngine
 
     eng = EspeakEngine()
 

@@ -74,8 +74,8 @@ def test_the_storyboards_png_is_its_pixels_to_pillow_and_to_ffmpeg(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from shortgen.encode import ffmpeg_exe
-    from shortgen.outputs import png_bytes
+    from shortgen.publish.outputs import png_bytes
+    from shortgen.video.encode import ffmpeg_exe
 
     rng = np.random.default_rng(4)
     ramp = np.broadcast_to(np.arange(2230, dtype=np.uint8)[None, :, None], (300, 2230, 3))
@@ -112,7 +112,7 @@ def test_a_storyboard_tile_is_its_frame_averaged_down():
     turned into RGB: within a level of the exact block means, at any frame size."""
     import numpy as np
 
-    from shortgen import storyboard
+    from shortgen.picture import storyboard
 
     rng = np.random.default_rng(5)
     for w, h in ((1080, 1920), (720, 1280)):

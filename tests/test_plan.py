@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 import helpers
-from shortgen import outputs
-from shortgen.load import load_episode
 from shortgen.plan import (
     CUE_MAX_CHARS,
     SENTENCE_END,
@@ -22,6 +20,8 @@ from shortgen.plan import (
     group_cues,
     samples_to_frames,
 )
+from shortgen.publish import outputs
+from shortgen.script.load import load_episode
 from shortgen.timeline import speak_and_plan
 
 ROOT = Path(__file__).parent.parent

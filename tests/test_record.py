@@ -13,15 +13,15 @@ import pytest
 
 import helpers
 from helpers import bad_audio, long_wav, parse_srt
-from shortgen import record
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder
-from shortgen.load import load_episode
-from shortgen.narrate import EspeakEngine, Request, narrate, read_wav
 from shortgen.render import render_episode
+from shortgen.script.load import load_episode
+from shortgen.speech import record
+from shortgen.speech.narrate import EspeakEngine, Request, narrate, read_wav
 from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.timeline import speak_and_plan
+from shortgen.video.encode import FfmpegEncoder
 
 FIX = Path(__file__).parent / "fixtures"
 R = record.RATE

@@ -9,7 +9,7 @@ from scipy.io import wavfile
 from scipy.signal import resample_poly
 
 import helpers
-from shortgen import sound
+from shortgen.audio import sound
 from shortgen.errors import TTSError
 
 RATE = sound.RATE
@@ -127,7 +127,7 @@ def test_running_minimum_equals_the_sliding_window_definition(n, size):
 
 
 def test_resampling_keeps_a_tone_and_its_level():
-    from shortgen.sound import resample
+    from shortgen.audio.sound import resample
 
     t = np.arange(16000) / 16000
     x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)

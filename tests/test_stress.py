@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from shortgen.cache import Cache, Stats
-from shortgen.load import load_episode
-from shortgen.narrate import RATE_SLACK_SAMPLES, RATE_TOLERANCE, EspeakEngine, narrate
+from shortgen.script.load import load_episode
+from shortgen.speech.narrate import RATE_SLACK_SAMPLES, RATE_TOLERANCE, EspeakEngine, narrate
 from shortgen.timeline import _request, _texts
 
 ROOT = Path(__file__).resolve().parent.parent

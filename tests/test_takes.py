@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 import helpers
-from shortgen import record
+from shortgen.audio.sound import resample
 from shortgen.cache import Cache
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, ffmpeg_exe
-from shortgen.load import load_episode
-from shortgen.narrate import EspeakEngine, Request, narrate
 from shortgen.render import render_episode
-from shortgen.sound import resample
+from shortgen.script.load import load_episode
+from shortgen.speech import record
+from shortgen.speech.narrate import EspeakEngine, Request, narrate
+from shortgen.video.encode import FfmpegEncoder, ffmpeg_exe
 
 FIX = Path(__file__).parent / "fixtures"
 HUMAN = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "human-speech"

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from shortgen import compose, draw, frames
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
-from shortgen.encode import FfmpegEncoder, ffmpeg_exe
-from shortgen.load import load_episode
+from shortgen.picture import compose, draw, frames
 from shortgen.plan import Motion, Visual, clip_frame, motion_hold, split_states
 from shortgen.render import render_episode
+from shortgen.script.load import load_episode
 from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.timeline import speak_and_plan
+from shortgen.video.encode import FfmpegEncoder, ffmpeg_exe
 
 BITS = 6  # a clip frame's number, in blocks across its top
 CLIP = (320, 200)
@@ -238,7 +238,7 @@ def test_every_parameter_set_in_the_samples_is_the_sample_entrys(rendered):
     """Cue runs (a constant quantiser), moving runs (CRF) and the footage all carry their SPS and PPS
     in-band; each must be byte-equal to the one in the track's avcC with the same id, so a decoder or
     remuxer that takes the sample entry's sets alone decodes every run with the right quantiser."""
-    from shortgen import mp4
+    from shortgen.video import mp4
 
     entry, inband = mp4.parameter_sets(rendered[0].files["video"])
     assert {t for t, _ in entry} == {7, 8} and len(inband) > 10  # every run opens with its sets
@@ -487,7 +487,7 @@ def test_clip_audio_on_a_silent_clip_is_refused(media_dir, tmp_path, capsys):
 
 
 def test_an_animated_gif_is_a_clip_and_a_webp_a_still(tmp_path):
-    from shortgen import media
+    from shortgen.picture import media
 
     frames_ = [Image.new("RGB", (200, 150), (i * 30, 100, 200 - i * 20)) for i in range(8)]
     frames_[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames_[1:], duration=100, loop=0)

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import draw
 from .errors import BudgetError, TextOverflowError
-from .narrate import tokens
+from .picture import draw
+from .speech.narrate import tokens
 from .timeline import Timeline
 
 # ---- rules --------------------------------------------------------------------------------------

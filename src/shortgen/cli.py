@@ -86,7 +86,7 @@ def _parser(cmd: str | None = None) -> argparse.ArgumentParser:
 
 
 def _cli_layer(a: argparse.Namespace) -> dict:
-    from .load import check_cli_layer
+    from .script.load import check_cli_layer
     from .settings import flags
 
     keys = [name for name, _, _, _ in flags()] + ["jobs"]
@@ -150,14 +150,14 @@ def _dispatch(a: argparse.Namespace) -> ExitStatus:
         print(f"removed {n} files ({size / 1e6:.1f} MB) from {cache.root}")
         return ExitStatus.OK
     if a.cmd == "voices":
-        from .narrate import EspeakEngine
+        from .speech.narrate import EspeakEngine
 
         for v in EspeakEngine().voices():
             if a.filter.lower() in v.lower():
                 print(v)
         return ExitStatus.OK
     if a.cmd == "schema":
-        from . import schema
+        from .script import schema
 
         model, title = (schema.EPISODE, "shortgen episode") if a.kind == "episode" else (schema.SERIES, "shortgen series")
         print(json.dumps(schema.json_schema(model, title), indent=2))
@@ -177,14 +177,14 @@ def _dispatch(a: argparse.Namespace) -> ExitStatus:
 
 def _engine_cache(layer: dict):
     from .cache import Cache
-    from .narrate import EspeakEngine
     from .settings import Settings
+    from .speech.narrate import EspeakEngine
 
     return EspeakEngine(), Cache(layer.get("cache_dir") or Settings().cache_dir)
 
 
 def _plan(a) -> ExitStatus:
-    from .load import load_episode
+    from .script.load import load_episode
     from .timeline import speak_and_plan
 
     layer = _cli_layer(a)
@@ -202,8 +202,9 @@ def _plan(a) -> ExitStatus:
 
 
 def _import(a) -> ExitStatus:
-    from . import article, check
-    from .load import load_episode
+    from . import check
+    from .script import article
+    from .script.load import load_episode
     from .timeline import speak_and_plan
 
     t0 = time.monotonic()
@@ -235,10 +236,10 @@ def _import(a) -> ExitStatus:
 
 def _check(a) -> ExitStatus:
     from . import check
-    from .encode import FfmpegEncoder
-    from .load import expand_targets, load_episode
     from .rendered import check_rendered
+    from .script.load import expand_targets, load_episode
     from .timeline import speak_and_plan
+    from .video.encode import FfmpegEncoder
 
     layer = _cli_layer(a)
     engine, cache = _engine_cache(layer)
@@ -295,7 +296,7 @@ def _check(a) -> ExitStatus:
         "junit": lambda: check.format_junit(rows, messages),
     }[a.format]()
     if a.out:
-        from .outputs import write_text
+        from .publish.outputs import write_text
 
         write_text(a.out, report + "\n")
         print(f"wrote {a.out}", file=sys.stderr)
@@ -309,8 +310,8 @@ def _check(a) -> ExitStatus:
 def _render(a) -> ExitStatus:
     import gc
 
-    from . import espeak_worker
     from .settings import keep_freed_memory
+    from .speech import espeak_worker
 
     keep_freed_memory()
     # a render allocates many objects that live until its end: collected every 50,000 allocations
@@ -328,36 +329,36 @@ def _render_targets(a) -> ExitStatus:
     scheduler = a.scheduler or os.environ.get("SHORTGEN_SCHEDULER")
     if not scheduler and len(a.paths) == 1 and a.paths[0].is_file():  # one part, as a rule (a series' parts
         # speak in worker processes of their own: a series file's standby is let go unused)
-        from .espeak_worker import start_standby
+        from .speech.espeak_worker import start_standby
 
         start_standby()  # the speech worker starts while the rest of this process imports and loads
-    from .load import expand_targets
+    from .script.load import expand_targets
 
     layer = _cli_layer(a)
     targets = expand_targets(a.paths)
     printer = _Printer(a.quiet)
     if scheduler:  # Dask is imported only here
-        from . import cluster
+        from .series import cluster
 
         spec = cluster.Scheduler.parse(scheduler)
         t0 = time.monotonic()
         outcomes = cluster.render_many(targets, layer, spec, sink=printer)
         return _finish(outcomes, time.monotonic() - t0, layer)
     if len(targets) == 1:
-        from .load import load_episode
+        from .script.load import load_episode
         from .timeline import speak_ahead
 
         ep = load_episode(targets[0], layer, audio=False)  # render_episode checks its audio files
         engine, cache = _engine_cache(layer)
         ahead = speak_ahead(ep, engine, cache)  # the speech is asked for before the renderer is imported
 
-        from .encode import FfmpegEncoder
         from .render import render_episode
+        from .video.encode import FfmpegEncoder
 
         res = render_episode(ep, engine, FfmpegEncoder(), cache, sink=printer, ahead=ahead)
         _print_result(res)
         return ExitStatus.OK
-    from .batch import render_many
+    from .series.batch import render_many
 
     t0 = time.monotonic()
     outcomes = render_many(targets, layer, jobs=a.jobs, sink=printer)
@@ -377,9 +378,9 @@ def _finish(outcomes, wall: float, layer: dict) -> ExitStatus:
 
 def _gallery(out: Path, layer: dict | None = None) -> Path:
     """The series' page: each part's status is `shortgen check`'s on its folder."""
-    from . import gallery
-    from .encode import FfmpegEncoder
+    from .publish import gallery
     from .rendered import check_rendered
+    from .video.encode import FfmpegEncoder
 
     engine, cache = _engine_cache(layer or {})
 

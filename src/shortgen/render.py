@@ -18,16 +18,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import check, draw, frames, keys, load, outputs, track
+from . import check, keys
+from .audio import track
 from .cache import Cache, Stats
-from .encode import Encoder, VideoSettings
-from .load import Episode
-from .narrate import Engine
+from .picture import draw, frames
 from .plan import Plan, SegmentPlan, cue_texts
 from .plan import moves as plan_moves
 from .plan import runs as plan_runs
+from .publish import outputs
+from .script import load
+from .script.load import Episode
 from .settings import Settings
+from .speech.narrate import Engine
 from .timeline import Ahead, Timeline, speak_and_plan
+from .video.encode import Encoder, VideoSettings
 
 Sink = Callable[[dict], None]
 
@@ -144,7 +148,7 @@ def render_episode(
 
 def key_inputs() -> keys.Inputs:
     """What the cache keys need from the picture and audio lanes (keys.py imports no lane)."""
-    from .audiofile import probe  # the probe only: no numpy on a no-op
+    from .audio.audiofile import probe  # the probe only: no numpy on a no-op
 
     return keys.Inputs(draw.card_key_inputs, draw.overlay_key_inputs, draw.font_digests, lambda p: probe(p).digest)
 
@@ -201,7 +205,7 @@ def _write_set(
             "BS.1770-4: integrated over the mix of voice and music; true peak by ffmpeg ebur128 on each encoded AAC piece"
         )
     if timed.alignment:  # the creator's recordings, and how sure their words' timing is
-        from .record import MISMATCH_RATIO
+        from .speech.record import MISMATCH_RATIO
 
         manifest["recordings"] = [
             {
@@ -222,8 +226,9 @@ def _write_package(staging: Path, names: dict, timed: Timeline, board: list[Path
     """The upload package: description and metadata (package.py), and the storyboard (storyboard.py)."""
     import numpy as np
 
-    from . import package, storyboard
-    from .draw import font_path
+    from .picture import storyboard
+    from .picture.draw import font_path
+    from .publish import package
 
     plan, settings = timed.plan, timed.episode.settings
     files = {role: names[role] for role in ("video", "srt", "vtt", "thumbnail", "cover", "storyboard")}
@@ -250,7 +255,7 @@ def _warm_captions(tiles: draw.TileCache, texts: list[str]) -> None:
 
 
 def _import_pydub() -> None:
-    from . import sound  # numpy with it: the speech's alignment imports it meanwhile too
+    from .audio import sound  # numpy with it: the speech's alignment imports it meanwhile too
 
     sound._pydub()
 

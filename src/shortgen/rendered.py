@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cache import Cache
 from .check import Row
-from .narrate import Engine
+from .speech.narrate import Engine
 from .timeline import speak_and_plan
 
 
@@ -22,7 +22,7 @@ def check_rendered(
     import os
 
     from .errors import ProbeError
-    from .load import load_episode
+    from .script.load import load_episode
 
     shown = Path(out_dir)
     try:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .encode import Probe
 from .errors import EncodeError
-from .narrate import RateReport, SpeechResult, tokens
+from .speech.narrate import RateReport, SpeechResult, tokens
+from .video.encode import Probe
 
 
 class FakeEngine:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import Cache, Stats
-from .load import Episode, Segment, VisualSpec
-from .narrate import Engine, Narration, Request, narrate, unspoken
 from .plan import AUTO_MOTIONS, Motion, Plan, SampleWord, SegmentInput, Visual, build_plan, narration_frames, visual_rect
+from .script.load import Episode, Segment, VisualSpec
+from .speech.narrate import Engine, Narration, Request, narrate, unspoken
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,8 @@ def speak_and_plan(
 
 
 def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache: Cache, others: dict) -> tuple[Narration, object]:
-    from . import record
     from .errors import ScriptError
+    from .speech import record
 
     assert seg.recording is not None
     field = f"segments[{seg.index}].recording"

@@ -31,11 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from shortgen import music, record  # noqa: E402
+from shortgen.audio import music  # noqa: E402
+from shortgen.audio.sound import resample  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
-from shortgen.load import load_episode, load_series  # noqa: E402
-from shortgen.narrate import EspeakEngine, Request, narrate, read_wav  # noqa: E402
-from shortgen.sound import resample  # noqa: E402
+from shortgen.script.load import load_episode, load_series  # noqa: E402
+from shortgen.speech import record  # noqa: E402
+from shortgen.speech.narrate import EspeakEngine, Request, narrate, read_wav  # noqa: E402
 
 R, T = record.RATE, record.TAKE_RATE
 HUMAN = ROOT.parent / "shared" / "fixtures" / "human-speech"

@@ -60,14 +60,15 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import helpers  # noqa: E402
-from shortgen import draw, sound  # noqa: E402
 from shortgen import plan as planning  # noqa: E402
+from shortgen.audio import sound  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
-from shortgen.encode import AAC_RATE, COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args, voice_args  # noqa: E402
-from shortgen.load import load_episode  # noqa: E402
-from shortgen.narrate import EspeakEngine  # noqa: E402
+from shortgen.picture import draw  # noqa: E402
+from shortgen.script.load import load_episode  # noqa: E402
 from shortgen.settings import Settings  # noqa: E402
+from shortgen.speech.narrate import EspeakEngine  # noqa: E402
 from shortgen.timeline import speak_and_plan  # noqa: E402
+from shortgen.video.encode import AAC_RATE, COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args, voice_args  # noqa: E402
 
 # ---- process-tree memory --------------------------------------------------------------------------
 
@@ -550,7 +551,7 @@ def moviepy_visuals(plan, s: Settings, track, tmp: Path, n_segments: int) -> tup
     """The naive composition of a segment with a moving picture: card, picture, scrim and text, captions."""
     from moviepy import AudioFileClip, CompositeVideoClip, ImageClip
 
-    from shortgen import compose, frames
+    from shortgen.picture import compose, frames
 
     x0, y0, _, _ = draw.caption_origin(s)
     master = tmp / "master-vis.wav"

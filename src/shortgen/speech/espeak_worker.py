@@ -1,4 +1,4 @@
-"""Child process that speaks text with pyttsx3 + espeak-ng. Run as `python -m shortgen.espeak_worker JOBS.json`,
+"""Child process that speaks text with pyttsx3 + espeak-ng. Run as `python -m shortgen.speech.espeak_worker JOBS.json`,
 or as `... --standby LIBRARY`, started ahead of need, reading the job file's path from stdin (start_standby).
 
 Why a separate process: espeak initialises once per process, pyttsx3 can hang on a later call, and the
@@ -356,7 +356,7 @@ def _write_json(path: str, data) -> None:
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "shortgen.espeak_worker", *args]
+    return [sys.executable, "-m", "shortgen.speech.espeak_worker", *args]
 
 
 def worker_env() -> dict:
@@ -364,7 +364,7 @@ def worker_env() -> dict:
     from pathlib import Path
 
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parent.parent)
+    src = str(Path(__file__).resolve().parents[2])  # .../src, above shortgen/speech/
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     env["SHORTGEN_PARENT_PID"] = str(os.getpid())
     return env

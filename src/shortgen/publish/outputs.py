@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cache import atomic_write_bytes, owner, owner_alive
-from .plan import Plan, frames_to_ms
+from ..cache import atomic_write_bytes, owner, owner_alive
+from ..plan import Plan, frames_to_ms
 
 
 def cues(plan: Plan) -> list[tuple[int, int, str]]:
@@ -104,7 +104,7 @@ def episode_manifest(
     """The manifest of a rendered episode: the plan's spans, what the file probes as, its measured
     loudness, the rate fits, the inputs' hashes, each picture's look (its scrims and the contrast its
     text gets) and the keys that say whether it is up to date."""
-    from . import __version__
+    from .. import __version__
 
     lufs, tp = loudness
     return manifest(

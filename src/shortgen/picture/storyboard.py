@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..plan import Plan
 from .draw import _font, draw_runs
-from .plan import Plan
 
 TILE_W, TILE_H = 135, 240  # an eighth of the frame
 LABEL_H, GAP, HEAD_W = 34, 8, 220

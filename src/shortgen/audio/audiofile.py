@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .encode import ffmpeg_exe
+from ..video.encode import ffmpeg_exe
 
 AUDIO_TYPES = (".wav", ".mp3", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".aac", ".mp4")
 MAX_SECONDS = 6 * 3600
@@ -70,7 +70,7 @@ def probe(path: Path | str, any_type: bool = False, remember: Path | None = None
     key = (str(p.resolve()), st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev, any_type)
     if key in _PROBED:
         return _PROBED[key]
-    from .cache import keep, memory_path
+    from ..cache import keep, memory_path
 
     kept = memory_path(remember, "probe", key) if remember else None
     try:
@@ -114,7 +114,7 @@ def _probe(path: str, size: int, any_type: bool = False) -> AudioInfo:
     layout = m.group(3).strip().split("(")[0].strip()
     counted = re.match(r"(\d+) channels", layout)
     channels = _LAYOUTS.get(layout) or (int(counted.group(1)) if counted else 2)
-    from .cache import file_digest
+    from ..cache import file_digest
 
     # the Duration line is the container's: with a video stream beside it, the sound may rightly end sooner
     estimated = "Estimating duration from bitrate" in text or bool(re.search(r"Stream #\S+.*?: Video: ", text))

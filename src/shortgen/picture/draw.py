@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from .errors import FontError, TextOverflowError
-from .plan import Plan, SegmentPlan, State
-from .settings import Settings
+from ..errors import FontError, TextOverflowError
+from ..plan import Plan, SegmentPlan, State
+from ..settings import Settings
 
 DRAW_VERSION = 2  # bump when the look changes: it is part of every frame's cache key
 SAFE = (96, 240, 984, 1480)  # x0, y0, x1, y1 for 1080x1920: the platforms' UI-free zone
@@ -827,7 +827,7 @@ class CaptionPainter:
 
 def _popped(tile: Image.Image, xy: tuple[int, int], step: int) -> tuple[Image.Image, tuple[int, int]]:
     """A lit word's tile at its pop step's scale, about its centre."""
-    from .plan import POP_SCALES
+    from ..plan import POP_SCALES
 
     sc = POP_SCALES[step - 1]
     w, h = tile.size
@@ -983,6 +983,6 @@ def _digest(path: str) -> str:
 
 @lru_cache(maxsize=64)
 def _digest_of(path: str, mtime_ns: int, size: int) -> str:
-    from .cache import file_digest
+    from ..cache import file_digest
 
     return file_digest(Path(path))[:16]

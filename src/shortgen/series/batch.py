@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import Cache
-from .render import Sink, render_episode
-from .settings import usable_cpus
+from ..cache import Cache
+from ..render import Sink, render_episode
+from ..settings import usable_cpus
 
 
 @dataclass
@@ -34,8 +34,8 @@ _events = None  # the progress queue, set in each worker process by _init_worker
 def _init_worker(queue) -> None:
     global _events
     _events = queue
-    from .errors import quiet_libraries
-    from .settings import keep_freed_memory
+    from ..errors import quiet_libraries
+    from ..settings import keep_freed_memory
 
     quiet_libraries()  # a worker process starts with Python's default filters
     keep_freed_memory()  # ... and glibc's default arenas and thresholds
@@ -44,8 +44,8 @@ def _init_worker(queue) -> None:
 def _render_one(path: str, layer: dict, engine_factory, encoder_factory, sink: Sink | None = None) -> Outcome:
     """Render one part in a worker process; every failure becomes an Outcome, never an escaped exception.
     Progress goes to `sink`, else to the pool's queue."""
-    from .errors import ShortgenError, describe, status_of
-    from .load import load_episode
+    from ..errors import ShortgenError, describe, status_of
+    from ..script.load import load_episode
 
     t0 = time.monotonic()
     name = Path(path).stem
@@ -70,13 +70,13 @@ def _render_one(path: str, layer: dict, engine_factory, encoder_factory, sink: S
 
 
 def _real_engine():
-    from .narrate import EspeakEngine
+    from ..speech.narrate import EspeakEngine
 
     return EspeakEngine()
 
 
 def _real_encoder():
-    from .encode import FfmpegEncoder
+    from ..video.encode import FfmpegEncoder
 
     return FfmpegEncoder()
 

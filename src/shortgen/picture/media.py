@@ -52,14 +52,14 @@ def remember_in(folder: Path) -> None:
 
 
 def _kept(kind: str, key: tuple) -> Path | None:
-    from .cache import memory_path
+    from ..cache import memory_path
 
     return memory_path(_MEMORY[0], kind, key) if _MEMORY else None
 
 
 def _keep(kept: Path | None, data: dict) -> None:
     if kept is not None:
-        from .cache import keep
+        from ..cache import keep
 
         keep(kept, data)
 
@@ -102,7 +102,7 @@ def _probe(path: str, mtime_ns: int, size: int) -> Media:
         raise MediaError(f"cannot read {Path(path).name}: permission denied")
     if size == 0:
         raise MediaError(f"{Path(path).name} is empty")
-    from .cache import file_digest
+    from ..cache import file_digest
 
     digest = file_digest(Path(path))
     if suffix in STILL_TYPES:
@@ -196,7 +196,7 @@ def sdr_source(m: Media) -> str:
     phone's HLG clip showed washed out)."""
     import subprocess
 
-    from .encode import ffmpeg_exe
+    from ..video.encode import ffmpeg_exe
 
     kept = _kept("transfer", (m.digest,))
     transfer = ""
@@ -277,7 +277,7 @@ def packet_seconds(path: str) -> float | None:
     """How many seconds of video a clip's packets hold (None if ffmpeg could not tell)."""
     import subprocess
 
-    from .encode import ffmpeg_exe
+    from ..video.encode import ffmpeg_exe
 
     try:
         run = subprocess.run(packet_seconds_args(ffmpeg_exe(), path), capture_output=True, timeout=120)
@@ -302,7 +302,7 @@ def damaged_frames(path: str, start_s: float, seconds: float = 31.0) -> list[str
     """The decoder's complaints about a clip's span that mean broken pictures (a stray warning is not)."""
     import subprocess
 
-    from .encode import ffmpeg_exe
+    from ..video.encode import ffmpeg_exe
 
     try:
         run = subprocess.run(decode_check_args(ffmpeg_exe(), path, start_s, seconds), capture_output=True, timeout=600)
@@ -318,7 +318,7 @@ def verify_clip(m: Media, start_frame: int, allow_short: bool = False) -> None:
     passed = _kept("clip-ok", (m.digest, m.path, start_frame, allow_short))
     if passed is not None and passed.is_file():
         return
-    from .audiofile import short_decode
+    from ..audio.audiofile import short_decode
 
     got = None if allow_short else packet_seconds(m.path)
     if got is not None and m.duration and short_decode(got, m.duration):

@@ -24,9 +24,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .encode import AAC_FRAME, AAC_RATE
-from .errors import TTSError
-from .plan import Plan
+from ..errors import TTSError
+from ..plan import Plan
+from ..video.encode import AAC_FRAME, AAC_RATE
 
 # Mastering runs at the speech engine's own rate: half the samples of 48 kHz, no resampling in Python.
 # ffmpeg resamples to 48 kHz once, inside the AAC encode (the true-peak margin covers its overshoot).
@@ -42,7 +42,7 @@ def _pydub():
         warnings.simplefilter("ignore", RuntimeWarning)  # pydub warns at import when no ffmpeg is on PATH
         warnings.simplefilter("ignore", DeprecationWarning)  # ... and about audioop on Python 3.11-3.12
         from pydub import AudioSegment
-    from .encode import ffmpeg_exe
+    from ..video.encode import ffmpeg_exe
 
     AudioSegment.converter = ffmpeg_exe()
     return AudioSegment

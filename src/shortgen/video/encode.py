@@ -31,8 +31,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import DiskFullError, EncodeError, ProbeError, disk_full
 from . import h264
-from .errors import DiskFullError, EncodeError, ProbeError, disk_full
 
 _FINDING = threading.Lock()
 

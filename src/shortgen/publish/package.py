@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .plan import Plan
+from ..plan import Plan
 
 # The platforms' limits, as documented by each (YouTube's Help Center; TikTok and Instagram caption
 # limits). The description and title are held to the strictest of them.

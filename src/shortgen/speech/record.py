@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import keys, music
-from .cache import Cache
+from .. import keys
+from ..audio import music
+from ..cache import Cache
 from .narrate import Narration, SpokenWord, read_wav
 
 RATE = 22050  # the engine's rate: the aligner works on a copy of the take at this rate
@@ -85,7 +86,7 @@ def decode(info: music.AudioInfo, allow_short: bool = False) -> np.ndarray:
     early without an error), unless `allow_short`."""
     import subprocess
 
-    from .encode import ffmpeg_exe
+    from ..video.encode import ffmpeg_exe
 
     name = Path(info.path).name
     try:
@@ -505,7 +506,7 @@ def _pcm(n: Narration) -> np.ndarray:
     ref, sr = read_wav(n.wav)
     ref = ref.astype(np.float32) / (32768.0 if ref.dtype == np.int16 else 1.0)
     if sr != RATE:
-        from .sound import resample
+        from ..audio.sound import resample
 
         ref = resample(ref, sr, RATE)
     return ref
@@ -551,7 +552,7 @@ def narration(
         raise RecordingError(f"{path.name} holds no speech: its {take_s:.1f} s are silent, or steady noise")
     rec48, offset = trim(x, round(span[0] * up), round((len(ref) - span[1]) * up), TAKE_RATE)
     del x
-    from .sound import resample
+    from ..audio.sound import resample
 
     rec = resample(rec48, TAKE_RATE, RATE)
     if len(rec) > budget_s * RATE:

@@ -8,12 +8,12 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import keys
-from .cache import Cache, Stats
-from .encode import AAC_FRAME, AAC_RATE, POST_ROLL, PRE_ROLL, Encoder
-from .errors import MediaReadError
-from .plan import Plan
-from .settings import Settings
+from .. import keys
+from ..cache import Cache, Stats
+from ..errors import MediaReadError
+from ..plan import Plan
+from ..settings import Settings
+from ..video.encode import AAC_FRAME, AAC_RATE, POST_ROLL, PRE_ROLL, Encoder
 
 
 def voice_chunks(plan: Plan, settings: Settings) -> Iterator[tuple]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rules import Rule, SchemaError, validate  # noqa: F401 - the loader's entry points
-from .settings import Settings, rules_of
+from ..rules import Rule, SchemaError, validate  # noqa: F401 - the loader's entry points
+from ..settings import Settings, rules_of
 
 SETTINGS = rules_of(Settings)
 

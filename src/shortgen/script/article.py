@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArticleError, OverwriteError, byte_position
+from ..errors import ArticleError, OverwriteError, byte_position
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
 _CONCEPT = re.compile(r"^(?:#{1,6}\s*)?(\d{1,2})[.)]\s+(.+?)\s*#*$")
@@ -278,7 +278,7 @@ def to_yaml(data: dict, source: str, schema_line: bool) -> str:
 
 def write(out: Path, text: str, force: bool) -> None:
     """Write the script by atomic rename; an existing file only with `force`."""
-    from .cache import atomic_write_bytes
+    from ..cache import atomic_write_bytes
 
     if out.exists() and not force:
         raise OverwriteError(f"{out}: exists; pass --force to replace it")
@@ -311,8 +311,8 @@ def series_name(article: Article) -> str:
 def script(article: Article, out: Path) -> tuple[str, list[str]]:
     """The script's text for `out`, and the warnings. Beside a series file that lists `out`, the part
     takes the series' settings (its segment count among them); elsewhere it names its series itself."""
+    from ..settings import Settings
     from .load import find_series_for, load_series
-    from .settings import Settings
 
     series = find_series_for(out) if out.parent.is_dir() else None
     per_part = Settings().segments_per_part

@@ -21,9 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import keys
-from .cache import Cache, Stats, file_digest
-from .errors import DiskFullError, TTSError, VoiceError, Where
+from .. import keys
+from ..cache import Cache, Stats, file_digest
+from ..errors import DiskFullError, TTSError, VoiceError, Where
 
 if TYPE_CHECKING:
     import numpy as np
@@ -361,7 +361,7 @@ def _one_speaker(cache: Cache, names: list[str]) -> Iterator[None]:
     before the engine, so two holders never wait on each other."""
     from contextlib import ExitStack
 
-    from .cache import HOST
+    from ..cache import HOST
 
     with ExitStack() as held:
         for name in sorted(set(names)):

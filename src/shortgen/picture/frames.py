@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from ..cache import Cache, Stats
+from ..errors import EncodeError
+from ..plan import Plan, SegmentPlan, State
+from ..settings import Settings
 from . import draw
-from .cache import Cache, Stats
-from .errors import EncodeError
-from .plan import Plan, SegmentPlan, State
-from .settings import Settings
 
 if TYPE_CHECKING:
     from . import compose

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..errors import MediaReadError
+from ..plan import Plan, SegmentPlan, Visual
+from ..settings import Settings
 from . import draw, media
-from .errors import MediaReadError
-from .plan import Plan, SegmentPlan, Visual
-from .settings import Settings
 
 CONTRAST = 4.5  # WCAG 2 AA, for text of any size
 SAMPLED_MARGIN = 1.2  # footage is judged on sampled frames: the rule with room for the frames between
@@ -243,7 +243,7 @@ class VisualLayer:
         v = self.v
         if v.kind == "still":
             return [-1] if v.motion == "none" else [round(self.frames * i / 4) for i in range(5)]
-        from .plan import clip_frame
+        from ..plan import clip_frame
 
         return sorted({clip_frame(v, round(self.frames * i / (CLIP_SAMPLES - 1)), self.fps) for i in range(CLIP_SAMPLES)})
 

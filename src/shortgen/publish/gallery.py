@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from . import mp4
-from .cache import atomic_write_bytes
-from .errors import NothingRenderedError
+from ..cache import atomic_write_bytes
+from ..errors import NothingRenderedError
+from ..video import mp4
 from .outputs import file_names, read_manifest
 
 PAGE = "index.html"

@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
-from . import media, schema
-from .errors import ScriptError, Where, byte_position
-from .rules import check_value
-from .settings import Settings, resolve
+from ..errors import ScriptError, Where, byte_position
+from ..picture import media
+from ..rules import check_value
+from ..settings import Settings, resolve
+from . import schema
 
 Pos = tuple[int, int]  # 1-based line, column
 
@@ -474,7 +475,7 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
     name = getattr(settings, key)
     if not name or name.lower() == "none":
         return
-    from . import audiofile  # numpy and the mixer load only when a file is decoded
+    from ..audio import audiofile  # numpy and the mixer load only when a file is decoded
 
     try:
         info = audiofile.probe(name, remember=Path(settings.cache_dir) / "checks")
@@ -491,7 +492,7 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
         # a file an episode may play whole (or loop) is decoded whole, so one damaged anywhere is refused
         # here, naming both lengths, not looped from its first seconds; of a longer one, the first 30 s
         # (the bed refuses a span of it that decodes short as it is laid)
-        from . import music
+        from ..audio import music
 
         rest = info.duration - start
         decoded = music.decode(info, start, rest if rest <= 200.0 else 30.0)
@@ -510,7 +511,7 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
 def _recording(v: dict, at: tuple, pos: _Positions, path: Path, settings: Settings) -> Path:
     """A segment's `recording:`, found relative to the script: an audio file with a stream, not far
     longer than a segment may run (it is decoded, trimmed and aligned when the episode is spoken)."""
-    from . import record
+    from ..speech import record
 
     file_at = at if at + ("file",) not in pos.values else at + ("file",)
     f = Path(v["file"]).expanduser()
@@ -552,7 +553,7 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
         except media.MediaError as e:
             raise ScriptError(pos.where(path, file_at), name, str(e)) from None
         if v["audio"]:
-            from . import audiofile
+            from ..audio import audiofile
 
             try:
                 audiofile.probe(m.path, any_type=True)

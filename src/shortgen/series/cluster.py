@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ExitStatus, ShortgenError
+from ..settings import usable_cpus
 from .batch import Outcome
-from .errors import ExitStatus, ShortgenError
-from .settings import usable_cpus
 
 ENV = "SHORTGEN_SCHEDULER"
 CONNECT_TIMEOUT_S = 10  # a scheduler that does not answer fails within this
@@ -70,9 +70,9 @@ class Scheduler:
 
 def environment() -> dict:
     """What a worker must share with the client: shortgen, the bundled fonts and the speech engine."""
-    from . import __version__
-    from .narrate import EspeakEngine
-    from .settings import Settings
+    from .. import __version__
+    from ..settings import Settings
+    from ..speech.narrate import EspeakEngine
 
     fonts = Settings().fonts_dir
     digest = sorted((p.name, p.stat().st_size) for p in fonts.glob("*.ttf")) if fonts.is_dir() else []
@@ -106,7 +106,7 @@ def _usual_malloc() -> None:
     stops raising its mmap threshold as big blocks come and go, so every frame buffer and audio array is
     mapped and unmapped afresh: measured on a 4-part series, 31 s of system time against 10 s, and the
     cluster 47% slower than the process pool. The thresholds are set where glibc's own dynamic ones end up."""
-    from .settings import keep_freed_memory
+    from ..settings import keep_freed_memory
 
     if os.environ.pop("MALLOC_TRIM_THRESHOLD_", None) is not None:
         keep_freed_memory()
@@ -151,8 +151,8 @@ def render_part(path: str, layer: dict, expected: dict, token: str) -> tuple[Out
 
 def _publish(out_dir: Path, files: dict[str, bytes], cache_dir: Path) -> None:
     """A set returned by a worker, put in place as one (outputs.publish), under the part's lock."""
-    from . import outputs
-    from .cache import Cache, atomic_write_bytes
+    from ..cache import Cache, atomic_write_bytes
+    from ..publish import outputs
 
     cache = Cache(cache_dir)
     with cache.locked(out_dir):
@@ -213,7 +213,7 @@ def render_many(paths: list[Path], layer: dict, spec: Scheduler, sink=None, clie
     """Render parts on a Dask cluster; the same Outcomes, progress events and summary as batch.render_many.
     A part whose task fails (its worker lost more often than Dask retries) is a failed Outcome. Scripts,
     their media and the cache must be at the same paths on every worker; the outputs need not be."""
-    from .load import load_episode
+    from ..script.load import load_episode
 
     own = client is None
     client = client or connect(spec)
@@ -272,12 +272,12 @@ def render_many(paths: list[Path], layer: dict, spec: Scheduler, sink=None, clie
 
 
 def _default_output() -> Path:
-    from .settings import Settings
+    from ..settings import Settings
 
     return Settings().output_dir
 
 
 def _default_cache() -> Path:
-    from .settings import Settings
+    from ..settings import Settings
 
     return Settings().cache_dir

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..video.encode import AAC_RATE, ffmpeg_exe
 from . import sound
 from .audiofile import (  # noqa: F401 - music's callers and tests know them by these names
     AUDIO_TYPES,
@@ -36,7 +37,6 @@ from .audiofile import (  # noqa: F401 - music's callers and tests know them by 
     refuse_short,
     short_decode,
 )
-from .encode import AAC_RATE, ffmpeg_exe
 
 RATE = AAC_RATE  # the mix runs at the file's rate: music keeps its top octave
 PHRASE_GAP_MS = 250  # words closer than this are one phrase: the bed does not pump between them
