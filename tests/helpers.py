@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from shortgen.audio.sound import RATE, load_speech, master
-from shortgen.picture import draw
+from shortgen.picture import captions, draw
 from shortgen.picture.frames import planes420, ycc
 from shortgen.plan import Plan, SegmentPlan, State
 from shortgen.settings import Settings
@@ -37,7 +37,7 @@ def draw_state(card: draw.Drawn, seg: SegmentPlan, state: State, settings: Setti
     if state.cue is None:
         return draw.Drawn(card.image, list(card.boxes))
     cue = seg.cues[state.cue]
-    ov = draw.draw_overlay(seg, state.cue, None if state.word is None else state.word - cue.first, settings)
+    ov = captions.draw_overlay(seg, state.cue, None if state.word is None else state.word - cue.first, settings)
     return draw.Drawn(compose(card.image, ov.image, settings), card.boxes + ov.boxes)
 
 

@@ -227,14 +227,14 @@ def test_cli_check_exits_2_for_text_that_does_not_fit(short_script, layer, monke
     ],
 )
 def test_a_long_caption_word_is_broken_where_a_reader_would(short_script, layer, cache, word):
-    from shortgen.picture import draw
+    from shortgen.picture import captions
 
     script = _edited(short_script, "Memorising the noise", f"Memorising {word}")
     m = measure(script, layer, cache)
     assert check.fit_problems(m) == []
     seg = m.plan.segments[2]
     cue = next(c for c in seg.cues if word in c.text)
-    layout = draw.layout_caption(cue.text, load_episode(script, layer).settings, "t")
+    layout = captions.layout_caption(cue.text, load_episode(script, layer).settings, "t")
     k, token = next((i, t) for i, t in enumerate(cue.text.split()) if word in t)
     pieces = [p for p, _, _, i in layout.words if i == k]
     assert len(pieces) == 2

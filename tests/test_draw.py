@@ -11,7 +11,7 @@ from PIL import Image, ImageChops, ImageDraw
 import helpers
 from shortgen import check
 from shortgen.errors import FontError, TextOverflowError
-from shortgen.picture import draw
+from shortgen.picture import captions, draw, typeset
 from shortgen.script.load import expand_targets, load_episode
 from shortgen.timeline import speak_and_plan
 
@@ -65,9 +65,9 @@ def test_every_caption_state_is_in_the_safe_zone_and_at_most_two_lines(series_pl
         s = load_episode(ROOT / "scripts" / f"part{plan.part}.yaml").settings
         for seg in plan.segments:
             for ci, cue in enumerate(seg.cues):
-                d = draw.draw_overlay(seg, ci, 0, s)
+                d = captions.draw_overlay(seg, ci, 0, s)
                 assert all(inside(b) for b in d.boxes), (seg.name, cue.text)
-                lines = {b.y0 for b in d.boxes} and {y for _, _, y, _ in draw.layout_caption(cue.text, s, "t").words}
+                lines = {b.y0 for b in d.boxes} and {y for _, _, y, _ in captions.layout_caption(cue.text, s, "t").words}
                 assert 1 <= len(lines) <= 2, cue.text
                 assert len(d.boxes) == len(cue.text.split())  # one box per whole word: none is split
 
@@ -78,13 +78,13 @@ def test_caption_pixels_are_inside_the_safe_zone_and_highlight_follows_the_word(
     seg = plan.concepts()[0]
     card = draw.draw_card(seg, plan, s)
     n = len(seg.cues[0].text.split())
-    pics = [helpers.compose(card.image, draw.draw_overlay(seg, 0, k, s).image, s) for k in range(n)]
+    pics = [helpers.compose(card.image, captions.draw_overlay(seg, 0, k, s).image, s) for k in range(n)]
     for pic in pics:
         x0, y0, x1, y1 = changed_bbox(pic, card.image)
         assert SAFE[0] <= x0 and x1 <= SAFE[2] and SAFE[1] <= y0 and y1 <= SAFE[3]
     # the highlight colour sits on word k's box in picture k, and nowhere else
     hl = np.array(Image.new("RGB", (1, 1), s.theme.highlight)).reshape(3)
-    layout = draw.draw_overlay(seg, 0, 0, s).boxes
+    layout = captions.draw_overlay(seg, 0, 0, s).boxes
     for k, pic in enumerate(pics):
         a = np.asarray(pic)
         for j, b in enumerate(layout):
@@ -102,7 +102,7 @@ def test_composited_overlay_equals_direct_drawing(series_plans):
     via_overlay = helpers.draw_state(card, seg, st, s).image
     direct = draw._Canvas(card.image.copy())
     cue = seg.cues[st.cue]
-    draw.draw_caption(direct, draw.layout_caption(cue.text, s, "t"), st.word - cue.first, s)
+    captions.draw_caption(direct, captions.layout_caption(cue.text, s, "t"), st.word - cue.first, s)
     assert changed_bbox(via_overlay, direct.image) is None
 
 
@@ -116,17 +116,17 @@ def test_painted_caption_states_equal_full_drawing(series_plans):
             assert painter.cues_drawn == len(seg.cues) and None not in painter._tiles.values()
 
 
-def assert_painted_equals_drawn(plan, seg, s) -> draw.CaptionPainter:
+def assert_painted_equals_drawn(plan, seg, s) -> captions.CaptionPainter:
     """Every caption state of a segment, painted from tiles, against drawing it in full, pixel for pixel."""
     _, y0, _, y1 = draw.caption_origin(s)
     card = draw.draw_card(seg, plan, s).painted().convert("RGB")
     band = card.crop((0, y0, card.width, y1))
-    painter = draw.CaptionPainter(seg, s)
+    painter = captions.CaptionPainter(seg, s)
     for st in seg.states:
         if st.cue is None:
             continue
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
-        full = helpers.compose(card, draw.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
+        full = helpers.compose(card, captions.draw_overlay(seg, st.cue, hl, s).image, s).crop((0, y0, card.width, y1))
         assert changed_bbox(painter.paint(band, st.cue, hl), full) is None, (seg.name, st)
     return painter
 
@@ -135,13 +135,13 @@ def test_painter_falls_back_to_full_drawing_where_word_boxes_touch(series_plans,
     plan = series_plans[3]
     s = load_episode(ROOT / "scripts" / "part4.yaml").settings
     seg = plan.concepts()[0]
-    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)  # strokes wider than the spaces: neighbours overlap
+    monkeypatch.setattr(captions, "CAPTION_STROKE", 40)  # strokes wider than the spaces: neighbours overlap
     _, y0, _, y1 = draw.caption_origin(s)
     card = draw.draw_card(seg, plan, s).image.convert("RGB")
-    painter = draw.CaptionPainter(seg, s)
+    painter = captions.CaptionPainter(seg, s)
     got = painter.paint(card.crop((0, y0, card.width, y1)), 0, 1)
     assert painter._tiles[0] is None
-    full = helpers.compose(card, draw.draw_overlay(seg, 0, 1, s).image, s).crop((0, y0, card.width, y1))
+    full = helpers.compose(card, captions.draw_overlay(seg, 0, 1, s).image, s).crop((0, y0, card.width, y1))
     assert changed_bbox(got, full) is None
 
 
@@ -170,10 +170,10 @@ def test_painting_in_ycbcr_equals_converting_the_painted_picture(series_plans, m
         assert worst <= 1
 
     states = [(st.cue, None if st.word is None else st.word - seg.cues[st.cue].first) for st in seg.states if st.cue is not None]
-    compare(draw.CaptionPainter(seg, s), draw.CaptionPainter(seg, s, tile_map=ycc), states)
-    monkeypatch.setattr(draw, "CAPTION_STROKE", 40)  # the fallback: each state drawn in full
-    painter = draw.CaptionPainter(seg, s, tile_map=ycc)
-    compare(draw.CaptionPainter(seg, s), painter, states[:3])
+    compare(captions.CaptionPainter(seg, s), captions.CaptionPainter(seg, s, tile_map=ycc), states)
+    monkeypatch.setattr(captions, "CAPTION_STROKE", 40)  # the fallback: each state drawn in full
+    painter = captions.CaptionPainter(seg, s, tile_map=ycc)
+    compare(captions.CaptionPainter(seg, s), painter, states[:3])
     assert painter._tiles[states[0][0]] is None
 
 
@@ -181,7 +181,7 @@ def test_a_caption_too_long_for_the_band_names_the_segment_every_time(series_pla
     s = load_episode(ROOT / "scripts" / "part4.yaml").settings
     for where in ("a.yaml:3:5: 'One'", "b.yaml:9:5: 'Two'"):  # the layout is cached; the message is not
         with pytest.raises(TextOverflowError) as e:
-            draw.layout_caption("Pneumonoultramicroscopicsilicovolcanoconiosis" * 3, s, where)
+            captions.layout_caption("Pneumonoultramicroscopicsilicovolcanoconiosis" * 3, s, where)
         assert str(e.value).startswith(f"{where}: caption: text too long for its box")
 
 
@@ -251,7 +251,7 @@ def _tiny_cjk_font(path: Path) -> Path:
 
 def _tofu(settings, text: str, size: int = 80) -> Image.Image:
     """What Roboto alone draws for text it lacks: its .notdef box."""
-    f = draw._freetype(draw.font_path(settings, "bold").primary, size)
+    f = typeset._freetype(typeset.font_path(settings, "bold").primary, size)
     im = Image.new("L", (400, 200))
     ImageDraw.Draw(im).text((10, 10), text, font=f, fill=255)
     return im
@@ -261,12 +261,12 @@ def test_emoji_and_symbols_are_drawn_from_the_fallback_fonts_not_as_tofu():
     from shortgen.settings import Settings
 
     s = Settings()
-    chain = draw._font(draw.font_path(s, "bold"), 80)
+    chain = typeset._font(typeset.font_path(s, "bold"), 80)
     for ch in "🚀🤖✓★→":
         ((run, font),) = chain.runs(ch)
         assert font is not chain.primary and run == ch
         im = Image.new("L", (400, 200))
-        draw.draw_runs(ImageDraw.Draw(im), (10, 10), ch, chain, 255)
+        typeset.draw_runs(ImageDraw.Draw(im), (10, 10), ch, chain, 255)
         assert im.getbbox() and ImageChops.difference(im, _tofu(s, ch)).getbbox(), ch
     # joiners and variation selectors are part of an emoji, not characters of their own
     assert [t for t, _ in chain.runs("A\u2764\ufe0f B")] == ["A", "\u2764", " B"]
@@ -326,4 +326,4 @@ def test_the_cmap_reader_agrees_with_fonttools(tmp_path):
 
     fonts = [*sorted((ROOT / "src" / "shortgen" / "assets" / "fonts").glob("*.ttf")), _tiny_cjk_font(tmp_path / "cjk.ttf")]
     for f in fonts:
-        assert draw._read_cmap(f.read_bytes()) == set(TTFont(str(f), lazy=True).getBestCmap()), f
+        assert typeset._read_cmap(f.read_bytes()) == set(TTFont(str(f), lazy=True).getBestCmap()), f

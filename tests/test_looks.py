@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 import helpers
 from shortgen.cache import Cache, Stats
-from shortgen.picture import draw, frames
+from shortgen.picture import captions, draw, frames
 from shortgen.render import key_inputs, render_episode
 from shortgen.script.load import load_episode
 from shortgen.testing import FakeEncoder, FakeEngine
@@ -35,7 +35,7 @@ def test_box_style_tiles_paint_what_a_full_draw_draws(tmp_path):
     card = draw.draw_card(seg, plan, s).painted()
     _, y0, _, y1 = draw.caption_origin(s)
     band = card.crop((0, y0, s.width, y1))
-    painter = draw.CaptionPainter(seg, s)
+    painter = captions.CaptionPainter(seg, s)
     lit_somewhere = False
     for st in seg.states:
         if st.cue is None:
@@ -60,7 +60,7 @@ def test_pop_draws_the_spoken_word_larger_on_its_first_frames(tmp_path):
     card = draw.draw_card(seg, plan, s).painted()
     _, y0, _, y1 = draw.caption_origin(s)
     band = card.crop((0, y0, s.width, y1))
-    painter = draw.CaptionPainter(seg, s)
+    painter = captions.CaptionPainter(seg, s)
     st = popped[0]
     hl = st.word - seg.cues[st.cue].first
     inked = [
@@ -91,7 +91,7 @@ def test_the_progress_bar_fills_over_each_segment(tmp_path):
         bars = [st.bar for st in seg.states]
         assert bars == sorted(bars) and bars[0] == 0 and bars[-1] >= 888 * (seg.frames - 1) // seg.frames - 1
         card = frames.ensure_card(plan, seg, k.card, s, cache, Stats())
-        painter = draw.CaptionPainter(seg, s, tile_map=frames.ycc)
+        painter = captions.CaptionPainter(seg, s, tile_map=frames.ycc)
         pics = list(frames.pictures(card, seg, s, painter, [seg.states[0], seg.states[-1]], plan))
         last = b"".join(bytes(p) for p in pics[-1])
         y = np.frombuffer(last[: s.width * s.height], np.uint8).reshape(s.height, s.width)

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
-from shortgen.picture import compose, draw, frames
+from shortgen.picture import captions, compose, draw, frames
 from shortgen.plan import Motion, Visual, clip_frame, motion_hold, split_states
 from shortgen.render import render_episode
 from shortgen.script.load import load_episode
@@ -318,7 +318,7 @@ def test_text_over_a_busy_picture_stays_safe_and_legible(media_dir, tmp_path, la
         sx0, sy0, sx1, sy1 = draw.safe_zone(s.width, s.height)
         texts = [b for b in layers.text.boxes if b.what != "badge"]
         for cue in seg.cues:
-            texts += draw.draw_overlay(seg, seg.cues.index(cue), None, s).boxes
+            texts += captions.draw_overlay(seg, seg.cues.index(cue), None, s).boxes
         for b in texts:
             assert sx0 <= b.x0 and b.x1 <= sx1 and sy0 <= b.y0 and b.y1 <= sy1, b
             colours = [b.fill] if b.fill else [draw._rgb(s.theme.caption), draw._rgb(s.theme.highlight)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BudgetError, TextOverflowError
-from .picture import draw
+from .picture import captions
 from .speech.narrate import tokens
 from .timeline import Timeline
 
@@ -65,13 +65,13 @@ def rule_episode_budget(m: Timeline) -> list[str]:
 RULES = (rule_segment_budget, rule_episode_budget)
 
 
-def fit_problems(m: Timeline, captions: list | None = None, cards: list | None = None, covers: bool = True) -> list[str]:
+def fit_problems(m: Timeline, cues: list | None = None, cards: list | None = None, covers: bool = True) -> list[str]:
     """Every text box of the episode held to the fit rules a render draws with (cards of `cards` and
-    captions of `captions`, default all, the thumbnail and cover), each problem placed at its field:
+    captions of `cues`' segments, default all, the thumbnail and cover), each problem placed at its field:
     file:line:col: field."""
     ep = m.episode
     out = []
-    for e in draw.check_fits(m.plan, ep.settings, captions, cards, covers):
+    for e in captions.check_fits(m.plan, ep.settings, cues, cards, covers):
         where, name = ep.locate(e.source)
         out.append(f"{where}: {name + ': ' if name else ''}{e.detail}")
     return out

@@ -6,7 +6,7 @@ the code that makes the entry changes. Reading down this file answers "what does
   narration  text, voice, rate, speech engine (pyttsx3 version and the espeak library's digest)
   card       the card's texts, layout, theme, fonts, drawing version (draw.card_key_inputs)
   card       ... and its picture, background and caption look (draw.look_key_inputs), media by content hash
-  overlay    a caption state's cue, highlighted word, pop step, theme, fonts (draw.overlay_key_inputs)
+  overlay    a caption state's cue, highlighted word, pop step, theme, fonts (captions.overlay_key_inputs)
   picture    a state's overlay and its moment of the moving visual, background and progress bar
   run        one cue's pictures (card + overlays) and its inner keyframes, encoder settings
   segment    the card, every overlay and how long each shows, encoder settings

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import check, keys
 from .audio import track
 from .cache import Cache, Stats
-from .picture import draw, frames
+from .picture import captions, draw, frames, typeset
 from .plan import Plan, SegmentPlan, cue_texts
 from .plan import moves as plan_moves
 from .plan import runs as plan_runs
@@ -90,7 +90,7 @@ def render_episode(
     checking = ThreadPoolExecutor(max_workers=1)
     audio_checked = checking.submit(load.check_audio, ep)
     checking.shutdown(wait=False)
-    tiles = draw.TileCache(settings, tile_map=frames.ycc)
+    tiles = captions.TileCache(settings, tile_map=frames.ycc)
     timed = speak_and_plan(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
                            on_speak=lambda texts: _warm_captions(tiles, texts), ahead=ahead)  # fmt: skip
     audio_checked.result()
@@ -150,7 +150,7 @@ def key_inputs() -> keys.Inputs:
     """What the cache keys need from the picture and audio lanes (keys.py imports no lane)."""
     from .audio.audiofile import probe  # the probe only: no numpy on a no-op
 
-    return keys.Inputs(draw.card_key_inputs, draw.overlay_key_inputs, draw.font_digests, lambda p: probe(p).digest)
+    return keys.Inputs(draw.card_key_inputs, captions.overlay_key_inputs, typeset.font_digests, lambda p: probe(p).digest)
 
 
 def _looks(timed: Timeline, ek: keys.EpisodeKeys, cache: Cache, stats: Stats) -> dict:
@@ -227,7 +227,7 @@ def _write_package(staging: Path, names: dict, timed: Timeline, board: list[Path
     import numpy as np
 
     from .picture import storyboard
-    from .picture.draw import font_path
+    from .picture.typeset import font_path
     from .publish import package
 
     plan, settings = timed.plan, timed.episode.settings
@@ -243,7 +243,7 @@ def _write_package(staging: Path, names: dict, timed: Timeline, board: list[Path
     outputs.save_png(sheet, staging / names["storyboard"])
 
 
-def _warm_captions(tiles: draw.TileCache, texts: list[str]) -> None:
+def _warm_captions(tiles: captions.TileCache, texts: list[str]) -> None:
     """New narrations mean new pictures, and new sound to master: draw their caption tiles, and import
     what mastering loads a narration with (pydub: 22 ms, the first thing an edit's audio lane did),
     while the engine speaks."""
@@ -267,7 +267,7 @@ def _encode(
     cache: Cache,
     stats: Stats,
     progress: Progress,
-    tiles: draw.TileCache,
+    tiles: captions.TileCache,
     mp4: Path,
     storyboard: Callable[[list[Path]], None],
 ) -> tuple:
@@ -369,7 +369,7 @@ def _background() -> None:
 
 
 def _board(plan: Plan, seg: SegmentPlan, k: keys.SegmentKeys, card: Path | None, settings: Settings, cache: Cache,
-           stats: Stats, tiles: draw.TileCache, after: Future | None) -> Path:  # fmt: skip
+           stats: Stats, tiles: captions.TileCache, after: Future | None) -> Path:  # fmt: skip
     if after is not None:
         after.result()
     card = card or frames.ensure_card(plan, seg, k.card, settings, cache, stats)
@@ -388,11 +388,11 @@ def _encode_segment(
     progress: Progress,
     label: str,
     stats: Stats,
-    tiles: draw.TileCache,
+    tiles: captions.TileCache,
 ) -> None:
     settings: Settings = tiles.settings
     progress("encode", label)
-    painter = draw.CaptionPainter(seg, settings, tiles=tiles)
+    painter = captions.CaptionPainter(seg, settings, tiles=tiles)
     repeats = [st.end - st.start for st in seg.states]
     board = frames.board_path(cache, k.segment)
     tap = None if cache.has(board) else frames.BoardTap(plan, seg, settings)

@@ -63,7 +63,7 @@ import helpers  # noqa: E402
 from shortgen import plan as planning  # noqa: E402
 from shortgen.audio import sound  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
-from shortgen.picture import draw  # noqa: E402
+from shortgen.picture import captions, draw  # noqa: E402
 from shortgen.script.load import load_episode  # noqa: E402
 from shortgen.settings import Settings  # noqa: E402
 from shortgen.speech.narrate import EspeakEngine  # noqa: E402
@@ -219,7 +219,7 @@ def moviepy_baseline(plan, s: Settings, track, tmp: Path, n_segments: int) -> tu
                 continue
             cue = seg.cues[st.cue]
             p = tmp / f"cap{seg.index}-{i}.png"
-            draw.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image.save(p)
+            captions.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image.save(p)
             layers.append((p, (st.start - seg.start) / s.fps, (st.end - st.start) / s.fps))
         # --- timed from here: what a peer's script does ---
         t0 = time.perf_counter()
@@ -572,7 +572,7 @@ def moviepy_visuals(plan, s: Settings, track, tmp: Path, n_segments: int) -> tup
                 continue
             cue = seg.cues[st.cue]
             p = tmp / f"vcap{seg.index}-{i}.png"
-            draw.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image.save(p)
+            captions.draw_overlay(seg, st.cue, None if st.word is None else st.word - cue.first, s).image.save(p)
             end = next((t.start for t in seg.states[i + 1 :] if (t.cue, t.word) != (st.cue, st.word)), seg.end)
             caps.append((p, (st.start - seg.start) / s.fps, (end - st.start) / s.fps))
         layers.close()

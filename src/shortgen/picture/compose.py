@@ -1,7 +1,7 @@
 """Stage 4, for segments with a picture: the layers of a frame, and the contrast rule.
 
 Bottom to top: the backdrop (the gradient, or the `background:` image or clip), the segment's visual in
-its rect (the panel, or full-bleed), the scrims, the card's text, then the captions (draw.CaptionPainter)
+its rect (the panel, or full-bleed), the scrims, the card's text, then the captions (captions.CaptionPainter)
 and the progress bar. A scrim is laid behind text only where the contrast of the text's colour against
 what is actually behind it (every pixel under its ink box, over every sampled moment of moving imagery)
 falls short of WCAG's 4.5:1; its opacity is the least that meets the rule, found by bisection.
@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..errors import MediaReadError
 from ..plan import Plan, SegmentPlan, Visual
 from ..settings import Settings
-from . import draw, media
+from . import captions, draw, media, typeset
 
 CONTRAST = 4.5  # WCAG 2 AA, for text of any size
 SAMPLED_MARGIN = 1.2  # footage is judged on sampled frames: the rule with room for the frames between
@@ -301,12 +301,12 @@ def caption_ink(seg: SegmentPlan, settings: Settings) -> list[tuple[int, int, in
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     out = []
     for cue in seg.cues:
-        layout = draw.layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}")
-        f = draw._font(draw.font_path(settings, "bold"), layout.size)
+        layout = captions.layout_caption(cue.text, settings, f"{seg.source}: {seg.name!r}")
+        f = typeset._font(typeset.font_path(settings, "bold"), layout.size)
         for w, x, y, _ in layout.words:
-            b = draw.draw_runs(None, (x, y), w, f, None, "la", draw.CAPTION_STROKE, measure=probe)
+            b = typeset.draw_runs(None, (x, y), w, f, None, "la", captions.CAPTION_STROKE, measure=probe)
             if settings.caption_style == "box":
-                b = draw._pill(b)
+                b = captions._pill(b)
             out.append(b)
     return out
 

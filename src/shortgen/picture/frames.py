@@ -21,7 +21,7 @@ from ..cache import Cache, Stats
 from ..errors import EncodeError
 from ..plan import Plan, SegmentPlan, State
 from ..settings import Settings
-from . import draw
+from . import captions, draw, typeset
 
 if TYPE_CHECKING:
     from . import compose
@@ -194,7 +194,7 @@ def pictures(
     card: Path,
     seg: SegmentPlan,
     settings: Settings,
-    painter: draw.CaptionPainter,
+    painter: captions.CaptionPainter,
     states: list[State] | tuple[State, ...],
     plan: Plan | None = None,
 ) -> Iterator[tuple]:
@@ -217,7 +217,7 @@ def pictures(
 
 
 def _moving_pictures(
-    card: Path, plan: Plan, seg: SegmentPlan, settings: Settings, painter: draw.CaptionPainter, states
+    card: Path, plan: Plan, seg: SegmentPlan, settings: Settings, painter: captions.CaptionPainter, states
 ) -> Iterator[tuple]:
     """Pictures of a segment where more than the captions change. Only the rows that change are made
     per picture (the region: the visual's panel, the captions and the bar; the whole frame under a
@@ -291,7 +291,7 @@ def _moving_pictures(
 
 
 def board_tiles(
-    card: Path, plan: Plan, seg: SegmentPlan, segment_key: str, settings: Settings, tiles: draw.TileCache, cache: Cache
+    card: Path, plan: Plan, seg: SegmentPlan, segment_key: str, settings: Settings, tiles: captions.TileCache, cache: Cache
 ) -> Path:
     """The segment's storyboard strip (storyboard.moments: its tiles, made by the same composer as its
     frames, with their labels), cached beside its encoded segment: an edit makes only its own again.
@@ -302,7 +302,7 @@ def board_tiles(
     if cache.has(path):
         return path
     states = board_states(plan, seg)
-    painter = draw.CaptionPainter(seg, settings, tiles=tiles)
+    painter = captions.CaptionPainter(seg, settings, tiles=tiles)
     w, h = settings.width, settings.height
     made = [storyboard.yuv420_to_tile(b"".join(pic), w, h) for pic in pictures(card, seg, settings, painter, states, plan)]
     save_board(path, plan, seg, made, settings, cache)
@@ -332,7 +332,7 @@ def save_board(path: Path, plan: Plan, seg: SegmentPlan, made: list, settings: S
 
     from . import storyboard
 
-    strip = storyboard.strip(plan, seg.index, made, draw.font_path(settings, "regular"))
+    strip = storyboard.strip(plan, seg.index, made, typeset.font_path(settings, "regular"))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, strip=strip)
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..plan import Plan
-from .draw import _font, draw_runs
+from .typeset import _font, draw_runs
 
 TILE_W, TILE_H = 135, 240  # an eighth of the frame
 LABEL_H, GAP, HEAD_W = 34, 8, 220
@@ -52,7 +52,7 @@ def strip(plan: Plan, index: int, tiles: list[np.ndarray], regular) -> np.ndarra
     """A segment's strip of the storyboard: its tiles, each with its time into the segment and its
     caption under it. It depends on the segment alone, so it is cached beside the segment's tiles (an edit
     draws its own segment's again, and only the rows' headers, which carry the episode's times).
-    `regular`: the theme's font spec (draw.font_path), so a caption's emoji or script draws as in the video."""
+    `regular`: the theme's font spec (typeset.font_path), so a caption's emoji or script draws as in the video."""
     seg, row = plan.segments[index], moments(plan)[index]
     img = Image.new("RGB", (len(row) * (TILE_W + GAP), TILE_H + LABEL_H), BACKGROUND)
     d = ImageDraw.Draw(img)

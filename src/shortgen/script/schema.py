@@ -15,7 +15,7 @@ SETTINGS = rules_of(Settings)
 # The length limits are the most that can fit the field's box on the card with ordinary words (measured
 # with Roboto at the box's smallest size: a name holds 45 to 64 characters in two lines, a one-liner 115
 # to 146 in three, a reference 120 to 145 in two). They catch the hopeless case early; whether a given
-# text fits is decided by the same fit rules a render draws with (draw.check_fits), in `check` too.
+# text fits is decided by the same fit rules a render draws with (captions.check_fits), in `check` too.
 # A segment's picture or footage: a file name, or a mapping with options (see docs/scripts.md, "Visuals").
 VISUAL = {
     "file": Rule("str", required=True, min_len=1, max_len=1000),
