@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import bad_audio, long_wav, tone_wav
-from shortgen.audio import music, sound
+from shortgen.audio import beds, meters, music, sound
 from shortgen.cache import Cache, Stats
 from shortgen.cli import main
 from shortgen.render import render_episode
@@ -22,7 +22,7 @@ from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.video.encode import FfmpegEncoder, ffmpeg_exe
 
 FIX = Path(__file__).parent / "fixtures"
-R = music.RATE
+R = meters.RATE
 
 
 def mix(voice: np.ndarray, segments, bed: np.ndarray, settings) -> music.Mixed:
@@ -85,7 +85,7 @@ def test_the_bed_sits_at_its_level_in_the_pauses_and_dips_under_the_voice(mixed)
     assert abs((pause - under) - 12.0) < 0.3, (pause, under)
     # the level in the pauses: the stem measured as BS.1770 does, against the setting
     stem = np.vstack([bed_heard, band(m.samples[1], 1500, 2500)])[:, 96 * R // 10 : 115 * R // 10]
-    assert abs(music.loudness(stem) - s.music_level_lufs) < 0.6
+    assert abs(meters.loudness(stem) - s.music_level_lufs) < 0.6
     assert m.figures["level_in_pauses_lufs"] == pytest.approx(s.music_level_lufs, abs=0.6)
 
 
@@ -109,7 +109,7 @@ def test_attack_and_release_land_within_a_frame(mixed):
 def test_the_mix_meets_the_loudness_target_and_the_ceiling(mixed):
     m, _, s = mixed
     assert abs(m.lufs - s.loudness_lufs) < 0.5
-    assert music.loudness(m.samples) == pytest.approx(s.loudness_lufs, abs=0.5)
+    assert meters.loudness(m.samples) == pytest.approx(s.loudness_lufs, abs=0.5)
     assert max(sound.true_peak_db(ch) for ch in m.samples) <= s.true_peak_dbtp
 
 
@@ -127,7 +127,7 @@ def test_a_loud_bed_dips_deeper_to_keep_the_voice_clear():
     # measured independently on the file's two components
     v = np.vstack([band(ch, 150, 300) for ch in m.samples])[:, 5 * R : 7 * R]
     b = np.vstack([band(ch, 1500, 2500) for ch in m.samples])[:, 5 * R : 7 * R]
-    assert music.loudness(v) - music.loudness(b) >= 15.0
+    assert meters.loudness(v) - meters.loudness(b) >= 15.0
 
 
 # ---- rendering with music -----------------------------------------------------------------------
@@ -291,18 +291,18 @@ def test_unusual_but_valid_files_work(tmp_path, make):
         )
     p = episode(tmp_path, f"music: {f.name}")
     decoded = []
-    real = music.decode
+    real = beds.decode
 
     def spy(info, start, seconds):
         decoded.append(seconds)
         return real(info, start, seconds)
 
-    music.decode = spy
+    beds.decode = spy
     try:
         args = ["--cache-dir", str(tmp_path / "c"), "--output-dir", str(tmp_path / "o")]
         assert main(["render", "-q", *args, str(p)]) == 0
     finally:
-        music.decode = real
+        beds.decode = real
     assert max(decoded) < 60  # only what the episode needs, never the whole three hours
     m = json.loads((tmp_path / "o" / "part9" / "manifest.json").read_text())
     assert abs(m["loudness"]["integrated_lufs"] + 14) <= 0.5
@@ -344,16 +344,16 @@ def test_a_looped_beds_bins_are_what_the_laid_bed_measures(tmp_path, start_s, lo
     anew: the bins equal those of the whole laid bed, K-weighted and measured directly."""
     info = music.probe(_stereo_wav(tmp_path / "t.wav", 10.0))
     total = seconds * R
-    x, e, pb = music.bed(info, total, start_s, loop)
-    assert x.dtype == np.int16 and x.shape[0] == 2 and x.shape[1] >= total and x.shape[1] % (music.BED_STEP_S * R) == 0
-    direct = np.zeros(x.shape[1] // music.BIN)
+    x, e, pb = beds.bed(info, total, start_s, loop)
+    assert x.dtype == np.int16 and x.shape[0] == 2 and x.shape[1] >= total and x.shape[1] % (beds.BED_STEP_S * R) == 0
+    direct = np.zeros(x.shape[1] // meters.BIN)
     for ch in x:
-        direct += music.energy_bins(sound.k_weight(ch.astype(np.float64) * music.BED_SCALE, R)[None, :])
+        direct += meters.energy_bins(sound.k_weight(ch.astype(np.float64) * beds.BED_SCALE, R)[None, :])
     assert len(e) == len(direct) and np.abs(e - direct).max() <= 1e-5 * direct.max()
-    assert np.array_equal(pb, music.bed_peaks(x))
+    assert np.array_equal(pb, beds.bed_peaks(x))
     played = int((10.0 - start_s) * R)
     # the track from its start offset, unchanged
-    assert np.abs(x[0, :1000].astype(float) / 32767 - music.to_array(music.decode(info, start_s, 0.1))[0, :1000]).max() < 1e-4
+    assert np.abs(x[0, :1000].astype(float) / 32767 - beds.to_array(beds.decode(info, start_s, 0.1))[0, :1000]).max() < 1e-4
     if not loop:
         assert not x[:, played + R // 10 :].any()  # then silence
         return
@@ -366,10 +366,10 @@ def test_a_looped_beds_bins_are_what_the_laid_bed_measures(tmp_path, start_s, lo
 def test_a_bed_from_late_in_a_long_file_decodes_only_what_the_episode_needs(tmp_path, monkeypatch):
     info = music.probe(long_wav(tmp_path / "long.wav"))  # three hours
     asked = []
-    real = music.decode
-    monkeypatch.setattr(music, "decode", lambda i, s, n: asked.append(n) or real(i, s, n))
-    x, e, pb = music.bed(info, 20 * R, info.duration - 5.0, True)  # 5 s left: looped from the file's start
-    assert x.shape[1] == music.BED_STEP_S * R and max(asked) <= music.BED_STEP_S
+    real = beds.decode
+    monkeypatch.setattr(beds, "decode", lambda i, s, n: asked.append(n) or real(i, s, n))
+    x, e, pb = beds.bed(info, 20 * R, info.duration - 5.0, True)  # 5 s left: looped from the file's start
+    assert x.shape[1] == beds.BED_STEP_S * R and max(asked) <= beds.BED_STEP_S
 
 
 def test_a_render_checks_its_music_beside_the_speech_and_refuses_a_bad_file_before_drawing(tmp_path):
@@ -416,21 +416,21 @@ def test_a_window_of_the_mix_is_the_same_samples_as_the_whole():
         end = starts[k + 1] if k + 1 < len(starts) else total
         segments.append((a, end, [(w0, w0 + 2 * R), (w0 + 2 * R + R // 10, w0 + 4 * R)]))
     track = (rng.standard_normal((2, 40 * R)) * 0.2).astype(np.float32)
-    offsets = music.bed_offsets(starts)
-    bed = music.lay(track, starts, offsets, 0, total)
+    offsets = beds.bed_offsets(starts)
+    bed = beds.lay(track, starts, offsets, 0, total)
     sting = (0.3 * np.sin(np.arange(R // 2) / 5)).astype(np.float32)
     st = [music.placed(starts[1], np.vstack([sting, sting]))]
     ex = [music.placed(starts[2] + 777, (rng.standard_normal((2, 3 * R)) * 0.05).astype(np.float32))]
-    voice_e = music.energy_bins(sound.k_weight(voice, R)[None, :])
-    bed_e = music.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
-    voice_pb = music.peak_bins(sound.tp_envelope(voice))
-    bed_pb = music.peak_bins(np.abs(bed).max(axis=0) * 1.41)
+    voice_e = meters.energy_bins(sound.k_weight(voice, R)[None, :])
+    bed_e = meters.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
+    voice_pb = meters.peak_bins(sound.tp_envelope(voice))
+    bed_pb = meters.peak_bins(np.abs(bed).max(axis=0) * 1.41)
     mp = music.analyse(voice_e, voice_pb, segments, bed_e, bed_pb, -20.0, st, ex, s, total)
     whole = music.render(mp, 0, total, voice, bed, st, ex)
     assert mp.limiter.min() < 1.0  # the limiter is at work somewhere: the test covers it
     edges = [0, 12_345, 7 * R + 1024 * 5 - 3000, 19 * R + 1, 25 * R + 17, total]
     for a, b in zip(edges, edges[1:]):
-        part = music.render(mp, a, b, voice[a:b], music.lay(track, starts, offsets, a, b), st, ex)
+        part = music.render(mp, a, b, voice[a:b], beds.lay(track, starts, offsets, a, b), st, ex)
         assert np.array_equal(part, whole[:, a:b]), (a, b)
 
 
@@ -439,20 +439,20 @@ def test_a_segments_bed_stays_put_when_an_earlier_segment_changes_length():
     starts = [0, 3 * R, 21 * R, 40 * R]
     moved = [0, 3 * R, 21 * R + 3 * 1024, 40 * R + 3 * 1024]  # the second segment grew by three frames
     for st in (starts, moved):
-        offs = music.bed_offsets(st)
-        x = music.lay(track, st, offs, 0, 50 * R)[0]
+        offs = beds.bed_offsets(st)
+        x = beds.lay(track, st, offs, 0, 50 * R)[0]
         for k in range(1, len(st)):
             # inside a segment the bed runs on, from its grid point: continuous, no jump
             seg = x[st[k] : st[k] + R]
             assert np.array_equal(seg, np.arange(offs[k], offs[k] + R, dtype=np.float32))
-            assert offs[k] % music.BED_GRID == 0 and offs[k] <= max(st[k], music.BED_GRID)
-    a, b = music.bed_offsets(starts), music.bed_offsets(moved)
+            assert offs[k] % beds.BED_GRID == 0 and offs[k] <= max(st[k], beds.BED_GRID)
+    a, b = beds.bed_offsets(starts), beds.bed_offsets(moved)
     assert a == b  # the same places in the track: the later segments' music, and their chunks, are reused
     # at a join the old bed hands over to the next one's by a crossfade that ends before the next start
-    x = music.lay(track, starts, a, 0, 50 * R)[0]
-    z1 = starts[2] - music.JOIN_GAP
-    assert x[z1 - music.JOIN - 1] == starts[2] - music.JOIN - music.JOIN_GAP - 1 + (a[1] - starts[1])
-    assert x[z1] == a[2] - music.JOIN_GAP  # the next segment's bed from here on
+    x = beds.lay(track, starts, a, 0, 50 * R)[0]
+    z1 = starts[2] - beds.JOIN_GAP
+    assert x[z1 - beds.JOIN - 1] == starts[2] - beds.JOIN - beds.JOIN_GAP - 1 + (a[1] - starts[1])
+    assert x[z1] == a[2] - beds.JOIN_GAP  # the next segment's bed from here on
 
 
 def _stems(starts: list[int], total: int, seed: int, edited: int | None = None, fade_end: int | None = None):
@@ -469,16 +469,16 @@ def _stems(starts: list[int], total: int, seed: int, edited: int | None = None, 
         end = starts[k + 1] if k + 1 < len(starts) else total
         segments.append((a, end, [(w0, w0 + 2 * R), (w0 + 2 * R + R // 10, w0 + 4 * R)]))
     track = (np.random.default_rng(seed).standard_normal((2, 60 * R)) * 0.2).astype(np.float32)
-    offsets = music.bed_offsets(starts)
+    offsets = beds.bed_offsets(starts)
     floors = [a + 5 * R + 4096 for a in starts]
-    bed = music.lay(track, starts, offsets, 0, total, floors)
+    bed = beds.lay(track, starts, offsets, 0, total, floors)
     sting = (0.3 * np.sin(np.arange(R // 2) / 5)).astype(np.float32)
     st = [music.placed(a, np.vstack([sting, sting])) for a in starts[1:]]
     ex = [music.placed(starts[2] + 777, (np.random.default_rng(7).standard_normal((2, 3 * R)) * 0.05).astype(np.float32))]
-    voice_e = music.energy_bins(sound.k_weight(voice, R)[None, :])
-    bed_e = music.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
-    mp = music.analyse(voice_e, music.peak_bins(sound.tp_envelope(voice)), segments, bed_e,
-                       music.peak_bins(np.abs(bed).max(axis=0) * 1.41), -20.0, st, ex, s, total, fade_end)  # fmt: skip
+    voice_e = meters.energy_bins(sound.k_weight(voice, R)[None, :])
+    bed_e = meters.energy_bins(np.vstack([sound.k_weight(ch, R) for ch in bed]))
+    mp = music.analyse(voice_e, meters.peak_bins(sound.tp_envelope(voice)), segments, bed_e,
+                       meters.peak_bins(np.abs(bed).max(axis=0) * 1.41), -20.0, st, ex, s, total, fade_end)  # fmt: skip
     return mp, voice, track, offsets, floors, st, ex, ids
 
 
@@ -503,7 +503,7 @@ def test_windows_with_the_same_inputs_are_the_same_samples_wherever_they_sit():
             for (starts, total, mp, voice, track, offsets, floors, st, ex, ids), shift in zip(runs, (0, grow)):
                 a = lo + shift if lo >= base[2] - 2048 else lo
                 b = min(a + 2 * R + 512, total)
-                x = music.render(mp, a, b, voice[a:b], music.lay(track, starts, offsets, a, b, floors), st, ex)
+                x = music.render(mp, a, b, voice[a:b], beds.lay(track, starts, offsets, a, b, floors), st, ex)
                 voices = [(w0 - a, n, pitch) for w0, n, pitch in ids if w0 < b and w0 + n > a]
                 got.append((repr([music.window_inputs(mp, a, b, starts, offsets, floors), voices]), x))
             if got[0][0] == got[1][0]:
@@ -521,7 +521,7 @@ def test_a_phrase_that_runs_past_a_window_gives_it_the_same_inputs_however_far_i
     starts = [0, 7 * R, 19 * R]
     mp, voice, track, offsets, floors, st, ex, _ = _stems(starts, 30 * R, 3)
     a, b = 20 * R, 22 * R
-    bed = music.lay(track, starts, offsets, a, b, floors)
+    bed = beds.lay(track, starts, offsets, a, b, floors)
 
     def window(spans):
         other = dataclasses.replace(mp, spans=spans)

@@ -111,14 +111,14 @@ def make_music(
 
     import numpy as np
 
-    from . import music, sound
+    from . import beds, meters, music, sound
 
     chs = sound.chunks(plan)
     total = (chs[-1].first + chs[-1].count) * AAC_FRAME
-    nb = total // music.BIN
+    nb = total // meters.BIN
     progress("audio", "music")
     starts = [ch.first * AAC_FRAME for ch in chs]
-    offsets = music.bed_offsets(starts)
+    offsets = beds.bed_offsets(starts)
     # where each segment's join may start to crossfade: past its speech and tail (where its last piece
     # is cut) and past the frame the piece before it hears after its end
     floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
@@ -130,8 +130,8 @@ def make_music(
     fade_end = (last.first + last.lead + after_narration // AAC_FRAME) * AAC_FRAME
 
     def bed():
-        track, track_e, track_pb, track_lufs, bed_id = _bed(settings, total + music.BED_GRID, cache)
-        return track, *music.lay_bins(track_e, track_pb, starts, offsets, nb, floors), track_lufs, bed_id
+        track, track_e, track_pb, track_lufs, bed_id = _bed(settings, total + beds.BED_GRID, cache)
+        return track, *beds.lay_bins(track_e, track_pb, starts, offsets, nb, floors), track_lufs, bed_id
 
     # the bed is decoded (or read from the cache) and laid while the narrations are brought to 48 kHz,
     # two at a time (cold, the audio lane is the longer one: this gives it a fairer share of the cores)
@@ -155,8 +155,8 @@ def make_music(
             at = (ch.first + ch.lead) * AAC_FRAME
             voices.append((at, n_x, x))
             voice_ids.append(vkey)
-            b0 = at // music.BIN
-            music._add_bins(voice_e, b0, e)
+            b0 = at // meters.BIN
+            meters._add_bins(voice_e, b0, e)
             n = max(0, min(len(pb), nb - b0))
             np.maximum(voice_pb[b0 : b0 + n], pb[:n], out=voice_pb[b0 : b0 + n])
             r = AAC_RATE / seg.sample_rate
@@ -192,7 +192,7 @@ def make_music(
                             voices[k] = (at, n_x, _samples(x))
                         x = voices[k][2]
                 voice[i - lo : j - lo] += x[i - at : j - at]
-        bed = music.lay(track, starts, offsets, lo, hi, floors)
+        bed = beds.lay(track, starts, offsets, lo, hi, floors)
         block[lo - a : hi - a] = music.render(mp, lo, hi, voice, bed, stings, extras).T
         return block
 
@@ -349,10 +349,10 @@ def _peak(encoder: Encoder, cache: Cache, piece: Path) -> float:
 
 def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     """A segment's narration mastered as on its own, at 48 kHz, its K-weighted energy and its true-peak
-    envelope's maximum per bin (music.BIN samples): cached."""
+    envelope's maximum per bin (meters.BIN samples): cached."""
     import numpy as np
 
-    from . import music, sound
+    from . import meters, sound
 
     path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v5.npz")  # v5: its length
     if cache.has(path):
@@ -365,9 +365,9 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     # over the samples it spans, with its neighbour's (measured on our narrations: the bound's maximum
     # within 0.02 dB of the 48 kHz signal's own true peak; the limiter's 3 ms look-ahead covers the
     # two grids' offsets, and the ceiling keeps 1 dB for the AAC encoder)
-    e = music.spread_energy(m.energy, sound.BIN, sound.RATE, len(x))
+    e = meters.spread_energy(m.energy, sound.BIN, sound.RATE, len(x))
     assert m.peak is not None
-    pb = music.spread_peaks(m.peak, m.rate, len(x))
+    pb = meters.spread_peaks(m.peak, m.rate, len(x))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=x, e=e, pb=pb, n=len(x))
     return x, len(x), e, pb, path.name
@@ -393,22 +393,22 @@ def _bed(settings: Settings, total: int, cache: Cache):
     sets the bed's gain): cached."""
     import numpy as np
 
-    from . import music
+    from . import beds, meters, music
 
     info = music.probe(settings.music or "")
     if settings.music_allow_short:
         import dataclasses
 
         info = dataclasses.replace(info, allow_short=True)
-    key = keys.bed(info.digest, settings, -(-total // (music.BED_STEP_S * AAC_RATE)))
+    key = keys.bed(info.digest, settings, -(-total // (beds.BED_STEP_S * AAC_RATE)))
     # v8: looped in numpy, its energy reused per copy; the samples apart from the bins, mapped from the
     # file when read back (an edit reads the few seconds its pieces need, not all 23 MB)
     path, bins = cache.path("segments", key, ".bed-v8.npy"), cache.path("segments", key, ".bed-v8.npz")
     if cache.has(path, bins):
         with np.load(bins) as z:
             return np.load(path, mmap_mode="r"), z["e"], z["pb"], float(z["lufs"]), path.name
-    x16, e, pb = music.bed(info, total, settings.music_start_s, settings.music_loop)
-    lufs = music._gated_bins(e)
+    x16, e, pb = beds.bed(info, total, settings.music_start_s, settings.music_loop)
+    lufs = meters._gated_bins(e)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.save(f, x16)
     with cache.writing(bins) as tmp, open(tmp, "wb") as f:
@@ -420,13 +420,13 @@ def _stings(plan: Plan, settings: Settings, total: int) -> list:
     """Where the sting plays (at the start, or at every segment change), levelled to its setting."""
     import numpy as np
 
-    from . import music, sound
+    from . import beds, meters, music, sound
 
     if not settings.sting or settings.sting.lower() == "none":
         return []
     info = music.probe(settings.sting)
-    x = music.to_array(music.decode(info, 0.0, min(info.duration, 30.0)))
-    k = np.vstack([sound.k_weight(ch, music.RATE) for ch in x])
+    x = beds.to_array(beds.decode(info, 0.0, min(info.duration, 30.0)))
+    k = np.vstack([sound.k_weight(ch, meters.RATE) for ch in x])
     lufs = -0.691 + 10 * np.log10(max(float(np.einsum("ij,ij->", k, k)) / max(x.shape[1], 1), 1e-20))
     x = x * 10 ** ((settings.sting_level_lufs - lufs) / 20)
     starts = [0] if settings.sting_at == "intro" else [seg.start for seg in plan.segments if seg.kind == "concept"]
@@ -437,7 +437,7 @@ def _clip_sounds(plan: Plan, settings: Settings, total: int) -> list:
     """The sound of each clip that asks for it (`audio: true`), under its segment, at the music's level."""
     import numpy as np
 
-    from . import music
+    from . import beds, meters, music
 
     out = []
     for seg in plan.segments:
@@ -445,8 +445,8 @@ def _clip_sounds(plan: Plan, settings: Settings, total: int) -> list:
         if v is None or not v.audio:
             continue
         info = music.probe(v.file, any_type=True)
-        x = music.clip_sound(info, v.start * v.fps_den / max(v.fps_num, 1), seg.frames / plan.fps, v.clip_end == "loop")
-        lufs = music.loudness(x)
+        x = beds.clip_sound(info, v.start * v.fps_den / max(v.fps_num, 1), seg.frames / plan.fps, v.clip_end == "loop")
+        lufs = meters.loudness(x)
         if not np.isfinite(lufs):
             continue  # a silent soundtrack adds nothing
         at = seg.start * AAC_RATE // plan.fps

@@ -492,11 +492,11 @@ def _check_audio(settings: Settings, key: str, where: Where) -> None:
         # a file an episode may play whole (or loop) is decoded whole, so one damaged anywhere is refused
         # here, naming both lengths, not looped from its first seconds; of a longer one, the first 30 s
         # (the bed refuses a span of it that decodes short as it is laid)
-        from ..audio import music
+        from ..audio import beds
 
         rest = info.duration - start
-        decoded = music.decode(info, start, rest if rest <= 200.0 else 30.0)
-        head = music.to_array(decoded[:30_000])
+        decoded = beds.decode(info, start, rest if rest <= 200.0 else 30.0)
+        head = beds.to_array(decoded[:30_000])
         if float(abs(head).max(initial=0.0)) < 1e-4 and info.duration - start <= 30.0:
             raise audiofile.AudioError(f"{Path(name).name} is silent")
         try:
