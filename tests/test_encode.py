@@ -18,13 +18,12 @@ from shortgen.video.encode import (
     distinct_args,
     join_args,
     loudness_args,
-    parse_loudness,
-    parse_probe,
     pcm_args,
     run_args,
     splice,
     voice_args,
 )
+from shortgen.video.reports import parse_loudness, parse_probe
 
 V = VideoSettings(1080, 1920, 30, "veryfast", 20, threads=1, mode="skip", keyint=60)
 

@@ -17,7 +17,7 @@ from shortgen.cache import Cache, Stats
 from shortgen.cli import main
 from shortgen.render import render_episode
 from shortgen.script.load import load_episode
-from shortgen.speech import record
+from shortgen.speech import record, warp
 from shortgen.speech.narrate import EspeakEngine, Request, narrate, read_wav
 from shortgen.testing import FakeEncoder, FakeEngine
 from shortgen.timeline import speak_and_plan
@@ -54,7 +54,7 @@ def test_dtw_follows_a_known_warp():
     # b: a played at 1.5x speed for its first half, then at 0.75x
     src = np.concatenate([np.arange(0, 100, 1.5), 100 + np.arange(0, 100, 0.75)])
     b = np.array([a[min(199, int(round(s)))] for s in src])
-    rows, cols = record.dtw(record._costs(a, b))
+    rows, cols = warp.dtw(warp._costs(a, b))
     assert rows[0] == 0 and cols[0] == 0 and rows[-1] == 199 and cols[-1] == len(b) - 1
     assert np.all(np.diff(rows) >= 0) and np.all(np.diff(cols) >= 0)
     # every frame of b is paired with (nearly) the frame of a it came from

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import EncodeError
 from .speech.narrate import RateReport, SpeechResult, tokens
-from .video.encode import Probe
+from .video.reports import Probe
 
 
 class FakeEngine:
