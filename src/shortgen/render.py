@@ -83,18 +83,8 @@ def render_episode(
     settings, stats, progress = ep.settings, stats or Stats(), Progress(sink, ep.slug)
     out_dir, names = settings.output_dir / ep.slug, outputs.file_names(ep.slug)
     cache.sweep()  # temporaries of runs that were killed
-
-    progress("narrate")
-    # the music's and sting's files are decoded and checked beside the speech (a first check of a file
-    # decodes its first 30 s: 0.1 s that would otherwise come before the speech starts)
-    checking = ThreadPoolExecutor(max_workers=1)
-    audio_checked = checking.submit(load.check_audio, ep)
-    checking.shutdown(wait=False)
     tiles = captions.TileCache(settings, tile_map=frames.ycc)
-    timed = speak_and_plan(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
-                           on_speak=lambda texts: _warm_captions(tiles, texts), ahead=ahead)  # fmt: skip
-    audio_checked.result()
-    check.enforce(timed)  # refuse over-budget scripts before writing anything
+    timed = _speak_and_check(ep, engine, cache, stats, progress, tiles, ahead)
     plan = timed.plan
     progress.total_frames = plan.total_frames
     ek = keys.episode(plan, settings, key_inputs())
@@ -112,29 +102,13 @@ def render_episode(
             stats.hits["segments"] += len(plan.segments)
             loud = previous.get("loudness", {})
             return result((loud.get("integrated_lufs", 0.0), loud.get("true_peak_dbtp", 0.0)), rendered=False)
-
-        # Everything that can fail on the text fails now, before any encoding and long before the set is
-        # replaced: the rules `check` runs, for the card and captions of each segment still to be encoded
-        # and the thumbnail and cover if they are to be drawn (what is kept passed them when it was made;
-        # laying out every card again was 3% of a one-word edit).
-        fresh = [seg for seg, k in zip(plan.segments, ek.segments) if not cache.has(cache.path("segments", k.segment, ".h264"))]
-        kept = all((out_dir / names[k]).is_file() for k in ("thumbnail", "cover"))
-        covers = previous.get("thumbs_key") != ek.thumbs or not kept
-        check.enforce_fits(timed, fresh, fresh, covers)
-        pictures = None
-        if covers:
-            pictures = draw.draw_thumbnail(plan, settings).painted(), draw.draw_cover(plan, settings).painted()
-
+        pictures = _check_and_draw_covers(timed, ek, cache, previous, out_dir, names)
         staging = outputs.staging_dir(cache.tmp_dir, out_dir)
         try:
-
-            def storyboard(board: list[Path]) -> None:
-                _write_package(staging, names, timed, board)
-
-            probe, loudness = _encode(timed, ek, encoder, cache, stats, progress, tiles, staging / names["video"], storyboard)
+            probe, loudness = _encode(timed, ek, encoder, cache, stats, progress, tiles, staging / names["video"],
+                                      lambda board: _write_package(staging, names, timed, board))  # fmt: skip
             progress("outputs")
-            looks = _looks(timed, ek, cache, stats)
-            _write_set(staging, names, timed, ek, probe, loudness, pictures, looks)
+            _write_set(staging, names, timed, ek, probe, loudness, pictures, _looks(timed, ek, cache, stats))
             # the unchanged pictures, and whatever else the user keeps in the folder, go along
             keep = set() if pictures else {names["thumbnail"], names["cover"]}
             outputs.carry_over(out_dir, staging, keep, {*names.values(), ".lock"})
@@ -144,6 +118,39 @@ def render_episode(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return result(loudness[:2], rendered=True)
+
+
+def _speak_and_check(ep: Episode, engine: Engine, cache: Cache, stats: Stats, progress: Progress,
+                     tiles: captions.TileCache, ahead: Ahead | None) -> Timeline:  # fmt: skip
+    """The speech and the plan, with the episode's audio files checked beside the speech (a first check
+    of a file decodes its first 30 s: 0.1 s that would otherwise come before the speech starts), and
+    the budget enforced before anything is written."""
+    progress("narrate")
+    checking = ThreadPoolExecutor(max_workers=1)
+    audio_checked = checking.submit(load.check_audio, ep)
+    checking.shutdown(wait=False)
+    timed = speak_and_plan(ep, engine, cache, stats, on_progress=lambda d, n: progress("narrate", "", d, n),
+                           on_speak=lambda texts: _warm_captions(tiles, texts), ahead=ahead)  # fmt: skip
+    audio_checked.result()
+    check.enforce(timed)  # refuse over-budget scripts before writing anything
+    return timed
+
+
+def _check_and_draw_covers(timed: Timeline, ek: keys.EpisodeKeys, cache: Cache, previous: dict, out_dir: Path,
+                           names: dict) -> tuple | None:  # fmt: skip
+    """Everything that can fail on the text fails now, before any encoding and long before the set is
+    replaced: the rules `check` runs, for the card and captions of each segment still to be encoded and
+    the thumbnail and cover if they are to be drawn (what is kept passed them when it was made; laying
+    out every card again was 3% of a one-word edit). Returns the new thumbnail and cover, or None where
+    the folder's are kept."""
+    plan, settings = timed.plan, timed.episode.settings
+    fresh = [seg for seg, k in zip(plan.segments, ek.segments) if not cache.has(cache.path("segments", k.segment, ".h264"))]
+    kept = all((out_dir / names[k]).is_file() for k in ("thumbnail", "cover"))
+    covers = previous.get("thumbs_key") != ek.thumbs or not kept
+    check.enforce_fits(timed, fresh, fresh, covers)
+    if not covers:
+        return None
+    return draw.draw_thumbnail(plan, settings).painted(), draw.draw_cover(plan, settings).painted()
 
 
 def key_inputs() -> keys.Inputs:
@@ -275,25 +282,10 @@ def _encode(
     beside them; then the join into `mp4`. Returns (its probe, (integrated LUFS, true peak))."""
     import json
 
-    plan, settings = timed.plan, timed.episode.settings
-    # One x264 at a time, with a thread per core (see Settings.x264_threads): measured as fast as two
-    # single-threaded encoders side by side in half the memory, and as fast as x264's own choice (1.5
-    # threads per core) in 20 MB less.
-    vs = VideoSettings(
-        settings.width,
-        settings.height,
-        settings.fps,
-        settings.preset,
-        settings.crf,
-        threads=settings.x264_threads,
-        mode=settings.encoder,
-        keyint=settings.keyint_frames,
-    )
-    wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, timed.narrations)}
+    plan = timed.plan
     audio_path = cache.path("segments", ek.audio, ".aac")
     figures = cache.path("segments", ek.audio, ".json")
     futures: list[Future] = []
-    measuring: Future | None = None
     seg_paths: list[Path] = []
     # a third lane for the storyboard: its tiles and sheet wait for no one and no one waits for them
     # until the join is done (in an edit with music the audio lane is the long one, cold the video lane)
@@ -302,37 +294,8 @@ def _encode(
         ThreadPoolExecutor(max_workers=1) as video,
         ThreadPoolExecutor(max_workers=1, initializer=_background) as board_lane,
     ):
-        if not cache.has(audio_path, figures) and keys.mixes(plan, settings):
-            spoken = {seg.audio_key: (n.wav, n.words) for seg, n in zip(plan.segments, timed.narrations)}
-            where = str(timed.episode.where("music"))
-            args = (plan, spoken, settings, encoder, cache, audio_path, figures, stats, progress, where)
-            futures.append(audio.submit(track.make_music, *args))
-            measuring = audio.submit(track.measure_music, encoder, cache, figures)  # beside the join
-        elif not cache.has(audio_path, figures):
-            futures.append(audio.submit(track.make, plan, wavs, settings, encoder, cache, audio_path, stats, progress))
-            # the figures are for the manifest only: the join need not wait for them
-            measuring = audio.submit(track.measure, plan, settings, encoder, cache, figures)
-        else:
-            stats.hits["segments"] += 1
-        boards = []
-        for seg, k in zip(plan.segments, ek.segments):
-            seg_path = cache.path("segments", k.segment, ".h264")
-            seg_paths.append(seg_path)
-            label = f"{seg.number or seg.kind} {seg.name}"
-            card, encoding = None, None
-            if cache.has(seg_path):
-                stats.hits["segments"] += 1
-                progress.done_frames += seg.frames
-            else:
-                progress("draw", label)
-                card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
-                encoding = video.submit(
-                    _encode_segment, encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles
-                )
-                futures.append(encoding)
-            # a segment's storyboard strip is made once it is encoded: in an edit, while the video lane is
-            # idle (made beside the encode, it took the cores the edit's audio lane was waiting for)
-            boards.append(board_lane.submit(_board, plan, seg, k, card, settings, cache, stats, tiles, encoding))
+        measuring = _start_audio(audio, timed, encoder, cache, audio_path, figures, stats, progress, futures)
+        boards = _start_video(video, board_lane, timed, ek, encoder, cache, stats, progress, tiles, futures, seg_paths)
         sheet = board_lane.submit(lambda: storyboard([b.result() for b in boards]))
         try:
             for f in futures:
@@ -352,6 +315,70 @@ def _encode(
     # the final file carries the audio track by stream copy: its figures were taken with the chunks
     measured = json.loads(figures.read_text())
     return probe, (measured["integrated_lufs"], measured["true_peak"], measured.get("music"))
+
+
+def _start_video(video: ThreadPoolExecutor, board_lane: ThreadPoolExecutor, timed: Timeline, ek: keys.EpisodeKeys,
+                 encoder: Encoder, cache: Cache, stats: Stats, progress: Progress, tiles: captions.TileCache,
+                 futures: list[Future], seg_paths: list[Path]) -> list[Future]:  # fmt: skip
+    """The video lane's work, submitted: each segment not cached, its card drawn here and its pictures
+    encoded on `video` (added to `futures`); every segment's path in `seg_paths`. Returns the storyboard
+    strips' futures: a segment's strip is made once it is encoded, in an edit while the video lane is
+    idle (made beside the encode, it took the cores the edit's audio lane was waiting for)."""
+    plan, settings = timed.plan, timed.episode.settings
+    vs = _video_settings(settings)
+    boards = []
+    for seg, k in zip(plan.segments, ek.segments):
+        seg_path = cache.path("segments", k.segment, ".h264")
+        seg_paths.append(seg_path)
+        label = f"{seg.number or seg.kind} {seg.name}"
+        card, encoding = None, None
+        if cache.has(seg_path):
+            stats.hits["segments"] += 1
+            progress.done_frames += seg.frames
+        else:
+            progress("draw", label)
+            card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
+            args = (encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
+            encoding = video.submit(_encode_segment, *args)
+            futures.append(encoding)
+        boards.append(board_lane.submit(_board, plan, seg, k, card, settings, cache, stats, tiles, encoding))
+    return boards
+
+
+def _video_settings(settings: Settings) -> VideoSettings:
+    """One x264 at a time, with a thread per core (see Settings.x264_threads): measured as fast as two
+    single-threaded encoders side by side in half the memory, and as fast as x264's own choice (1.5
+    threads per core) in 20 MB less."""
+    return VideoSettings(
+        settings.width,
+        settings.height,
+        settings.fps,
+        settings.preset,
+        settings.crf,
+        threads=settings.x264_threads,
+        mode=settings.encoder,
+        keyint=settings.keyint_frames,
+    )
+
+
+def _start_audio(audio: ThreadPoolExecutor, timed: Timeline, encoder: Encoder, cache: Cache, audio_path: Path,
+                 figures: Path, stats: Stats, progress: Progress, futures: list[Future]) -> Future | None:  # fmt: skip
+    """The audio lane's work, submitted: the track (a mix where there is music or a clip's sound), added
+    to `futures`, which the join waits for; and its figures for the manifest, returned (the join need
+    not wait for them). None where the track is cached."""
+    plan, settings = timed.plan, timed.episode.settings
+    if cache.has(audio_path, figures):
+        stats.hits["segments"] += 1
+        return None
+    if keys.mixes(plan, settings):
+        spoken = {seg.audio_key: (n.wav, n.words) for seg, n in zip(plan.segments, timed.narrations)}
+        where = str(timed.episode.where("music"))
+        args = (plan, spoken, settings, encoder, cache, audio_path, figures, stats, progress, where)
+        futures.append(audio.submit(track.make_music, *args))
+        return audio.submit(track.measure_music, encoder, cache, figures)  # beside the join
+    wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, timed.narrations)}
+    futures.append(audio.submit(track.make, plan, wavs, settings, encoder, cache, audio_path, stats, progress))
+    return audio.submit(track.measure, plan, settings, encoder, cache, figures)
 
 
 def _background() -> None:
