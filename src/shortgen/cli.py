@@ -28,18 +28,8 @@ def _parser(cmd: str | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def settings_flags(sp):
-        # derived from the settings' own declarations (settings.py), held to the same rules as a file
-        from .settings import flags
-
-        if cmd is not None and sp.prog.split()[-1] != cmd:
-            return
-
-        for name, flag, text, rule in flags():
-            if rule is not None and rule.kind == "bool":
-                sp.add_argument(flag, dest=name, action="store_false", default=None, help=text)
-            else:
-                kind = {"int": int, "float": float}.get(rule.kind, str) if rule is not None else Path
-                sp.add_argument(flag, dest=name, type=kind, help=text)
+        if cmd is None or sp.prog.split()[-1] == cmd:
+            _settings_flags(sp)
 
     r = sub.add_parser("render", help="render episodes (files, series files or directories)")
     r.add_argument("paths", nargs="+", type=Path)
@@ -83,6 +73,19 @@ def _parser(cmd: str | None = None) -> argparse.ArgumentParser:
     v = sub.add_parser("voices", help="list the voices the speech engine has")
     v.add_argument("filter", nargs="?", default="")
     return p
+
+
+def _settings_flags(sp: argparse.ArgumentParser) -> None:
+    """A command's flags for the settings, derived from their own declarations (settings.py) and held to
+    the same rules as a file."""
+    from .settings import flags
+
+    for name, flag, text, rule in flags():
+        if rule is not None and rule.kind == "bool":
+            sp.add_argument(flag, dest=name, action="store_false", default=None, help=text)
+        else:
+            kind = {"int": int, "float": float}.get(rule.kind, str) if rule is not None else Path
+            sp.add_argument(flag, dest=name, type=kind, help=text)
 
 
 def _cli_layer(a: argparse.Namespace) -> dict:
@@ -246,18 +249,7 @@ def _check(a) -> ExitStatus:
     rows, messages = [], []
     status = ExitStatus.OK
 
-    def is_rendered(p: Path) -> bool:
-        return p.is_dir() and (p / "manifest.json").exists()
-
-    scripts, rendered = [], []
-    for p in a.paths:
-        if is_rendered(p):
-            rendered.append(p)
-        elif p.is_dir() and not any(p.glob("*.y*ml")) and any(is_rendered(d) for d in p.iterdir()):
-            # an output folder of parts (not a render's hidden staging folder)
-            rendered += sorted(d for d in p.iterdir() if is_rendered(d) and not d.name.startswith("."))
-        else:
-            scripts.append(p)
+    scripts, rendered = _scripts_and_rendered(a.paths)
     try:
         targets = expand_targets(scripts, rendering=False) if scripts or not rendered else []
     except ShortgenError as e:
@@ -290,6 +282,32 @@ def _check(a) -> ExitStatus:
         status = max(status, ExitStatus.BAD_RENDER) if status != ExitStatus.OVER_BUDGET else status
     if any(not r.ok for r in rows) and status == ExitStatus.OK:
         status = ExitStatus.OVER_BUDGET
+    _report(a, rows, messages)
+    return status
+
+
+def _scripts_and_rendered(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """`check`'s arguments sorted: scripts (files, series, folders of scripts) and rendered output folders
+    (one part's, or an output folder of parts, not a render's hidden staging folder)."""
+
+    def is_rendered(p: Path) -> bool:
+        return p.is_dir() and (p / "manifest.json").exists()
+
+    scripts, rendered = [], []
+    for p in paths:
+        if is_rendered(p):
+            rendered.append(p)
+        elif p.is_dir() and not any(p.glob("*.y*ml")) and any(is_rendered(d) for d in p.iterdir()):
+            rendered += sorted(d for d in p.iterdir() if is_rendered(d) and not d.name.startswith("."))
+        else:
+            scripts.append(p)
+    return scripts, rendered
+
+
+def _report(a, rows: list, messages: list[str]) -> None:
+    """`check`'s report, in its format, to stdout or `--out`; each problem on stderr too."""
+    from . import check
+
     report = {
         "table": lambda: check.format_table(rows) + ("\n\n" + "\n".join(messages) if messages else ""),
         "json": lambda: check.format_json(rows, messages),
@@ -304,7 +322,6 @@ def _check(a) -> ExitStatus:
         print(report)
     for msg in messages:
         print(f"shortgen: {msg}", file=sys.stderr)
-    return status
 
 
 def _render(a) -> ExitStatus:

@@ -54,26 +54,7 @@ def _check_rendered(out_dir: Path, shown: Path, encoder, engine, cache, layer, P
 
     label = str(shown)
     p = encoder.probe(mp4)
-    facts = []
-    if (p.width, p.height) != (width, height):
-        facts.append(f"size {p.width}x{p.height}, expected {width}x{height}")
-    if p.fps != fps:
-        facts.append(f"{float(p.fps):g} fps, expected {fps}")
-    if p.codec != "h264":
-        facts.append(f"video codec {p.codec}, expected h264")
-    if not p.audio:
-        facts.append("no audio stream")
-    if abs(p.frames - total) > 1:
-        facts.append(f"{p.frames} video frames, the manifest says {total}")
-    if abs(p.duration - total / fps) > 1 / fps + 1e-6:
-        facts.append(f"lasts {p.duration:.3f} s, the manifest says {total / fps:.3f} s")
-    # what a player streaming the file meets (read from the MP4's sample tables)
-    if p.frame_lengths != 1:
-        facts.append(f"frames of {p.frame_lengths} different lengths (a variable frame rate)")
-    if not p.index_first:
-        facts.append("the index (moov) comes after the media: nothing plays until the whole file is loaded")
-    if p.interleave_s > 0.5:
-        facts.append(f"audio and video are stored up to {p.interleave_s:.1f} s apart (not interleaved: it streams badly)")
+    facts = _stream_facts(p, width, height, fps, total)
     msgs = [f"{mp4}: {f}" for f in facts]
     out = [Row(label, "(rendered file)", p.frames, total, fps, not facts, "; ".join(facts), failure="BAD")]
 
@@ -112,3 +93,28 @@ def _check_rendered(out_dir: Path, shown: Path, encoder, engine, cache, layer, P
         msgs += [f"{shown}: segment {num} {name!r}: {n}" for n in notes]
     out.append(Row(label, "(episode total)", total, cap, fps, total <= cap))
     return out, msgs
+
+
+def _stream_facts(p, width: int, height: int, fps: int, total: int) -> list[str]:
+    """What is wrong with a rendered file's probe against its manifest, and what a player streaming it
+    meets (read from the MP4's sample tables)."""
+    facts = []
+    if (p.width, p.height) != (width, height):
+        facts.append(f"size {p.width}x{p.height}, expected {width}x{height}")
+    if p.fps != fps:
+        facts.append(f"{float(p.fps):g} fps, expected {fps}")
+    if p.codec != "h264":
+        facts.append(f"video codec {p.codec}, expected h264")
+    if not p.audio:
+        facts.append("no audio stream")
+    if abs(p.frames - total) > 1:
+        facts.append(f"{p.frames} video frames, the manifest says {total}")
+    if abs(p.duration - total / fps) > 1 / fps + 1e-6:
+        facts.append(f"lasts {p.duration:.3f} s, the manifest says {total / fps:.3f} s")
+    if p.frame_lengths != 1:
+        facts.append(f"frames of {p.frame_lengths} different lengths (a variable frame rate)")
+    if not p.index_first:
+        facts.append("the index (moov) comes after the media: nothing plays until the whole file is loaded")
+    if p.interleave_s > 0.5:
+        facts.append(f"audio and video are stored up to {p.interleave_s:.1f} s apart (not interleaved: it streams badly)")
+    return facts

@@ -435,12 +435,16 @@ def master(x: np.ndarray, target_lufs: float, ceiling_dbtp: float, rate: int = R
     gains = (10 ** (gain_db / 20)) * np.repeat(block_curve, LIMIT_BLOCK)[:m]
     # the envelope scales with the (slowly moving) gain, so the peak needs no second oversampling pass
     tp = float(20 * np.log10(max(float((env * gains).max()), 1e-12)))
-    k = (kx * gains)[:n].astype(np.float64)
-    energy: np.ndarray
-    if rate == RATE:
-        energy = np.bincount(np.arange(n) // BIN, weights=k * k)
-    else:  # the same BIN-sample bins at RATE, summed over the samples each one's time covers
-        cum = np.concatenate([[0.0], np.cumsum(k * k)])
-        edges = np.minimum(np.rint(np.arange(-(-n * RATE // rate // BIN) + 1) * BIN * rate / RATE).astype(np.int64), n)
-        energy = np.diff(cum[edges]) * (RATE / rate)
+    energy = _energy_bins((kx * gains)[:n].astype(np.float64), rate)
     return Mastered((x * gains).astype(np.float32)[:n], lufs, tp, gain_db, energy, (env * gains)[:n].astype(np.float32), rate)
+
+
+def _energy_bins(k: np.ndarray, rate: int) -> np.ndarray:
+    """K-weighted energy per BIN samples at RATE, of K-weighted samples `k` at `rate`: at another rate,
+    the same bins summed over the samples each one's time covers."""
+    n = len(k)
+    if rate == RATE:
+        return np.bincount(np.arange(n) // BIN, weights=k * k)
+    cum = np.concatenate([[0.0], np.cumsum(k * k)])
+    edges = np.minimum(np.rint(np.arange(-(-n * RATE // rate // BIN) + 1) * BIN * rate / RATE).astype(np.int64), n)
+    return np.diff(cum[edges]) * (RATE / rate)
