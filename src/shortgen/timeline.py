@@ -145,23 +145,35 @@ def speak_and_plan(
             # the creator's voice: the engine's speech of the same text times its words
             others = {k: n for k, n in spoken.items() if k != seg.index}
             narrs[i], alignment[seg.index] = _recorded(ep, seg, text, narrs[i], cache, others)
+    fits = _fit_rates(ep, engine, cache, stats, texts, narrs) if settings.fit == "rate" else []
+    plan = _plan(ep, texts, narrs)
+    return Timeline(ep, plan, narrs, fits, engine.id, alignment)
+
+
+def _fit_rates(ep: Episode, engine: Engine, cache: Cache, stats: Stats | None, texts: list, narrs: list) -> list[Fit]:
+    """`fit: rate`: each over-budget segment spoken again faster, only as much as needed and at most
+    fit_max_rate_factor its rate (`narrs` updated in place). A recording is what it is: no rate to fit."""
+    settings = ep.settings
     fits: list[Fit] = []
+    available = settings.segment_budget_frames - settings.lead_in_frames - settings.tail_frames
+    for i, ((_, text, _, seg), n) in enumerate(zip(texts, narrs)):
+        if seg is None or seg.recording is not None or _narr_frames(n, settings.fps) <= available:
+            continue
+        ceiling = int(seg.rate * settings.fit_max_rate_factor)
+        rate = seg.rate
+        while _narr_frames(n, settings.fps) > available and rate < ceiling:
+            # speech time scales roughly inversely with rate; aim 2% past the need, then verify
+            rate = min(ceiling, max(rate + 1, math.ceil(rate * _narr_frames(n, settings.fps) / available * 1.02)))
+            n = narrate([_request(ep, text, seg, rate)], engine, cache, stats)[0]
+        narrs[i] = n
+        if rate != seg.rate:
+            fits.append(Fit(seg.index, seg.rate, rate))
+    return fits
 
-    if settings.fit == "rate":
-        available = settings.segment_budget_frames - settings.lead_in_frames - settings.tail_frames
-        for i, ((_, text, _, seg), n) in enumerate(zip(texts, narrs)):
-            if seg is None or seg.recording is not None or _narr_frames(n, settings.fps) <= available:
-                continue  # a recording is what it is: no rate to fit
-            ceiling = int(seg.rate * settings.fit_max_rate_factor)
-            rate = seg.rate
-            while _narr_frames(n, settings.fps) > available and rate < ceiling:
-                # speech time scales roughly inversely with rate; aim 2% past the need, then verify
-                rate = min(ceiling, max(rate + 1, math.ceil(rate * _narr_frames(n, settings.fps) / available * 1.02)))
-                n = narrate([_request(ep, text, seg, rate)], engine, cache, stats)[0]
-            narrs[i] = n
-            if rate != seg.rate:
-                fits.append(Fit(seg.index, seg.rate, rate))
 
+def _plan(ep: Episode, texts: list, narrs: list) -> Plan:
+    """The timeline, on the measured speech."""
+    settings = ep.settings
     inputs = [
         SegmentInput(
             kind=kind,
@@ -181,7 +193,7 @@ def speak_and_plan(
         for (kind, _, num, seg), n in zip(texts, narrs)
     ]
     bar = settings.width - 2 * round(96 * settings.width / 1080) if settings.progress_bar else 0
-    plan = build_plan(
+    return build_plan(
         ep.series,
         ep.part,
         ep.title,
@@ -195,7 +207,6 @@ def speak_and_plan(
         motion=Motion(settings.motion_hold_frames, 0.5, settings.caption_pop, bar),
         background=plan_visual(ep.background, ep, 0, full=True) if ep.background else None,
     )
-    return Timeline(ep, plan, narrs, fits, engine.id, alignment)
 
 
 def _recorded(ep: Episode, seg: Segment, text: str, reference: Narration, cache: Cache, others: dict) -> tuple[Narration, object]:

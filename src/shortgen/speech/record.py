@@ -463,21 +463,7 @@ def narration(
     from ..audio.sound import resample
 
     rec = resample(rec48, TAKE_RATE, RATE)
-    if len(rec) > budget_s * RATE:
-        # over the budget, `check` refuses it with the overshoot: no alignment (a long recording would
-        # cost a large warping matrix); the words spread in proportion stand in for the plan
-        k = len(rec) / len(ref)
-        words = tuple(replace(w, start=round(w.start * k), end=round(w.end * k)) for w in ref_words)
-        v = Verdict(take_s, 0.0, 0.0, "", pauses=own_pauses(rec, RATE))
-    else:
-        words, v = align(ref, ref_words, rec)
-        v = replace(v, take_s=take_s, pauses=own_pauses(rec, RATE))
-        if v.mismatch is None and others:
-            found = closer_text(rec, ref, {k: _pcm(n) for k, n in others.items()})
-            if found:
-                k, theirs, mine = found
-                v = replace(v, mismatch=f"it sounds like segments[{k}]'s narration (cost {theirs:.2f} against its own "
-                            f"text's {mine:.2f}): a take of another segment?")  # fmt: skip
+    words, v = _timed(ref, ref_words, rec, take_s, budget_s, others)
     if v.mismatch:
         v = replace(v, mismatch=f"{path.name} does not say this segment's narration: {v.mismatch}")
     words48 = tuple(replace(w, start=round(w.start * up), end=round(w.end * up)) for w in words)
@@ -494,6 +480,26 @@ def narration(
     if v.mismatch and refuse:
         raise RecordingError(v.mismatch)
     return _narration(text, wav, d), v
+
+
+def _timed(ref: np.ndarray, ref_words: tuple, rec: np.ndarray, take_s: float, budget_s: float,
+           others: dict[int, Narration]) -> tuple[tuple[SpokenWord, ...], Verdict]:  # fmt: skip
+    """The take's words (at RATE) and the verdict on it. Over the budget, `check` refuses it with the
+    overshoot: no alignment (a long recording would cost a large warping matrix); the words spread in
+    proportion stand in for the plan."""
+    if len(rec) > budget_s * RATE:
+        k = len(rec) / len(ref)
+        words = tuple(replace(w, start=round(w.start * k), end=round(w.end * k)) for w in ref_words)
+        return words, Verdict(take_s, 0.0, 0.0, "", pauses=own_pauses(rec, RATE))
+    words, v = align(ref, ref_words, rec)
+    v = replace(v, take_s=take_s, pauses=own_pauses(rec, RATE))
+    if v.mismatch is None and others:
+        found = closer_text(rec, ref, {k: _pcm(n) for k, n in others.items()})
+        if found:
+            k, theirs, mine = found
+            v = replace(v, mismatch=f"it sounds like segments[{k}]'s narration (cost {theirs:.2f} against its own "
+                        f"text's {mine:.2f}): a take of another segment?")  # fmt: skip
+    return words, v
 
 
 def _narration(text: str, wav: Path, d: dict) -> Narration:
