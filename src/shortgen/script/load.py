@@ -260,45 +260,8 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     settings = resolve(series_layer, episode_layer, cli, base=base)
     media.remember_in(Path(settings.cache_dir) / "checks")  # what a visual is, kept: a no-op reads no pixels
 
-    if settings.segments_per_part and len(m["segments"]) != settings.segments_per_part:
-        raise ScriptError(
-            pos.where(path, ("segments",)),
-            "segments",
-            f"expected {settings.segments_per_part} segments, found {len(m['segments'])}",
-        )
-    for i, s in enumerate(m["segments"]):
-        if not speakable(clean_narration(s["narration"])):
-            raise ScriptError(
-                pos.where(path, ("segments", i, "narration")),
-                f"segments[{i}].narration",
-                "no words to speak: only markup or punctuation",
-            )
-    segs = tuple(
-        Segment(
-            index=i,
-            name=s["name"],
-            narration=clean_narration(s["narration"]),
-            one_liner=s["one_liner"] or "",
-            reference=s["reference"] or "",
-            rate=s["rate"] or settings.rate,
-            pos=pos.find(("segments", i)) or (1, 1),
-            fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values},
-            visual=_visual(s["visual"], ("segments", i, "visual"), pos, path, settings.fps) if s["visual"] else None,
-            recording=_recording(s["recording"], ("segments", i, "recording"), pos, path, settings) if s["recording"] else None,
-            recording_allow_short=bool(s["recording"] and s["recording"]["allow_short"]),
-        )
-        for i, s in enumerate(m["segments"])
-    )
-    background = None
-    if settings.background and settings.background.lower() != "none":
-        where = origins.get("background") or Where(path)
-        try:
-            bg = media.probe(settings.background)
-            if bg.kind == "clip":
-                media.verify_clip(bg, 0)
-        except media.MediaError as e:
-            raise ScriptError(where, "settings.background", str(e)) from None
-        background = VisualSpec(bg, motion="none", where=f"{where}: settings.background")
+    segs = _segments(m, pos, path, settings)
+    background = _background(settings, origins.get("background") or Where(path))
     places = {k: Where(path, *pos.values[(k,)]) for k in ("series", "next", "title") if (k,) in pos.values}
     if "series" not in places and series_where is not None:
         places["series"] = series_where
@@ -318,6 +281,52 @@ def load_episode(path: Path | str, cli: dict | None = None, base: Settings | Non
     if audio:
         check_audio(ep)
     return ep
+
+
+def _segments(m: dict, pos: _Positions, path: Path, settings: Settings) -> tuple[Segment, ...]:
+    """The validated segments, each narration with something to speak, their count as the series asks."""
+    if settings.segments_per_part and len(m["segments"]) != settings.segments_per_part:
+        raise ScriptError(
+            pos.where(path, ("segments",)),
+            "segments",
+            f"expected {settings.segments_per_part} segments, found {len(m['segments'])}",
+        )
+    for i, s in enumerate(m["segments"]):
+        if not speakable(clean_narration(s["narration"])):
+            raise ScriptError(
+                pos.where(path, ("segments", i, "narration")),
+                f"segments[{i}].narration",
+                "no words to speak: only markup or punctuation",
+            )
+    return tuple(
+        Segment(
+            index=i,
+            name=s["name"],
+            narration=clean_narration(s["narration"]),
+            one_liner=s["one_liner"] or "",
+            reference=s["reference"] or "",
+            rate=s["rate"] or settings.rate,
+            pos=pos.find(("segments", i)) or (1, 1),
+            fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values},
+            visual=_visual(s["visual"], ("segments", i, "visual"), pos, path, settings.fps) if s["visual"] else None,
+            recording=_recording(s["recording"], ("segments", i, "recording"), pos, path, settings) if s["recording"] else None,
+            recording_allow_short=bool(s["recording"] and s["recording"]["allow_short"]),
+        )
+        for i, s in enumerate(m["segments"])
+    )
+
+
+def _background(settings: Settings, where: Where) -> VisualSpec | None:
+    """The episode's background picture or clip, measured (and a clip verified) now."""
+    if not settings.background or settings.background.lower() == "none":
+        return None
+    try:
+        bg = media.probe(settings.background)
+        if bg.kind == "clip":
+            media.verify_clip(bg, 0)
+    except media.MediaError as e:
+        raise ScriptError(where, "settings.background", str(e)) from None
+    return VisualSpec(bg, motion="none", where=f"{where}: settings.background")
 
 
 def check_audio(ep: Episode) -> None:
