@@ -134,13 +134,26 @@ def parse(path: Path, text: str) -> Article:
 
     if not concepts:
         raise ArticleError(f'{path}: not an article of the series: no numbered concepts under a "Today\'s Five" heading')
+    title, part = _numbered(path, title, part)
+
+    refs, ones = _tables(path, tables, warnings)
+    return Article(path, title, part, nxt, concepts, refs, ones, warnings)
+
+
+def _numbered(path: Path, title: str, part: int | None) -> tuple[str, int]:
+    """The title as "Name #N", and the part's number: from the title's "#N", else a "Part N of" line."""
     m = re.search(r"#\s*(\d+)\s*$", title)
     if m:
         part = int(m.group(1)) if part is None else part
         title = re.sub(r"\s*[-\u2013\u2014:]\s*#\s*(\d+)\s*$", r" #\1", title)
     if part is None:
         raise ArticleError(f"{path}:1: no part number: the title ends with '#N' or a line says 'Part N of the series'")
+    return title, part
 
+
+def _tables(path: Path, tables: list, warnings: list[str]) -> tuple[dict, dict]:
+    """The article's tables of references and of one-liners, by concept name: (text, line). An empty cell
+    is a warning, not a row."""
     refs: dict[str, tuple[str, int]] = {}
     ones: dict[str, tuple[str, int]] = {}
     for header, rows in tables:
@@ -158,7 +171,7 @@ def parse(path: Path, text: str) -> Article:
                     warnings.append(f"{path}:{n}: the {header[1]} of '{cells[0]}' is empty")
                     continue
                 into[cells[0]] = (cells[1], n)
-    return Article(path, title, part, nxt, concepts, refs, ones, warnings)
+    return refs, ones
 
 
 def _same(table_name: str, concept_name: str) -> bool:
