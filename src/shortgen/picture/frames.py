@@ -223,19 +223,12 @@ def _moving_pictures(
     per picture (the region: the visual's panel, the captions and the bar; the whole frame under a
     moving background), in YCbCr; the card's own planes serve the rest."""
     planes, _ = load_card(card, settings)
-    w, h = settings.width, settings.height
+    w = settings.width
     _, y0, _, y1 = draw.caption_origin(settings)
     seg = draw.placed(seg, plan, settings)
     vis, bgv = seg.visual, plan.background
     vis_moves, bg_moves = vis is not None and vis.moving, bgv is not None and bgv.moving
-    rows = [y0, y1]
-    if vis_moves:
-        assert vis is not None
-        rows += [vis.rect[1], vis.rect[3]]
-    if any(st.bar >= 0 for st in seg.states):
-        bx = _compose().bar_box(settings, 0)
-        rows += [bx[1], bx[3]]
-    r0, r1 = (0, h) if bg_moves else (min(rows), max(rows))
+    r0, r1 = _changing_rows(seg, settings, (y0, y1), bg_moves)
     layers = Layers(plan, seg, settings, read_look(card))
     vis_layer = _compose().VisualLayer(vis, seg.frames, settings, ycc) if vis is not None else None
     bg_layer = _compose().VisualLayer(bgv, plan.total_frames, settings, ycc) if bgv is not None else None
@@ -249,14 +242,7 @@ def _moving_pictures(
             if vis is not None and not vis_moves and layers.vis is not None:
                 base.paste(layers.vis.at(-1), vis.rect[:2], layers.vis.mask)
             still_under = ycc(base.crop((0, r0, w, r1)))
-        corners: list = []
-        if vis_moves and vis is not None and vis_layer is not None and vis_layer.mask is not None and still_under is not None:
-            r = round(_compose().PANEL_RADIUS * w / 1080) + 1
-            vw, vh = vis_layer.size
-            for cx, cy in ((0, 0), (vw - r, 0), (0, vh - r), (vw - r, vh - r)):
-                xy = (vis.rect[0] + cx, vis.rect[1] - r0 + cy)
-                inverse = vis_layer.mask.crop((cx, cy, cx + r, cy + r)).point(lambda a: 255 - a)
-                corners.append((xy, still_under.crop((*xy, xy[0] + r, xy[1] + r)), inverse))
+        corners = _panel_corners(vis, vis_layer, still_under, r0, w) if vis_moves else []
         bar_colour = ycc(Image.new("RGB", (1, 1), draw._rgb(settings.theme.accent)))  # pasted as a tile
         cuts = [(r0 * w, r1 * w), (r0 * w // 4, r1 * w // 4), (r0 * w // 4, r1 * w // 4)]
         for st in states:
@@ -288,6 +274,35 @@ def _moving_pictures(
         for lay in (vis_layer, bg_layer):
             if lay is not None:
                 lay.close()
+
+
+def _changing_rows(seg: SegmentPlan, settings: Settings, band: tuple[int, int], bg_moves: bool) -> tuple[int, int]:
+    """The rows a moving segment's pictures change [r0, r1): the caption band, a moving visual's panel,
+    the progress bar; every row under a moving background."""
+    if bg_moves:
+        return 0, settings.height
+    rows = list(band)
+    if seg.visual is not None and seg.visual.moving:
+        rows += [seg.visual.rect[1], seg.visual.rect[3]]
+    if any(st.bar >= 0 for st in seg.states):
+        bx = _compose().bar_box(settings, 0)
+        rows += [bx[1], bx[3]]
+    return min(rows), max(rows)
+
+
+def _panel_corners(vis, vis_layer, still_under, r0: int, w: int) -> list:
+    """A moving panel's rounded corners, to put back over it: (where, the still picture there, the
+    inverse of the panel's mask). Pasting the whole panel through its mask cost 1 ms a picture."""
+    if vis is None or vis_layer is None or vis_layer.mask is None or still_under is None:
+        return []
+    corners = []
+    r = round(_compose().PANEL_RADIUS * w / 1080) + 1
+    vw, vh = vis_layer.size
+    for cx, cy in ((0, 0), (vw - r, 0), (0, vh - r), (vw - r, vh - r)):
+        xy = (vis.rect[0] + cx, vis.rect[1] - r0 + cy)
+        inverse = vis_layer.mask.crop((cx, cy, cx + r, cy + r)).point(lambda a: 255 - a)
+        corners.append((xy, still_under.crop((*xy, xy[0] + r, xy[1] + r)), inverse))
+    return corners
 
 
 def board_tiles(
