@@ -159,81 +159,13 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
     which. `dry` lays it out without painting (Drawn.image is None): the fit rules alone. `layer` draws
     the text alone on transparency, for a card over a picture (compose.py)."""
     c = _base(settings, dry, layer)
-    t = settings.theme
     x0, y0, x1, _ = safe_zone(settings.width, settings.height)
     x0, x1 = x0 + INSET, x1 - INSET  # glyph side bearings can reach a few pixels outside the pen position
     width = x1 - x0
     where = f"{seg.source}: {seg.name!r}"
-    src = ("segment", seg.index)
     y = _badge(c, settings, f"{plan.series.upper()}  ·  PART {plan.part}", x0, y0 + 20, width) + 40
-    if seg.kind == "concept":
-        total = len(plan.concepts())
-        f_num = _font(font_path(settings, "bold"), 110)
-        box = c.text((x0, y), f"{seg.number}", f_num, _rgb(t.accent), "number")
-        c.text(
-            (box.x1 + 14, box.y1), f"/ {total}", _font(font_path(settings, "medium"), 54), _rgb(t.muted), "number", anchor="ls"
-        )
-        y = box.y1 + 40
-        f, lines = fit(seg.name, font_path(settings, "bold"), (92, 56), width, 2, f"{where}: name", source=src + ("name",))
-        y = c.lines(x0, y, lines, f, _rgb(t.text), "name") + 24
-        c.draw.rectangle((x0, y, x0 + 120, y + 8), fill=_rgb(t.accent))
-        y += 40
-        blame: tuple = src + ("name",)
-        if seg.one_liner:  # optional: an imported article may lack its quick-reference row
-            f, lines = fit(
-                seg.one_liner,
-                font_path(settings, "medium"),
-                (52, 38),
-                width,
-                3,
-                f"{where}: one_liner",
-                source=src + ("one_liner",),
-            )
-            y = c.lines(x0, y, lines, f, _rgb(t.text), "one_liner") + 24
-            blame = src + ("one_liner",)
-        if seg.reference:
-            f, lines = fit(
-                seg.reference,
-                font_path(settings, "regular"),
-                (32, 26),
-                width,
-                2,
-                f"{where}: reference",
-                source=src + ("reference",),
-            )
-            y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
-            blame = src + ("reference",)
-    elif seg.kind == "intro":
-        f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series", source=("series",))
-        y = c.lines(x0, y + 20, lines, f, _rgb(t.text), "series") + 10
-        y = c.lines(x0, y, [f"Part {plan.part}"], _font(font_path(settings, "bold"), 80), _rgb(t.accent), "part") + 30
-        concepts = plan.concepts()
-        longest = max(concepts, key=lambda g: len(g.name), default=None)
-        f, _ = fit(
-            longest.name if longest else "-",
-            font_path(settings, "medium"),
-            (44, 30),
-            width - 70,
-            1,
-            f"{where}: concept list",
-            source=("segment", longest.index, "name") if longest else (),
-        )
-        for i, g in enumerate(concepts):
-            c.text((x0, y), f"{i + 1}", _font(font_path(settings, "bold"), f.size), _rgb(t.accent), "list")
-            c.text((x0 + 70, y), g.name, f, _rgb(t.text), "list")
-            y += round(f.size * 1.45)
-        blame = ("segment", longest.index, "name") if longest else ("series",)
-    else:  # outro
-        f, lines = fit(
-            settings.outro_text, font_path(settings, "bold"), (96, 60), width, 3, f"{where}: outro", source=("outro_text",)
-        )
-        y = c.lines(x0, y + 120, lines, f, _rgb(t.text), "outro") + 30
-        blame = ("outro_text",)
-        if plan.extra.get("next"):
-            nxt = f"Next: {plan.extra['next']}"
-            f, lines = fit(nxt, font_path(settings, "bold"), (72, 48), width, 2, f"{where}: next", source=("next",))
-            y = c.lines(x0, y, lines, f, _rgb(t.accent), "next")
-            blame = ("next",)
+    kind = {"concept": _concept_text, "intro": _intro_text}.get(seg.kind, _outro_text)
+    y, blame = kind(c, seg, plan, settings, (x0, y, width), where)
     if y > text_limit(seg, plan, settings):
         into = "the caption area"
         if seg.visual is not None and seg.visual.rect[1] > 0:
@@ -241,6 +173,98 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
         detail = f"the card's text runs into {into}; shorten it"
         raise TextOverflowError(f"{where}: {detail}", blame, detail)
     return Drawn(c.image, c.boxes)
+
+
+def _concept_text(
+    c: _Canvas, seg: SegmentPlan, plan: Plan, settings: Settings, at: tuple[int, int, int], where: str
+) -> tuple[int, tuple]:
+    """A concept's card: its number of the episode's, name, a rule, one-liner and reference. Returns where
+    the text ends and the field to blame if it runs too far."""
+    x0, y, width = at
+    t = settings.theme
+    src = ("segment", seg.index)
+    total = len(plan.concepts())
+    f_num = _font(font_path(settings, "bold"), 110)
+    box = c.text((x0, y), f"{seg.number}", f_num, _rgb(t.accent), "number")
+    c.text((box.x1 + 14, box.y1), f"/ {total}", _font(font_path(settings, "medium"), 54), _rgb(t.muted), "number", anchor="ls")
+    y = box.y1 + 40
+    f, lines = fit(seg.name, font_path(settings, "bold"), (92, 56), width, 2, f"{where}: name", source=src + ("name",))
+    y = c.lines(x0, y, lines, f, _rgb(t.text), "name") + 24
+    c.draw.rectangle((x0, y, x0 + 120, y + 8), fill=_rgb(t.accent))
+    y += 40
+    blame: tuple = src + ("name",)
+    if seg.one_liner:  # optional: an imported article may lack its quick-reference row
+        f, lines = fit(
+            seg.one_liner,
+            font_path(settings, "medium"),
+            (52, 38),
+            width,
+            3,
+            f"{where}: one_liner",
+            source=src + ("one_liner",),
+        )
+        y = c.lines(x0, y, lines, f, _rgb(t.text), "one_liner") + 24
+        blame = src + ("one_liner",)
+    if seg.reference:
+        f, lines = fit(
+            seg.reference,
+            font_path(settings, "regular"),
+            (32, 26),
+            width,
+            2,
+            f"{where}: reference",
+            source=src + ("reference",),
+        )
+        y = c.lines(x0, y, lines, f, _rgb(t.muted), "reference")
+        blame = src + ("reference",)
+    return y, blame
+
+
+def _intro_text(
+    c: _Canvas, seg: SegmentPlan, plan: Plan, settings: Settings, at: tuple[int, int, int], where: str
+) -> tuple[int, tuple]:
+    """The intro's card: the series, the part, and the episode's concepts listed."""
+    x0, y, width = at
+    t = settings.theme
+    f, lines = fit(plan.series, font_path(settings, "bold"), (120, 72), width, 2, f"{where}: series", source=("series",))
+    y = c.lines(x0, y + 20, lines, f, _rgb(t.text), "series") + 10
+    y = c.lines(x0, y, [f"Part {plan.part}"], _font(font_path(settings, "bold"), 80), _rgb(t.accent), "part") + 30
+    concepts = plan.concepts()
+    longest = max(concepts, key=lambda g: len(g.name), default=None)
+    f, _ = fit(
+        longest.name if longest else "-",
+        font_path(settings, "medium"),
+        (44, 30),
+        width - 70,
+        1,
+        f"{where}: concept list",
+        source=("segment", longest.index, "name") if longest else (),
+    )
+    for i, g in enumerate(concepts):
+        c.text((x0, y), f"{i + 1}", _font(font_path(settings, "bold"), f.size), _rgb(t.accent), "list")
+        c.text((x0 + 70, y), g.name, f, _rgb(t.text), "list")
+        y += round(f.size * 1.45)
+    blame = ("segment", longest.index, "name") if longest else ("series",)
+    return y, blame
+
+
+def _outro_text(
+    c: _Canvas, seg: SegmentPlan, plan: Plan, settings: Settings, at: tuple[int, int, int], where: str
+) -> tuple[int, tuple]:
+    """The outro's card: its text and what comes next."""
+    x0, y, width = at
+    t = settings.theme
+    f, lines = fit(
+        settings.outro_text, font_path(settings, "bold"), (96, 60), width, 3, f"{where}: outro", source=("outro_text",)
+    )
+    y = c.lines(x0, y + 120, lines, f, _rgb(t.text), "outro") + 30
+    blame = ("outro_text",)
+    if plan.extra.get("next"):
+        nxt = f"Next: {plan.extra['next']}"
+        f, lines = fit(nxt, font_path(settings, "bold"), (72, 48), width, 2, f"{where}: next", source=("next",))
+        y = c.lines(x0, y, lines, f, _rgb(t.accent), "next")
+        blame = ("next",)
+    return y, blame
 
 
 def caption_origin(settings: Settings) -> tuple[int, int, int, int]:
