@@ -156,6 +156,18 @@ class MixPlan:
     figures: dict
 
 
+# How the plan is measured. `voice_e`, `bed_e`: the stems' K-weighted energy per BIN samples; `voice_pb`,
+# `bed_pb`: their true-peak envelope's maximum per bin (for the bed, a bound). K-weighting is linear and
+# every gain here moves slowly (over 100 ms and more) against the filters' few milliseconds of memory, so
+# every loudness figure (the bed's level, each phrase's, the mix's, the stems as heard) comes from those
+# bins and the gains; the voice and the bed are uncorrelated, so their energies add (the tests check the
+# result against ffmpeg's meter on the finished file). The limiter works on the sum of the stems' gained
+# peaks, a bound on the mix's own true peak (exact where one of them is silent, never under).
+# `bed_lufs`: the track's own loudness, which sets the bed's gain (measured on the whole decoded track,
+# so that it does not move with the episode's length). `fade_end`: where the fade out ends (`total` by
+# default); the track places it from its last segment's own narration and length, so that an edit
+# earlier in the episode (which moves the end by a part of an AAC frame) leaves the fade, and the last
+# segment's encoded pieces, as they were.
 def analyse(
     voice_e: np.ndarray,
     voice_pb: np.ndarray,
@@ -170,24 +182,9 @@ def analyse(
     fade_end: int | None = None,
 ) -> MixPlan:
     """Plan the mix of a mastered voice (mono, placed) and a bed (stereo, laid under the episode).
-
-    `voice_e`, `bed_e`: their K-weighted energy per BIN samples; `voice_pb`, `bed_pb`: their true-peak
-    envelope's maximum per bin (for the bed, a bound). K-weighting is linear and every gain here moves
-    slowly (over 100 ms and more) against the filters' few milliseconds of memory, so every loudness
-    figure (the bed's level, each phrase's, the mix's, the stems as heard) comes from those bins and the
-    gains; the voice and the bed are uncorrelated, so their energies add (the tests check the result
-    against ffmpeg's meter on the finished file). The limiter works on the sum of the stems' gained
-    peaks, a bound on the mix's own true peak (exact where one of them is silent, never under).
-    `bed_lufs`: the track's own loudness, which sets the bed's gain (measured on the whole decoded
-    track, so that it does not move with the episode's length).
-    `segments`: per segment (first sample, end sample, its words as (start, end) samples).
-    `stings`: sounds laid over the music after ducking; `extras`: sounds under the voice, already at
-    their level (a clip's own sound), ducked with the bed. With no bed they are the music.
-    `fade_end`: where the fade out ends (the episode's end, `total`, by default). The track places it
-    from its last segment's own narration and length, so that an edit earlier in the episode (which
-    moves the end by a part of an AAC frame, from the frames' rounding) leaves the fade, and the last
-    segment's encoded pieces, as they were.
-    """
+    `segments`: per segment (first sample, end sample, its words as (start, end) samples). `stings`:
+    sounds laid over the music after ducking; `extras`: sounds under the voice, already at their level (a
+    clip's own sound), ducked with the bed. With no bed they are the music."""
     fade_end = total if fade_end is None else fade_end
     nb = -(-total // BIN)
     voice_e, voice_pb, bed_e, bed_pb = (np.pad(v, (0, max(0, nb - len(v))))[:nb] for v in (voice_e, voice_pb, bed_e, bed_pb))
@@ -200,6 +197,41 @@ def analyse(
     for s in extras:
         _add_bins(base_e, s.at // BIN, s.e)
         _add_bins(base_pb, s.at // BIN, s.pb)
+    spans, seg_phrases = _duck_spans(segments, voice_e, base_e, settings)
+    attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
+    edge = _gain(np.minimum(np.arange(nb + 1, dtype=np.float64) * BIN, total - 1), spans, attack, release, fade_end,
+                 fade_in, fade_out).astype(np.float64)  # at the bins' edges  # fmt: skip
+    gain_e = ((edge[:-1] + edge[1:]) / 2) ** 2  # mid-bin: the gain moves over 100 ms and more, a bin 0.3 ms
+    gain_pk = np.maximum(edge[:-1], edge[1:]) * 1.001  # a ramp's top in the bin (with room where ramps cross)
+    music_e = base_e * gain_e
+    rest_pb = base_pb * gain_pk
+    for s in stings:
+        _add_bins(music_e, s.at // BIN, s.e)
+        _add_bins(rest_pb, s.at // BIN, s.pb * 1.1)  # a short sound's sample peak, with room
+    voice_e2 = 2 * voice_e  # the voice plays on both channels
+    gv, whole = _voice_gain(_steps(voice_e2), _steps(music_e), settings)
+    music_e *= whole * whole
+    rest_pb *= whole
+    gv, env, curve = _limited(gv, voice_e2, voice_pb, music_e, rest_pb, settings)
+    c2 = curve.astype(np.float64) ** 2
+    tp = float(20 * np.log10(max(float((env * curve).max(initial=0.0)), 1e-12)))
+    music_e *= c2
+    heard_voice = voice_e2 * (gv * gv) * c2
+    final_lufs = _gated_bins(heard_voice + music_e)
+    pauses = np.ones(nb, bool)
+    for a, b, _ in spans:
+        pauses[max(0, a - attack) // BIN : (b + release) // BIN + 1] = False
+    pauses[: fade_in // BIN] = False
+    pauses[max(0, fade_end - fade_out) // BIN :] = False
+    figures = _figures(seg_phrases, heard_voice, music_e, spans, pauses, settings)
+    return MixPlan(
+        total, fade_end, level, whole, gv, tuple(spans), attack, release, fade_in, fade_out, curve, final_lufs, tp, figures
+    )
+
+
+def _duck_spans(segments: list, voice_e: np.ndarray, base_e: np.ndarray, settings) -> tuple[list, list]:
+    """Each spoken phrase's dip: (start, end, depth in dB), the usual `music_duck_db`, deeper where the
+    music there would sit less than `music_separation_lu` under the voice; and each segment's phrases."""
     gap = PHRASE_GAP_MS * RATE // 1000
     spans: list[tuple[int, int, float]] = []
     seg_phrases: list[list[tuple[int, int]]] = []
@@ -211,25 +243,15 @@ def analyse(
             m = _lufs(_span_energy(base_e, [(a, b)]))
             need = settings.music_separation_lu + 0.5 - (v - m)
             spans.append((a, b, round(max(settings.music_duck_db, need), 2)))
-    attack, release = settings.music_attack_ms * RATE // 1000, settings.music_release_ms * RATE // 1000
+    return spans, seg_phrases
 
-    def gain_at(t: np.ndarray) -> np.ndarray:
-        return _gain(t, spans, attack, release, fade_end, fade_in, fade_out).astype(np.float64)
 
-    edge = gain_at(np.minimum(np.arange(nb + 1, dtype=np.float64) * BIN, total - 1))  # at the bins' edges
-    gain_e = ((edge[:-1] + edge[1:]) / 2) ** 2  # mid-bin: the gain moves over 100 ms and more, a bin 0.3 ms
-    gain_pk = np.maximum(edge[:-1], edge[1:]) * 1.001  # a ramp's top in the bin (with room where ramps cross)
-    music_e = base_e * gain_e
-    rest_pb = base_pb * gain_pk
-    for s in stings:
-        _add_bins(music_e, s.at // BIN, s.e)
-        _add_bins(rest_pb, s.at // BIN, s.pb * 1.1)  # a short sound's sample peak, with room
-    # The target: the voice is mastered to it already and the bed adds a little. The bed keeps its set
-    # level; the voice takes the correction, up to +3 dB (a sparse narration); where the bed alone would
-    # pass the target, the whole mix comes down instead (so the separation rule still holds)
-    voice_e2 = 2 * voice_e
+def _voice_gain(voice_s: np.ndarray, music_s: np.ndarray, settings) -> tuple[float, float]:
+    """The voice's gain and the whole mix's, toward the target. The voice is mastered to it already and
+    the bed adds a little: the bed keeps its set level; the voice takes the correction, up to +3 dB (a
+    sparse narration); where the bed alone would pass the target, the whole mix comes down instead (so
+    the separation rule still holds). Returns (the voice's gain with the whole's, the whole's)."""
     gv = 1.0
-    voice_s, music_s = _steps(voice_e2), _steps(music_e)  # the search below works on these
     if _gated_steps(voice_s + music_s) < settings.loudness_lufs:
         lo, hi = 1.0, 10 ** (3 / 20)
         for _ in range(16):  # to 0.0001 dB: far finer than the 0.5 dB steps it is rounded to
@@ -238,40 +260,38 @@ def analyse(
         gv = hi
     lufs = _gated_steps(gv * gv * voice_s + music_s)
     whole = _stepped(10 ** ((settings.loudness_lufs - lufs) / 20)) if np.isfinite(lufs) else 1.0  # 1 unless the bed is loud
-    gv *= whole
-    music_e *= whole * whole
-    rest_pb *= whole
+    return gv * whole, whole
+
+
+def _limited(gv: float, voice_e2, voice_pb, music_e, rest_pb, settings) -> tuple[float, np.ndarray, np.ndarray]:
+    """The voice's gain, on the GAIN_STEP_DB grid, with the limiter's: (gain, the peak envelope, the
+    limiter's gain per bin). The limiter takes a little loudness off the voice's peaks, which the voice
+    gets back: its gain is the step nearest the estimate or the one above, whichever meets the target
+    better (then further up while that is better still), or the one below where the nearest overshoots
+    by more than half a step (the gated loudness can jump with the gain, where blocks cross the
+    relative gate). Both nearest and next are always weighed: taking the nearest wherever it was within
+    half a step, Part 4 sat on that edge (-14.25 LUFS, and -14.05 a step up), and a one-word edit that
+    crossed it changed the whole episode's gain, so every piece of the track was encoded again."""
     ceiling = settings.true_peak_dbtp - sound.TP_MARGIN_DB
-    bin_rate = RATE // BIN
-
-    def limit(gv: float) -> tuple[np.ndarray, np.ndarray]:
-        env = voice_pb * gv + rest_pb
-        return env, sound.block_gains(env.astype(np.float32), ceiling, rate=bin_rate)
-
-    # the limiter takes a little loudness off the voice's peaks, which the voice gets back: the voice's
-    # gain is the step nearest the estimate or the one above, whichever meets the target better (then
-    # further up while that is better still), or the one below where the nearest overshoots by more than
-    # half a step (the gated loudness can jump with the gain, where blocks cross the relative gate).
-    # Both nearest and next are always weighed: taking the nearest wherever it was within half a step,
-    # Part 4 sat on that edge (-14.25 LUFS, and -14.05 a step up), and a one-word edit that crossed it
-    # changed the whole episode's gain, so every piece of the track was encoded again
     tried: dict[int, tuple[float, float, np.ndarray, np.ndarray]] = {}
 
     def miss(k: int) -> float:  # the loudness at step k, less the target
         if k not in tried:
             g = _stepped(gv) * 10 ** (k * GAIN_STEP_DB / 20)
-            env, curve = limit(g)
+            env = voice_pb * g + rest_pb
+            curve = sound.block_gains(env.astype(np.float32), ceiling, rate=RATE // BIN)
             d = _gated_bins((voice_e2 * g * g + music_e) * curve.astype(np.float64) ** 2) - settings.loudness_lufs
             tried[k] = (d if np.isfinite(d) else np.inf, g, env, curve)
         return tried[k][0]
 
-    _, gv, env, curve = tried[_best_step(miss, GAIN_STEP_DB / 2)]
-    c2 = curve.astype(np.float64) ** 2
-    tp = float(20 * np.log10(max(float((env * curve).max(initial=0.0)), 1e-12)))
-    music_e *= c2
-    heard_voice = voice_e2 * (gv * gv) * c2
-    final_lufs = _gated_bins(heard_voice + music_e)
-    # the stems, as heard in the file: the music's level in the pauses, and under each segment's speech
+    _, g, env, curve = tried[_best_step(miss, GAIN_STEP_DB / 2)]
+    return g, env, curve
+
+
+def _figures(seg_phrases: list, heard_voice: np.ndarray, music_e: np.ndarray, spans: list, pauses: np.ndarray,
+             settings) -> dict:  # fmt: skip
+    """The stems as heard in the file, for the manifest: the music's level in the pauses, and under each
+    segment's speech the voice's, the music's and their separation."""
     per: list[dict | None] = []
     for ph in seg_phrases:
         if not ph:
@@ -279,14 +299,8 @@ def analyse(
             continue
         v, m = _lufs(_span_energy(heard_voice, ph)), _lufs(_span_energy(music_e, ph))
         per.append({"voice_lufs": round(v, 2), "music_lufs": round(m, 2), "separation_lu": round(v - m, 2)})
-    speaking = np.zeros(nb, bool)
-    for a, b, _ in spans:
-        speaking[max(0, a - attack) // BIN : (b + release) // BIN + 1] = True
-    pauses = ~speaking
-    pauses[: fade_in // BIN] = False
-    pauses[max(0, fade_end - fade_out) // BIN :] = False
     gaps = _lufs(float(music_e[pauses].sum()) / (int(pauses.sum()) * BIN)) if pauses.any() else None
-    figures = {
+    return {
         "level_in_pauses_lufs": None if gaps is None else round(gaps, 2),
         "target_in_pauses_lufs": settings.music_level_lufs,
         "duck_db": settings.music_duck_db,
@@ -294,9 +308,6 @@ def analyse(
         "separation_rule_lu": settings.music_separation_lu,
         "segments": per,
     }
-    return MixPlan(
-        total, fade_end, level, whole, gv, tuple(spans), attack, release, fade_in, fade_out, curve, final_lufs, tp, figures
-    )
 
 
 def _gain(t: np.ndarray, spans, attack: int, release: int, fade_end: int, fade_in: int, fade_out: int) -> np.ndarray:
