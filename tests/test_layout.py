@@ -131,3 +131,16 @@ def test_only_the_cli_prints_and_the_stages_do_not_import_the_cli():
             n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"
         ]
         assert not calls, f"{path.name} prints"
+
+
+def test_no_module_over_600_lines_and_no_function_over_60():
+    """Sizes a reader can hold: a module of one job, a function that reads as its steps."""
+    long_modules, long_functions = [], []
+    for name, path in modules().items():
+        text = path.read_text()
+        if len(text.splitlines()) > 600:
+            long_modules.append(f"{name} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long_functions.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long_modules and not long_functions, long_modules + long_functions

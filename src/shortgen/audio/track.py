@@ -105,155 +105,23 @@ def make_music(
     edit re-encodes the pieces whose sound changed, two at a time (the bed is laid per segment, so those
     are the edited segment's, as a rule), and never makes the others' samples. `narrations`: audio key -> (wav,
     spoken words). The figures go to `info`."""
-    import hashlib
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
-
-    from . import beds, meters, music, sound
-
-    chs = sound.chunks(plan)
-    total = (chs[-1].first + chs[-1].count) * AAC_FRAME
-    nb = total // meters.BIN
     progress("audio", "music")
-    starts = [ch.first * AAC_FRAME for ch in chs]
-    offsets = beds.bed_offsets(starts)
-    # where each segment's join may start to crossfade: past its speech and tail (where its last piece
-    # is cut) and past the frame the piece before it hears after its end
-    floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
-    # the fade out ends where the last segment's own narration and length place the episode's end, on
-    # its chunk's grid (the true end, as rounded to AAC frames, moves by one with edits before it, and
-    # would re-encode the last segment's pieces): at most 32 ms before the end, or 11 ms after it
-    last, last_seg = chs[-1], plan.segments[chs[-1].segment]
-    after_narration = (last_seg.start + last_seg.frames - last_seg.narration_start) * AAC_RATE // plan.fps
-    fade_end = (last.first + last.lead + after_narration // AAC_FRAME) * AAC_FRAME
-
-    def bed():
-        track, track_e, track_pb, track_lufs, bed_id = _bed(settings, total + beds.BED_GRID, cache)
-        return track, *beds.lay_bins(track_e, track_pb, starts, offsets, nb, floors), track_lufs, bed_id
-
-    # the bed is decoded (or read from the cache) and laid while the narrations are brought to 48 kHz,
-    # two at a time (cold, the audio lane is the longer one: this gives it a fairer share of the cores)
-    pool = ThreadPoolExecutor(max_workers=3)
-    bedding = pool.submit(bed) if keys.has_music(settings) else None
-    segs = [plan.segments[ch.segment] for ch in chs]
-    prepared = [pool.submit(_voice_48k, seg, narrations[seg.audio_key][0], settings, cache) for seg in segs]
-    # the plan works from the stems' energies and peaks per bin; samples are read per window
-    voices = []  # (first sample, length, the samples or the cached file they are read from when needed)
-    fresh = set()  # segments spoken anew: their pieces are made first
-    voice_ids: list[str] = []  # the key each one's 48 kHz samples are cached by
-    voice_e, voice_pb = np.zeros(nb), np.zeros(nb)
-    spoken = []
-    try:
-        for ch, preparing in zip(chs, prepared):
-            seg = plan.segments[ch.segment]
-            words = narrations[seg.audio_key][1]
-            x, n_x, e, pb, vkey = preparing.result()
-            if not isinstance(x, Path):
-                fresh.add(ch.segment)
-            at = (ch.first + ch.lead) * AAC_FRAME
-            voices.append((at, n_x, x))
-            voice_ids.append(vkey)
-            b0 = at // meters.BIN
-            meters._add_bins(voice_e, b0, e)
-            n = max(0, min(len(pb), nb - b0))
-            np.maximum(voice_pb[b0 : b0 + n], pb[:n], out=voice_pb[b0 : b0 + n])
-            r = AAC_RATE / seg.sample_rate
-            timed = [(at + round(w.start * r), at + round(w.end * r)) for w in words]
-            spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
-        if bedding is not None:
-            track, bed_e, bed_pb, track_lufs, bed_id = bedding.result()
-        else:  # only clips' own sounds
-            track, bed_e, bed_pb, track_lufs = np.zeros((2, 0), np.int16), np.zeros(nb), np.zeros(nb), -np.inf
-            bed_id = "none"
-        stings = _stings(plan, settings, total)
-        extras = _clip_sounds(plan, settings, total)
-        mp = music.analyse(voice_e, voice_pb, spoken, bed_e, bed_pb, track_lufs, stings, extras, settings, total, fade_end)
-    except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
-        raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-    reading = threading.Lock()
-    sounds = [(s.at, s.x.shape, hashlib.sha256(s.x.tobytes()).hexdigest()) for s in stings + extras]
-
-    def window(a: int, b: int) -> np.ndarray:
-        """Samples [a, b) of the mix, interleaved stereo; silence outside the episode."""
-        block = np.zeros((b - a, 2), np.float32)
-        lo, hi = max(a, 0), min(b, total)
-        voice = np.zeros(hi - lo, np.float32)
-        for k, (at, n_x, x) in enumerate(voices):
-            i, j = max(lo, at), min(hi, at + n_x)
-            if j > i:
-                if isinstance(x, Path):  # read once, by the first window that needs it
-                    with reading:
-                        if isinstance(voices[k][2], Path):
-                            voices[k] = (at, n_x, _samples(x))
-                        x = voices[k][2]
-                voice[i - lo : j - lo] += x[i - at : j - at]
-        bed = beds.lay(track, starts, offsets, lo, hi, floors)
-        block[lo - a : hi - a] = music.render(mp, lo, hi, voice, bed, stings, extras).T
-        return block
-
-    parts = piece_layout(chs, spoken, mp.release)
-
-    def inputs(a: int, b: int) -> str:
-        """A digest of what makes samples [a, b) of the mix (music.window_inputs), with the stems there."""
-        lo, hi = max(a, 0), min(b, total)
-        got = [a - lo, b - lo, len(stings), len(extras), bed_id, track.dtype.str, track.shape[1]]
-        if hi > lo:
-            got.append(music.window_inputs(mp, lo, hi, starts, offsets, floors))
-            got.append([(at - lo, n_x, k) for (at, n_x, _), k in zip(voices, voice_ids) if at < hi and at + n_x > lo])
-            got.append([(at - lo, shape, h) for at, shape, h in sounds if at < hi and at + shape[1] > lo])
-        return hashlib.sha256(repr(got).encode()).hexdigest()
-
-    def span(part) -> tuple[int, int]:
-        """The samples a piece's encoder is fed: its frames with PRE_ROLL before and POST_ROLL after."""
-        _, first, count = part
-        return (first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME
-
+    mix = _Mix.planned(plan, narrations, settings, cache, where)
+    parts = piece_layout(mix.chs, mix.spoken, mix.mp.release)
     # each piece is cached by a digest of what makes its samples
-    paths = [cache.path("segments", keys.mixed_chunk(inputs(*span(part)), part[2], settings), ".aac") for part in parts]
+    paths = [cache.path("segments", keys.mixed_chunk(mix.inputs(*_span(part)), part[2], settings), ".aac") for part in parts]
     many = sum(not cache.has(path) for path in paths) > FEW_PIECES
 
     def encode(i: int) -> Path:
-        part, path = parts[i], paths[i]
-        segment, _, count = part
-        a, b = span(part)
-        if cache.has(path):
-            stats.hits["segments"] += 1
-            if VERIFY_PIECES:  # tests: the inputs' digest stands for the samples it skipped making
-                digest = hashlib.sha256(window(a, b).tobytes()).hexdigest()
-                if digest != path.with_suffix(".pcm").read_text():
-                    raise AssertionError(f"mixed piece {path.name}: same inputs, other samples")
-        else:
-            block = window(a, b)
-            pcm = block.tobytes()
-            seg = plan.segments[segment]
-            progress("audio", f"{seg.number or seg.kind} {seg.name}")
-            if VERIFY_PIECES:  # what it was made from, for the check above (hashing each piece costs 8 ms)
-                with cache.writing(path.with_suffix(".pcm")) as tmp:
-                    tmp.write_text(hashlib.sha256(pcm).hexdigest())
-            peak = float(np.abs(block).max(initial=0.0))
-            quiet = peak < BOUND_BELOW  # music alone: a bound stands for its meter, see _bound
-            if quiet:
-                with cache.writing(path.with_suffix(".tpb")) as tmp:
-                    tmp.write_text(json.dumps(round(20 * np.log10(max(peak, 1e-6)) + BOUND_DB, 2)))
-            # many pieces (a cold render): each loud one is metered as it is encoded, in the same ffmpeg
-            # run; an edit's few are metered by `measure_music`, beside the join, and encode sooner
-            with cache.writing(path) as tmp:
-                tp = encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp, meter=not quiet and many)
-            if tp is not None:
-                with cache.writing(path.with_suffix(".tp")) as tmp:
-                    tmp.write_text(json.dumps(tp))
-        return path
+        return _piece(mix, parts[i], paths[i], many, plan, settings, encoder, cache, stats, progress)
 
     # two ffmpeg processes at a time: each is single-threaded, and an edit leaves the video lane idle;
     # an edit's few pieces (a segment's two long ones and its short last one) all at once, so the short
     # one does not wait for a long one; the pieces of segments spoken anew first (an edit's encodes
     # start at once)
-    order = sorted(range(len(parts)), key=lambda i: parts[i][0] not in fresh)
+    order = sorted(range(len(parts)), key=lambda i: parts[i][0] not in mix.fresh)
     with ThreadPoolExecutor(max_workers=2 if many else 3) as pool:
         made = dict(zip(order, pool.map(encode, order)))
     done = [made[i] for i in range(len(parts))]
@@ -262,9 +130,192 @@ def make_music(
     with cache.writing(out) as tmp:
         encoder.splice_audio(pieces, tmp)
     # each piece's true peak is cached beside it: `measure_music` takes the largest, beside the join
-    mixed_figures = {"integrated_lufs": round(mp.lufs, 2), "music": mp.figures, "chunks": [str(p) for p in done]}
+    mixed_figures = {"integrated_lufs": round(mix.mp.lufs, 2), "music": mix.mp.figures, "chunks": [str(p) for p in done]}
     with cache.writing(_pending(info)) as tmp:
         tmp.write_text(json.dumps(mixed_figures))
+
+
+def _span(part) -> tuple[int, int]:
+    """The samples a piece's encoder is fed: its frames with PRE_ROLL before and POST_ROLL after."""
+    _, first, count = part
+    return (first - PRE_ROLL) * AAC_FRAME, (first + count + POST_ROLL) * AAC_FRAME
+
+
+def _piece(mix: _Mix, part, path: Path, many: bool, plan: Plan, settings: Settings, encoder: Encoder, cache: Cache,
+           stats: Stats, progress: Callable) -> Path:  # fmt: skip
+    """One piece of the mixed track, encoded (or found by its inputs), with its true peak or a bound."""
+    import hashlib
+
+    import numpy as np
+
+    segment, _, count = part
+    a, b = _span(part)
+    if cache.has(path):
+        stats.hits["segments"] += 1
+        if VERIFY_PIECES:  # tests: the inputs' digest stands for the samples it skipped making
+            digest = hashlib.sha256(mix.window(a, b).tobytes()).hexdigest()
+            if digest != path.with_suffix(".pcm").read_text():
+                raise AssertionError(f"mixed piece {path.name}: same inputs, other samples")
+        return path
+    block = mix.window(a, b)
+    pcm = block.tobytes()
+    seg = plan.segments[segment]
+    progress("audio", f"{seg.number or seg.kind} {seg.name}")
+    if VERIFY_PIECES:  # what it was made from, for the check above (hashing each piece costs 8 ms)
+        with cache.writing(path.with_suffix(".pcm")) as tmp:
+            tmp.write_text(hashlib.sha256(pcm).hexdigest())
+    peak = float(np.abs(block).max(initial=0.0))
+    quiet = peak < BOUND_BELOW  # music alone: a bound stands for its meter, see _bound
+    if quiet:
+        with cache.writing(path.with_suffix(".tpb")) as tmp:
+            tmp.write_text(json.dumps(round(20 * np.log10(max(peak, 1e-6)) + BOUND_DB, 2)))
+    # many pieces (a cold render): each loud one is metered as it is encoded, in the same ffmpeg run; an
+    # edit's few are metered by `measure_music`, beside the join, and encode sooner
+    with cache.writing(path) as tmp:
+        tp = encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp, meter=not quiet and many)
+    if tp is not None:
+        with cache.writing(path.with_suffix(".tp")) as tmp:
+            tmp.write_text(json.dumps(tp))
+    return path
+
+
+class _Mix:
+    """The planned mix of an episode: its stems and plan, and any window of its samples on demand."""
+
+    def __init__(self, chs, total, starts, offsets, floors, voices, voice_ids, fresh, spoken, bed, mp, stings, extras):
+        import hashlib
+        import threading
+
+        self.chs, self.total, self.starts, self.offsets, self.floors = chs, total, starts, offsets, floors
+        self.voices = voices  # (first sample, length, the samples or the cached file they are read from when needed)
+        self.voice_ids, self.fresh, self.spoken = voice_ids, fresh, spoken
+        self.track, self.bed_id = bed
+        self.mp, self.stings, self.extras = mp, stings, extras
+        self.sounds = [(s.at, s.x.shape, hashlib.sha256(s.x.tobytes()).hexdigest()) for s in stings + extras]
+        self._reading = threading.Lock()
+
+    @classmethod
+    def planned(cls, plan: Plan, narrations: dict, settings: Settings, cache: Cache, where: str) -> _Mix:
+        """The stems gathered and the mix planned for the whole episode. The bed is decoded (or read from
+        the cache) and laid while the narrations are brought to 48 kHz, two at a time (cold, the audio
+        lane is the longer one: this gives it a fairer share of the cores); the plan works from the stems'
+        energies and peaks per bin, samples are read per window."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import numpy as np
+
+        from . import beds, meters, music, sound
+
+        chs = sound.chunks(plan)
+        total = (chs[-1].first + chs[-1].count) * AAC_FRAME
+        nb = total // meters.BIN
+        starts = [ch.first * AAC_FRAME for ch in chs]
+        offsets = beds.bed_offsets(starts)
+        # where each segment's join may start to crossfade: past its speech and tail (where its last piece
+        # is cut) and past the frame the piece before it hears after its end
+        floors = [(ch.first + min(ch.encoded + POST_ROLL, ch.count)) * AAC_FRAME for ch in chs]
+
+        def bed():
+            track, track_e, track_pb, track_lufs, bed_id = _bed(settings, total + beds.BED_GRID, cache)
+            return track, *beds.lay_bins(track_e, track_pb, starts, offsets, nb, floors), track_lufs, bed_id
+
+        pool = ThreadPoolExecutor(max_workers=3)
+        bedding = pool.submit(bed) if keys.has_music(settings) else None
+        prepared = [
+            pool.submit(
+                _voice_48k, plan.segments[ch.segment], narrations[plan.segments[ch.segment].audio_key][0], settings, cache
+            )
+            for ch in chs
+        ]
+        try:
+            voices, voice_ids, fresh, spoken, voice_e, voice_pb = _voices(plan, chs, narrations, prepared, nb)
+            if bedding is not None:
+                track, bed_e, bed_pb, track_lufs, bed_id = bedding.result()
+            else:  # only clips' own sounds
+                track, bed_e, bed_pb, track_lufs = np.zeros((2, 0), np.int16), np.zeros(nb), np.zeros(nb), -np.inf
+                bed_id = "none"
+            stings = _stings(plan, settings, total)
+            extras = _clip_sounds(plan, settings, total)
+            args = (voice_e, voice_pb, spoken, bed_e, bed_pb, track_lufs, stings, extras, settings, total, _fade_end(plan, chs))
+            mp = music.analyse(*args)
+        except music.AudioError as e:  # passed at load, failed now: changed since, or silent further in
+            raise MediaReadError(f"{where or settings.music}: settings.music: {e}") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return cls(chs, total, starts, offsets, floors, voices, voice_ids, fresh, spoken, (track, bed_id), mp, stings, extras)
+
+    def window(self, a: int, b: int):
+        """Samples [a, b) of the mix, interleaved stereo; silence outside the episode."""
+        import numpy as np
+
+        from . import beds, music
+
+        block = np.zeros((b - a, 2), np.float32)
+        lo, hi = max(a, 0), min(b, self.total)
+        voice = np.zeros(hi - lo, np.float32)
+        for k, (at, n_x, x) in enumerate(self.voices):
+            i, j = max(lo, at), min(hi, at + n_x)
+            if j > i:
+                if isinstance(x, Path):  # read once, by the first window that needs it
+                    with self._reading:
+                        if isinstance(self.voices[k][2], Path):
+                            self.voices[k] = (at, n_x, _samples(x))
+                        x = self.voices[k][2]
+                voice[i - lo : j - lo] += x[i - at : j - at]
+        bed = beds.lay(self.track, self.starts, self.offsets, lo, hi, self.floors)
+        block[lo - a : hi - a] = music.render(self.mp, lo, hi, voice, bed, self.stings, self.extras).T
+        return block
+
+    def inputs(self, a: int, b: int) -> str:
+        """A digest of what makes samples [a, b) of the mix (music.window_inputs), with the stems there."""
+        import hashlib
+
+        from . import music
+
+        lo, hi = max(a, 0), min(b, self.total)
+        got = [a - lo, b - lo, len(self.stings), len(self.extras), self.bed_id, self.track.dtype.str, self.track.shape[1]]
+        if hi > lo:
+            got.append(music.window_inputs(self.mp, lo, hi, self.starts, self.offsets, self.floors))
+            got.append([(at - lo, n_x, k) for (at, n_x, _), k in zip(self.voices, self.voice_ids) if at < hi and at + n_x > lo])
+            got.append([(at - lo, shape, h) for at, shape, h in self.sounds if at < hi and at + shape[1] > lo])
+        return hashlib.sha256(repr(got).encode()).hexdigest()
+
+
+def _voices(plan: Plan, chs: list, narrations: dict, prepared: list, nb: int) -> tuple:
+    """The narrations placed on the track: (voices, their keys, the segments spoken anew, each chunk's
+    (start, end, [(word start, word end)]), the voice's energy and peak per bin)."""
+    import numpy as np
+
+    from . import meters
+
+    voices, voice_ids, fresh, spoken = [], [], set(), []
+    voice_e, voice_pb = np.zeros(nb), np.zeros(nb)
+    for ch, preparing in zip(chs, prepared):
+        seg = plan.segments[ch.segment]
+        words = narrations[seg.audio_key][1]
+        x, n_x, e, pb, vkey = preparing.result()
+        if not isinstance(x, Path):
+            fresh.add(ch.segment)  # its pieces are made first
+        at = (ch.first + ch.lead) * AAC_FRAME
+        voices.append((at, n_x, x))
+        voice_ids.append(vkey)
+        b0 = at // meters.BIN
+        meters._add_bins(voice_e, b0, e)
+        n = max(0, min(len(pb), nb - b0))
+        np.maximum(voice_pb[b0 : b0 + n], pb[:n], out=voice_pb[b0 : b0 + n])
+        r = AAC_RATE / seg.sample_rate
+        timed = [(at + round(w.start * r), at + round(w.end * r)) for w in words]
+        spoken.append((ch.first * AAC_FRAME, (ch.first + ch.count) * AAC_FRAME, timed))
+    return voices, voice_ids, fresh, spoken, voice_e, voice_pb
+
+
+def _fade_end(plan: Plan, chs: list) -> int:
+    """Where the fade out ends: where the last segment's own narration and length place the episode's
+    end, on its chunk's grid (the true end, as rounded to AAC frames, moves by one with edits before it,
+    and would re-encode the last segment's pieces): at most 32 ms before the end, or 11 ms after it."""
+    last, last_seg = chs[-1], plan.segments[chs[-1].segment]
+    after_narration = (last_seg.start + last_seg.frames - last_seg.narration_start) * AAC_RATE // plan.fps
+    return (last.first + last.lead + after_narration // AAC_FRAME) * AAC_FRAME
 
 
 def piece_layout(chs: list, spoken: list, release: int) -> list[tuple[int, int, int]]:
