@@ -201,8 +201,11 @@ def _write_set(
         says the same (the content hashes beside them say which file it was)."""
         return None if not f or str(f).lower() == "none" else os.path.relpath(str(f), ep.path.parent)
 
+    drawn = Path(ep.settings.cache_dir) / "visuals"  # generated visuals: named by their kind, not a cache path
     for s in manifest["segments"]:
-        if "visual" in s:
+        if "visual" in s and Path(s["visual"]["file"]).parent == drawn:
+            s["visual"]["generated"], s["visual"]["file"] = Path(s["visual"]["file"]).name.split("-")[0], None
+        elif "visual" in s:
             s["visual"]["file"] = as_named(s["visual"]["file"])
     if "background" in manifest:
         manifest["background"]["file"] = as_named(manifest["background"]["file"])

@@ -235,6 +235,8 @@ def plan_visual(spec: VisualSpec, ep: Episode, index: int, full: bool = False) -
     if motion == "auto":
         motion = "none" if m.kind == "clip" else AUTO_MOTIONS[index % len(AUTO_MOTIONS)]
     rect = visual_rect("full" if full else s.visual_layout, s.width, s.height)
+    if spec.generated and rect[1] > 0:  # a drawing of lines and text: above the captions, none of it under them
+        rect = (rect[0], rect[1], rect[2], band_bottom(s))
     if m.kind == "clip" and spec.fit == "cover":
         _bounded_cover(spec, rect)
     return Visual(
@@ -257,6 +259,18 @@ def plan_visual(spec: VisualSpec, ep: Episode, index: int, full: bool = False) -
     )
 
 
+def band_bottom(s) -> int:
+    """Where a generated visual's panel ends: above the tallest caption's ink (two lines of the largest
+    type, centred in the caption box, a popped word and a pill around it), even for 4:2:0 chroma."""
+    from .picture.captions import CAPTION_SIZES
+    from .picture.draw import caption_origin
+
+    _, y0, _, y1 = caption_origin(s)
+    block = round(CAPTION_SIZES[0] * 1.25) + CAPTION_SIZES[0]
+    return 2 * ((y0 + (y1 - y0 - block) // 2 - round(BAND_GAP * s.height / 1920)) // 2)
+
+
+BAND_GAP = 40  # between a generated visual and the captions' ink: a popped word grows, a pill reaches out
 MAX_COVER_AREA = 4  # a clip scaled to cover its box may be at most this many times the box's area
 
 

@@ -131,13 +131,15 @@ def _badge(c: _Canvas, settings: Settings, label: str, x: int, y: int, width: in
 
 PANEL_MIN = 400  # a panel visual keeps at least this many rows (at 1920 high) below the card's text
 PANEL_GAP = 28  # ... and starts this far below it
+BAND_MIN = 130  # a generated visual, above the captions, keeps at least this many rows
 
 
 def text_limit(seg: SegmentPlan, plan: Plan, settings: Settings) -> int:
     """How far down the card's text may reach: above the captions, and above a panel visual's least height."""
     limit = caption_origin(settings)[1]
     if seg.visual is not None and seg.visual.rect[1] > 0:
-        limit = min(limit, seg.visual.rect[3] - round((PANEL_MIN + PANEL_GAP) * settings.height / 1920))
+        least = BAND_MIN if seg.visual.rect[3] < caption_origin(settings)[3] else PANEL_MIN  # a generated visual's band
+        limit = min(limit, seg.visual.rect[3] - round((least + PANEL_GAP) * settings.height / 1920))
     return limit - 10
 
 
@@ -169,7 +171,8 @@ def draw_card(seg: SegmentPlan, plan: Plan, settings: Settings, dry: bool = Fals
     if y > text_limit(seg, plan, settings):
         into = "the caption area"
         if seg.visual is not None and seg.visual.rect[1] > 0:
-            into = "the visual's panel (it needs 400 pixels below the text)"
+            need = BAND_MIN if seg.visual.rect[3] < caption_origin(settings)[3] else PANEL_MIN
+            into = f"the visual's panel (it needs {need} pixels below the text)"
         detail = f"the card's text runs into {into}; shorten it"
         raise TextOverflowError(f"{where}: {detail}", blame, detail)
     return Drawn(c.image, c.boxes)

@@ -35,6 +35,7 @@ class VisualSpec:
     where: str = ""  # file:line:col: field, for messages
     audio: bool = False  # a clip's own sound, under the voice
     allow_short: bool = False  # a clip that stops short of its header's length is used as far as it goes
+    generated: bool = False  # drawn from the script (an equation, a plot, code, a diagram): shown above the captions
 
 
 @dataclass(frozen=True)
@@ -308,7 +309,7 @@ def _segments(m: dict, pos: _Positions, path: Path, settings: Settings) -> tuple
             rate=s["rate"] or settings.rate,
             pos=pos.find(("segments", i)) or (1, 1),
             fields={k: pos.values[("segments", i, k)] for k in s if ("segments", i, k) in pos.values},
-            visual=_visual(s["visual"], ("segments", i, "visual"), pos, path, settings.fps) if s["visual"] else None,
+            visual=_visual(s["visual"], ("segments", i, "visual"), pos, path, settings) if s["visual"] else None,
             recording=_recording(s["recording"], ("segments", i, "recording"), pos, path, settings) if s["recording"] else None,
             recording_allow_short=bool(s["recording"] and s["recording"]["allow_short"]),
         )
@@ -389,14 +390,11 @@ def _recording(v: dict, at: tuple, pos: _Positions, path: Path, settings: Settin
     return f
 
 
-def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> VisualSpec:
-    """A segment's `visual:`, its file found relative to the script and measured; one clear line for
-    whatever is wrong with it."""
-    shorthand = at + ("file",) not in pos.values
-    file_at = at if shorthand else at + ("file",)
+def _visual(v: dict, at: tuple, pos: _Positions, path: Path, settings: Settings) -> VisualSpec:
+    """A segment's `visual:`, its file found relative to the script (or drawn from what the script says:
+    an equation, a plot, code, a diagram) and measured; one clear line for whatever is wrong with it."""
+    f, file_at = _visual_file(v, at, pos, path, settings)
     name = _fmt(file_at)
-    f = Path(v["file"]).expanduser()
-    f = f if f.is_absolute() else path.parent / f
     try:
         m = media.probe(f)
     except media.MediaError as e:
@@ -407,7 +405,7 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
             if v[key] is not None:
                 raise ScriptError(pos.where(path, at + (key,)), _fmt(at + (key,)), f"`{key}` is for clips; {f.name} is a picture")
     else:
-        first = round(start * m.fps)
+        first = round(start * m.fps)  # a clip
         if first >= m.frames:
             raise ScriptError(
                 pos.where(path, at + ("start",)),
@@ -427,14 +425,39 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, fps: int) -> Visual
                 raise ScriptError(pos.where(path, at + ("audio",)), _fmt(at + ("audio",)), str(e)) from None
     return VisualSpec(
         media=m,
-        fit=v["fit"] or "cover",
-        motion=v["motion"] or "auto",
+        fit=v["fit"] or ("cover" if v["file"] else "contain"),
+        motion=v["motion"] or ("auto" if v["file"] else "none"),  # a drawing of thin lines and text reads best still
         start=start,
         clip_end=v["clip_end"] or "loop",
         where=f"{pos.where(path, file_at)}: {name}",
         audio=bool(v["audio"]),
         allow_short=bool(v["allow_short"]),
+        generated=v["file"] is None,
     )
+
+
+def _visual_file(v: dict, at: tuple, pos: _Positions, path: Path, settings: Settings) -> tuple[Path, tuple]:
+    """The visual's picture and the field it comes from: its file, or the one drawn (and cached) for its
+    equation, plot, code or diagram."""
+    from ..picture import generated
+
+    given = [k for k in ("file", *generated.KINDS) if v[k] is not None]
+    if len(given) != 1:
+        what = "none" if not given else " and ".join(f"`{k}`" for k in given)
+        raise ScriptError(pos.where(path, at), _fmt(at), f"give one of file, equation, plot, code or diagram (found {what})")
+    kind = given[0]
+    if v["language"] is not None and kind != "code":
+        raise ScriptError(pos.where(path, at + ("language",)), _fmt(at + ("language",)), "`language` is for `code`")
+    if kind == "file":
+        file_at = at if at + ("file",) not in pos.values else at + ("file",)
+        f = Path(v["file"]).expanduser()
+        return (f if f.is_absolute() else path.parent / f), file_at
+    spec = {"code": v["code"], "language": v["language"]} if kind == "code" else v[kind]
+    spec = {"diagram": spec} if kind == "diagram" else spec
+    try:
+        return generated.generated(kind, spec, settings.theme, settings.fonts_dir, settings.cache_dir), at + (kind,)
+    except generated.GenerateError as e:
+        raise ScriptError(pos.where(path, at + (kind,)), _fmt(at + (kind,)), str(e)) from None
 
 
 def expand_targets(paths: list[Path], rendering: bool = True) -> list[Path]:

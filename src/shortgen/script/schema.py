@@ -17,8 +17,19 @@ SETTINGS = rules_of(Settings)
 # to 146 in three, a reference 120 to 145 in two). They catch the hopeless case early; whether a given
 # text fits is decided by the same fit rules a render draws with (captions.check_fits), in `check` too.
 # A segment's picture or footage: a file name, or a mapping with options (see docs/scripts.md, "Visuals").
+# A visual generated from the script (picture/generated.py), in place of `file:`.
+PLOT = {
+    "y": Rule("list", of=Rule("str", min_len=1, max_len=120), min_len=1, max_len=4, required=True),  # functions of x
+    "x": Rule("list", of=Rule("float", ge=-1e6, le=1e6), min_len=2, max_len=2),  # [from, to], default [-4, 4]
+    "labels": Rule("list", of=Rule("str", min_len=1, max_len=30), max_len=4),  # the legend, default the formulas
+}
 VISUAL = {
-    "file": Rule("str", required=True, min_len=1, max_len=1000),
+    "file": Rule("str", min_len=1, max_len=1000),  # one of file, equation, plot, code and diagram
+    "equation": Rule("str", min_len=1, max_len=300),  # TeX math, as between $...$
+    "plot": Rule("model", of=PLOT),
+    "code": Rule("str", min_len=1, max_len=1000),
+    "language": Rule("str", min_len=1, max_len=30),  # the code's (Pygments' name), default python
+    "diagram": Rule("list", of=Rule("list", of=Rule("str", min_len=1, max_len=24), min_len=1, max_len=5), min_len=2, max_len=5),
     "fit": Rule("choice", choices=("cover", "contain")),
     "motion": Rule("choice", choices=("auto", "none", "zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down")),
     "start": Rule("float", ge=0, le=86400),  # seconds into a clip
