@@ -127,6 +127,7 @@ def test_a_generated_visual_is_drawn_once_and_an_edit_redraws_only_its_own(rende
         ("{plot: {y: [x], x: [2, 1]}}", "segments[0].visual.plot: x: [2, 1] is empty"),
         ("{code: 'print(1)', language: klingon}", "segments[0].visual.code: unknown language 'klingon'"),
         ('{code: "' + "x = 1\\n" * 9 + '"}', "segments[0].visual.code: 9 lines: at most 6"),
+        ("{code: 'print(\"🎉\")'}", "segments[0].visual.code: the code font has no '🎉' (U+1F389)"),
         ("{equation: 'x', code: 'y'}", "segments[0].visual: give one of file, equation, plot, code or diagram"),
         ("{equation: 'x', language: python}", "segments[0].visual.language: `language` is for `code`"),
         ("{diagram: [[a label far too long for a box], [b]]}", "segments[0].visual.diagram[0][0]: string should have at most 24"),

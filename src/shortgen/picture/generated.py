@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .typeset import _coverage
+
 GEN_VERSION = 2  # bump when a generated picture's look changes: it names the file
 W, H = 1800, 600  # 3:1, the band above the captions (888 x 200 to 300 at 1080x1920), drawn twice its size
 KINDS = ("equation", "plot", "code", "diagram")
@@ -36,7 +38,12 @@ def generated(kind: str, spec, theme, fonts_dir: Path, cache_dir: Path) -> Path:
     if path.is_file():
         return path
     draw: dict[str, Callable[..., Image.Image]] = {"equation": _equation, "plot": _plot, "code": _code, "diagram": _diagram}
-    image = draw[kind](spec, colours, font)
+    try:
+        image = draw[kind](spec, colours, font)
+    except GenerateError:
+        raise
+    except (ValueError, RuntimeError, OverflowError, MemoryError) as e:  # what the parse let through, met drawing
+        raise GenerateError(f"cannot draw it: {' '.join(str(e).split())[:160]}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     image.save(tmp, "PNG")
@@ -191,8 +198,13 @@ def _code(spec: dict, colours: dict, font: str) -> Image.Image:
         lexer = get_lexer_by_name(spec.get("language") or "python")
     except ClassNotFound:
         raise GenerateError(f"unknown language {spec.get('language')!r} (Pygments' names: python, js, bash, sql ...)") from None
+    mono = _mono()
+    missing = sorted({ch for ch in code if not ch.isspace() and ord(ch) not in _coverage(mono)})
+    if missing:
+        shown = ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in missing[:3])
+        raise GenerateError(f"the code font has no {shown}: it would draw a box; write it without")
     size = int(min(84, 0.9 * W / (0.6 * max(widest, 16)), 0.85 * H / (1.3 * max(len(lines), 3))))
-    face = ImageFont.truetype(_mono(), size)
+    face = ImageFont.truetype(mono, size)
     img = Image.new("RGB", (W, H), colours["background"])
     d = ImageDraw.Draw(img)
     step = round(size * 1.3)
