@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "src" / "shortgen"
 # imports no lane; the drivers at the top (timeline, check, render, rendered, testing) run the lanes; the
 # series lane drives render; only the cli sits above everything.
 BASE = {"errors", "settings", "rules", "cache", "keys", "plan"}
-DRIVERS = {"timeline", "check", "render", "rendered", "testing"}
+DRIVERS = {"timeline", "check", "render", "rendered", "testing", "preview"}
 LANE_MAY_IMPORT = {
     "base": set(),
     "video": {"base"},

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import ExitStatus, ShortgenError, describe, quiet_libraries, status_of
+from .errors import ExitStatus, PortError, ShortgenError, describe, quiet_libraries, status_of
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +69,12 @@ def _parser(cmd: str | None = None) -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the JSON Schema of episode (or series) files, for editors")
     sc.add_argument("kind", nargs="?", choices=("episode", "series"), default="episode")
+
+    pv = sub.add_parser("preview", help="a page on 127.0.0.1 that plays the episode and renders it again on every save")
+    pv.add_argument("paths", nargs="+", type=Path)
+    pv.add_argument("--port", type=int, default=0, help="the port (default: a free one)")
+    pv.add_argument("--open", action="store_true", help="open the page in the browser")
+    settings_flags(pv)
 
     v = sub.add_parser("voices", help="list the voices the speech engine has")
     v.add_argument("filter", nargs="?", default="")
@@ -175,6 +181,8 @@ def _dispatch(a: argparse.Namespace) -> ExitStatus:
         return ExitStatus.OK
     if a.cmd == "check":
         return _check(a)
+    if a.cmd == "preview":
+        return _preview(a)
     return _render(a)
 
 
@@ -322,6 +330,38 @@ def _report(a, rows: list, messages: list[str]) -> None:
         print(report)
     for msg in messages:
         print(f"shortgen: {msg}", file=sys.stderr)
+
+
+def _preview(a) -> ExitStatus:
+    """Serve the preview until Ctrl-C: the address printed, the renders' progress and errors on the page."""
+    import time
+
+    from .preview import Preview, close, serve
+    from .script.load import expand_targets
+    from .settings import keep_freed_memory
+    from .video.encode import FfmpegEncoder
+
+    keep_freed_memory()
+    layer = _cli_layer(a)
+    targets = expand_targets(a.paths)
+    engine, _ = _engine_cache(layer)
+    preview = Preview(targets, layer, engine, FfmpegEncoder())
+    try:
+        httpd, url = serve(preview, a.port)
+    except OSError as e:
+        raise PortError(f"--port {a.port}: cannot listen on 127.0.0.1 ({e.strerror or e})") from None
+    print(f"shortgen preview: {url} (Ctrl-C stops it)", flush=True)
+    if a.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:  # how a preview is stopped: no error
+        return ExitStatus.OK
+    finally:
+        close(preview, httpd)
 
 
 def _render(a) -> ExitStatus:

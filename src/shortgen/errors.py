@@ -96,6 +96,12 @@ class TextOverflowError(ShortgenError):
         self.source, self.detail = source, detail or message
 
 
+class PortError(ShortgenError):
+    """`shortgen preview --port N`: nothing can listen there (in use, or not allowed)."""
+
+    exit_code = ExitStatus.BAD_INPUT
+
+
 class ArticleError(ShortgenError):
     """`shortgen import`: the file is not an article of the series (empty, binary, another structure)."""
 
