@@ -37,6 +37,8 @@ with a cold render of the script without visuals (stills / cold is taken over th
 The shipped section renders the script as shipped (pictures, motion, the clip, music) cold and as a
 no-op in --runs rounds, once more cold with memory sampled, and the whole series as shipped cold and as
 a no-op in --series-runs rounds: each against the issue's target.
+The preview row runs `shortgen preview` on the shipped script and times --runs + 2 one-word edits, from the
+save to the server offering the new render.
 The music section renders the script without visuals with the series' bed, --music-runs rounds of: a
 cold render without the bed, a cold render with it, and a one-word edit with it; the ratios are taken
 within those rounds (the machine's speed drifts over minutes).
@@ -313,6 +315,7 @@ def main() -> int:
         vis = visual_rows(a, script, shipped, work, env, args, track)
         mus = music_rows(a, script, shipped, env, args)
         shp = shipped_rows(a, script, shipped, work, env)
+        shp["preview_s"] = preview_rows(a, script, shipped, work, env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -428,8 +431,46 @@ def main() -> int:
     print(f"  series cold (median)               {sc:8.2f} s  {shp['series_video_s'] / sc:7.1f}x realtime"
           f"  for {shp['series_video_s']:.0f} s of video   (<= 26 s)")  # fmt: skip
     print(f"  series no-op / series cold       {q['series_noop_over_cold']:6.1%}   (<= 3%)")
+    pv = statistics.median(shp["preview_s"])
+    print(f"  preview: a one-word edit saved -> its render served {pv:5.2f} s   (<= 3 s)   runs: "
+          + ", ".join(f"{x:.2f}" for x in shp["preview_s"]))  # fmt: skip
     print(f"wrote {path.relative_to(ROOT)}")
     return 0
+
+
+def preview_rows(a, script: Path, shipped: str, work: Path, env: dict) -> list[float]:
+    """`shortgen preview` of Part 4 as shipped: from saving a one-word edit of segment 1's narration to
+    the server offering the new render (its state names another video file), --runs + 2 edits."""
+    import signal
+    import urllib.request
+
+    script.write_text(shipped)
+    env = {**env, "SHORTGEN_CACHE_DIR": str(work / "cache-preview")}
+    args = ["preview", "--output-dir", str(work / "out-preview"), str(script)]
+    proc = subprocess.Popen([sys.executable, "-c", "from shortgen.cli import run; run()", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        url = proc.stdout.readline().split()[2] if proc.stdout else ""
+
+        def state() -> dict:
+            return json.loads(urllib.request.urlopen(url + "state").read())
+
+        while not state()["parts"] or state()["rendering"]:
+            time.sleep(0.2)
+        times = []
+        for word in ["quickly", "gently", "steadily", "neatly", "simply", "plainly", "calmly"][: a.runs + 2]:
+            before = state()["parts"][0]["video"]
+            script.write_text(shipped.replace("They introduce nonlinearity", f"They {word} introduce nonlinearity"))
+            t0 = time.perf_counter()
+            while (s := state())["rendering"] or s["parts"][0]["video"] == before:
+                time.sleep(0.02)
+            times.append(time.perf_counter() - t0)
+            time.sleep(0.5)
+        return times
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        script.write_text(shipped)
 
 
 def shipped_rows(a, script: Path, shipped: str, work: Path, env: dict) -> dict:
