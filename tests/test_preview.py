@@ -56,6 +56,7 @@ def test_the_page_follows_edits_and_errors_of_the_script(preview):
         ready = "document.getElementById('video').readyState >= 1 && document.getElementById('video').duration"
         wait_for(page, f"({cues}).includes('a little at a time')")
         before = wait_for(page, ready)
+        assert "/out/part9/thumbnail.jpg" in page.evaluate("document.getElementById('video').poster")
         # a narration made longer on disk: new cues and a longer video, without a reload
         script.write_text(script.read_text().replace("a little at a time.", "a little at a time, and then again and again."))
         t0 = time.monotonic()
