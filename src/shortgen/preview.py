@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -181,27 +182,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if root is None or path is None or not path.is_relative_to(root) or not path.is_file():
             self._send(404, "text/plain", b"not found")
             return
-        kind = {".mp4": "video/mp4", ".vtt": "text/vtt", ".jpg": "image/jpeg", ".png": "image/png"}.get(
-            path.suffix, "application/octet-stream"
-        )
-        data = path.read_bytes()
-        m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
-        if not m or not (m.group(1) or m.group(2)):
-            self._send(200, kind, data)
-            return
-        size = len(data)
-        a, b = m.groups()
-        start, end = (int(a), min(int(b or size - 1), size - 1)) if a else (max(0, size - int(b)), size - 1)
-        if start > end:
-            self._send(416, "text/plain", b"range not satisfiable")
-            return
-        self.send_response(206)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        self.wfile.write(data[start : end + 1])
+        kind = TYPES.get(path.suffix, "application/octet-stream")
+        with open(path, "rb") as f:  # one handle: a render that replaces the file meanwhile does not mix sets
+            size = os.fstat(f.fileno()).st_size
+            m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+            if not m or not (m.group(1) or m.group(2)):
+                self._send(200, kind, f.read())
+                return
+            a, b = m.groups()
+            start, end = (int(a), min(int(b or size - 1), size - 1)) if a else (max(0, size - int(b)), size - 1)
+            if start > end:
+                self._send(416, "text/plain", b"range not satisfiable")
+                return
+            f.seek(start)
+            self.send_response(206)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            left = end - start + 1
+            while left > 0:  # only the bytes asked for, read as they are sent
+                chunk = f.read(min(1 << 20, left))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
 
 def handler(preview: Preview) -> type:
