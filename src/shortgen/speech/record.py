@@ -109,7 +109,11 @@ def voiced(x: np.ndarray, rate: int = RATE, audible: bool = False) -> np.ndarray
     """Which 10 ms windows hold speech: over both a level under the loudest window (-30 dB) and the
     room's own noise (12 dB over the quietest tenth), so that a noisy recording's silence is silence.
     `audible`: over the room's noise alone, which a quiet fricative starting a word ("some") is."""
-    rms = _rms(x, rate)
+    return _voiced(_rms(x, rate), audible)
+
+
+def _voiced(rms: np.ndarray, audible: bool = False) -> np.ndarray:
+    """`voiced`, from the windows' levels."""
     if not len(rms) or rms.max() < 1e-4:
         return np.zeros(len(rms), bool)
     floor = float(np.percentile(rms, 10))
@@ -292,7 +296,7 @@ def _pauses(x: np.ndarray) -> list[tuple[int, int]]:
     rms = _rms(x, RATE)
     floor = float(np.percentile(rms, 10)) if len(rms) else 0.0
     out = []
-    for a, b in _silences(_closures_filled(_clicks_removed(voiced(x, audible=True)))):
+    for a, b in _silences(_closures_filled(_clicks_removed(_voiced(rms, audible=True)))):
         g = b
         while g > a and b - g < LEAD_IN_FRAMES and rms[g - 1] > 2 * floor:
             g -= 1
