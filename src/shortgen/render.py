@@ -177,6 +177,8 @@ def _write_set(
     staging: Path, names: dict, timed: Timeline, ek: keys.EpisodeKeys, probe, loudness: tuple, pictures, looks: dict
 ) -> None:
     """The set's files besides the video, into the staging folder: captions, pictures, manifest."""
+    from .picture import generated
+
     plan, ep = timed.plan, timed.episode
     outputs.write_text(staging / names["srt"], outputs.srt(plan))
     outputs.write_text(staging / names["vtt"], outputs.vtt(plan))
@@ -201,10 +203,9 @@ def _write_set(
         says the same (the content hashes beside them say which file it was)."""
         return None if not f or str(f).lower() == "none" else os.path.relpath(str(f), ep.path.parent)
 
-    drawn = Path(ep.settings.cache_dir) / "visuals"  # generated visuals: named by their kind, not a cache path
     for s in manifest["segments"]:
-        if "visual" in s and Path(s["visual"]["file"]).parent == drawn:
-            s["visual"]["generated"], s["visual"]["file"] = Path(s["visual"]["file"]).name.split("-")[0], None
+        if "visual" in s and (kind := generated.kind_of(s["visual"]["file"], ep.settings.cache_dir)):
+            s["visual"]["generated"], s["visual"]["file"] = kind, None  # named by its kind, not a cache path
         elif "visual" in s:
             s["visual"]["file"] = as_named(s["visual"]["file"])
     if "background" in manifest:

@@ -25,6 +25,15 @@ KINDS = ("equation", "plot", "code", "diagram")
 CODE_LINES, CODE_COLUMNS = 6, 46  # the most that stays legible in the band
 
 
+FOLDER = "visuals"  # under the cache: cache_dir/visuals/KIND-HASH.png
+
+
+def kind_of(path: str | Path, cache_dir: str | Path) -> str | None:
+    """The kind of a generated visual's file ("equation", ...), or None for a file the script names."""
+    path = Path(path)
+    return path.name.split("-")[0] if path.parent == Path(cache_dir) / FOLDER else None
+
+
 class GenerateError(ValueError):
     """What cannot be drawn, in the creator's terms (the loader adds file:line:col and the field)."""
 
@@ -34,7 +43,7 @@ def generated(kind: str, spec, theme, fonts_dir: Path, cache_dir: Path) -> Path:
     colours = {k: getattr(theme, k) for k in ("background", "background2", "accent", "text", "muted", "highlight")}
     font = str(Path(fonts_dir) / theme.font_bold)
     key = hashlib.sha256(json.dumps([GEN_VERSION, kind, spec, colours, font], sort_keys=True).encode()).hexdigest()[:32]
-    path = Path(cache_dir) / "visuals" / f"{kind}-{key}.png"
+    path = Path(cache_dir) / FOLDER / f"{kind}-{key}.png"
     if path.is_file():
         return path
     draw: dict[str, Callable[..., Image.Image]] = {"equation": _equation, "plot": _plot, "code": _code, "diagram": _diagram}
