@@ -236,10 +236,9 @@ def _code(spec: dict, colours: dict, font: str) -> Image.Image:
 # ---- diagram ------------------------------------------------------------------------------------
 
 
-def _diagram(spec: dict, colours: dict, font: str) -> Image.Image:
+def _diagram(layers: list, colours: dict, font: str) -> Image.Image:
     """Labelled boxes in layers, left to right, each box joined by an arrow to every box of the next
     layer (a network, a pipeline). The labels share one size, the largest at which every one fits."""
-    layers = spec["diagram"]
     n = len(layers)
     img = Image.new("RGB", (W, H), colours["background"])
     d = ImageDraw.Draw(img)

@@ -453,7 +453,6 @@ def _visual_file(v: dict, at: tuple, pos: _Positions, path: Path, settings: Sett
         f = Path(v["file"]).expanduser()
         return (f if f.is_absolute() else path.parent / f), file_at
     spec = {"code": v["code"], "language": v["language"]} if kind == "code" else v[kind]
-    spec = {"diagram": spec} if kind == "diagram" else spec
     try:
         return generated.generated(kind, spec, settings.theme, settings.fonts_dir, settings.cache_dir), at + (kind,)
     except generated.GenerateError as e:
