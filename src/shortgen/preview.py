@@ -58,7 +58,7 @@ class Preview:
         from .script.load import load_episode
 
         ep = load_episode(path, self.layer)
-        self.files |= _inputs(ep)
+        self.files = self.files | _inputs(ep)  # a new set: the watcher thread may be reading the old one
         result = render_episode(ep, self.engine, self.encoder, Cache(ep.settings.cache_dir))
         self.out_dir = Path(ep.settings.output_dir).resolve()
         return _part(result, self.out_dir, ep.settings.segment_budget_frames)
