@@ -16,7 +16,7 @@ from shortgen.cache import Cache
 from shortgen.cli import main
 from shortgen.render import render_episode
 from shortgen.script.load import load_episode
-from shortgen.speech import record
+from shortgen.speech import heard, record
 from shortgen.speech.narrate import EspeakEngine, Request, narrate
 from shortgen.video.encode import FfmpegEncoder, ffmpeg_exe
 
@@ -122,6 +122,7 @@ def test_a_takes_top_octave_survives_into_the_aac(tmp_path):
     speech = p2[(f2 > 300) & (f2 < 4000)].sum()
     assert 10 * np.log10(high / speech) > -45, 10 * np.log10(high / speech)
     assert m["recordings"][0]["file"] == "take.wav"  # as the script names it, not this machine's path
+    assert 0 <= m["recordings"][0]["least_heard_stretch_heard"] <= 1 and isinstance(m["recordings"][0]["heard"], str)
 
 
 # ---- bad takes: one line, naming the field --------------------------------------------------------
@@ -189,6 +190,7 @@ def test_human_takes_are_accepted_and_a_take_of_another_segment_is_refused(tmp_p
     assert main(["check", "--cache-dir", str(tmp_path / "c"), str(p)]) == 0
     out = capsys.readouterr().out
     assert out.count("alignment cost") == 2 and "NOT ITS TEXT" not in out, out
+    assert out.count("least-heard stretch heard") == 2, out  # what the recogniser made of each take
     # the takes swapped: each is refused as the other segment's
     p.write_text(p.read_text().replace("recording: a.mp3", "recording: X").replace("recording: b.mp3", "recording: a.mp3")
                  .replace("recording: X", "recording: b.mp3"))  # fmt: skip
@@ -215,3 +217,41 @@ def test_a_readers_long_pause_falls_between_words_and_the_next_word_starts_with_
     shift = lead - record.speech_span(helpers.read_pcm(ref.wav))[0] / ref.sample_rate
     assert abs(starts["Look"] + shift - (2.97 - 0.38)) < 0.1, starts
     assert starts["3"] + shift < 0.5, starts  # the number stays where it was said
+
+
+def spliced(tmp_path: Path, name: str, spans: list[tuple[float, float]]) -> Path:
+    """Spans of Sonnet 2's reading joined into one 44.1 kHz MP3 take, each cut in a pause."""
+    f = tmp_path / name
+    parts = "".join(f"[0:a]atrim={a}:{b},asetpts=PTS-STARTPTS[p{i}];" for i, (a, b) in enumerate(spans))
+    joined = "".join(f"[p{i}]" for i in range(len(spans))) + f"concat=n={len(spans)}:v=0:a=1[out]"
+    ffmpeg("-i", str(HUMAN / "sonnet-002.mp3"), "-filter_complex", parts + joined, "-map", "[out]", "-c:a", "libmp3lame",
+           "-b:a", "64k", str(f))  # fmt: skip
+    return f
+
+
+@pytest.mark.skipif(not HUMAN.exists(), reason="the shared human readings are not beside this checkout")
+def test_a_human_take_with_a_line_left_out_or_one_added_is_refused_saying_which(tmp_path):
+    """Lines 1-3 of Sonnet 2 as read (accepted), then without line 2, then with line 4 read after line 1.
+    A human voice is too unlike the engine's for the sounds alone to show the gap: the recogniser hears it."""
+    text = " ".join(SONNET_2[1:4])  # When forty winters ... / And dig deep trenches ... / Thy youth's proud livery ...
+    cache = Cache(tmp_path / "c")
+    ref = narrate([Request(text, "gmw/en-us", 175, "ref")], EspeakEngine(), cache)[0]
+
+    def verdict(f: Path) -> record.Verdict:
+        return record.narration(f, record.probe(f, 30.0), text, ref, cache, 30.0, refuse=False)[1]
+
+    whole = verdict(spliced(tmp_path, "whole.mp3", [(2.8, 13.1)]))
+    assert whole.mismatch is None and whole.said is not None and whole.said >= 0.3, whole
+    assert "trenches" in whole.heard  # what the recogniser heard, without being told the text
+    skipped = verdict(spliced(tmp_path, "skipped.mp3", [(2.8, 6.0), (9.4, 13.1)]))
+    assert skipped.mismatch and "skipped?" in skipped.mismatch, skipped
+    added = verdict(spliced(tmp_path, "added.mp3", [(2.8, 6.0), (13.2, 16.8), (6.0, 13.1)]))
+    assert added.mismatch and "added?" in added.mismatch, added
+    # the recogniser alone catches both, naming the line left out and where the added one is
+    for f, why in (("skipped.mp3", "And dig deep"), ("added.mp3", "at about ")):
+        x = record.decode(record.probe(tmp_path / f, 30.0))
+        said = heard.mismatch(text, heard.judge(text, heard.recognise(x, T)))
+        assert said is not None and why in said, (f, said)
+    x = record.decode(record.probe(tmp_path / "added.mp3", 30.0))
+    h = heard.judge(text, heard.recognise(x, T))
+    assert 2.9 < h.extra_at_s < 6.7, h  # the added line runs from 3.2 s to 6.8 s of the take

@@ -227,6 +227,7 @@ def _write_set(
                 "rule": MISMATCH_RATIO,
                 "weakest_at_seconds": round(v.at_s, 2),
             }
+            | ({"least_heard_stretch_heard": v.said, "heard": v.heard} if v.said is not None else {})
             | ({"mismatch": v.mismatch} if v.mismatch else {})
             for k, v in sorted(timed.alignment.items())
         ]

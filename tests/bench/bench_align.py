@@ -153,7 +153,18 @@ def judge(ref_n, x48: np.ndarray, others: dict) -> tuple[list[int], float, str |
     if mismatch is None and others:
         found = record.closer_text(rec, ref, {k: pcm(n) for k, n in others.items()})
         mismatch = f"sounds like {found[0]}" if found else None
+    if mismatch is None:
+        mismatch = record._heard(ref_n.text, rec48, v).mismatch
     return [w.start + round(off * R / T) for w in words], v.cost, mismatch
+
+
+def phrases(take) -> list[tuple[float, float, list[str]]]:
+    """(start s, end s, words) of each labelled phrase of a human take after its first, but its last."""
+    name, x, text, truth = take
+    words, out = text.split(), []
+    for k in range(1, len(truth) - 1):
+        out.append((truth[k][1], truth[k + 1][1], words[truth[k][0] : truth[k + 1][0]]))
+    return out
 
 
 def main() -> int:
@@ -189,14 +200,20 @@ def main() -> int:
                 verdicts.setdefault("human: another segment's take", []).append(
                     judge(refs[j], x, {**{k: refs[k] for k in same if k != j}, i: ref_n})[2] is not None
                 )
-                if len(truth) >= 3:  # a phrase skipped
-                    s0, s1 = truth[1][1], truth[2][1]
+                # a phrase of 4 words or more left out (the longest), and one from another take added
+                ph = [p for p in phrases(takes[i]) if len(p[2]) >= 4]
+                if ph:
+                    s0, s1, _ = max(ph, key=lambda p: len(p[2]))
                     y = np.concatenate([x[: int(s0 * T)], x[int(s1 * T) :]])
                     verdicts.setdefault("human: a phrase skipped", []).append(judge(ref_n, y, others)[2] is not None)
-                o = takes[j]
-                if len(o[3]) > 1 and len(truth) > 1:  # another take's first phrase added
-                    y = np.concatenate([x[: int(truth[1][1] * T)], o[1][: int(o[3][1][1] * T)], x[int(truth[1][1] * T) :]])
-                    verdicts.setdefault("human: a phrase added", []).append(judge(ref_n, y, others)[2] is not None)
+                for k in same:
+                    oph = [p for p in phrases(takes[k]) if len(p[2]) >= 4 and " ".join(p[2]) not in text]
+                    if oph and len(truth) > 1:
+                        s0, s1, _ = max(oph, key=lambda p: len(p[2]))
+                        at = int(truth[1][1] * T)
+                        y = np.concatenate([x[:at], takes[k][1][int(s0 * T) : int(s1 * T)], x[at:]])
+                        verdicts.setdefault("human: a phrase added", []).append(judge(ref_n, y, others)[2] is not None)
+                        break
         # ---- other voices, rooms and microphones
         series = load_series(ROOT / "scripts" / "series.yaml")
         texts = [(f"part{ep.part}[{s.index}]", s.narration) for ep in map(load_episode, series.parts) for s in ep.segments]

@@ -10,7 +10,9 @@ carried across it. This is the method aeneas uses, in numpy: the DTW is one vect
 
 Whether a take says its text is judged by rules calibrated on human readings and other voices, not on
 the engine against itself (docs/scripts.md, "Your own voice"): the take must not fit another segment's text
-better than its own; no passage may be skipped or added; and no stretch may match nothing.
+better than its own; no passage may be skipped or added; and no stretch may match nothing. Two speakers'
+sounds are too far apart for a missing line of a human reading to stand out, so a speech recogniser
+(heard.py) also listens for words of the text not heard and words heard the text lacks.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .narrate import Narration, SpokenWord, read_wav
 from .warp import HOP, RATE, _cosine, _costs, dtw, features
 
 TAKE_RATE = 48000  # the track's rate: a take is kept, mastered and mixed at it
-ALIGN_VERSION = 5  # bump when alignment changes: cached timings are keyed by it
+ALIGN_VERSION = 6  # bump when alignment changes: cached timings are keyed by it
 # How sure the alignment is (see the module's docstring and docs/scripts.md for the measurements behind these)
 # Calibrated on human readings and on other voices in other rooms, not on the engine against itself
 # (docs/scripts.md, "Your own voice"): genuine takes reached a cost of 0.80 (human), 81 frames added (human) and
@@ -160,6 +162,8 @@ class Verdict:
     near: str  # the words there
     mismatch: str | None = None  # why the take is refused, or None
     pauses: tuple = ()  # the take's own pauses of PAUSE_HINT_S or more: (where, how long), in seconds
+    said: float | None = None  # the recogniser: the least-heard stretch of the text, its share heard (heard.py)
+    heard: str = ""  # ... and what it heard
 
     def trim_hint(self) -> str:
         """For an over-budget take: what there is to trim without cutting a word."""
@@ -174,9 +178,10 @@ class Verdict:
 
     def summary(self) -> str:
         """For `check`: the take's length, its confidence against the rule and its weakest stretch."""
+        said = "" if self.said is None else f"; its least-heard stretch heard {self.said:.0%}"
         return (
             f"take {self.take_s:.1f} s, alignment cost {self.cost:.2f} (refused over {MISMATCH_RATIO:.2f}), "
-            f"weakest at {self.at_s:.1f} s{f' ({self.near!r})' if self.near else ''}"
+            f"weakest at {self.at_s:.1f} s{f' ({self.near!r})' if self.near else ''}{said}"
         )
 
 
@@ -467,7 +472,7 @@ def narration(
     from ..audio.sound import resample
 
     rec = resample(rec48, TAKE_RATE, RATE)
-    words, v = _timed(ref, ref_words, rec, take_s, budget_s, others)
+    words, v = _timed(text, ref, ref_words, rec, rec48, take_s, budget_s, others)
     if v.mismatch:
         v = replace(v, mismatch=f"{path.name} does not say this segment's narration: {v.mismatch}")
     words48 = tuple(replace(w, start=round(w.start * up), end=round(w.end * up)) for w in words)
@@ -486,8 +491,8 @@ def narration(
     return _narration(text, wav, d), v
 
 
-def _timed(ref: np.ndarray, ref_words: tuple, rec: np.ndarray, take_s: float, budget_s: float,
-           others: dict[int, Narration]) -> tuple[tuple[SpokenWord, ...], Verdict]:  # fmt: skip
+def _timed(text: str, ref: np.ndarray, ref_words: tuple, rec: np.ndarray, rec48: np.ndarray, take_s: float,
+           budget_s: float, others: dict[int, Narration]) -> tuple[tuple[SpokenWord, ...], Verdict]:  # fmt: skip
     """The take's words (at RATE) and the verdict on it. Over the budget, `check` refuses it with the
     overshoot: no alignment (a long recording would cost a large warping matrix); the words spread in
     proportion stand in for the plan."""
@@ -503,7 +508,16 @@ def _timed(ref: np.ndarray, ref_words: tuple, rec: np.ndarray, take_s: float, bu
             k, theirs, mine = found
             v = replace(v, mismatch=f"it sounds like segments[{k}]'s narration (cost {theirs:.2f} against its own "
                         f"text's {mine:.2f}): a take of another segment?")  # fmt: skip
-    return words, v
+    return words, (_heard(text, rec48, v) if v.mismatch is None else v)
+
+
+def _heard(text: str, rec48: np.ndarray, v: Verdict) -> Verdict:
+    """The verdict with what a recogniser hears in the take: a sentence skipped or added in a voice
+    unlike the engine's, which the comparison of sounds misses (heard.py)."""
+    from . import heard
+
+    h = heard.judge(text, heard.recognise(rec48, TAKE_RATE))
+    return replace(v, said=round(h.said, 3), heard=h.words, mismatch=heard.mismatch(text, h))
 
 
 def _narration(text: str, wav: Path, d: dict) -> Narration:
