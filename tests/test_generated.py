@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import ImageColor
+from PIL import Image, ImageColor
 
 from shortgen.cache import Cache
 from shortgen.cli import main
@@ -164,3 +164,80 @@ def test_the_manifest_names_a_generated_visual_by_its_kind_not_a_cache_path(rend
     kinds = [s["visual"].get("generated") for s in m["segments"] if "visual" in s]
     assert kinds == ["equation", "plot", "code", "diagram"]
     assert all(s["visual"]["file"] is None for s in m["segments"] if "visual" in s)
+
+
+# ---- revealed step by step, timed by the words ----------------------------------------------------
+
+REVEALED = """\
+series: Generated Tests
+part: 4
+settings:
+  lead_in_frames: 12
+  tail_frames: 6
+segments:
+  - name: Gradient Descent
+    narration: Theta next is theta now, minus the learning rate times the gradient of the loss.
+    one_liner: Downhill in small steps
+    visual:
+      equation: '\\theta_{t+1} = \\theta_t - \\eta \\nabla L(\\theta_t)'
+      reveal: true
+  - name: Dropout
+    narration: First a random mask of the units. Then the kept ones scaled up to make up for the rest.
+    one_liner: Drop units at random
+    visual:
+      code: |
+        mask = torch.rand_like(h) > p
+        h = h * mask / (1 - p)
+      reveal: true
+"""
+
+
+def test_an_equation_splits_into_terms_at_its_top_level_operators():
+    assert generated.equation_terms("a = b + c_{i+1}") == ["a", "a = b", "a = b + c_{i+1}"]
+    assert generated.equation_terms("L(x - y) = -b") == ["L(x - y)", "L(x - y) = -b"]  # not inside brackets, nor a sign
+    assert generated.equation_terms("e^{-x}") == ["e^{-x}"]
+
+
+def test_a_revealed_visual_shows_each_step_as_its_words_are_spoken(tmp_path):
+    layer = {"cache_dir": tmp_path / "cache", "output_dir": tmp_path / "out"}
+    ep = load_episode(episode(tmp_path, REVEALED), layer)
+    cache = Cache(layer["cache_dir"])
+    plan = speak_and_plan(ep, FakeEngine(), cache).plan
+    eq, code = plan.concepts()
+    assert (eq.visual.reveal, code.visual.reveal) == (3, 2)
+    for seg in (eq, code):
+        n, words = seg.visual.reveal, seg.words
+        # step k from the start of the narration's (k/n)-th word, in the plan's integer frames
+        assert seg.visual.steps == tuple(words[len(words) * k // n].start - seg.start for k in range(1, n))
+        for st in seg.states:
+            assert st.vis == sum(st.start - seg.start >= f for f in seg.visual.steps), (seg.name, st)
+    # each step's picture: the equation's later terms not yet drawn, drawn where the whole puts them
+    whole = np.asarray(Image.open(eq.visual.file).convert("L"), np.int16)
+    first = np.asarray(Image.open(generated.step_path(eq.visual.file, 0)).convert("L"), np.int16)
+    ink = lambda a: (np.abs(a - a[0, 0]) > 60).sum(axis=0)  # noqa: E731 (ink per column)
+    cols = np.flatnonzero(ink(first))
+    assert 0 < len(cols) < 0.5 * len(np.flatnonzero(ink(whole)))
+    assert np.array_equal(first[:, : cols.max() + 1], whole[:, : cols.max() + 1])  # the same glyphs in the same place
+    # rendered: the panel's ink grows at each step of the equation
+    res = render_episode(ep, FakeEngine(), FfmpegEncoder(), cache)
+    x0, y0, x1, y1 = draw.placed(eq, plan, ep.settings).visual.rect
+    inks = []
+    for n in (eq.start + 2, *(eq.start + f + 2 for f in eq.visual.steps)):
+        args = [ffmpeg_exe(), "-v", "error", "-i", str(res.files["video"]), "-vf", f"select=eq(n\\,{n})", "-frames:v", "1",
+                "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
+        frame = np.frombuffer(subprocess.run(args, capture_output=True, check=True).stdout, np.uint8).reshape(1920, 1080, 3)
+        inks.append(int(near(frame[y0 + 8 : y1 - 8, x0 + 8 : x1 - 8], ep.settings.theme.text, 60).sum()))
+    assert inks[0] > 200 and inks[0] < inks[1] < inks[2], inks
+
+
+def test_reveal_is_refused_on_a_file_and_with_motion(tmp_path, capsys):
+    bad = REVEALED.replace("reveal: true\n  - name: Dropout", "reveal: true\n      motion: zoom-in\n  - name: Dropout")
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(episode(tmp_path, bad))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "segments[0].visual.reveal: a revealed visual does not move as well" in err[0], err
+    code = "      code: |\n        mask = torch.rand_like(h) > p\n        h = h * mask / (1 - p)\n"
+    on_file = REVEALED.replace(code, "      file: x.png\n")
+    Image.new("RGB", (640, 360), "#336699").save(tmp_path / "x.png")
+    assert main(["check", "--cache-dir", str(tmp_path / "c"), str(episode(tmp_path, on_file))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "segments[1].visual.reveal: `reveal` is for an equation, plot, code or diagram" in err[0], err

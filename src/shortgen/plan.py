@@ -7,6 +7,7 @@ Seconds appear only at the edges (SRT/VTT, ffmpeg arguments), via `frames_to_ms`
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 from dataclasses import asdict, dataclass, field
@@ -104,10 +105,12 @@ class Visual:
     clip_end: str = "loop"  # a clip shorter than its span: "loop" or "hold" the last frame
     source: str = ""  # file:line:col: field, for messages
     audio: bool = False  # a clip's own sound plays under the voice
+    reveal: int = 0  # a generated visual shown in this many steps (0: whole throughout)
+    steps: tuple[int, ...] = ()  # ... where steps 1, 2 ... begin: frames from the segment's start (plan_segment)
 
     @property
     def moving(self) -> bool:
-        return self.kind == "clip" or self.motion != "none"
+        return self.kind == "clip" or self.motion != "none" or self.reveal > 1
 
 
 @dataclass(frozen=True)
@@ -261,9 +264,10 @@ def plan_segment(
         if nxt - c_end <= CUE_BRIDGE_FRAMES:
             c_end = nxt
         cues.append(Cue(c_start, max(c_end, c_start + 1), a, b, " ".join(w.text for w in words[a : b + 1])))
+    visual = _revealed(inp.visual, words, start)
     states = _states(start, end, words, cues)
     if motion is not None:
-        states = split_states(states, start, end, words, fps, inp.visual, background, motion)
+        states = split_states(states, start, end, words, fps, visual, background, motion)
     return SegmentPlan(
         index=index,
         kind=inp.kind,
@@ -285,8 +289,21 @@ def plan_segment(
         words=words,
         cues=tuple(cues),
         states=tuple(states),
-        visual=inp.visual,
+        visual=visual,
     )
+
+
+def _revealed(v: Visual | None, words: tuple[FrameWord, ...], start: int) -> Visual | None:
+    return dataclasses.replace(v, steps=reveal_frames(v.reveal, words, start)) if v is not None and v.reveal > 1 else v
+
+
+def reveal_frames(n: int, words: tuple[FrameWord, ...], start: int) -> tuple[int, ...]:
+    """Where steps 1 .. n-1 of a revealed visual begin (frames from the segment's start): step k as the
+    narration reaches its k/n-th word, so each term, line or layer arrives with the words about it. Step
+    0 shows from the segment's start."""
+    if not words:
+        return ()
+    return tuple(words[len(words) * k // n].start - start for k in range(1, n))
 
 
 def _states(start: int, end: int, words: tuple[FrameWord, ...], cues: list[Cue]) -> list[State]:
@@ -425,8 +442,11 @@ def motion_hold(v: Visual, frames: int, hold_max: int, step_px: float) -> int:
 
 
 def clip_sample(v: Visual | None, offset: int, fps: int) -> int:
-    """The source frame a clip shows `offset` frames into its span; -1 where there is no clip (a moving
-    still's steps are placed by split_states, which knows the picture's other changes)."""
+    """The source frame a clip shows `offset` frames into its span, or the step a revealed visual shows;
+    -1 where there is neither (a moving still's steps are placed by split_states, which knows the
+    picture's other changes)."""
+    if v is not None and v.reveal > 1:
+        return bisect.bisect_right(v.steps, offset)
     return clip_frame(v, offset, fps) if v is not None and v.kind == "clip" else -1
 
 

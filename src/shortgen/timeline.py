@@ -256,6 +256,7 @@ def plan_visual(spec: VisualSpec, ep: Episode, index: int, full: bool = False) -
         clip_end=spec.clip_end,
         source=spec.where,
         audio=spec.audio,
+        reveal=spec.reveal,
     )
 
 

@@ -13,6 +13,7 @@ resampling); a clip's frames come from media.ClipReader, scaled by ffmpeg as the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -176,6 +177,7 @@ class VisualLayer:
         self.map = tile_map or (lambda im: im)
         self._canvas = self.map(still_canvas(v, self.fill)) if v.kind == "still" else None
         self._array: np.ndarray | None = None
+        self._steps: dict[int, Image.Image] = {}
         self._reader: media.ClipReader | None = None
         self._clip_size: tuple[int, int] | None = None
         r = round(PANEL_RADIUS * settings.width / 1080)
@@ -192,10 +194,20 @@ class VisualLayer:
         v = self.v
         if v.kind == "still":
             assert self._canvas is not None
+            if v.reveal > 1 and 0 <= sample < v.reveal - 1:
+                return self._revealed(sample)
             if v.motion == "none" or sample < 0:
                 return self._canvas if v.motion == "none" else self._step(0)
             return self._step(sample)
         return self.map(self._clip_frame(max(sample, 0)))
+
+    def _revealed(self, k: int) -> Image.Image:
+        """Step k of a revealed visual (its last step is the whole picture, the canvas)."""
+        from .generated import step_path
+
+        if k not in self._steps:
+            self._steps[k] = self.map(still_canvas(dataclasses.replace(self.v, file=str(step_path(self.v.file, k))), self.fill))
+        return self._steps[k]
 
     def _step(self, offset: int) -> Image.Image:
         """One motion step: the canvas's moving box, resampled to the rect by OpenCV's bilinear warp

@@ -23,6 +23,7 @@ GEN_VERSION = 2  # bump when a generated picture's look changes: it names the fi
 W, H = 1800, 600  # 3:1, the band above the captions (888 x 200 to 300 at 1080x1920), drawn twice its size
 KINDS = ("equation", "plot", "code", "diagram")
 CODE_LINES, CODE_COLUMNS = 6, 46  # the most that stays legible in the band
+REVEAL_PLOT = 5  # a revealed plot is drawn on in this many stretches of x
 
 
 FOLDER = "visuals"  # under the cache: cache_dir/visuals/KIND-HASH.png
@@ -38,26 +39,81 @@ class GenerateError(ValueError):
     """What cannot be drawn, in the creator's terms (the loader adds file:line:col and the field)."""
 
 
-def generated(kind: str, spec, theme, fonts_dir: Path, cache_dir: Path) -> Path:
-    """The PNG of a generated visual, drawn now unless it is cached. Raises GenerateError."""
+def generated(kind: str, spec, theme, fonts_dir: Path, cache_dir: Path, reveal: bool = False) -> Path:
+    """The PNG of a generated visual, drawn now unless it is cached; revealed, the whole of it is the last
+    step and the steps before it lie beside it (`step_path`). Raises GenerateError."""
     colours = {k: getattr(theme, k) for k in ("background", "background2", "accent", "text", "muted", "highlight")}
     font = str(Path(fonts_dir) / theme.font_bold)
-    key = hashlib.sha256(json.dumps([GEN_VERSION, kind, spec, colours, font], sort_keys=True).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json.dumps([GEN_VERSION, kind, spec, colours, font, reveal], sort_keys=True).encode()).hexdigest()[:32]
     path = Path(cache_dir) / FOLDER / f"{kind}-{key}.png"
     if path.is_file():
         return path
     draw: dict[str, Callable[..., Image.Image]] = {"equation": _equation, "plot": _plot, "code": _code, "diagram": _diagram}
+    n = reveal_steps(kind, spec) if reveal else 1
     try:
-        image = draw[kind](spec, colours, font)
+        images = [draw[kind](spec, colours, font, (k, n)) for k in range(n)]
     except GenerateError:
         raise
     except (ValueError, RuntimeError, OverflowError, MemoryError) as e:  # what the parse let through, met drawing
         raise GenerateError(f"cannot draw it: {' '.join(str(e).split())[:160]}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, "PNG")
-    os.replace(tmp, path)  # whole or not at all: a render killed here leaves no half a picture
+    # the whole picture last: its file standing means every step's does
+    for k, image in [*enumerate(images[:-1]), (n - 1, images[-1])]:
+        out = step_path(path, k) if k < n - 1 else path
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        image.save(tmp, "PNG")
+        os.replace(tmp, out)  # whole or not at all: a render killed here leaves no half a picture
     return path
+
+
+def step_path(path: str | Path, k: int) -> Path:
+    """Step k's picture of a revealed visual whose whole picture is `path` (the last step is `path`)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{k}.png")
+
+
+def reveal_steps(kind: str, spec) -> int:
+    """How many steps a revealed visual shows: an equation's terms, a plot's REVEAL_PLOT stretches of x,
+    a code snippet's lines (each highlighted in turn), a diagram's layers. Known without drawing."""
+    if kind == "equation":
+        return len(equation_terms(spec))
+    if kind == "code":
+        return max(1, min(CODE_LINES, len(spec["code"].expandtabs(4).rstrip("\n").split("\n"))))
+    if kind == "diagram":
+        return len(spec)
+    return REVEAL_PLOT
+
+
+# a term starts at one of these at the top level of the formula (not inside braces)
+_TERM_OPS = ("=", "+", "-", "\\approx", "\\leq", "\\geq", "\\neq", "\\to", "\\cdot", "\\times", "<", ">")
+
+
+def _op_at(tex: str, i: int) -> str | None:
+    """The operator starting at tex[i], if any (a command only as a whole word: \\to, not \\top)."""
+    for o in _TERM_OPS:
+        if tex.startswith(o, i) and not (o[0] == "\\" and tex[i + len(o) : i + len(o) + 1].isalpha()):
+            return o
+    return None
+
+
+def equation_terms(tex: str) -> list[str]:
+    """The formula's prefixes, one per term: "a = b + c" -> ["a", "a = b", "a = b + c"]."""
+    tex = tex.strip().strip("$")
+    cuts, depth, i = [], 0, 0
+    while i < len(tex):
+        ch = tex[i]
+        if ch == "\\" and i + 1 < len(tex) and not tex[i + 1].isalpha():
+            i += 2  # an escaped character: \{ \, \!
+            continue
+        depth += ch in "{(["
+        depth -= ch in "})]"
+        op = _op_at(tex, i) if depth == 0 and i > 0 else None
+        if op is not None and tex[:i].strip() and tex[:i].rstrip()[-1] not in "=+-<>({[^_":  # not a sign
+            cuts.append(i)
+            i += len(op)
+            continue
+        i += 1
+    return [tex[:c].rstrip() for c in cuts if tex[:c].strip()] + [tex]
 
 
 def _figure(colours: dict):
@@ -78,8 +134,9 @@ def _image(fig) -> Image.Image:
 # ---- equation -----------------------------------------------------------------------------------
 
 
-def _equation(tex: str, colours: dict, font: str) -> Image.Image:
-    """The formula centred, as large as fits 90% of the width and 70% of the height."""
+def _equation(tex: str, colours: dict, font: str, step: tuple[int, int] = (0, 1)) -> Image.Image:
+    """The formula centred, as large as fits 90% of the width and 70% of the height. Step k of n shows
+    its first k + 1 terms, where the whole formula puts them (the rest painted over)."""
     from matplotlib.mathtext import MathTextParser
 
     math = f"${tex.strip().strip('$')}$"
@@ -91,9 +148,18 @@ def _equation(tex: str, colours: dict, font: str) -> Image.Image:
     fig = _figure(colours)
     size = 90.0
     text = fig.text(0.5, 0.5, math, color=colours["text"], fontsize=size, ha="center", va="center")
-    box = text.get_window_extent(fig.canvas.get_renderer())
+    renderer = fig.canvas.get_renderer()
+    box = text.get_window_extent(renderer)
     text.set_fontsize(size * min(2.0, 0.9 * W / max(box.width, 1), 0.6 * H / max(box.height, 1)))
-    return _image(fig)
+    image = _image(fig)
+    k, n = step
+    if k >= n - 1:
+        return image
+    whole = text.get_window_extent(renderer)
+    text.set_text(f"${equation_terms(tex)[k]}$")
+    shown = text.get_window_extent(renderer).width
+    ImageDraw.Draw(image).rectangle((round(whole.x0 + shown) + 6, 0, W, H), fill=colours["background"])
+    return image
 
 
 # ---- plot ---------------------------------------------------------------------------------------
@@ -151,8 +217,9 @@ def evaluate(formula: str, x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _plot(spec: dict, colours: dict, font: str) -> Image.Image:
-    """Each function of x as a thick line in the theme's colours, on muted axes, with a legend."""
+def _plot(spec: dict, colours: dict, font: str, step: tuple[int, int] = (0, 1)) -> Image.Image:
+    """Each function of x as a thick line in the theme's colours, on muted axes, with a legend. Step k of
+    n draws the lines over the first (k + 1) / n of x, on the whole plot's axes."""
     lo, hi = spec.get("x") or (-4.0, 4.0)
     if not lo < hi:
         raise GenerateError(f"x: [{lo:g}, {hi:g}] is empty: the first value must be below the second")
@@ -162,8 +229,12 @@ def _plot(spec: dict, colours: dict, font: str) -> Image.Image:
     fig = _figure(colours)
     ax = fig.add_axes((0.07, 0.16, 0.9, 0.78), facecolor=colours["background"])
     palette = [colours["accent"], colours["text"], colours["muted"], colours["highlight"]]
+    upto = len(x) * (step[0] + 1) // step[1]
     for i, (formula, y) in enumerate(zip(spec["y"], curves)):
-        ax.plot(x, y, color=palette[i % len(palette)], linewidth=9, label=labels[i] if i < len(labels) else formula)
+        label = labels[i] if i < len(labels) else formula
+        ax.plot(x[:upto], y[:upto], color=palette[i % len(palette)], linewidth=9, label=label)
+        ax.dataLim.update_from_data_xy(np.column_stack([x, y])[np.isfinite(y)], ignore=False)  # the whole plot's axes
+    ax.autoscale_view()
     ax.axhline(0, color=colours["muted"], linewidth=1.5, alpha=0.6)
     ax.axvline(0, color=colours["muted"], linewidth=1.5, alpha=0.6) if lo < 0 < hi else None
     for side in ("top", "right"):
@@ -189,9 +260,9 @@ def _mono() -> str:
     return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSansMono.ttf")
 
 
-def _code(spec: dict, colours: dict, font: str) -> Image.Image:
+def _code(spec: dict, colours: dict, font: str, lit: tuple[int, int] = (0, 1)) -> Image.Image:
     """The snippet in a monospace font, coloured by Pygments' token types in the theme's colours, as large
-    as fits, at most CODE_LINES lines of CODE_COLUMNS characters."""
+    as fits, at most CODE_LINES lines of CODE_COLUMNS characters. Revealed (n > 1), step k lights line k."""
     from pygments.lexers import get_lexer_by_name
     from pygments.token import Comment, Keyword, Name, Number, Operator, String
     from pygments.util import ClassNotFound
@@ -219,6 +290,10 @@ def _code(spec: dict, colours: dict, font: str) -> Image.Image:
     step = round(size * 1.3)
     x0 = (W - face.getlength("M" * widest)) // 2
     y = (H - step * len(lines)) // 2
+    if lit[1] > 1:  # the line being spoken: a band of the card's second colour, an accent mark before it
+        top = y + step * lit[0] - round(size * 0.15)
+        d.rounded_rectangle((x0 - 40, top, W - x0 + 40, top + step), radius=14, fill=colours["background2"])
+        d.rectangle((x0 - 40, top, x0 - 30, top + step), fill=colours["accent"])
     x = x0
     styles = [(Comment, colours["muted"]), (Keyword, colours["accent"]), (String, colours["highlight"]),
               (Number, colours["highlight"]), (Name.Function, colours["accent"]), (Operator, colours["muted"])]  # fmt: skip
@@ -236,9 +311,10 @@ def _code(spec: dict, colours: dict, font: str) -> Image.Image:
 # ---- diagram ------------------------------------------------------------------------------------
 
 
-def _diagram(layers: list, colours: dict, font: str) -> Image.Image:
+def _diagram(layers: list, colours: dict, font: str, step: tuple[int, int] = (0, 1)) -> Image.Image:
     """Labelled boxes in layers, left to right, each box joined by an arrow to every box of the next
-    layer (a network, a pipeline). The labels share one size, the largest at which every one fits."""
+    layer (a network, a pipeline). The labels share one size, the largest at which every one fits.
+    Revealed, step k shows the first k + 1 layers, where the whole diagram puts them."""
     n = len(layers)
     img = Image.new("RGB", (W, H), colours["background"])
     d = ImageDraw.Draw(img)
@@ -259,11 +335,12 @@ def _diagram(layers: list, colours: dict, font: str) -> Image.Image:
         gap = H / (len(layer) + 1)
         ys = [gap * (j + 1) for j in range(len(layer))]
         boxes.append([(cx - box_w / 2, y - box_h / 2, cx + box_w / 2, y + box_h / 2) for y in ys])
-    for left, right in zip(boxes, boxes[1:]):
+    shown = step[0] + 1 if step[1] > 1 else n
+    for left, right in zip(boxes[:shown], boxes[1:shown]):
         for a in left:
             for b in right:
                 _arrow(d, (a[2], (a[1] + a[3]) / 2), (b[0], (b[1] + b[3]) / 2), colours["muted"])
-    for layer, row in zip(layers, boxes):
+    for layer, row in zip(layers[:shown], boxes):
         for label, (x0, y0, x1, y1) in zip(layer, row):
             d.rounded_rectangle((x0, y0, x1, y1), radius=22, fill=colours["background2"], outline=colours["accent"], width=5)
             d.text(((x0 + x1) / 2, (y0 + y1) / 2), label, font=face, fill=colours["text"], anchor="mm")

@@ -36,6 +36,7 @@ class VisualSpec:
     audio: bool = False  # a clip's own sound, under the voice
     allow_short: bool = False  # a clip that stops short of its header's length is used as far as it goes
     generated: bool = False  # drawn from the script (an equation, a plot, code, a diagram): shown above the captions
+    reveal: int = 0  # a generated visual shown in this many steps as the narration goes (0: whole throughout)
 
 
 @dataclass(frozen=True)
@@ -433,7 +434,23 @@ def _visual(v: dict, at: tuple, pos: _Positions, path: Path, settings: Settings)
         audio=bool(v["audio"]),
         allow_short=bool(v["allow_short"]),
         generated=v["file"] is None,
+        reveal=_reveal(v, at, pos, path),
     )
+
+
+def _reveal(v: dict, at: tuple, pos: _Positions, path: Path) -> int:
+    """How many steps a `reveal: true` visual shows (0 without it); refused on a file, or with motion."""
+    from ..picture import generated
+
+    if not v["reveal"]:
+        return 0
+    where = pos.where(path, at + ("reveal",))
+    kind = next((k for k in generated.KINDS if v[k] is not None), None)
+    if kind is None:
+        raise ScriptError(where, _fmt(at + ("reveal",)), "`reveal` is for an equation, plot, code or diagram, not a file")
+    if v["motion"] not in (None, "none"):
+        raise ScriptError(where, _fmt(at + ("reveal",)), f"a revealed visual does not move as well (motion: {v['motion']})")
+    return generated.reveal_steps(kind, {"code": v["code"]} if kind == "code" else v[kind])
 
 
 def _visual_file(v: dict, at: tuple, pos: _Positions, path: Path, settings: Settings) -> tuple[Path, tuple]:
@@ -454,7 +471,8 @@ def _visual_file(v: dict, at: tuple, pos: _Positions, path: Path, settings: Sett
         return (f if f.is_absolute() else path.parent / f), file_at
     spec = {"code": v["code"], "language": v["language"]} if kind == "code" else v[kind]
     try:
-        return generated.generated(kind, spec, settings.theme, settings.fonts_dir, settings.cache_dir), at + (kind,)
+        drawn = generated.generated(kind, spec, settings.theme, settings.fonts_dir, settings.cache_dir, bool(v["reveal"]))
+        return drawn, at + (kind,)
     except generated.GenerateError as e:
         raise ScriptError(pos.where(path, at + (kind,)), _fmt(at + (kind,)), str(e)) from None
 

@@ -30,6 +30,7 @@ VISUAL = {
     "code": Rule("str", min_len=1, max_len=1000),
     "language": Rule("str", min_len=1, max_len=30),  # the code's (Pygments' name), default python
     "diagram": Rule("list", of=Rule("list", of=Rule("str", min_len=1, max_len=24), min_len=1, max_len=5), min_len=2, max_len=5),
+    "reveal": Rule("bool"),  # a generated visual shown step by step as the narration goes (terms, lines, layers)
     "fit": Rule("choice", choices=("cover", "contain")),
     "motion": Rule("choice", choices=("auto", "none", "zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down")),
     "start": Rule("float", ge=0, le=86400),  # seconds into a clip
