@@ -36,6 +36,13 @@ def test_an_empty_text_or_take_is_judged_without_failing():
     assert heard.judge(TEXT, []).said == 0.0
 
 
+def test_a_text_the_dictionary_mostly_does_not_know_is_not_judged():
+    """Another language: what an English recogniser hears in it says nothing of what was said."""
+    text = "Descenso por gradiente: un algoritmo que minimiza la pérdida paso a paso."
+    h = heard.judge(text, timed("the sentence so bread and real gone minimum a la pair the dark pass so pass so"))
+    assert h.known < heard.KNOWN_MIN and heard.mismatch(text, h) is None, h
+
+
 def test_a_take_heard_as_its_text_passes():
     h = heard.judge(TEXT, timed(TEXT))
     assert h.said == 1.0 and h.extra == 1.0 and heard.mismatch(TEXT, h) is None

@@ -30,6 +30,7 @@ MAX_PLACES = 3  # ... such windows are in at most this many places,
 ELSEWHERE_MIN = 0.55  # ... the rest of the text is heard at least this well,
 MAX_COVERED = 0.6  # ... they leave at least two fifths of the text,
 GAP_TIME_MAX = 0.95  # ... and the take gives the words not heard at most this share of the time they need
+KNOWN_MIN = 0.6  # the recogniser judges a text only if the dictionary knows this share of its phones
 EXTRA_MIN = 0.15  # a window of the transcript less in the text than this: words added, if ...
 HEARD_MIN = 0.55  # ... the text as a whole is heard at least this well
 _CLASSES = [
@@ -51,6 +52,7 @@ class Heard:
     gap_time: float  # the time the take gives those words, against their share of its speech (a skip: little)
     extra: float  # the window of the transcript least in the text: its share in the text
     extra_at_s: float  # where the words around it the text lacks start, in the take
+    known: float  # the text's share of phones the dictionary knows (the rest are guesses: "ReLU", another language)
     heard: float  # the text's share heard, in all
     heard_elsewhere: float  # ... outside its windows heard less than SAID_MIN
     places: int  # how many separate stretches of such windows
@@ -185,6 +187,7 @@ def judge(text: str, words: list[tuple[str, float, float]]) -> Heard:
         said_to=int(last) if tp else 0,
         extra=float(wb[k]),
         extra_at_s=hp[more[0]][1] if hp else 0.0,
+        known=float(known.mean()) if len(known) else 0.0,
         heard=float(ma[known].mean()) if known.any() else 1.0,
         heard_elsewhere=float(ma[rest].mean()) if rest.sum() >= WINDOW else 0.0,
         places=int(np.sum(np.diff(np.concatenate([[0], low.astype(int)])) == 1)),
@@ -220,7 +223,11 @@ def understood(h: Heard) -> bool:
 
 
 def mismatch(text: str, h: Heard) -> str | None:
-    """Why the take does not say `text`, naming where, or None."""
+    """Why the take does not say `text`, naming where, or None. A text the English dictionary mostly does
+    not know (another language, much jargon) is left to the other rules: what the recogniser makes of it
+    says nothing."""
+    if h.known < KNOWN_MIN:
+        return None
     if h.said < SAID_MIN and h.gap_time < GAP_TIME_MAX and understood(h):
         words = text.split()[h.said_at : h.said_to + 1]
         near = " ".join(words[:8]) + (" ..." if len(words) > 8 else "")
