@@ -48,10 +48,10 @@ def generated(kind: str, spec, theme, fonts_dir: Path, cache_dir: Path, reveal: 
     path = Path(cache_dir) / FOLDER / f"{kind}-{key}.png"
     if path.is_file():
         return path
-    draw: dict[str, Callable[..., Image.Image]] = {"equation": _equation, "plot": _plot, "code": _code, "diagram": _diagram}
+    draw: dict[str, Callable[..., list[Image.Image]]] = {"equation": _equation, "plot": _plot, "code": _code, "diagram": _diagram}
     n = reveal_steps(kind, spec) if reveal else 1
     try:
-        images = [draw[kind](spec, colours, font, (k, n)) for k in range(n)]
+        images = draw[kind](spec, colours, font, n)
     except GenerateError:
         raise
     except (ValueError, RuntimeError, OverflowError, MemoryError) as e:  # what the parse let through, met drawing
@@ -134,9 +134,9 @@ def _image(fig) -> Image.Image:
 # ---- equation -----------------------------------------------------------------------------------
 
 
-def _equation(tex: str, colours: dict, font: str, step: tuple[int, int] = (0, 1)) -> Image.Image:
-    """The formula centred, as large as fits 90% of the width and 70% of the height. Step k of n shows
-    its first k + 1 terms, where the whole formula puts them (the rest painted over)."""
+def _equation(tex: str, colours: dict, font: str, n: int = 1) -> list[Image.Image]:
+    """The formula centred, as large as fits 90% of the width and 70% of the height; in n steps, step k
+    shows its first k + 1 terms where the whole formula puts them (the rest painted over: typeset once)."""
     from matplotlib.mathtext import MathTextParser
 
     math = f"${tex.strip().strip('$')}$"
@@ -152,14 +152,15 @@ def _equation(tex: str, colours: dict, font: str, step: tuple[int, int] = (0, 1)
     box = text.get_window_extent(renderer)
     text.set_fontsize(size * min(2.0, 0.9 * W / max(box.width, 1), 0.6 * H / max(box.height, 1)))
     image = _image(fig)
-    k, n = step
-    if k >= n - 1:
-        return image
     whole = text.get_window_extent(renderer)
-    text.set_text(f"${equation_terms(tex)[k]}$")
-    shown = text.get_window_extent(renderer).width
-    ImageDraw.Draw(image).rectangle((round(whole.x0 + shown) + 6, 0, W, H), fill=colours["background"])
-    return image
+    steps = []
+    for prefix in equation_terms(tex)[: n - 1]:
+        text.set_text(f"${prefix}$")
+        step = image.copy()
+        ImageDraw.Draw(step).rectangle((round(whole.x0 + text.get_window_extent(renderer).width) + 6, 0, W, H),
+                                       fill=colours["background"])  # fmt: skip
+        steps.append(step)
+    return [*steps, image]
 
 
 # ---- plot ---------------------------------------------------------------------------------------
@@ -217,9 +218,10 @@ def evaluate(formula: str, x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _plot(spec: dict, colours: dict, font: str, step: tuple[int, int] = (0, 1)) -> Image.Image:
-    """Each function of x as a thick line in the theme's colours, on muted axes, with a legend. Step k of
-    n draws the lines over the first (k + 1) / n of x, on the whole plot's axes."""
+def _plot(spec: dict, colours: dict, font: str, n: int = 1) -> list[Image.Image]:
+    """Each function of x as a thick line in the theme's colours, on muted axes, with a legend. In n steps,
+    step k draws the lines over the first (k + 1) / n of x: the plot drawn twice, with its lines and
+    without, and each step the first left of its x and the second right of it."""
     lo, hi = spec.get("x") or (-4.0, 4.0)
     if not lo < hi:
         raise GenerateError(f"x: [{lo:g}, {hi:g}] is empty: the first value must be below the second")
@@ -229,12 +231,10 @@ def _plot(spec: dict, colours: dict, font: str, step: tuple[int, int] = (0, 1)) 
     fig = _figure(colours)
     ax = fig.add_axes((0.07, 0.16, 0.9, 0.78), facecolor=colours["background"])
     palette = [colours["accent"], colours["text"], colours["muted"], colours["highlight"]]
-    upto = len(x) * (step[0] + 1) // step[1]
+    lines = []
     for i, (formula, y) in enumerate(zip(spec["y"], curves)):
         label = labels[i] if i < len(labels) else formula
-        ax.plot(x[:upto], y[:upto], color=palette[i % len(palette)], linewidth=9, label=label)
-        ax.dataLim.update_from_data_xy(np.column_stack([x, y])[np.isfinite(y)], ignore=False)  # the whole plot's axes
-    ax.autoscale_view()
+        lines += ax.plot(x, y, color=palette[i % len(palette)], linewidth=9, label=label)
     ax.axhline(0, color=colours["muted"], linewidth=1.5, alpha=0.6)
     ax.axvline(0, color=colours["muted"], linewidth=1.5, alpha=0.6) if lo < 0 < hi else None
     for side in ("top", "right"):
@@ -247,7 +247,21 @@ def _plot(spec: dict, colours: dict, font: str, step: tuple[int, int] = (0, 1)) 
     legend = ax.legend(fontsize=46, frameon=False, loc="best", handlelength=1.2)
     for t in legend.get_texts():
         t.set_color(colours["text"])
-    return _image(fig)
+    whole = _image(fig)
+    if n == 1:
+        return [whole]
+    for line in lines:
+        line.set_visible(False)
+    bare = _image(fig)
+    full, empty = np.asarray(whole), np.asarray(bare)
+    steps = []
+    for k in range(n - 1):
+        upto = lo + (hi - lo) * (k + 1) / n
+        px = int(ax.transData.transform((upto, 0))[0])  # the pixel column of x = upto (the image's x runs the same way)
+        step = empty.copy()
+        step[:, :px] = full[:, :px]
+        steps.append(Image.fromarray(step))
+    return [*steps, whole]
 
 
 # ---- code ---------------------------------------------------------------------------------------
@@ -260,7 +274,12 @@ def _mono() -> str:
     return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSansMono.ttf")
 
 
-def _code(spec: dict, colours: dict, font: str, lit: tuple[int, int] = (0, 1)) -> Image.Image:
+def _code(spec: dict, colours: dict, font: str, n: int = 1) -> list[Image.Image]:
+    """The snippet; in n steps (one per line), step k with line k lit."""
+    return [_code_lit(spec, colours, (k, n)) for k in range(n)]
+
+
+def _code_lit(spec: dict, colours: dict, lit: tuple[int, int]) -> Image.Image:
     """The snippet in a monospace font, coloured by Pygments' token types in the theme's colours, as large
     as fits, at most CODE_LINES lines of CODE_COLUMNS characters. Revealed (n > 1), step k lights line k."""
     from pygments.lexers import get_lexer_by_name
@@ -311,7 +330,12 @@ def _code(spec: dict, colours: dict, font: str, lit: tuple[int, int] = (0, 1)) -
 # ---- diagram ------------------------------------------------------------------------------------
 
 
-def _diagram(layers: list, colours: dict, font: str, step: tuple[int, int] = (0, 1)) -> Image.Image:
+def _diagram(layers: list, colours: dict, font: str, n: int = 1) -> list[Image.Image]:
+    """The diagram; in n steps (one per layer), step k with its first k + 1 layers."""
+    return [_diagram_upto(layers, colours, font, (k, n)) for k in range(n)]
+
+
+def _diagram_upto(layers: list, colours: dict, font: str, step: tuple[int, int]) -> Image.Image:
     """Labelled boxes in layers, left to right, each box joined by an arrow to every box of the next
     layer (a network, a pipeline). The labels share one size, the largest at which every one fits.
     Revealed, step k shows the first k + 1 layers, where the whole diagram puts them."""
