@@ -23,20 +23,21 @@ ASSETS = Path(str(resources.files(__package__))) / "assets"  # fonts ship inside
 
 
 def keep_freed_memory() -> None:
-    """Set glibc's malloc thresholds where its own dynamic rule ends up (the mmap threshold at its 64-bit
-    maximum, trimming at twice that), from the start of a render process: otherwise every array and frame
-    buffer up to the first large free is mapped afresh and faulted in page by page (a one-word edit: 75k
-    page faults against 63k, 0.06 CPU-s; cold renders no faster, and the process tree's peak 12 to 15 MB
-    higher, measured). And two arenas for the whole process, where glibc gives each thread its own up to 8
-    per core, each keeping up to the trim threshold of freed memory: a render's lanes and pools are a dozen
-    threads (Part 4 cold: the process tree's peak 716 -> 590 MB PSS, time unchanged; one arena: 601)."""
+    """Set glibc's malloc thresholds from the start of a render process: arrays of 8 MB or more mapped
+    (and unmapped when freed), at most 16 MB of freed memory kept. glibc's own dynamic rule ends at 32 and
+    64 MB, after the first large free; before it, every frame buffer is mapped afresh and faulted in page
+    by page. Measured on Part 4 as shipped, cold (50 ms sampler, process tree's PSS): 32/64 MB peaked at
+    588-682 MB in 10.8-10.9 s; 8/16 MB at 557-585 MB in 10.7 s; 4/8 MB 11.3 s; 1/2 MB 519 MB but 15.5 s
+    (system time 3.6 -> 9.5 s, in page faults). And two arenas for the whole process, where glibc gives
+    each thread its own up to 8 per core, each keeping freed memory: a render's lanes and pools are a
+    dozen threads (the tree's peak 716 -> 590 MB, time unchanged; one arena: 601)."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 * 1024 * 1024)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 8 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 16 * 1024 * 1024)  # M_TRIM_THRESHOLD
         libc.mallopt(-8, 2)  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass  # not glibc: nothing was set

@@ -85,8 +85,10 @@ SKIP_X264 = "bframes=0:ref=1:weightp=0:cabac=0:scenecut=0:stitchable=1"
 # Moving pictures (a still's zoom or pan, footage) are encoded at CRF with the smallest motion search:
 # their motion is at most a pixel a step, which a diamond search of radius 1 finds. Measured on Part 4 as
 # shipped: the cold render 12.1 -> 10.4 s (x264 is its largest CPU item), the file 8.49 -> 8.53 MB, and
-# the two renders alike to SSIM 0.9988 (Y PSNR 47 dB between them).
-MOVING_X264 = ":me=dia:subme=1"
+# the two renders alike to SSIM 0.9988 (Y PSNR 47 dB between them). A lookahead of 5 pictures, as for the
+# cue runs: x264 holds some 12 MB per 1080x1920 picture it looks ahead (a moving test sequence: 231 -> 200
+# MB peak RSS, 20% faster, 6% fewer bytes).
+MOVING_X264 = ":me=dia:subme=1:rc-lookahead=5"
 
 
 COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
