@@ -222,8 +222,7 @@ def _moving_pictures(
     """Pictures of a segment where more than the captions change. Only the rows that change are made
     per picture (the region: the visual's panel, the captions and the bar; the whole frame under a
     moving background), in YCbCr; the card's own planes serve the rest."""
-    planes, _ = load_card(card, settings)
-    w = settings.width
+    (planes, _), w = load_card(card, settings), settings.width
     _, y0, _, y1 = draw.caption_origin(settings)
     seg = draw.placed(seg, plan, settings)
     vis, bgv = seg.visual, plan.background
@@ -245,11 +244,9 @@ def _moving_pictures(
         corners = _panel_corners(vis, vis_layer, still_under, r0, w) if vis_moves else []
         bar_colour = ycc(Image.new("RGB", (1, 1), draw._rgb(settings.theme.accent)))  # pasted as a tile
         cuts = [(r0 * w, r1 * w), (r0 * w // 4, r1 * w // 4), (r0 * w // 4, r1 * w // 4)]
+        parts = (vis, vis_layer, still_under, corners, over_y, over_box)
         if vis is not None and vis.reveal > 1 and vis.motion == "none" and not bg_moves and all(st.bar < 0 for st in states):
-            assert vis_layer is not None and still_under is not None
-            yield from _revealed_pictures(planes, cuts, (r0, y0, y1), vis, vis_layer, still_under, corners, over_y, over_box,
-                                          painter, seg, states)  # fmt: skip
-            return
+            return (yield from _revealed_pictures(planes, cuts, (r0, y0, y1), parts, painter, seg, states))
         for st in states:
             if bg_moves:
                 assert bg_layer is not None
@@ -281,11 +278,12 @@ def _moving_pictures(
                 lay.close()
 
 
-def _revealed_pictures(planes, cuts, rows, vis, vis_layer, still_under, corners, over_y, over_box, painter, seg, states):
+def _revealed_pictures(planes, cuts, rows, parts, painter, seg, states):
     """Pictures of a segment where only a revealed visual's step and the captions change: each step's
     frame made once (its panel composed, as for motion), then per picture only the caption band, as for a
     still. Composing the whole changing region per picture cost a revealed series 12% of its render."""
     r0, y0, y1 = rows
+    vis, vis_layer, still_under, corners, over_y, over_box = parts
     made: dict[int, tuple] = {}
     for st in states:
         if st.vis not in made:
