@@ -96,3 +96,22 @@ def test_only_the_output_folders_files_are_served(preview):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
     assert proc.stderr is not None and proc.stderr.read() == ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_preview_started_in_the_background_stops_on_ctrl_c_or_sigterm(tmp_path, sig):
+    """A shell starts a background job with SIGINT ignored, and Python keeps it ignored unless told: the
+    preview sets its own handlers, so it stops either way, with exit 0 and nothing left running."""
+    shutil.copy(FIXTURES / "short.yaml", tmp_path / "short.yaml")
+    args = ["preview", "short.yaml", "--cache-dir", str(tmp_path / "c"), "--output-dir", str(tmp_path / "o")]
+    proc = subprocess.Popen([sys.executable, "-c", "from shortgen.cli import run; run()", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    try:
+        assert (proc.stdout.readline() if proc.stdout else "").startswith("shortgen preview: http://127.0.0.1:")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -350,18 +350,31 @@ def _preview(a) -> ExitStatus:
         httpd, url = serve(preview, a.port)
     except OSError as e:
         raise PortError(f"--port {a.port}: cannot listen on 127.0.0.1 ({e.strerror or e})") from None
-    print(f"shortgen preview: {url} (Ctrl-C stops it)", flush=True)
-    if a.open:
-        import webbrowser
-
-        webbrowser.open(url)
     try:
+        _stop_on_interrupt()  # before the address: a caller may stop it as soon as it reads it
+        print(f"shortgen preview: {url} (Ctrl-C stops it)", flush=True)
+        if a.open:
+            import webbrowser
+
+            webbrowser.open(url)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:  # how a preview is stopped: no error
         return ExitStatus.OK
     finally:
         close(preview, httpd)
+
+
+def _stop_on_interrupt() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM both stop a preview cleanly. A process started in the background by a
+    shell inherits SIGINT ignored, and Python then leaves it so: the preview would not have stopped."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001 (the signal's frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _render(a) -> ExitStatus:
