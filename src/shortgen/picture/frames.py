@@ -73,6 +73,17 @@ def planes420(img: Image.Image) -> tuple[bytes, bytes, bytes]:
     return y.tobytes(), cb.reduce(2).tobytes(), cr.reduce(2).tobytes()
 
 
+def row_cuts(w: int, r0: int, r1: int) -> list[tuple[int, int]]:
+    """Where rows [r0, r1) of a w-wide yuv420p frame lie in each plane: Y has w bytes a row, Cb and Cr
+    w/2 bytes every 2 rows."""
+    return [(r0 * w, r1 * w), (r0 * w // 4, r1 * w // 4), (r0 * w // 4, r1 * w // 4)]
+
+
+def spliced(planes, cuts: list[tuple[int, int]], fresh) -> tuple:
+    """A frame's planes with the rows at `cuts` replaced by `fresh`, as pieces that concatenate to it."""
+    return tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
+
+
 def card_layout(settings: Settings) -> tuple[list[int], int, int]:
     """Where a cached card's parts end: Y, Cb, Cr planes, then the caption band in YCbCr; and the band's rows."""
     _, y0, _, y1 = draw.caption_origin(settings)  # even rows
@@ -205,15 +216,14 @@ def pictures(
     planes, band = load_card(card, settings)
     w = settings.width
     _, y0, _, y1 = draw.caption_origin(settings)
-    # where the band starts and ends in each plane: Y has w bytes a row, Cb and Cr w/2 bytes every 2 rows
-    cuts = [(y0 * w, y1 * w), (y0 * w // 4, y1 * w // 4), (y0 * w // 4, y1 * w // 4)]
+    cuts = row_cuts(w, y0, y1)  # where the caption band lies in each plane
     for st in states:
         if st.cue is None:
             yield planes
             continue
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
         fresh = planes420(painter.paint(band, st.cue, hl, st.pop))
-        yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
+        yield spliced(planes, cuts, fresh)
 
 
 def _moving_pictures(
@@ -243,7 +253,7 @@ def _moving_pictures(
             still_under = ycc(base.crop((0, r0, w, r1)))
         corners = _panel_corners(vis, vis_layer, still_under, r0, w) if vis_moves else []
         bar_colour = ycc(Image.new("RGB", (1, 1), draw._rgb(settings.theme.accent)))  # pasted as a tile
-        cuts = [(r0 * w, r1 * w), (r0 * w // 4, r1 * w // 4), (r0 * w // 4, r1 * w // 4)]
+        cuts = row_cuts(w, r0, r1)
         parts = (vis, vis_layer, still_under, corners, over_y, over_box)
         if vis is not None and vis.reveal > 1 and vis.motion == "none" and not bg_moves and all(st.bar < 0 for st in states):
             return (yield from _revealed_pictures(planes, cuts, (r0, y0, y1), parts, painter, seg, states))
@@ -270,7 +280,7 @@ def _moving_pictures(
                 bx = _compose().bar_box(settings, st.bar)
                 region.paste(bar_colour.resize((bx[2] - bx[0], bx[3] - bx[1])), (bx[0], bx[1] - r0))
             fresh = planes420(region)
-            yield tuple(part for p, (a, b), f in zip(planes, cuts, fresh) for part in (p[:a], f, p[b:]))
+            yield spliced(planes, cuts, fresh)
     finally:
         layers.close()
         for lay in (vis_layer, bg_layer):
@@ -284,6 +294,7 @@ def _revealed_pictures(planes, cuts, rows, parts, painter, seg, states):
     still. Composing the whole changing region per picture cost a revealed series 12% of its render."""
     r0, y0, y1 = rows
     vis, vis_layer, still_under, corners, over_y, over_box = parts
+    band_cuts = row_cuts(still_under.width, y0, y1)
     made: dict[int, tuple] = {}
     for st in states:
         if st.vis not in made:
@@ -300,10 +311,7 @@ def _revealed_pictures(planes, cuts, rows, parts, painter, seg, states):
             yield whole
             continue
         hl = None if st.word is None else st.word - seg.cues[st.cue].first
-        bw = band.width
-        band_cuts = [(y0 * bw, y1 * bw), (y0 * bw // 4, y1 * bw // 4), (y0 * bw // 4, y1 * bw // 4)]
-        fresh = planes420(painter.paint(band, st.cue, hl, st.pop))
-        yield tuple(part for p, (a, b), f in zip(whole, band_cuts, fresh) for part in (p[:a], f, p[b:]))
+        yield spliced(whole, band_cuts, planes420(painter.paint(band, st.cue, hl, st.pop)))
 
 
 def _changing_rows(seg: SegmentPlan, settings: Settings, band: tuple[int, int], bg_moves: bool) -> tuple[int, int]:
