@@ -87,3 +87,30 @@ def test_a_take_is_heard_alike_whatever_was_heard_before():
     first = heard.recognise(tone, 16000)
     heard.recognise(noise, 16000)
     assert heard.recognise(tone, 16000) == first
+
+
+def test_a_skip_beside_a_long_pause_is_a_skip_when_the_take_says_where_it_sounds():
+    """A reader breathes where a line was cut: on the clock the pause is time given to the missing words;
+    the take's sounding windows say it is none."""
+    pause = 3.0
+    a = len(TEXT.split(MIDDLE)[0].split())
+    cut = timed(TEXT.replace(MIDDLE + " ", ""))
+    words = cut[:a] + [(w, s + pause, e + pause) for w, s, e in cut[a:]]
+    voiced = np.zeros(int(words[-1][2] * 100) + 50, bool)
+    for _, s, e in words:
+        voiced[int(s * 100) : int(e * 100)] = True
+    assert heard.judge(TEXT, words).gap_time > heard.GAP_TIME_MAX  # the clock alone
+    h = heard.judge(TEXT, words, voiced)
+    why = heard.mismatch(TEXT, h)
+    assert h.gap_time < heard.GAP_TIME_MAX and why and "'Too large and it jumps over" in why, (why, h)
+
+
+def test_a_long_passage_left_out_counts_where_the_rest_is_heard_well():
+    import dataclasses
+
+    base = heard.judge(TEXT, timed(TEXT))
+    long_cut = dataclasses.replace(base, places=4, covered=0.64, heard_elsewhere=0.78)
+    assert heard.understood(long_cut)
+    # the same gaps, with the rest heard no better than espeak's voices are: the recogniser is lost
+    assert not heard.understood(dataclasses.replace(long_cut, heard_elsewhere=0.6))
+    assert not heard.understood(dataclasses.replace(long_cut, places=5))

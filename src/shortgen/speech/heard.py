@@ -29,7 +29,11 @@ SAID_MIN = 0.30  # a window of the text heard less than this: words left out, if
 MAX_PLACES = 3  # ... such windows are in at most this many places,
 ELSEWHERE_MIN = 0.55  # ... the rest of the text is heard at least this well,
 MAX_COVERED = 0.6  # ... they leave at least two fifths of the text,
-GAP_TIME_MAX = 0.95  # ... and the take gives the words not heard at most this share of the time they need
+GAP_TIME_MAX = 0.85  # ... and the take gives the words not heard at most this share of the time they need
+# a long passage left out, where the recogniser also mishears some of what is said (a human take of
+# Sonnet 3 without its longest line: 4 places, 64% of the text): allowed where the rest is heard this well
+LONG_PLACES, LONG_COVERED, LONG_ELSEWHERE = 4, 0.7, 0.7
+PAUSE_MIN_S = 0.25  # a silence this long or longer is a pause (shorter: a stop, the gap between two words)
 KNOWN_MIN = 0.6  # the recogniser judges a text only if the dictionary knows this share of its phones
 EXTRA_MIN = 0.15  # a window of the transcript less in the text than this: words added, if ...
 HEARD_MIN = 0.55  # ... the text as a whole is heard at least this well
@@ -155,8 +159,9 @@ def _windows(m: np.ndarray) -> np.ndarray:
     return np.convolve(m, np.ones(WINDOW) / WINDOW, "valid") if len(m) > WINDOW else np.array([m.mean() if len(m) else 1.0])
 
 
-def judge(text: str, words: list[tuple[str, float, float]]) -> Heard:
-    """What was heard (`words`, from `recognise`) against the text."""
+def judge(text: str, words: list[tuple[str, float, float]], voiced: np.ndarray | None = None) -> Heard:
+    """What was heard (`words`, from `recognise`) against the text; `voiced`: which 10 ms windows of the
+    take sound (record.voiced), else the clock stands for it."""
     tp, hp = text_phones(text), heard_phones(words)
     ma, mb, to_b = pair([p for p, _ in tp], [p for p, _ in hp])
     wa, wb = _windows(ma), _windows(mb)
@@ -178,10 +183,18 @@ def judge(text: str, words: list[tuple[str, float, float]]) -> Heard:
     before = next((hp[to_b[j]][1] for j in range(gap[0] - 1, -1, -1) if sure[j]), span[0])
     after = next((hp[to_b[j]][1] for j in range(gap[1] + 1, len(ma)) if sure[j]), span[1])
     share = (gap[1] + 1 - gap[0]) / max(1, len(tp)) * (span[1] - span[0])
+    # the time the take sounds there (`voiced`: its 10 ms windows over the room's noise): a reader's
+    # pause beside a cut is no time given to words (a human take with its first line cut, after the
+    # sonnet's number and a long breath: 1.35 of the words' share on the clock, 0.4 sounding)
+    if voiced is not None and len(voiced):
+        sounding = _pauses_only(voiced)
+        spoken = float(sounding[max(0, int(before * 100)) : max(0, int(after * 100))].sum()) / 100
+    else:
+        spoken = after - before
     known = np.array([p != _ANY for p, _ in tp], bool)  # a guessed word says nothing of how well it was heard
     rest = known & ~covered
     return Heard(
-        gap_time=(after - before) / share if share > 0 else 1.0,
+        gap_time=spoken / share if share > 0 else 1.0,
         said=float(wa[i]),
         said_at=int(first) if tp else 0,
         said_to=int(last) if tp else 0,
@@ -194,6 +207,19 @@ def judge(text: str, words: list[tuple[str, float, float]]) -> Heard:
         covered=float(covered.mean()) if len(covered) else 0.0,
         words=" ".join(re.sub(r"\(\d+\)$", "", w) for w, _, _ in words),
     )
+
+
+def _pauses_only(voiced: np.ndarray) -> np.ndarray:
+    """The take's 10 ms windows that sound, with the short silences inside speech (stops, the gaps
+    between words, under PAUSE_MIN_S) counted as sounding: only pauses are time given to no words.
+    Measured on 175 genuine takes in espeak's voices: counting every silent window as no time refused 8;
+    with the short ones closed, none."""
+    v = np.asarray(voiced, bool).copy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], v.astype(np.int8), [1]])))
+    for a, b in zip(edges[::2], edges[1::2]):  # runs of silence [a, b)
+        if b - a < PAUSE_MIN_S * 100 and a > 0 and b < len(v):
+            v[a:b] = True
+    return v
 
 
 def _covered(low: np.ndarray, n: int) -> np.ndarray:
@@ -219,7 +245,9 @@ def understood(h: Heard) -> bool:
     """Whether the recogniser follows this voice well enough for its gaps to mean words left out: a voice
     it mishears (espeak's own, a phone line) leaves gaps all over; a skip leaves one, in a take heard
     well elsewhere."""
-    return h.places <= MAX_PLACES and h.heard_elsewhere >= ELSEWHERE_MIN and h.covered <= MAX_COVERED
+    if h.places <= MAX_PLACES and h.heard_elsewhere >= ELSEWHERE_MIN and h.covered <= MAX_COVERED:
+        return True
+    return h.places <= LONG_PLACES and h.covered <= LONG_COVERED and h.heard_elsewhere >= LONG_ELSEWHERE
 
 
 def mismatch(text: str, h: Heard) -> str | None:

@@ -31,7 +31,7 @@ from .narrate import Narration, SpokenWord, read_wav
 from .warp import HOP, RATE, _cosine, _costs, dtw, features
 
 TAKE_RATE = 48000  # the track's rate: a take is kept, mastered and mixed at it
-ALIGN_VERSION = 6  # bump when alignment changes: cached timings are keyed by it
+ALIGN_VERSION = 7  # bump when alignment changes: cached timings are keyed by it
 # How sure the alignment is (see the module's docstring and docs/scripts.md for the measurements behind these)
 # Calibrated on human readings and on other voices in other rooms, not on the engine against itself
 # (docs/scripts.md, "Your own voice"): genuine takes reached a cost of 0.80 (human), 81 frames added (human) and
@@ -516,7 +516,7 @@ def _heard(text: str, rec48: np.ndarray, v: Verdict) -> Verdict:
     unlike the engine's, which the comparison of sounds misses (heard.py)."""
     from . import heard
 
-    h = heard.judge(text, heard.recognise(rec48, TAKE_RATE))
+    h = heard.judge(text, heard.recognise(rec48, TAKE_RATE), voiced(rec48, TAKE_RATE, audible=True))
     return replace(v, said=round(h.said, 3), heard=h.words, mismatch=heard.mismatch(text, h))
 
 
