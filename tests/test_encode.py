@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from fractions import Fraction
 from pathlib import Path
@@ -141,6 +142,9 @@ def test_run_args_open_every_run_with_an_idr_picture_and_its_parameter_sets():
     assert params["repeat-headers"] == "1" and params["scenecut"] == "0"
     assert params["keyint"] == "infinite"  # keyframes where we force them, and nowhere else
     assert params["rc-lookahead"] == "5"  # memory: see run_args
+    cqp_args = run_args("ffmpeg", dataclasses.replace(V, rate="cqp"), [0], Path("o"))
+    cqp = dict(kv.split("=") for kv in after(cqp_args, "-x264-params").split(":"))
+    assert cqp["rc-lookahead"] == "0"  # a constant quantiser: nothing to look ahead for
     assert a.index("-force_key_frames") > a.index("-c:v")  # an output option
     assert a[: a.index("-c:v")] == distinct_args("ffmpeg", V, 60, Path("o.h264"))[: a.index("-c:v")]
 

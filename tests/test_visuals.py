@@ -501,3 +501,33 @@ def test_an_animated_gif_is_a_clip_and_a_webp_a_still(tmp_path):
     assert abs(r - 210) <= 12 and abs(b - 60) <= 12  # the eighth frame's colour, not the first's
     Image.new("RGB", (300, 200), "blue").save(tmp_path / "x.webp")
     assert media.probe(tmp_path / "x.webp").kind == "still"
+
+
+def test_clip_read_args_seek_to_a_second_before_and_decode_on_one_thread():
+    from shortgen.picture.media import clip_read_args
+
+    a = clip_read_args("ffmpeg", "c.mp4", 2.5, (1080, 1920))
+    i = a.index("-i")
+    assert a[i - 4 : i + 4] == ["-threads", "1", "-ss", "1.500000", "-i", "c.mp4", "-ss", "1.000000"]
+    assert a[a.index("-vf") + 1] == "scale=1080:1920" and a[-3:] == ["-pix_fmt", "rgb24", "-"]
+    assert a.count("-threads") == 2  # the decoder's and the output's: one each
+    b = clip_read_args("ffmpeg", "c.mp4", 0.0, (64, 64))
+    assert "-ss" not in b and b[b.index("-i") + 1] == "c.mp4"
+
+
+def test_clip_reader_reads_forward_seeks_back_and_holds_the_last_frame(tmp_path):
+    from shortgen.picture import media
+
+    m = media.probe(counter_clip(tmp_path / "c.mp4"))
+
+    def number(img) -> int:  # the frame's number, from its blocks (see counter_clip)
+        return sum(1 << b for b in range(BITS) if img.getpixel((60 + 40 * b, 30))[0] > 128)
+
+    reader = media.ClipReader(m, CLIP)
+    try:
+        assert [number(reader.frame(k)) for k in (0, 1, 2, 5, 3, 11)] == [0, 1, 2, 5, 3, 11]  # 3: back, by a new seek
+        assert number(reader.frame(15)) == 11  # past the end: the last frame, as long as asked
+        assert number(reader.frame(4)) == 4
+    finally:
+        reader.close()
+    assert reader._proc is None

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from .plan import runs as plan_runs
 from .publish import outputs
 from .script import load
 from .script.load import Episode
-from .settings import Settings
+from .settings import Settings, give_back_freed_memory
 from .speech.narrate import Engine
 from .timeline import Ahead, Timeline, speak_and_plan
 from .video.encode import Encoder, VideoSettings
@@ -150,7 +150,8 @@ def _check_and_draw_covers(timed: Timeline, ek: keys.EpisodeKeys, cache: Cache, 
     check.enforce_fits(timed, fresh, fresh, covers)
     if not covers:
         return None
-    return draw.draw_thumbnail(plan, settings).painted(), draw.draw_cover(plan, settings).painted()
+    # as their files' bytes: two full pictures held through the render were 12 MB of its peak
+    return tuple(outputs.jpeg_bytes(d(plan, settings).painted()) for d in (draw.draw_thumbnail, draw.draw_cover))
 
 
 def key_inputs() -> keys.Inputs:
@@ -183,8 +184,8 @@ def _write_set(
     outputs.write_text(staging / names["srt"], outputs.srt(plan))
     outputs.write_text(staging / names["vtt"], outputs.vtt(plan))
     if pictures:
-        outputs.save_jpeg(pictures[0], staging / names["thumbnail"])
-        outputs.save_jpeg(pictures[1], staging / names["cover"])
+        outputs.atomic_write_bytes(staging / names["thumbnail"], pictures[0])
+        outputs.atomic_write_bytes(staging / names["cover"], pictures[1])
     inputs = {
         "script": str(ep.path),
         "script_sha256": ep.source_sha256,
@@ -300,7 +301,8 @@ def _encode(
         ThreadPoolExecutor(max_workers=1, initializer=_background) as board_lane,
     ):
         measuring = _start_audio(audio, timed, encoder, cache, audio_path, figures, stats, progress, futures)
-        boards = _start_video(video, board_lane, timed, ek, encoder, cache, stats, progress, tiles, futures, seg_paths)
+        track = futures[0] if futures and keys.mixes(plan, timed.episode.settings) else None  # a mix: see CARDS_BESIDE_AUDIO
+        boards = _start_video(video, board_lane, timed, ek, encoder, cache, stats, progress, tiles, futures, seg_paths, track)
         sheet = board_lane.submit(lambda: storyboard([b.result() for b in boards]))
         try:
             for f in futures:
@@ -322,16 +324,23 @@ def _encode(
     return probe, (measured["integrated_lufs"], measured["true_peak"], measured.get("music"))
 
 
+# Cards drawn while the audio lane makes its track: the first two (the encoder's first work), the rest
+# after it. Drawing a card over a picture composites full RGBA frames; beside the mix's planning and its
+# encoders it made the render's peak (Part 4 as shipped, cold: the tree's PSS 534-563 -> 431-452 MB).
+CARDS_BESIDE_AUDIO = 2
+
+
 def _start_video(video: ThreadPoolExecutor, board_lane: ThreadPoolExecutor, timed: Timeline, ek: keys.EpisodeKeys,
                  encoder: Encoder, cache: Cache, stats: Stats, progress: Progress, tiles: captions.TileCache,
-                 futures: list[Future], seg_paths: list[Path]) -> list[Future]:  # fmt: skip
+                 futures: list[Future], seg_paths: list[Path], audio: Future | None) -> list[Future]:  # fmt: skip
     """The video lane's work, submitted: each segment not cached, its card drawn here and its pictures
-    encoded on `video` (added to `futures`); every segment's path in `seg_paths`. Returns the storyboard
+    encoded on `video` (added to `futures`); every segment's path in `seg_paths`. `audio`: the audio
+    lane's track, while it is made (see CARDS_BESIDE_AUDIO). Returns the storyboard
     strips' futures: a segment's strip is made once it is encoded, in an edit while the video lane is
     idle (made beside the encode, it took the cores the edit's audio lane was waiting for)."""
     plan, settings = timed.plan, timed.episode.settings
     vs = _video_settings(settings)
-    boards = []
+    boards, before = [], len(futures)
     for seg, k in zip(plan.segments, ek.segments):
         seg_path = cache.path("segments", k.segment, ".h264")
         seg_paths.append(seg_path)
@@ -341,12 +350,15 @@ def _start_video(video: ThreadPoolExecutor, board_lane: ThreadPoolExecutor, time
             stats.hits["segments"] += 1
             progress.done_frames += seg.frames
         else:
+            if audio is not None and len(futures) - before >= CARDS_BESIDE_AUDIO:
+                wait([audio])  # the rest after the audio lane's track (its failure is reported by the join)
             progress("draw", label)
             card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
             args = (encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
             encoding = video.submit(_encode_segment, *args)
             futures.append(encoding)
         boards.append(board_lane.submit(_board, plan, seg, k, card, settings, cache, stats, tiles, encoding))
+    give_back_freed_memory()  # what drawing the cards freed
     return boards
 
 
@@ -379,11 +391,19 @@ def _start_audio(audio: ThreadPoolExecutor, timed: Timeline, encoder: Encoder, c
         spoken = {seg.audio_key: (n.wav, n.words) for seg, n in zip(plan.segments, timed.narrations)}
         where = str(timed.episode.where("music"))
         args = (plan, spoken, settings, encoder, cache, audio_path, figures, stats, progress, where)
-        futures.append(audio.submit(track.make_music, *args))
+        futures.append(audio.submit(_freeing, track.make_music, *args))
         return audio.submit(track.measure_music, encoder, cache, figures)  # beside the join
     wavs = {seg.audio_key: n.wav for seg, n in zip(plan.segments, timed.narrations)}
     futures.append(audio.submit(track.make, plan, wavs, settings, encoder, cache, audio_path, stats, progress))
     return audio.submit(track.measure, plan, settings, encoder, cache, figures)
+
+
+def _freeing(work: Callable, *args) -> None:
+    """`work(*args)`, then what it freed given back (its arrays, gone when it returns)."""
+    try:
+        work(*args)
+    finally:
+        give_back_freed_memory()
 
 
 def _background() -> None:

@@ -43,6 +43,30 @@ def keep_freed_memory() -> None:
         pass  # not glibc: nothing was set
 
 
+def give_back_freed_memory() -> None:
+    """Return the free pages inside malloc's heaps to the system (glibc's malloc_trim). The trim threshold
+    only releases the top of a heap: a render's frames and arrays, freed between live ones, stayed as
+    90 MB of free heap through the rest of a cold render of Part 4. Called once a large piece of work is
+    done and its arrays freed (the mix planned, the track made, the cards drawn), not per segment: what
+    is given back is faulted in again when used (page clearing rose from 1.5% to 4.6% of a cold
+    render's CPU samples when a trim followed every segment's encode)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 @functools.cache
 def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: its CPU affinity, and a container's CPU quota (cgroup v2 or v1)

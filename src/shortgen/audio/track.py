@@ -12,7 +12,7 @@ from .. import keys
 from ..cache import Cache, Stats
 from ..errors import MediaReadError
 from ..plan import Plan
-from ..settings import Settings
+from ..settings import Settings, give_back_freed_memory
 from ..video.encode import AAC_FRAME, AAC_RATE, POST_ROLL, PRE_ROLL, Encoder
 
 
@@ -109,6 +109,7 @@ def make_music(
 
     progress("audio", "music")
     mix = _Mix.planned(plan, narrations, settings, cache, where)
+    give_back_freed_memory()  # what planning it freed
     parts = piece_layout(mix.chs, mix.spoken, mix.mp.release)
     # each piece is cached by a digest of what makes its samples
     paths = [cache.path("segments", keys.mixed_chunk(mix.inputs(*_span(part)), part[2], settings), ".aac") for part in parts]

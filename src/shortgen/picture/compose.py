@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -120,9 +121,11 @@ def _fitted(img: Image.Image, size: tuple[int, int], fit: str, fill: tuple) -> I
     return back
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=2)
 def still_canvas(v: Visual, fill: tuple) -> Image.Image:
-    """A still, decoded, oriented, fitted to its canvas, in RGB (cached: it serves every step)."""
+    """A still, decoded, oriented, fitted to its canvas, in RGB (cached: it serves every step). Two: a
+    card's and its encode's; eight held every picture of an episode through its render (Part 4: four
+    canvases, 20 MB), for no hit (Part 4 cold: four misses either way)."""
     from PIL import ImageOps
 
     with Image.open(v.file) as im:
@@ -333,9 +336,14 @@ def _pixels(images: list[Image.Image], boxes: list, keep: int = 4096) -> np.ndar
     """The backdrop pixels under any of these boxes, in every sample: the brightest and the darkest
     `keep` of them. Compositing a scrim is monotonic in each channel, so the worst case for the contrast
     rule lies among the extremes (tests/test_visuals.py checks it against the full set)."""
-    if not boxes or not images:
+    return _extremes([under_boxes(im, boxes) for im in images], keep)
+
+
+def under_boxes(image: Image.Image, boxes: list) -> np.ndarray:
+    """The pixels of `image` under any of these boxes, (n, 3) RGB, row by row within their bounds."""
+    if not boxes:
         return np.zeros((0, 3), np.uint8)
-    w, h = images[0].size
+    w, h = image.size
     x0, y0 = max(0, min(b[0] for b in boxes)), max(0, min(b[1] for b in boxes))
     x1, y1 = min(w, max(b[2] for b in boxes)), min(h, max(b[3] for b in boxes))
     if x1 <= x0 or y1 <= y0:
@@ -343,7 +351,12 @@ def _pixels(images: list[Image.Image], boxes: list, keep: int = 4096) -> np.ndar
     mask = np.zeros((y1 - y0, x1 - x0), bool)  # within the boxes' bounds only
     for b in boxes:
         mask[max(b[1] - y0, 0) : max(b[3] - y0, 0), max(b[0] - x0, 0) : max(b[2] - x0, 0)] = True
-    px = np.concatenate([np.asarray(im.crop((x0, y0, x1, y1)).convert("RGB"))[mask] for im in images])
+    return np.asarray(image.crop((x0, y0, x1, y1)).convert("RGB"))[mask]
+
+
+def _extremes(parts: list[np.ndarray], keep: int = 4096) -> np.ndarray:
+    """Of these pixels, the brightest and the darkest `keep` (all, where there are few)."""
+    px = np.concatenate(parts) if parts else np.zeros((0, 3), np.uint8)
     if len(px) <= 2 * keep:
         return px
     lum = px.astype(np.uint32) @ np.array([54, 183, 19], np.uint32)  # Rec. 709 weights in 1/256: an order only
@@ -351,15 +364,10 @@ def _pixels(images: list[Image.Image], boxes: list, keep: int = 4096) -> np.ndar
     return px[np.concatenate([idx[:keep], idx[-keep:]])]
 
 
-def make_look(
-    seg: SegmentPlan, plan: Plan, settings: Settings, text_boxes: list, samples: list[Image.Image], sampled: bool
-) -> Look:
-    """Scrims for the segment's text over imagery: the card's text (over a background, or a full-bleed
-    visual) and the captions (over the visual or a background). `samples` are the frames under the text
-    (backdrop and visual, no text) at the moments that matter; `sampled` says they are a sample of
-    footage, not every moment, and asks for the margin."""
-    t, w, h = settings.theme, settings.width, settings.height
-    target = CONTRAST * (SAMPLED_MARGIN if sampled else 1.0)
+def look_groups(seg: SegmentPlan, plan: Plan, settings: Settings, text_boxes: list) -> list[tuple[str, list, list]]:
+    """What over imagery needs a contrast look: (what, its boxes, its text colours), for the card's text
+    (over a background, or a full-bleed visual) and the captions (over the visual or a background)."""
+    t = settings.theme
     over = [b for b in text_boxes if b.what != "badge" and _over_imagery(seg, plan, (b.x0, b.y0, b.x1, b.y1))]
     groups = []
     if over:
@@ -368,10 +376,27 @@ def make_look(
     if ink:
         colours = [draw._rgb(t.caption)] + ([] if settings.caption_style == "box" else [draw._rgb(t.highlight)])
         groups.append(("caption", ink, colours))
+    return groups
+
+
+def make_look(
+    seg: SegmentPlan, plan: Plan, settings: Settings, text_boxes: list, samples: Iterable[Image.Image], sampled: bool
+) -> Look:
+    """Scrims for the segment's text over imagery (look_groups). `samples` are the frames under the text
+    (backdrop and visual, no text) at the moments that matter, taken one at a time (only the pixels under
+    the text are kept of each: six full frames of a clip held together were 37 MB); `sampled` says they
+    are a sample of footage, not every moment, and asks for the margin."""
+    w, h = settings.width, settings.height
+    target = CONTRAST * (SAMPLED_MARGIN if sampled else 1.0)
+    groups = look_groups(seg, plan, settings, text_boxes)
+    under: list[list[np.ndarray]] = [[] for _ in groups]
+    for im in samples:  # all drawn, as before, even with no text over imagery: a clip that fails, fails here
+        for got, (_, boxes, _) in zip(under, groups):
+            got.append(under_boxes(im, boxes))
     scrims: list[Scrim] = []
     report: dict[str, float | None] = {"card": None, "caption": None}
-    for what, boxes, colours in groups:
-        pixels = _pixels(samples, boxes)
+    for (what, boxes, colours), got in zip(groups, under):
+        pixels = _extremes(got)
         colour = scrim_colour(colours, settings)
         a = scrim_alpha(colours, pixels, colour, target)
         if a > 0:

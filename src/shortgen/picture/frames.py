@@ -163,7 +163,7 @@ class Layers:
         bgs = self.bg.samples() if self.bg and self.plan.background and self.plan.background.kind == "clip" else [0]
         viss = self.vis.samples() if self.vis else [-1]
         n = max(len(bgs), len(viss))
-        samples = [self.under(bgs[i * len(bgs) // n], viss[i * len(viss) // n]) for i in range(n)]
+        samples = (self.under(bgs[i * len(bgs) // n], viss[i * len(viss) // n]) for i in range(n))  # one at a time
         sampled = any(v is not None and v.kind == "clip" for v in (self.plan.background, self.seg.visual))
         return _compose().make_look(self.seg, self.plan, self.settings, self.text.boxes, samples, sampled)
 
