@@ -531,3 +531,38 @@ def test_clip_reader_reads_forward_seeks_back_and_holds_the_last_frame(tmp_path)
     finally:
         reader.close()
     assert reader._proc is None
+
+
+def test_display_rotation_is_read_from_the_video_stream_alone():
+    from shortgen.picture.media import display_rotation
+
+    head = "  Stream #0:0[0x1]: Video: h264 (High), yuv420p, 1920x1080, 30 fps\n      Side data:\n"
+    assert display_rotation(head + "        displaymatrix: rotation of -90.00 degrees\n") == 270
+    assert display_rotation(head + "      Display Matrix: rotation of 90.00 degrees\n") == 90
+    assert display_rotation(head + "    Metadata:\n      rotate          : 180\n") == 180
+    cover_art = "  Stream #0:1: Video: mjpeg (attached pic)\n    displaymatrix: rotation of 90.00 degrees"
+    assert display_rotation(head + cover_art) == 0  # another stream's turn is not the clip's
+    assert display_rotation("Input #0, wav, from 'a.wav':\n  Stream #0:0: Audio: pcm_s16le") == 0
+
+
+def test_a_portrait_phone_clip_is_measured_and_read_as_shown(tmp_path):
+    """Phones store a portrait clip as landscape pictures and a display matrix turning them: measured
+    landscape, it was scaled to the wrong shape and shown squashed."""
+    from shortgen.picture import media
+
+    flat = counter_clip(tmp_path / "flat.mp4")
+    turned = tmp_path / "turned.mp4"  # the same pictures, turned a quarter on display
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", "90", "-i", str(flat), "-c", "copy",
+                    str(turned)], check=True)  # fmt: skip
+    m = media.probe(turned)
+    assert (m.width, m.height) == (CLIP[1], CLIP[0])
+    readers = [media.ClipReader(media.probe(flat), CLIP), media.ClipReader(m, (m.width, m.height))]
+    try:
+        a, b = (np.asarray(r.frame(5), np.float32) for r in readers)
+    finally:
+        for r in readers:
+            r.close()
+    assert b.shape[:2] == (CLIP[0], CLIP[1])  # rows, columns: as tall as the clip is wide
+    # the picture turned, not squashed: one quarter turn matches it closely, nothing else does
+    errors = sorted(float(np.abs(np.rot90(a, k) - b).mean()) for k in (1, 3))
+    assert errors[0] < 3 and errors[1] > 20, errors

@@ -80,7 +80,8 @@ def probe(path: Path | str) -> Media:
     if p.is_dir():
         raise MediaError(f"{path} is a folder; expected a picture or a clip")
     resolved = str(p.resolve())
-    kept = _kept("media", (resolved, st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev))
+    # v2: a clip turned on display is measured as shown
+    kept = _kept("media-v2", (resolved, st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev))
     try:
         if kept is not None and kept.is_file():
             d = json.loads(kept.read_text())
@@ -166,6 +167,8 @@ def _clip(path: str, digest: str) -> Media:
     if not info.get("video_found"):
         raise MediaError(f"{name} has no video stream")
     w, h = info.get("video_size") or (0, 0)
+    if _rotation(path) in (90, 270):  # a phone's portrait clip: stored landscape, turned on display
+        w, h = h, w
     fps = info.get("video_fps") or 0
     duration = float(info.get("video_duration") or info.get("duration") or 0)
     if not w or not h or w > MAX_CLIP_SIDE or h > MAX_CLIP_SIDE:
@@ -177,6 +180,32 @@ def _clip(path: str, digest: str) -> Media:
     rate = Fraction(fps).limit_denominator(1001)
     frames = int(info.get("video_n_frames") or 0) or max(1, int(duration * rate))
     return Media(path, digest, "clip", int(w), int(h), rate, frames, duration)
+
+
+def _rotation(path: str) -> int:
+    """How far a clip is turned on display (its display matrix), in quarter turns' degrees: 0, 90, 180 or
+    270. ffmpeg turns the pictures as it decodes them; moviepy's probe does not read the matrix that
+    ffmpeg 7 prints, and a portrait phone clip was measured landscape and shown squashed."""
+    from ..video.encode import ffmpeg_exe
+
+    try:
+        head = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return display_rotation(head.stderr.decode(errors="replace"))
+
+
+def display_rotation(ffmpeg_info: str) -> int:
+    """The first video stream's rotation from what `ffmpeg -i` prints ("displaymatrix: rotation of
+    -90.00 degrees", or an older "rotate : 90"), as 0, 90, 180 or 270."""
+    import re
+
+    after = ffmpeg_info.split("Video:", 1)
+    if len(after) < 2:
+        return 0
+    stream = re.split(r"\n\s*Stream #", after[1], maxsplit=1)[0]  # the video stream's own lines only
+    m = re.search(r"rotation of (-?[\d.]+) degrees", stream) or re.search(r"\brotate\s*:\s*(-?[\d.]+)", stream)
+    return round(float(m.group(1)) / 90) % 4 * 90 if m else 0
 
 
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ (HDR10, Dolby Vision) and HLG: what phones record in HDR
