@@ -566,3 +566,18 @@ def test_a_portrait_phone_clip_is_measured_and_read_as_shown(tmp_path):
     # the picture turned, not squashed: one quarter turn matches it closely, nothing else does
     errors = sorted(float(np.abs(np.rot90(a, k) - b).mean()) for k in (1, 3))
     assert errors[0] < 3 and errors[1] > 20, errors
+
+
+def test_a_clip_of_pixels_not_square_is_measured_as_wide_as_shown(tmp_path):
+    """A widescreen DVD's 720 x 576 pixels are 1024 x 576 on screen; ffmpeg's scaler ignores the ratio."""
+    from shortgen.picture import media
+
+    line = "  Stream #0:0: Video: mpeg2video, yuv420p(tv, top first), 720x576 [SAR 64:45 DAR 16:9], 25 fps\n"
+    assert media.shown_width(line, 720) == 1024
+    assert media.shown_width(line.replace("64:45", "1:1"), 720) == 720
+    assert media.shown_width("  Stream #0:0: Video: h264, yuv420p, 720x576, 25 fps\n", 720) == 720
+    wide = tmp_path / "wide.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(counter_clip(tmp_path / "c.mp4")), "-vf", "setsar=2",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(wide)], check=True)  # fmt: skip
+    m = media.probe(wide)
+    assert (m.width, m.height) == (2 * CLIP[0], CLIP[1])

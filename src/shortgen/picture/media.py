@@ -80,8 +80,8 @@ def probe(path: Path | str) -> Media:
     if p.is_dir():
         raise MediaError(f"{path} is a folder; expected a picture or a clip")
     resolved = str(p.resolve())
-    # v2: a clip turned on display is measured as shown
-    kept = _kept("media-v2", (resolved, st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev))
+    # v3: a clip is measured as shown (turned on display, its pixels' shape)
+    kept = _kept("media-v3", (resolved, st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino, st.st_dev))
     try:
         if kept is not None and kept.is_file():
             d = json.loads(kept.read_text())
@@ -167,7 +167,10 @@ def _clip(path: str, digest: str) -> Media:
     if not info.get("video_found"):
         raise MediaError(f"{name} has no video stream")
     w, h = info.get("video_size") or (0, 0)
-    if _rotation(path) in (90, 270):  # a phone's portrait clip: stored landscape, turned on display
+    head = _head(path)
+    if w and h:
+        w = shown_width(head, w)  # pixels that are not square (a camcorder's, a DVD's): as wide as shown
+    if display_rotation(head) in (90, 270):  # a phone's portrait clip: stored landscape, turned on display
         w, h = h, w
     fps = info.get("video_fps") or 0
     duration = float(info.get("video_duration") or info.get("duration") or 0)
@@ -182,22 +185,35 @@ def _clip(path: str, digest: str) -> Media:
     return Media(path, digest, "clip", int(w), int(h), rate, frames, duration)
 
 
-def _rotation(path: str) -> int:
-    """How far a clip is turned on display (its display matrix), in quarter turns' degrees: 0, 90, 180 or
-    270. ffmpeg turns the pictures as it decodes them; moviepy's probe does not read the matrix that
-    ffmpeg 7 prints, and a portrait phone clip was measured landscape and shown squashed."""
+def _head(path: str) -> str:
+    """What `ffmpeg -i` says of a file: moviepy's probe does not read a clip's display matrix as ffmpeg 7
+    prints it, nor its pixels' shape."""
     from ..video.encode import ffmpeg_exe
 
     try:
         head = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return display_rotation(head.stderr.decode(errors="replace"))
+        return ""
+    return head.stderr.decode(errors="replace")
+
+
+def shown_width(ffmpeg_info: str, width: int) -> int:
+    """A clip's width as shown, from its sample aspect ratio in what `ffmpeg -i` prints ("[SAR 32:27 DAR
+    16:9]"): 720 pixels of a widescreen DVD are 853 wide on screen. ffmpeg's scaler ignores the ratio, so
+    the clip is scaled to its shown shape from this."""
+    import re
+
+    line = ffmpeg_info.split("Video:", 1)[1].split("\n", 1)[0] if "Video:" in ffmpeg_info else ""
+    m = re.search(r"\[SAR (\d+):(\d+) DAR", line)
+    if not m or not int(m.group(1)) or not int(m.group(2)):
+        return width
+    return max(2, round(width * int(m.group(1)) / int(m.group(2))))
 
 
 def display_rotation(ffmpeg_info: str) -> int:
     """The first video stream's rotation from what `ffmpeg -i` prints ("displaymatrix: rotation of
-    -90.00 degrees", or an older "rotate : 90"), as 0, 90, 180 or 270."""
+    -90.00 degrees", or an older "rotate : 90"), as 0, 90, 180 or 270. ffmpeg turns the pictures as it
+    decodes them: a phone's portrait clip, measured landscape, was shown squashed."""
     import re
 
     after = ffmpeg_info.split("Video:", 1)
