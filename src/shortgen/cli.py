@@ -336,7 +336,7 @@ def _preview(a) -> ExitStatus:
     """Serve the preview until Ctrl-C: the address printed, the renders' progress and errors on the page."""
     import time
 
-    from .preview import Preview, close, serve
+    from .preview import Preview, close, exit_now, serve
     from .script.load import expand_targets
     from .settings import keep_freed_memory
     from .video.encode import FfmpegEncoder
@@ -357,12 +357,15 @@ def _preview(a) -> ExitStatus:
             import webbrowser
 
             webbrowser.open(url)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:  # how a preview is stopped: no error
+        while True:  # in short sleeps: a signal the kernel hands to another thread wakes no long sleep here,
+            time.sleep(0.25)  # and its handler runs only when this thread next runs (one stop in five hung)
+    except KeyboardInterrupt:  # how a preview is stopped: no error, and now, even mid-render
+        if not close(preview, httpd):
+            exit_now(ExitStatus.OK)
         return ExitStatus.OK
-    finally:
+    except BaseException:
         close(preview, httpd)
+        raise
 
 
 def _stop_on_interrupt() -> None:

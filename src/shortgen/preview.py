@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 from .cache import Cache
 from .errors import ShortgenError, describe
@@ -35,6 +36,7 @@ class Preview:
         self.stop = threading.Event()
         self.files: set[Path] = {p.resolve() for p in targets}
         self.out_dir: Path | None = None
+        self.renderer: threading.Thread | None = None  # the render loop's thread, once served
         self.wanted.set()  # the first render
 
     # ---- rendering --------------------------------------------------------------------------------
@@ -220,13 +222,55 @@ def serve(preview: Preview, port: int = 0):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler(preview))
     httpd.daemon_threads = True
     for work in (httpd.serve_forever, preview.render_loop, preview.watch):
-        threading.Thread(target=work, daemon=True, name=f"preview-{work.__name__}").start()
+        t = threading.Thread(target=work, daemon=True, name=f"preview-{work.__name__}")
+        t.start()
+        if work == preview.render_loop:
+            preview.renderer = t
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
 
 
-def close(preview: Preview, httpd) -> None:
+def close(preview: Preview, httpd) -> bool:
+    """Stop serving and rendering. Returns whether no render is left running: one in flight finishes
+    its lanes' work before the process may exit (their pools' threads are joined at exit), which on a
+    busy machine took longer than a Ctrl-C should."""
     preview.stop.set()
     with preview.changed:
         preview.changed.notify_all()
     httpd.shutdown()
     httpd.server_close()
+    renderer = preview.renderer
+    if renderer is not None:
+        renderer.join(0.5)  # idle, it notices `stop` within 0.2 s
+    return renderer is None or not renderer.is_alive()
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process at once, a render in flight left as a killed one is: its cache writes are
+    temporaries swept by the next run, and the output set is replaced only whole. Its encoders and
+    speech worker are asked to stop first (they would end anyway when their pipes close)."""
+    import signal
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    for pid in _children():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _children() -> list[int]:
+    """This process's children (Linux: /proc; elsewhere none are known)."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{os.getpid()}/task"):
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return out
