@@ -256,7 +256,7 @@ def exit_now(code: int) -> NoReturn:
             stream.flush()
         except (OSError, ValueError):
             pass
-    for pid in _children():
+    for pid in child_pids(os.getpid()):
         try:
             os.kill(pid, signal.SIGTERM)
         except OSError:
@@ -264,12 +264,12 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _children() -> list[int]:
-    """This process's children (Linux: /proc; elsewhere none are known)."""
+def child_pids(pid: int) -> list[int]:
+    """A process's children, from every one of its threads (Linux: /proc; elsewhere none are known)."""
     out: list[int] = []
     try:
-        for task in os.listdir(f"/proc/{os.getpid()}/task"):
-            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
                 out += [int(p) for p in f.read().split()]
     except OSError:
         pass

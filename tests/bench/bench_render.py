@@ -69,6 +69,7 @@ from shortgen import plan as planning  # noqa: E402
 from shortgen.audio import sound  # noqa: E402
 from shortgen.cache import Cache  # noqa: E402
 from shortgen.picture import captions, draw  # noqa: E402
+from shortgen.preview import child_pids  # noqa: E402
 from shortgen.script.load import load_episode  # noqa: E402
 from shortgen.settings import Settings  # noqa: E402
 from shortgen.speech.narrate import EspeakEngine  # noqa: E402
@@ -76,17 +77,6 @@ from shortgen.timeline import speak_and_plan  # noqa: E402
 from shortgen.video.encode import AAC_RATE, COLOUR_TAGS, VideoSettings, distinct_args, ffmpeg_exe, run_args, voice_args  # noqa: E402
 
 # ---- process-tree memory --------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return out
 
 
 def _tree_memory(pid: int) -> tuple[int, int]:
@@ -106,7 +96,7 @@ def _tree_memory(pid: int) -> tuple[int, int]:
                         pss += int(line.split()[1]) * 1024
         except OSError:
             continue
-        todo += _children(p)
+        todo += child_pids(p)
     return rss, pss
 
 
