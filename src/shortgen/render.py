@@ -301,8 +301,8 @@ def _encode(
         ThreadPoolExecutor(max_workers=1, initializer=_background) as board_lane,
     ):
         measuring = _start_audio(audio, timed, encoder, cache, audio_path, figures, stats, progress, futures)
-        track = futures[0] if futures and keys.mixes(plan, timed.episode.settings) else None  # a mix: see CARDS_BESIDE_AUDIO
-        boards = _start_video(video, board_lane, timed, ek, encoder, cache, stats, progress, tiles, futures, seg_paths, track)
+        mixing = futures[0] if futures and keys.mixes(plan, timed.episode.settings) else None  # see CARDS_BESIDE_AUDIO
+        boards = _start_video(video, board_lane, timed, ek, encoder, cache, stats, progress, tiles, futures, seg_paths, mixing)
         sheet = board_lane.submit(lambda: storyboard([b.result() for b in boards]))
         try:
             for f in futures:

@@ -31,16 +31,11 @@ def keep_freed_memory() -> None:
     (system time 3.6 -> 9.5 s, in page faults). And two arenas for the whole process, where glibc gives
     each thread its own up to 8 per core, each keeping freed memory: a render's lanes and pools are a
     dozen threads (the tree's peak 716 -> 590 MB, time unchanged; one arena: 601)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _glibc()
+    if libc is not None:  # else not glibc: nothing is set
         libc.mallopt(-3, 8 * 1024 * 1024)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 16 * 1024 * 1024)  # M_TRIM_THRESHOLD
         libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing was set
 
 
 def give_back_freed_memory() -> None:
@@ -50,21 +45,22 @@ def give_back_freed_memory() -> None:
     done and its arrays freed (the mix planned, the track made, the cards drawn), not per segment: what
     is given back is faulted in again when used (page clearing rose from 1.5% to 4.6% of a cold
     render's CPU samples when a trim followed every segment's encode)."""
-    libc = _libc()
+    libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
 
 
 @functools.cache
-def _libc():
+def _glibc():
+    """The C library, where it is glibc (it has mallopt and malloc_trim); else None."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
     except OSError:
         return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 @functools.cache

@@ -167,7 +167,7 @@ def _clip(path: str, digest: str) -> Media:
     if not info.get("video_found"):
         raise MediaError(f"{name} has no video stream")
     w, h = info.get("video_size") or (0, 0)
-    head = _head(path)
+    head = _head(path) or ""
     if w and h:
         w = shown_width(head, w)  # pixels that are not square (a camcorder's, a DVD's): as wide as shown
     if display_rotation(head) in (90, 270):  # a phone's portrait clip: stored landscape, turned on display
@@ -185,15 +185,15 @@ def _clip(path: str, digest: str) -> Media:
     return Media(path, digest, "clip", int(w), int(h), rate, frames, duration)
 
 
-def _head(path: str) -> str:
-    """What `ffmpeg -i` says of a file: moviepy's probe does not read a clip's display matrix as ffmpeg 7
-    prints it, nor its pixels' shape."""
+def _head(path: str) -> str | None:
+    """What `ffmpeg -i` says of a file (None if ffmpeg could not be run): moviepy's probe does not read a
+    clip's display matrix as ffmpeg 7 prints it, nor its pixels' shape, nor its transfer."""
     from ..video.encode import ffmpeg_exe
 
     try:
         head = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return ""
+        return None
     return head.stderr.decode(errors="replace")
 
 
@@ -240,7 +240,6 @@ def sdr_source(m: Media) -> str:
     """The file to read a clip's pictures from: itself, or for an HDR clip (PQ or HLG), a tone-mapped SDR
     copy, made once per content and kept beside the checks (its pixels read as BT.709 otherwise: a
     phone's HLG clip showed washed out)."""
-
     from ..video.encode import ffmpeg_exe
 
     kept = _kept("transfer", (m.digest,))
@@ -250,12 +249,11 @@ def sdr_source(m: Media) -> str:
             import json
 
             transfer = json.loads(kept.read_text())["transfer"]
-        else:
-            head = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", m.path], capture_output=True, timeout=60)
-            line = next((ln for ln in head.stderr.decode(errors="replace").splitlines() if "Video:" in ln), "")
+        elif (head := _head(m.path)) is not None:  # not kept when ffmpeg could not be run
+            line = next((ln for ln in head.splitlines() if "Video:" in ln), "")
             transfer = next((t for t in HDR_TRANSFERS if t in line), "")
             _keep(kept, {"transfer": transfer})
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+    except (OSError, ValueError, KeyError):
         transfer = ""
     if not transfer:
         return m.path
@@ -315,12 +313,14 @@ class ClipReader:
         return img
 
     def _start(self, k: int) -> None:
+        from ..video.encode import ffmpeg_exe
+
         self.close()
         fps = self.media.fps or 0.0
         # a frame shown at time t: seek a hair before it (ffmpeg keeps frames at or after the seek)
         t = max(0.0, k / fps - 1e-5) if fps and k else 0.0
         self._proc = subprocess.Popen(
-            clip_read_args(_ffmpeg(), self._source, t, self.size), stdin=subprocess.DEVNULL,
+            clip_read_args(ffmpeg_exe(), self._source, t, self.size), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )  # fmt: skip
         self._next = k if t else 0
@@ -345,12 +345,6 @@ class ClipReader:
             proc.wait()
 
 
-def _ffmpeg() -> str:
-    from ..video.encode import ffmpeg_exe
-
-    return ffmpeg_exe()
-
-
 def clip_read_args(ffmpeg: str, path: str, start_s: float, size: tuple[int, int]) -> list[str]:
     """The ffmpeg command that decodes a clip from `start_s` and writes its frames scaled to `size` as raw
     RGB on stdout: a fast seek to a second before, then an exact one (frames from `start_s` on)."""
@@ -370,7 +364,6 @@ def packet_seconds_args(ffmpeg: str, path: str) -> list[str]:
 
 def packet_seconds(path: str) -> float | None:
     """How many seconds of video a clip's packets hold (None if ffmpeg could not tell)."""
-
     from ..video.encode import ffmpeg_exe
 
     try:
@@ -394,7 +387,6 @@ DAMAGE = ("Invalid NAL unit size", "error while decoding", "missing picture", "c
 
 def damaged_frames(path: str, start_s: float, seconds: float = 31.0) -> list[str]:
     """The decoder's complaints about a clip's span that mean broken pictures (a stray warning is not)."""
-
     from ..video.encode import ffmpeg_exe
 
     try:

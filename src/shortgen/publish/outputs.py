@@ -44,10 +44,6 @@ def vtt(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def save_jpeg(image: Image.Image, path: Path, max_bytes: int = 2_000_000) -> None:
-    atomic_write_bytes(path, jpeg_bytes(image, max_bytes))
-
-
 def jpeg_bytes(image: Image.Image, max_bytes: int = 2_000_000) -> bytes:
     """The picture as a JPEG of at most `max_bytes`, at the best quality that fits."""
     for q in (92, 85, 75, 60):
