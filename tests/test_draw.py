@@ -116,6 +116,43 @@ def test_painted_caption_states_equal_full_drawing(series_plans):
             assert painter.cues_drawn == len(seg.cues) and None not in painter._tiles.values()
 
 
+def test_released_tiles_are_let_go_and_drawn_again_when_asked(series_plans):
+    """A segment's cues' tiles go when it is encoded; a word a later cue shares stays; a cue asked for
+    again is drawn again, the same."""
+    plan = series_plans[3]
+    s = load_episode(ROOT / "scripts" / "part4.yaml").settings
+    first, later = plan.concepts()[0], plan.concepts()[1]
+    tiles = captions.TileCache(s)
+    mine, theirs = [c.text for c in first.cues], [c.text for c in later.cues]
+    tiles.warm(mine + theirs)
+    before = {t: tiles.get(t, "caption") for t in mine}
+    shared = {w for t in mine for w in t.split()} & {w for t in theirs for w in t.split()}
+    tiles.release(mine, theirs)
+    assert not set(mine) - set(theirs) & set(tiles._made)
+    assert {k[0] for k in tiles._words} <= {w for t in theirs for w in t.split()}
+    assert shared <= {k[0] for k in tiles._words}
+    for t in mine:
+        again = tiles.get(t, "caption")
+        assert again is not before[t] and len(again) == len(before[t])
+        for (xy, plain, lit, k, lit_xy), (xy2, plain2, lit2, k2, lit_xy2) in zip(again, before[t]):
+            assert (xy, k, lit_xy) == (xy2, k2, lit_xy2)
+            assert plain.tobytes() == plain2.tobytes() and lit.tobytes() == lit2.tobytes()
+
+
+def test_the_background_widened_from_its_column_is_the_gradient_drawn_whole():
+    def whole(w, h, top, bottom, accent):  # as it was drawn before the column was cached
+        grad = Image.linear_gradient("L").resize((w, h))
+        img = Image.composite(Image.new("RGB", (w, h), draw._rgb(bottom)), Image.new("RGB", (w, h), draw._rgb(top)), grad)
+        ImageDraw.Draw(img).rectangle((0, 0, w, max(6, h // 160)), fill=draw._rgb(accent))
+        return img
+
+    for w, h in [(1080, 1920), (1280, 720), (540, 960), (333, 777), (2, 3)]:
+        made = draw._background(w, h, "#101426", "#1c2448", "#ffb000")
+        assert made.size == (w, h) and made.tobytes() == whole(w, h, "#101426", "#1c2448", "#ffb000").tobytes()
+        made.putpixel((0, 0), (1, 2, 3))  # each call's own picture: the cached column is untouched
+        assert draw._background(w, h, "#101426", "#1c2448", "#ffb000").getpixel((0, 0)) != (1, 2, 3)
+
+
 def assert_painted_equals_drawn(plan, seg, s) -> captions.CaptionPainter:
     """Every caption state of a segment, painted from tiles, against drawing it in full, pixel for pixel."""
     _, y0, _, y1 = draw.caption_origin(s)

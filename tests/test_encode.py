@@ -48,6 +48,52 @@ def test_distinct_args_feed_raw_yuv_and_ask_x264_for_a_skippable_stream():
     assert after(a, "-preset") == "veryfast" and after(a, "-crf") == "20" and after(a, "-threads") == "1"
     assert after(a, "-colorspace") == "bt709" and after(a, "-color_range") == "tv"
     assert a[a.index("-pix_fmt", a.index("-c:v")) + 1] == "yuv420p"
+    # its count of encoded pictures, for pacing.py: progress lines on stdout, often
+    assert after(a, "-progress") == "pipe:1" and float(after(a, "-stats_period")) <= 0.05
+
+
+def test_x264_delay_counts_its_lookahead_and_a_picture_per_thread():
+    from shortgen.video import pacing
+
+    assert pacing.x264_delay(distinct_args("ff", V, 17, Path("o"))) == 5 + 1 + 1  # crf: MOVING_X264's lookahead
+    cqp = dataclasses.replace(V, rate="cqp", threads=2)
+    assert pacing.x264_delay(run_args("ff", cqp, [0], Path("o"))) == 0 + 2 + 1
+
+
+def test_pace_holds_the_sender_to_what_x264_has_encoded():
+    import os
+    import threading
+    import time
+
+    from shortgen.video import pacing
+
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as progress, os.fdopen(w, "wb", buffering=0) as report:
+        pace = pacing.Pace(progress, ahead=3)
+        for _ in range(3):
+            pace.wait()  # three on their way: allowed
+        blocked = threading.Thread(target=pace.wait)
+        t0 = time.monotonic()
+        blocked.start()
+        time.sleep(0.05)
+        assert blocked.is_alive()  # the fourth waits ...
+        report.write(b"fps=0.00\nframe=1\nprogress=continue\n")
+        blocked.join(timeout=2)
+        assert not blocked.is_alive() and time.monotonic() - t0 < pacing.PACE_WAIT_S  # ... for the first
+        assert (pace.sent, pace.done, pace.ahead) == (4, 1, 3)
+        t0 = time.monotonic()
+        pace.wait()  # no count comes: it goes on after PACE_WAIT_S, allowing more from then on
+        assert time.monotonic() - t0 >= pacing.PACE_WAIT_S * 0.9 and pace.ahead == 5
+    # ffmpeg gone: nothing more is waited for
+    r, w = os.pipe()
+    os.close(w)
+    with os.fdopen(r, "rb") as progress:
+        pace = pacing.Pace(progress, ahead=1)
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        for _ in range(10):
+            pace.wait()
+        assert time.monotonic() - t0 < 0.2
 
 
 def test_join_copies_video_at_a_constant_rate_with_bt709_tags_and_moves_the_index_up_front():

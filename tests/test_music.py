@@ -682,3 +682,25 @@ def test_speech_asked_for_ahead_is_the_speech_the_render_uses_and_its_errors_are
     with pytest.raises(TTSError, match="espeak fell over"):
         render_episode(ep, engine, FakeEncoder(), cache, ahead=speak_ahead(ep, engine, cache))
     assert not (tmp_path / "ox").exists()
+
+
+def test_an_array_on_disk_reads_the_spans_asked_for(tmp_path):
+    from shortgen.audio.ondisk import OnDisk
+
+    rng = np.random.default_rng(3)
+    one, two = rng.standard_normal(1000).astype(np.float32), rng.integers(-3000, 3000, (2, 777)).astype(np.int16)
+    np.save(tmp_path / "one.npy", one)
+    np.save(tmp_path / "two.npy", two)
+    a, b = OnDisk(tmp_path / "one.npy"), OnDisk(tmp_path / "two.npy")
+    assert (a.shape, a.dtype, b.shape, b.dtype) == (one.shape, one.dtype, two.shape, two.dtype)
+    for i, j in [(0, 1000), (10, 11), (500, 400), (990, 1200), (-5, 1000), (0, 0)]:
+        assert np.array_equal(a[i:j], one[i:j])
+        assert np.array_equal(b[:, i:j], two[:, i:j]) and b[:, i:j].flags.writeable
+    for bad in [5, slice(0, 10, 2), (0, slice(0, 3))]:
+        with pytest.raises(TypeError):
+            b[bad]
+    with pytest.raises(TypeError):
+        a[:, 0:3]
+    (tmp_path / "one.npy").write_bytes((tmp_path / "one.npy").read_bytes()[:-40])  # cut short since
+    with pytest.raises(OSError, match="cut short"):
+        a[900:1000]

@@ -509,7 +509,7 @@ def test_clip_read_args_seek_to_a_second_before_and_decode_on_one_thread():
     a = clip_read_args("ffmpeg", "c.mp4", 2.5, (1080, 1920))
     i = a.index("-i")
     assert a[i - 4 : i + 4] == ["-threads", "1", "-ss", "1.500000", "-i", "c.mp4", "-ss", "1.000000"]
-    assert a[a.index("-vf") + 1] == "scale=1080:1920" and a[-3:] == ["-pix_fmt", "rgb24", "-"]
+    assert a[a.index("-vf") + 1] == "scale=1080:1920" and a[-5:] == ["-pix_fmt", "rgb24", "-thread_queue_size", "1", "-"]
     assert a.count("-threads") == 2  # the decoder's and the output's: one each
     b = clip_read_args("ffmpeg", "c.mp4", 0.0, (64, 64))
     assert "-ss" not in b and b[b.index("-i") + 1] == "c.mp4"

@@ -354,6 +354,7 @@ def _start_video(video: ThreadPoolExecutor, board_lane: ThreadPoolExecutor, time
                 wait([audio])  # the rest after the audio lane's track (its failure is reported by the join)
             progress("draw", label)
             card = frames.ensure_card(plan, seg, k.card, settings, cache, stats)
+            give_back_freed_memory()  # what drawing it freed: see _encoded
             args = (encoder, cache, card, plan, seg, k, vs, seg_path, progress, label, stats, tiles)
             encoding = video.submit(_encode_segment, *args)
             futures.append(encoding)
@@ -481,9 +482,21 @@ def _encode_segment(
             encoder.assemble(
                 [paths[key].read_bytes() for key, _, _ in runs], [[repeats[i] for i in idx] for _, idx, _ in runs], tmp
             )
-    if tap is not None:
-        tap.save(board, cache)  # else the board lane composes what did not pass by
+    _encoded(plan, seg, tiles, tap, board, cache)
     stats.draws += painter.cues_drawn
     stats.encodes += 1
     progress.done_frames += seg.frames
     progress("encoded", label)
+
+
+def _encoded(plan: Plan, seg: SegmentPlan, tiles: captions.TileCache, tap, board: Path, cache: Cache) -> None:
+    """After a segment's encode: its storyboard strip saved where the encode passed its pictures by (else
+    the board lane composes what did not pass by) and then its caption tiles let go (a later cue that
+    needs one draws it again); and what its pictures freed given back: malloc kept 40-60 MB of freed
+    frames resident through the rest of a cold render (a trim costs ~1 ms, and the pages it faults in
+    again)."""
+    if tap is not None:
+        tap.save(board, cache)
+        later = [cue.text for s in plan.segments if s.start > seg.start for cue in s.cues]
+        tiles.release([cue.text for cue in seg.cues], later)
+    give_back_freed_memory()

@@ -82,11 +82,17 @@ from shortgen.video.encode import AAC_RATE, COLOUR_TAGS, VideoSettings, distinct
 def _tree_memory(pid: int) -> tuple[int, int]:
     """(summed RSS, summed PSS) of a process and its descendants, in bytes. RSS counts pages shared by
     processes (the same ffmpeg binary, Python's libraries) once per process; PSS splits them fairly, so
-    its sum is the memory the tree really occupies."""
+    its sum is the memory the tree really occupies. A child that is its parent's memory (spawned by
+    vfork, before its exec: Python's subprocess does that) is not counted again: one sample in a few
+    caught a render's main process twice over."""
     rss = pss = 0
-    todo = [pid]
+    todo = [(pid, None)]
     while todo:
-        p = todo.pop()
+        p, parent = todo.pop()
+        kids = [(c, p) for c in child_pids(p)]
+        if parent is not None and _same_memory(p, parent):
+            todo += kids
+            continue
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
@@ -96,8 +102,19 @@ def _tree_memory(pid: int) -> tuple[int, int]:
                         pss += int(line.split()[1]) * 1024
         except OSError:
             continue
-        todo += child_pids(p)
+        todo += kids
     return rss, pss
+
+
+def _same_memory(a: int, b: int) -> bool:
+    """Whether two processes share one address space (Linux kcmp KCMP_VM; False where it cannot tell)."""
+    import ctypes
+    import platform
+
+    number = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+    if number is None:
+        return False
+    return ctypes.CDLL(None, use_errno=True).syscall(number, a, b, 1, 0, 0) == 0
 
 
 def run_cli(args: list[str], env: dict, sample_rss: bool = False) -> tuple[float, list[int]]:

@@ -81,6 +81,8 @@ def measure(plan: Plan, settings: Settings, encoder: Encoder, cache: Cache, info
 PIECE_FRAMES = 512  # 11 s: the mixed track is encoded in pieces this long at most, two at a time
 
 
+WINDOW_STEP = 1 << 16  # samples of the mix made at a time (1.4 s)
+
 VERIFY_PIECES = False  # tests set it before a first render: a piece found by its inputs is made anyway and held to
 # the samples it was made from
 
@@ -159,13 +161,13 @@ def _piece(mix: _Mix, part, path: Path, many: bool, plan: Plan, settings: Settin
                 raise AssertionError(f"mixed piece {path.name}: same inputs, other samples")
         return path
     block = mix.window(a, b)
-    pcm = block.tobytes()
+    pcm = block.data.cast("B")  # its bytes as they are: a copy was 7 MB more per piece in flight
     seg = plan.segments[segment]
     progress("audio", f"{seg.number or seg.kind} {seg.name}")
     if VERIFY_PIECES:  # what it was made from, for the check above (hashing each piece costs 8 ms)
         with cache.writing(path.with_suffix(".pcm")) as tmp:
             tmp.write_text(hashlib.sha256(pcm).hexdigest())
-    peak = float(np.abs(block).max(initial=0.0))
+    peak = float(max(block.max(initial=0.0), -block.min(initial=0.0)))  # |x| at most, without a copy of x
     quiet = peak < BOUND_BELOW  # music alone: a bound stands for its meter, see _bound
     if quiet:
         with cache.writing(path.with_suffix(".tpb")) as tmp:
@@ -174,6 +176,8 @@ def _piece(mix: _Mix, part, path: Path, many: bool, plan: Plan, settings: Settin
     # edit's few are metered by `measure_music`, beside the join, and encode sooner
     with cache.writing(path) as tmp:
         tp = encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp, meter=not quiet and many)
+    del pcm, block
+    give_back_freed_memory()  # the window's arrays: see render._encode_segment
     if tp is not None:
         with cache.writing(path.with_suffix(".tp")) as tmp:
             tmp.write_text(json.dumps(tp))
@@ -185,15 +189,13 @@ class _Mix:
 
     def __init__(self, chs, total, starts, offsets, floors, voices, voice_ids, fresh, spoken, bed, mp, stings, extras):
         import hashlib
-        import threading
 
         self.chs, self.total, self.starts, self.offsets, self.floors = chs, total, starts, offsets, floors
-        self.voices = voices  # (first sample, length, the samples or the cached file they are read from when needed)
+        self.voices = voices  # (first sample, length, its samples in the cache: ondisk.OnDisk)
         self.voice_ids, self.fresh, self.spoken = voice_ids, fresh, spoken
         self.track, self.bed_id = bed
         self.mp, self.stings, self.extras = mp, stings, extras
         self.sounds = [(s.at, s.x.shape, hashlib.sha256(s.x.tobytes()).hexdigest()) for s in stings + extras]
-        self._reading = threading.Lock()
 
     @classmethod
     def planned(cls, plan: Plan, narrations: dict, settings: Settings, cache: Cache, where: str) -> _Mix:
@@ -246,25 +248,23 @@ class _Mix:
         return cls(chs, total, starts, offsets, floors, voices, voice_ids, fresh, spoken, (track, bed_id), mp, stings, extras)
 
     def window(self, a: int, b: int):
-        """Samples [a, b) of the mix, interleaved stereo; silence outside the episode."""
+        """Samples [a, b) of the mix, interleaved stereo; silence outside the episode. Made WINDOW_STEP
+        samples at a time (every operation is per sample: the same samples): a piece's window made at
+        once held some 40 MB of arrays beside its 8 MB of samples."""
         import numpy as np
 
         from . import beds, music
 
         block = np.zeros((b - a, 2), np.float32)
-        lo, hi = max(a, 0), min(b, self.total)
-        voice = np.zeros(hi - lo, np.float32)
-        for k, (at, n_x, x) in enumerate(self.voices):
-            i, j = max(lo, at), min(hi, at + n_x)
-            if j > i:
-                if isinstance(x, Path):  # read once, by the first window that needs it
-                    with self._reading:
-                        if isinstance(self.voices[k][2], Path):
-                            self.voices[k] = (at, n_x, _samples(x))
-                        x = self.voices[k][2]
-                voice[i - lo : j - lo] += x[i - at : j - at]
-        bed = beds.lay(self.track, self.starts, self.offsets, lo, hi, self.floors)
-        block[lo - a : hi - a] = music.render(self.mp, lo, hi, voice, bed, self.stings, self.extras).T
+        for lo in range(max(a, 0), min(b, self.total), WINDOW_STEP):
+            hi = min(lo + WINDOW_STEP, b, self.total)
+            voice = np.zeros(hi - lo, np.float32)
+            for at, n_x, x in self.voices:
+                i, j = max(lo, at), min(hi, at + n_x)
+                if j > i:
+                    voice[i - lo : j - lo] += x[i - at : j - at]
+            bed = beds.lay(self.track, self.starts, self.offsets, lo, hi, self.floors)
+            block[lo - a : hi - a] = music.render(self.mp, lo, hi, voice, bed, self.stings, self.extras).T
         return block
 
     def inputs(self, a: int, b: int) -> str:
@@ -294,8 +294,8 @@ def _voices(plan: Plan, chs: list, narrations: dict, prepared: list, nb: int) ->
     for ch, preparing in zip(chs, prepared):
         seg = plan.segments[ch.segment]
         words = narrations[seg.audio_key][1]
-        x, n_x, e, pb, vkey = preparing.result()
-        if not isinstance(x, Path):
+        x, n_x, e, pb, vkey, spoken_anew = preparing.result()
+        if spoken_anew:
             fresh.add(ch.segment)  # its pieces are made first
         at = (ch.first + ch.lead) * AAC_FRAME
         voices.append((at, n_x, x))
@@ -405,11 +405,14 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     import numpy as np
 
     from . import meters, sound
+    from .ondisk import OnDisk
 
-    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v5.npz")  # v5: its length
-    if cache.has(path):
-        with np.load(path) as z:  # the samples are read only for the windows that need them
-            return path, int(z["n"]), z["e"], z["pb"], path.name
+    # v6: the samples in a file of their own, read per window (ondisk.py), the bins beside them
+    path = cache.path("segments", keys.voice(seg, settings, -1, -1), ".48k-v6.npy")
+    bins = path.with_suffix(".npz")
+    if cache.has(path, bins):
+        with np.load(bins) as z:
+            return OnDisk(path), int(z["n"]), z["e"], z["pb"], path.name, False
     m = sound.master(*_speech(sound, wav, settings))
     x = m.samples if m.rate == AAC_RATE else sound.resample(m.samples, m.rate, AAC_RATE)
     # the mastering already measured this narration: its energy and its true-peak envelope carry over to
@@ -421,22 +424,16 @@ def _voice_48k(seg, wav: Path, settings: Settings, cache: Cache):
     assert m.peak is not None
     pb = meters.spread_peaks(m.peak, m.rate, len(x))
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, x=x, e=e, pb=pb, n=len(x))
-    return x, len(x), e, pb, path.name
+        np.save(f, x)
+    with cache.writing(bins) as tmp, open(tmp, "wb") as f:
+        np.savez(f, e=e, pb=pb, n=len(x))
+    return OnDisk(path), len(x), e, pb, path.name, True
 
 
 def _speech(sound, wav: Path, settings: Settings) -> tuple:
     """What sound.master takes for a narration: its samples, the targets, and its own rate."""
     x, rate = sound.load_speech(wav)
     return x, settings.loudness_lufs, settings.true_peak_dbtp, rate
-
-
-def _samples(path: Path):
-    """A cached narration's 48 kHz samples."""
-    import numpy as np
-
-    with np.load(path) as z:
-        return z["x"]
 
 
 def _bed(settings: Settings, total: int, cache: Cache):
@@ -446,6 +443,7 @@ def _bed(settings: Settings, total: int, cache: Cache):
     import numpy as np
 
     from . import beds, meters, music
+    from .ondisk import OnDisk
 
     info = music.probe(settings.music or "")
     if settings.music_allow_short:
@@ -453,19 +451,20 @@ def _bed(settings: Settings, total: int, cache: Cache):
 
         info = dataclasses.replace(info, allow_short=True)
     key = keys.bed(info.digest, settings, -(-total // (beds.BED_STEP_S * AAC_RATE)))
-    # v8: looped in numpy, its energy reused per copy; the samples apart from the bins, mapped from the
-    # file when read back (an edit reads the few seconds its pieces need, not all 23 MB)
+    # v8: looped in numpy, its energy reused per copy; the samples apart from the bins, read per window
+    # (ondisk.py: the mix reads the few seconds each piece needs, not all 23 MB)
     path, bins = cache.path("segments", key, ".bed-v8.npy"), cache.path("segments", key, ".bed-v8.npz")
     if cache.has(path, bins):
         with np.load(bins) as z:
-            return np.load(path, mmap_mode="r"), z["e"], z["pb"], float(z["lufs"]), path.name
+            return OnDisk(path), z["e"], z["pb"], float(z["lufs"]), path.name
     x16, e, pb = beds.bed(info, total, settings.music_start_s, settings.music_loop)
     lufs = meters._gated_bins(e)
     with cache.writing(path) as tmp, open(tmp, "wb") as f:
         np.save(f, x16)
+    del x16  # read back per window, as an edit reads it
     with cache.writing(bins) as tmp, open(tmp, "wb") as f:
         np.savez(f, e=e, pb=pb, lufs=lufs)
-    return x16, e, pb, lufs, path.name
+    return OnDisk(path), e, pb, lufs, path.name
 
 
 def _stings(plan: Plan, settings: Settings, total: int) -> list:

@@ -201,6 +201,19 @@ class TileCache:
             except Exception:
                 fut.set_result(self._RETRY)
 
+    def release(self, texts: list[str], keep: list[str]) -> None:
+        """Let these cues' tiles go (their segment is encoded): all of an episode's were 23 MB held through
+        the render. A word tile stays while a cue in `keep` (the cues still to come) has the word; a
+        released cue asked for again is drawn again."""
+        words = {w for t in keep for w in t.split()}
+        with self._lock:
+            for text in set(texts) - set(keep):
+                fut = self._made.get(text)
+                if fut is not None and fut.done():  # one still being drawn is left as it is
+                    del self._made[text]
+            for key in [k for k in self._words if k[0] not in words]:
+                self._words.pop(key, None)
+
     def get(self, text: str, what: str) -> list | None:
         from concurrent.futures import Future
 

@@ -302,7 +302,7 @@ def backdrop(plan: Plan, settings: Settings, bg_sample: int = 0, layer: VisualLa
     """The frame under everything: the gradient (with its brand stripe), or the background picture."""
     if plan.background is None:
         t = settings.theme
-        return draw._background(settings.width, settings.height, t.background, t.background2, t.accent).copy()
+        return draw._background(settings.width, settings.height, t.background, t.background2, t.accent)
     bg = layer or VisualLayer(plan.background, plan.total_frames, settings)
     try:
         return bg.at(bg_sample).copy()
@@ -393,6 +393,7 @@ def make_look(
     for im in samples:  # all drawn, as before, even with no text over imagery: a clip that fails, fails here
         for got, (_, boxes, _) in zip(under, groups):
             got.append(under_boxes(im, boxes))
+        del im  # freed before the next is made (a full frame)
     scrims: list[Scrim] = []
     report: dict[str, float | None] = {"card": None, "caption": None}
     for (what, boxes, colours), got in zip(groups, under):

@@ -238,19 +238,10 @@ def _moving_pictures(
     vis, bgv = seg.visual, plan.background
     vis_moves, bg_moves = vis is not None and vis.moving, bgv is not None and bgv.moving
     r0, r1 = _changing_rows(seg, settings, (y0, y1), bg_moves)
-    layers = Layers(plan, seg, settings, read_look(card))
     vis_layer = _compose().VisualLayer(vis, seg.frames, settings, ycc) if vis is not None else None
     bg_layer = _compose().VisualLayer(bgv, plan.total_frames, settings, ycc) if bgv is not None else None
     try:
-        over = layers.over().crop((0, r0, w, r1))
-        over_box = over.getchannel("A").getbbox()
-        over_y = ycc(over.crop(over_box)) if over_box else None
-        still_under = None
-        if not bg_moves:
-            base = _compose().backdrop(plan, settings, 0)
-            if vis is not None and not vis_moves and layers.vis is not None:
-                base.paste(layers.vis.at(-1), vis.rect[:2], layers.vis.mask)
-            still_under = ycc(base.crop((0, r0, w, r1)))
+        still_under, over_y, over_box = _fixed_layers(plan, seg, settings, card, (r0, r1), bg_moves)
         corners = _panel_corners(vis, vis_layer, still_under, r0, w) if vis_moves else []
         bar_colour = ycc(Image.new("RGB", (1, 1), draw._rgb(settings.theme.accent)))  # pasted as a tile
         cuts = row_cuts(w, r0, r1)
@@ -282,10 +273,32 @@ def _moving_pictures(
             fresh = planes420(region)
             yield spliced(planes, cuts, fresh)
     finally:
-        layers.close()
         for lay in (vis_layer, bg_layer):
             if lay is not None:
                 lay.close()
+
+
+def _fixed_layers(plan: Plan, seg: SegmentPlan, settings: Settings, card: Path, rows: tuple[int, int],
+                  bg_moves: bool) -> tuple:  # fmt: skip
+    """What stays put in the changing rows, in YCbCr: the backdrop with a still visual (None under a
+    moving background), and the scrims and card text over everything, cropped to what they cover (and
+    that box). Made here, so the full-frame layers they come from are freed before the pictures start
+    (they were 25 MB held through every moving segment's encode)."""
+    r0, r1 = rows
+    w, vis = settings.width, seg.visual
+    layers = Layers(plan, seg, settings, read_look(card))
+    try:
+        over = layers.over().crop((0, r0, w, r1))
+        over_box = over.getchannel("A").getbbox()
+        over_y = ycc(over.crop(over_box)) if over_box else None
+        if bg_moves:
+            return None, over_y, over_box
+        base = _compose().backdrop(plan, settings, 0)
+        if vis is not None and not vis.moving and layers.vis is not None:
+            base.paste(layers.vis.at(-1), vis.rect[:2], layers.vis.mask)
+        return ycc(base.crop((0, r0, w, r1))), over_y, over_box
+    finally:
+        layers.close()
 
 
 def _revealed_pictures(planes, cuts, rows, parts, painter, seg, states):

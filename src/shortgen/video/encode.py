@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import DiskFullError, EncodeError, ProbeError, disk_full
-from . import h264
+from . import h264, pacing
 from .reports import Probe, parse_loudness, parse_probe
 
 _FINDING = threading.Lock()
@@ -146,6 +146,11 @@ def distinct_args(ffmpeg: str, v: VideoSettings, keyint: int | str, out: Path) -
         "-",
         "-an",
         *_x264(v, keyint),
+        # how many pictures are encoded, for _feed's pacing
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        str(pacing.PROGRESS_S),
         "-f",
         "h264",
         str(out),
@@ -354,7 +359,7 @@ class Encoder(Protocol):
         then silence. Writes frames + 1 ADTS frames: the first codes the silent frame just before, which
         serves as the priming frame when this chunk opens the episode."""
 
-    def encode_pcm(self, pcm: bytes, frames: int, bitrate: str, out: Path, meter: bool = False) -> float | None:
+    def encode_pcm(self, pcm: bytes | memoryview, frames: int, bitrate: str, out: Path, meter: bool = False) -> float | None:
         """AAC (ADTS) of a mixed chunk: stereo float32 PCM at 48 kHz holding PRE_ROLL frames of what comes
         before the chunk, its `frames` frames, then POST_ROLL frames of what follows. Writes frames + 1
         ADTS frames, the first coding the frame just before the chunk (see encode_voice). `meter`: also
@@ -372,20 +377,26 @@ class Encoder(Protocol):
 def _feed(args: list[str], pictures: Iterable[Picture], what: str) -> str:
     """Run ffmpeg with raw pictures (or any bytes) written to its stdin; returns what it logged. A thread writes while this one
     makes the next pictures: a frame is 3 MB against a 64 kB pipe, so otherwise making and encoding
-    take turns (measured: Part 4 with motion on every concept rendered in 19.2 s instead of 20.8 s)."""
+    take turns (measured: Part 4 with motion on every concept rendered in 19.2 s instead of 20.8 s).
+    An x264 run that reports its progress is paced (pacing.py)."""
     import queue
 
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    paced = "-progress" in args
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE if paced else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdin is not None and proc.stderr is not None
     stdin = proc.stdin
     ready: queue.Queue = queue.Queue(maxsize=3)
     broken = threading.Event()
+    pace = pacing.Pace(proc.stdout, pacing.x264_delay(args) + pacing.PACE_SPARE) if paced else None
 
     def write() -> None:
         while (pic := ready.get()) is not None:
             if broken.is_set():
                 continue  # drain: the producer must never block on a full queue
             try:
+                if pace is not None:
+                    pace.wait()
                 for piece in pic:
                     stdin.write(piece)
             except (BrokenPipeError, OSError):
@@ -496,7 +507,7 @@ class FfmpegEncoder:
         err = self._chunk(lambda raw: pcm_args(self.ffmpeg, bitrate, raw, span), pcm, frames, out)
         return parse_loudness(err)[1] if meter else None
 
-    def _chunk(self, args, pcm: bytes, frames: int, out: Path) -> str:
+    def _chunk(self, args, pcm: bytes | memoryview, frames: int, out: Path) -> str:
         """Encode a chunk fed with PRE_ROLL frames before it and keep frames + 1 ADTS frames: frame j
         codes input frame j - 1 (frame 0 is the priming frame), so input frame PRE_ROLL - 1, the last
         pre-roll frame, is ADTS frame PRE_ROLL. Returns what ffmpeg logged."""
