@@ -195,7 +195,7 @@ def bare_encode(segments, s: Settings, tmp: Path, every_frame: bool, rgb: bool, 
         samples = -(-len(track) * AAC_RATE // sound.RATE)
         audio = voice_args(ffmpeg_exe(), sound.RATE, 0, samples, s.audio_bitrate, tmp / "bare.aac")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if audio:
         aproc = subprocess.Popen(audio, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
         feeder = threading.Thread(target=lambda: (aproc.stdin.write(pcm), aproc.stdin.close()))
