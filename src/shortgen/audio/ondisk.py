@@ -4,6 +4,7 @@ window by window: held whole, they were 42 MB of a cold render's peak (Part 4 as
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import numpy as np
 
 class OnDisk:
     """A C-ordered 1-D (n,) or 2-D (rows, n) array in a .npy file. Indexing takes a span of the last
-    axis (`a[i:j]`, `a[:, i:j]`) and reads just those bytes; nothing else is supported."""
+    axis (`a[i:j]`, `a[:, i:j]`) and reads just those bytes; nothing else is supported. The file is
+    held open while the object lives: a cache cleaned meanwhile takes its name, not its samples."""
 
     def __init__(self, path: Path):
         mapped = np.load(path, mmap_mode="r")  # the header only: no sample is read
@@ -19,6 +21,8 @@ class OnDisk:
             raise ValueError(f"{path}: a {mapped.ndim}-D array, expected 1-D or 2-D in C order")
         self.path, self.shape, self.dtype, self._offset = path, mapped.shape, mapped.dtype, mapped.offset
         del mapped
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
 
     def __getitem__(self, key) -> np.ndarray:
         span = key[-1] if isinstance(key, tuple) else key
@@ -29,17 +33,12 @@ class OnDisk:
         i, j, _ = span.indices(n)
         j = max(i, j)
         size = self.dtype.itemsize
-        rows = [] if len(self.shape) == 1 else range(self.shape[0])
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            if not rows:
-                return self._read(fd, i * size, (j - i) * size)
-            return np.stack([self._read(fd, (r * n + i) * size, (j - i) * size) for r in rows])
-        finally:
-            os.close(fd)
+        if len(self.shape) == 1:
+            return self._read(i * size, (j - i) * size)
+        return np.stack([self._read((r * n + i) * size, (j - i) * size) for r in range(self.shape[0])])
 
-    def _read(self, fd: int, at: int, nbytes: int) -> np.ndarray:
-        data = os.pread(fd, nbytes, self._offset + at)
+    def _read(self, at: int, nbytes: int) -> np.ndarray:
+        data = os.pread(self._fd, nbytes, self._offset + at)  # no shared file position: threads may read
         if len(data) != nbytes:
             raise OSError(f"{self.path}: {len(data)} of {nbytes} bytes at {self._offset + at}: the file is cut short")
         return np.frombuffer(data, self.dtype).copy()  # writable, as a slice read from memory would be

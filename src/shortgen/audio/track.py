@@ -177,7 +177,7 @@ def _piece(mix: _Mix, part, path: Path, many: bool, plan: Plan, settings: Settin
     with cache.writing(path) as tmp:
         tp = encoder.encode_pcm(pcm, count, settings.audio_bitrate, tmp, meter=not quiet and many)
     del pcm, block
-    give_back_freed_memory()  # the window's arrays: see render._encode_segment
+    give_back_freed_memory()  # the window's arrays: see render._encoded
     if tp is not None:
         with cache.writing(path.with_suffix(".tp")) as tmp:
             tmp.write_text(json.dumps(tp))
