@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -108,13 +109,21 @@ def _tree_memory(pid: int) -> tuple[int, int]:
 
 def _same_memory(a: int, b: int) -> bool:
     """Whether two processes share one address space (Linux kcmp KCMP_VM; False where it cannot tell)."""
+    kcmp = _kcmp()
+    return kcmp is not None and kcmp(a, b) == 0
+
+
+@functools.cache
+def _kcmp():
+    """kcmp(a, b, KCMP_VM) by its syscall number, loaded once (the sampler asks every 20 ms per child)."""
     import ctypes
     import platform
 
     number = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
     if number is None:
-        return False
-    return ctypes.CDLL(None, use_errno=True).syscall(number, a, b, 1, 0, 0) == 0
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    return lambda a, b: libc.syscall(number, a, b, 1, 0, 0)
 
 
 def run_cli(args: list[str], env: dict, sample_rss: bool = False) -> tuple[float, list[int]]:
